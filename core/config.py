@@ -1,0 +1,213 @@
+"""The stack's settings: one pydantic-settings tree read from ``configs/stack.toml``.
+
+Environment variables ``TRADER_*`` override the file (nested keys with ``__``,
+e.g. ``TRADER_CLOCK__SPEED=60``). Endpoints may contain ``{run_dir}``, which is
+replaced by the run directory. Secrets come only from the environment or a
+``.env`` file and are masked whenever settings are shown.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the file, the key and the reason."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems
+        lines = [f"{file}: {key}: {reason}" for file, key, reason in problems]
+        super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Endpoints(_Section):
+    """Where each process binds. ``{run_dir}`` expands to the run directory."""
+
+    bus_in: str = "ipc://{run_dir}/bus-in.sock"  # proxy XSUB: publishers connect here
+    bus_out: str = "ipc://{run_dir}/bus-out.sock"  # proxy XPUB: subscribers connect here
+    exchange_rpc: str = "ipc://{run_dir}/exchange-rpc.sock"
+    exchange_feed: str = "ipc://{run_dir}/exchange-feed.sock"
+    market_data_rpc: str = "ipc://{run_dir}/market-data-rpc.sock"
+    order_manager_rpc: str = "ipc://{run_dir}/order-manager-rpc.sock"
+    risk_guard_rpc: str = "ipc://{run_dir}/risk-guard-rpc.sock"
+    reconciler_rpc: str = "ipc://{run_dir}/reconciler-rpc.sock"
+    supervisor_rpc: str = "ipc://{run_dir}/supervisor-rpc.sock"
+
+    @field_validator("*")
+    @classmethod
+    def _known_transport(cls, v: str) -> str:
+        if not (v.startswith("ipc://") or v.startswith("tcp://") or v.startswith("inproc://")):
+            raise ValueError(f"endpoint {v!r} must start with ipc://, tcp:// or inproc://")
+        return v
+
+
+class Clock(_Section):
+    """The paper world's clock: how fast market time runs against wall time."""
+
+    speed: float = Field(default=60.0, gt=0, le=100_000)
+    start_date: str = ""  # YYYY-MM-DD; empty = the next XKRX trading day from today
+    start_time: str = "08:55"  # KST, shortly before the opening auction
+    seed: int = 42
+
+
+class Market(_Section):
+    codes: list[str] = Field(default_factory=list)  # empty = every code in the master
+    instruments_file: str = "configs/instruments.csv"
+    tick_interval_ms: int = Field(default=250, gt=0)  # market time between ticks per code
+
+
+class Retention(_Section):
+    retention_days: int = Field(default=30, ge=1)
+
+
+class Dashboard(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Broker(_Section):
+    kind: Literal["paper", "kis"] = "paper"
+    account_cash_won: int = Field(default=1_000_000_000, ge=0)
+
+
+class Bus(_Section):
+    sndhwm: int = Field(default=100_000, ge=0)
+    rcvhwm: int = Field(default=100_000, ge=0)
+    linger_ms: int = Field(default=200, ge=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    rpc_timeout_ms: int = Field(default=1000, gt=0)
+    rpc_retries: int = Field(default=2, ge=0)
+
+
+class Secrets(_Section):
+    dashboard_token: SecretStr = SecretStr("")
+    kis_app_key: SecretStr = SecretStr("")
+    kis_app_secret: SecretStr = SecretStr("")
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+class StackSettings(BaseSettings):
+    """The whole stack's settings (``configs/stack.toml`` + ``TRADER_*`` overrides)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRADER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+    )
+
+    run_dir: str = "var"
+    config_dir: str = str(DEFAULT_CONFIG_DIR)
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    clock: Clock = Field(default_factory=Clock)
+    market: Market = Field(default_factory=Market)
+    retention: Retention = Field(default_factory=Retention)
+    dashboard: Dashboard = Field(default_factory=Dashboard)
+    broker: Broker = Field(default_factory=Broker)
+    bus: Bus = Field(default_factory=Bus)
+    secrets: Secrets = Field(default_factory=Secrets)
+    # Flat secret aliases read straight from the environment.
+    dashboard_token: SecretStr = SecretStr("")
+
+    _toml_data: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, dotenv_settings, _TomlSource(settings_cls, cls._toml_data))
+
+    # --- derived -----------------------------------------------------------
+
+    @property
+    def run_path(self) -> Path:
+        p = Path(self.run_dir)
+        return p if p.is_absolute() else (Path.cwd() / p)
+
+    def endpoint(self, name: str) -> str:
+        """An endpoint by name, with ``{run_dir}`` expanded to an absolute path."""
+        raw = getattr(self.endpoints, name)
+        return raw.replace("{run_dir}", str(self.run_path / "run"))
+
+    def token(self) -> str:
+        return self.dashboard_token.get_secret_value() or self.secrets.dashboard_token.get_secret_value()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets masked."""
+        data = self.model_dump(mode="json")
+
+        def mask(d: Any) -> Any:
+            if isinstance(d, dict):
+                return {k: mask(v) for k, v in d.items()}
+            return d
+
+        out = mask(data)
+        for key in ("dashboard_token",):
+            out[key] = "********" if getattr(self, key).get_secret_value() else ""
+        for key, val in self.secrets:
+            out["secrets"][key] = "********" if val.get_secret_value() else ""
+        return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(path), "-", f"not valid TOML: {exc}")]) from exc
+
+
+def stack_config_path() -> Path:
+    """The stack file: ``TRADER_CONFIG`` if set, else ``configs/stack.toml``."""
+    env = os.environ.get("TRADER_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_DIR / "stack.toml"
+
+
+def load_stack(path: str | Path | None = None, **overrides: Any) -> StackSettings:
+    """Read the stack settings; a problem raises ConfigError naming file, key and reason."""
+    p = Path(path) if path else stack_config_path()
+    data = _read_toml(p)
+    StackSettings._toml_data = data
+    try:
+        return StackSettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(x) for x in err["loc"]) or "-"
+            problems.append((str(p), key, err["msg"]))
+        raise ConfigError(problems) from exc
+    finally:
+        StackSettings._toml_data = {}
+
+
+def endpoint_is_loopback(endpoint: str) -> bool:
+    """Whether an endpoint can only be reached from this machine."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS

@@ -1,0 +1,319 @@
+"""The message catalogue: every message that crosses a process boundary.
+
+Each message is a frozen pydantic model with a stable type name (``TYPE``) and a
+schema version (``VERSION``). Money is integer won, quantities are integer
+shares, timestamps are integer nanoseconds since the epoch (UTC).
+
+The bus codec looks a decoded frame's type up in ``REGISTRY`` and validates the
+payload into that model; a message that is not registered here cannot travel.
+Later capabilities extend this catalogue; they do not invent side channels.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CODE_PATTERN = r"^[0-9]{4}[0-9A-HJ-NP-TV-Z][0-9A-Z]$"
+
+Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+Won = Annotated[int, Field(ge=0)]
+SignedWon = int
+Qty = Annotated[int, Field(ge=0)]
+TsNs = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class OrderStatus(StrEnum):
+    """States of an order's life (DESIGN section 5)."""
+
+    NEW = "new"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCEL_PENDING = "cancel_pending"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+
+class SessionPhase(StrEnum):
+    """Phases of the trading day as announced on ``md.session``."""
+
+    PRE_OPEN = "pre_open"  # opening call auction collecting orders
+    OPEN = "open"  # continuous trading
+    CLOSING = "closing"  # closing call auction collecting orders
+    CLOSED = "closed"  # the day is over; day roll may run
+    AFTER_HOURS = "after_hours"
+
+
+class AlertLevel(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Message(BaseModel):
+    """Base of every bus message: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+REGISTRY: dict[str, type[Message]] = {}
+
+
+def register(cls: type[Message]) -> type[Message]:
+    """Add a message class to the catalogue under its stable type name."""
+    if not cls.TYPE:
+        raise TypeError(f"{cls.__name__} has no TYPE")
+    if cls.TYPE in REGISTRY and REGISTRY[cls.TYPE] is not cls:
+        raise TypeError(f"message type {cls.TYPE!r} registered twice")
+    REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+# --- market data -------------------------------------------------------------
+
+
+@register
+class Tick(Message):
+    """One trade print (or the last price) of an instrument."""
+
+    TYPE: ClassVar[str] = "tick"
+    code: Code
+    ts_ns: TsNs
+    price: Won
+    qty: Qty
+    cum_volume: Qty = 0
+    bid: Won = 0
+    ask: Won = 0
+
+
+@register
+class Bar(Message):
+    """An OHLCV bar; ``ts_ns`` is the bar's start, ``interval_s`` its length."""
+
+    TYPE: ClassVar[str] = "bar"
+    code: Code
+    ts_ns: TsNs
+    interval_s: Annotated[int, Field(gt=0)] = 60
+    open: Won
+    high: Won
+    low: Won
+    close: Won
+    volume: Qty
+    value_won: Won = 0
+
+
+@register
+class InvestorFlow(Message):
+    """Net buying by investor class, in shares (daily or intraday provisional)."""
+
+    TYPE: ClassVar[str] = "investor_flow"
+    code: Code
+    ts_ns: TsNs
+    foreign_net_qty: int
+    institution_net_qty: int = 0
+    individual_net_qty: int = 0
+    provisional: bool = False
+
+
+@register
+class SessionEvent(Message):
+    """A change of trading phase, stamped with the market's clock."""
+
+    TYPE: ClassVar[str] = "session_event"
+    phase: SessionPhase
+    trading_date: Annotated[str, Field(pattern=r"^[0-9]{8}$")]
+    ts_ns: TsNs
+    clock_speed: float = 1.0
+
+
+# --- orders ------------------------------------------------------------------
+
+
+@register
+class OrderRequest(Message):
+    """A new order from an agent. ``price`` is 0 for a market order."""
+
+    TYPE: ClassVar[str] = "order_request"
+    client_order_id: Name
+    agent_id: Name
+    code: Code
+    side: Side
+    order_type: OrderType = OrderType.LIMIT
+    qty: Annotated[int, Field(gt=0)]
+    price: Won = 0
+    ts_ns: TsNs = 0
+
+
+@register
+class CancelRequest(Message):
+    """Cancel (part of) an open order. ``qty`` 0 means all that remains."""
+
+    TYPE: ClassVar[str] = "cancel_request"
+    client_order_id: Name
+    agent_id: Name
+    qty: Qty = 0
+    ts_ns: TsNs = 0
+
+
+@register
+class OrderEvent(Message):
+    """A change in an order's state, with a reason code and text on refusals."""
+
+    TYPE: ClassVar[str] = "order_event"
+    client_order_id: Name
+    agent_id: Name
+    code: Code
+    side: Side
+    status: OrderStatus
+    qty: Qty = 0
+    price: Won = 0
+    filled_qty: Qty = 0
+    remaining_qty: Qty = 0
+    avg_fill_price: Won = 0
+    broker_order_id: str = ""
+    reason_code: str = ""
+    reason_text: str = ""
+    ts_ns: TsNs = 0
+
+
+@register
+class Fill(Message):
+    """An execution, identified by the broker's execution id."""
+
+    TYPE: ClassVar[str] = "fill"
+    exec_id: Name
+    client_order_id: Name
+    agent_id: Name
+    code: Code
+    side: Side
+    qty: Annotated[int, Field(gt=0)]
+    price: Annotated[int, Field(gt=0)]
+    fee_won: Won = 0
+    tax_won: Won = 0
+    broker_order_id: str = ""
+    ts_ns: TsNs = 0
+
+
+# --- books -------------------------------------------------------------------
+
+
+class PositionLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    code: Code
+    qty: Qty
+    avg_price: Won = 0
+
+
+@register
+class PositionSnapshot(Message):
+    """Holdings of one owner: an agent id, or ``account`` for the broker account."""
+
+    TYPE: ClassVar[str] = "position_snapshot"
+    owner: Name
+    ts_ns: TsNs
+    positions: tuple[PositionLine, ...] = ()
+
+
+@register
+class AccountSnapshot(Message):
+    """Cash and PnL of one owner (an agent id or ``account``)."""
+
+    TYPE: ClassVar[str] = "account_snapshot"
+    owner: Name
+    ts_ns: TsNs
+    cash_won: SignedWon
+    cash_available_won: SignedWon = 0
+    cash_on_hold_won: Won = 0
+    equity_won: SignedWon = 0
+    realized_pnl_won: SignedWon = 0
+    unrealized_pnl_won: SignedWon = 0
+    fees_won: Won = 0
+    taxes_won: Won = 0
+
+
+# --- operations --------------------------------------------------------------
+
+
+@register
+class Heartbeat(Message):
+    """Sent by every process each second; ``last_seq`` reveals tail drops."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    name: Name
+    pid: Annotated[int, Field(ge=0)]
+    state: str = "running"
+    ts_ns: TsNs
+    rss_bytes: Annotated[int, Field(ge=0)] = 0
+    cpu_pct: float = 0.0
+    last_seq: Annotated[int, Field(ge=0)] = 0
+    queue_depth: Annotated[int, Field(ge=0)] = 0
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+@register
+class Alert(Message):
+    """Something a person should know about."""
+
+    TYPE: ClassVar[str] = "alert"
+    level: AlertLevel
+    source: Name
+    kind: Name
+    text: str
+    ts_ns: TsNs
+
+
+@register
+class Command(Message):
+    """A request to a process (RPC or ``sys.command.<name>``).
+
+    ``command_id`` is the idempotency key of state-changing commands.
+    """
+
+    TYPE: ClassVar[str] = "command"
+    command_id: Name
+    name: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+    who: str = ""
+    ts_ns: TsNs = 0
+
+
+@register
+class CommandResult(Message):
+    """The answer to a Command."""
+
+    TYPE: ClassVar[str] = "command_result"
+    command_id: Name
+    ok: bool
+    result: Any = None
+    error: str = ""
+    reason_code: str = ""
+
+
+def message_types() -> dict[str, type[Message]]:
+    """A copy of the catalogue, by type name."""
+    return dict(REGISTRY)
