@@ -93,3 +93,13 @@ def is_preferred(code: str) -> bool:
 def common_of(code: str) -> str:
     """The common share code that a preferred code belongs to."""
     return code[:-1] + "0"
+
+
+class Session(StrEnum):
+    """The trading session a moment falls in (KST times)."""
+
+    PRE_OPEN = "pre_open"  # 08:30-09:00 opening call auction (one price at 09:00)
+    CONTINUOUS = "continuous"  # 09:00-15:20
+    CLOSING_AUCTION = "closing_auction"  # 15:20-15:30 (one price at 15:30)
+    AFTER_HOURS = "after_hours"  # 15:40-18:00
+    CLOSED = "closed"
