@@ -1,0 +1,82 @@
+"""The ``trader`` command line: operate the stack from a terminal.
+
+Every listing takes ``--json`` for scripts; a command that fails exits non-zero,
+and a command that needs a service that is down says which one and how to start it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version as dist_version
+
+import typer
+from rich.console import Console
+
+from core.config import ConfigError, load_stack
+
+app = typer.Typer(
+    name="trader",
+    help="Operate the trader stack: a trading firm of agents and a back office on a ZeroMQ bus.\n\n"
+    "Start everything with `trader up` (or `make run`), watch it with `trader ps`, stop it with `trader down`.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show and check the configuration (configs/*.toml with TRADER_* overrides).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version of trader."""
+    try:
+        v = dist_version("trader")
+    except PackageNotFoundError:
+        v = "unknown (not installed)"
+    console.print(f"trader {v}")
+
+
+@config_app.command("show")
+def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Print the effective stack configuration, secrets masked."""
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    data = settings.masked()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="effective configuration", show_lines=False)
+    table.add_column("key")
+    table.add_column("value")
+
+    def walk(prefix: str, d: dict) -> None:
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                walk(key, v)
+            else:
+                table.add_row(key, str(v))
+
+    walk("", data)
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
