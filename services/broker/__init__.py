@@ -1,0 +1,1 @@
+"""Broker clients: one interface, one implementation per broker (paper exchange now, KIS later)."""
