@@ -1,9 +1,24 @@
-"""KRX market rules as pure functions: tick sizes, price rounding, daily limits, codes."""
+"""KRX market rules as pure functions: tick sizes, price rounding, daily limits, codes, sessions.
+
+Sessions follow the XKRX calendar of ``exchange_calendars`` (built once, lazily,
+for 2020-2030). Times of day are Korea Standard Time (UTC+9); timestamps passed
+in are nanoseconds since the epoch, UTC.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from bisect import bisect_left, bisect_right
 from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from core.instruments import Instrument
 
 CODE_RE = re.compile(r"^[0-9]{4}[0-9A-HJ-NP-TV-Z][0-9A-Z]$")
 
@@ -69,14 +84,16 @@ def round_for_side(price: float | int, side: str, *, etf: bool = False) -> int:
 
 
 def limit_prices(base_price: int, *, etf: bool = False) -> tuple[int, int]:
-    """The (lower, upper) daily limit prices: +-30% of the base, inside the grid.
+    """The (lower, upper) daily limit prices for a base price (usually the previous close).
 
-    The upper limit rounds down and the lower limit rounds up to a valid tick.
+    KRX rule: the limit width is 30% of the base, cut down to a multiple of the
+    base price's tick; upper = base + width rounded down to its own tick, lower =
+    base - width rounded up to its own tick (never below 1 won).
     """
-    raw_upper = base_price * (100 + LIMIT_RATE_PCT) // 100
-    raw_lower = -(-base_price * (100 - LIMIT_RATE_PCT) // 100)
-    upper = round_to_tick(raw_upper, Rounding.DOWN, etf=etf)
-    lower = round_to_tick(raw_lower, Rounding.UP, etf=etf)
+    base_tick = tick_size(base_price, etf=etf)
+    width = base_price * LIMIT_RATE_PCT // 100 // base_tick * base_tick
+    upper = round_to_tick(base_price + width, Rounding.DOWN, etf=etf)
+    lower = round_to_tick(max(base_price - width, 1), Rounding.UP, etf=etf)
     return lower, upper
 
 
@@ -101,5 +118,172 @@ class Session(StrEnum):
     PRE_OPEN = "pre_open"  # 08:30-09:00 opening call auction (one price at 09:00)
     CONTINUOUS = "continuous"  # 09:00-15:20
     CLOSING_AUCTION = "closing_auction"  # 15:20-15:30 (one price at 15:30)
-    AFTER_HOURS = "after_hours"  # 15:40-18:00
+    # 15:40-18:00: trades at the closing price until 16:00, then single-price auctions every 10 min
+    AFTER_HOURS = "after_hours"
     CLOSED = "closed"
+
+
+# --- vectorised tick grid (for the simulator and the back-tester) -------------
+
+_TICK_BOUNDS = np.array([bound for bound, _ in _TICK_TABLE], dtype=np.int64)
+_TICKS = np.array([tick for _, tick in _TICK_TABLE] + [_TOP_TICK], dtype=np.int64)
+
+
+def tick_size_array(prices: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Tick sizes in won for an array of prices (same table as ``tick_size``)."""
+    p = np.floor(np.asarray(prices, dtype=np.float64))
+    return _TICKS[np.searchsorted(_TICK_BOUNDS, p, side="right")]
+
+
+def round_to_tick_array(prices: npt.ArrayLike, how: Rounding | str = Rounding.NEAREST) -> npt.NDArray[np.int64]:
+    """Round an array of prices onto the tick grid at once; the result is int64 won, at least 1.
+
+    Agrees element by element with ``round_to_tick``. Every grid boundary is a
+    multiple of the coarser tick above it, so one step up from a boundary's
+    lower neighbour always lands on the grid.
+    """
+    how = Rounding(how)
+    p = np.maximum(np.asarray(prices, dtype=np.float64), 1.0)
+    tick = tick_size_array(p)
+    down = np.floor(p).astype(np.int64) // tick * tick
+    if how is Rounding.DOWN:
+        return down
+    up = np.where(down == p, down, down + tick)
+    if how is Rounding.UP:
+        return up
+    return np.where((p - down) < (down + tick - p), down, down + tick)
+
+
+def limit_prices_array(base_prices: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The (lower, upper) daily limit prices for an array of base prices (see ``limit_prices``)."""
+    base = np.asarray(base_prices, dtype=np.int64)
+    base_tick = tick_size_array(base)
+    width = base * LIMIT_RATE_PCT // 100 // base_tick * base_tick
+    upper = round_to_tick_array(base + width, Rounding.DOWN)
+    lower = round_to_tick_array(np.maximum(base - width, 1), Rounding.UP)
+    return lower, upper
+
+
+# --- codes against the instrument master ----------------------------------------
+
+
+class CodeRejection(StrEnum):
+    """Why a stock code is refused."""
+
+    NOT_A_STRING = "CODE_NOT_A_STRING"
+    BAD_SYNTAX = "CODE_BAD_SYNTAX"
+    NOT_IN_MASTER = "CODE_NOT_IN_MASTER"
+
+
+def validate_code(code: Any, master: Mapping[str, "Instrument"]) -> str | None:
+    """Why a code may not be traded (a ``CodeRejection`` reason), or None when it is a listed code."""
+    if not isinstance(code, str):
+        return CodeRejection.NOT_A_STRING.value
+    if CODE_RE.match(code) is None:
+        return CodeRejection.BAD_SYNTAX.value
+    if code not in master:
+        return CodeRejection.NOT_IN_MASTER.value
+    return None
+
+
+# --- the XKRX calendar and the sessions of a trading day ----------------------
+
+KST = dt.timezone(dt.timedelta(hours=9), "KST")
+CALENDAR_START = dt.date(2020, 1, 1)
+CALENDAR_END = dt.date(2030, 12, 31)
+_NS_PER_MIN = 60_000_000_000
+
+# Session boundaries as minutes relative to the calendar's open (o) or close (c):
+# pre-open o-30, continuous o, closing auction c-10, closed c, after hours c+10 .. c+150.
+_PRE_OPEN_MIN = 30
+_CLOSING_AUCTION_MIN = 10
+_AFTER_HOURS_START_MIN = 10
+_AFTER_HOURS_END_MIN = 150
+
+
+class CalendarRangeError(ValueError):
+    """A date outside the years the XKRX calendar is loaded for."""
+
+
+@lru_cache(maxsize=1)
+def _calendar() -> tuple[frozenset[dt.date], tuple[dt.date, ...], dict[dt.date, tuple[int, int]]]:
+    """The XKRX trading days and their (open, close) in ns UTC, built once from exchange_calendars."""
+    import exchange_calendars as xc  # slow import (pandas); only when sessions are first asked for
+
+    cal = xc.get_calendar("XKRX", start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
+    schedule = cal.schedule
+    days = tuple(ts.date() for ts in schedule.index)
+    opens = schedule["open"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    closes = schedule["close"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    hours = {d: (int(o), int(c)) for d, o, c in zip(days, opens, closes)}
+    return frozenset(days), days, hours
+
+
+def _check_range(day: dt.date) -> None:
+    if not CALENDAR_START <= day <= CALENDAR_END:
+        raise CalendarRangeError(f"{day} is outside the XKRX calendar range {CALENDAR_START}..{CALENDAR_END}")
+
+
+def is_trading_day(day: dt.date) -> bool:
+    """Whether KRX trades on a date (weekends, holidays and the year-end closure are not)."""
+    _check_range(day)
+    return day in _calendar()[0]
+
+
+def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
+    """The KRX trading days from start to end, both inclusive, in order."""
+    _check_range(start)
+    _check_range(end)
+    days = _calendar()[1]
+    return list(days[bisect_left(days, start) : bisect_right(days, end)])
+
+
+def next_trading_day(day: dt.date) -> dt.date:
+    """The first KRX trading day strictly after a date."""
+    _check_range(day)
+    days = _calendar()[1]
+    i = bisect_right(days, day)
+    if i >= len(days):
+        raise CalendarRangeError(f"no trading day after {day} within the loaded calendar")
+    return days[i]
+
+
+def market_hours(day: dt.date) -> tuple[int, int]:
+    """(open, close) of a trading day in ns UTC: usually 09:00 and 15:30 KST, later on late-open days."""
+    _check_range(day)
+    hours = _calendar()[2].get(day)
+    if hours is None:
+        raise ValueError(f"{day} is not a KRX trading day")
+    return hours
+
+
+def kst_date(ts_ns: int) -> dt.date:
+    """The Korean calendar date of a UTC timestamp in nanoseconds."""
+    return dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, KST).date()
+
+
+def session_of(ts_ns: int) -> Session:
+    """The trading session a UTC timestamp (ns) falls in, by the XKRX calendar and KST session times.
+
+    The opening auction takes the 30 minutes before the open, the closing auction
+    the 10 minutes before the close; after-hours trading runs from 10 to 150
+    minutes after the close. Everything else, weekends and holidays included, is
+    CLOSED. Late-open days (first day of the year, the CSAT day) shift with the
+    calendar's open and close.
+    """
+    day = kst_date(ts_ns)
+    if not CALENDAR_START <= day <= CALENDAR_END:
+        return Session.CLOSED
+    hours = _calendar()[2].get(day)
+    if hours is None:
+        return Session.CLOSED
+    open_ns, close_ns = hours
+    if open_ns - _PRE_OPEN_MIN * _NS_PER_MIN <= ts_ns < open_ns:
+        return Session.PRE_OPEN
+    if open_ns <= ts_ns < close_ns - _CLOSING_AUCTION_MIN * _NS_PER_MIN:
+        return Session.CONTINUOUS
+    if close_ns - _CLOSING_AUCTION_MIN * _NS_PER_MIN <= ts_ns < close_ns:
+        return Session.CLOSING_AUCTION
+    if close_ns + _AFTER_HOURS_START_MIN * _NS_PER_MIN <= ts_ns < close_ns + _AFTER_HOURS_END_MIN * _NS_PER_MIN:
+        return Session.AFTER_HOURS
+    return Session.CLOSED
