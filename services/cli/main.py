@@ -74,6 +74,12 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON f
     console.print(table)
 
 
+from services.cli import stack as _stack  # noqa: E402
+
+app.command()(_stack.up)
+app.command()(_stack.down)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

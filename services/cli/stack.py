@@ -1,0 +1,134 @@
+"""``trader up`` and ``trader down``: start and stop the whole stack from the Procfile."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import PROJECT_ROOT, ConfigError, load_stack
+
+console = Console()
+err = Console(stderr=True)
+
+UP_PID_FILE = "trader-up.pid"
+
+
+def read_procfile(path: Path) -> list[tuple[str, str]]:
+    """The (name, command) lines of a Procfile."""
+    entries = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        name, cmd = line.split(":", 1)
+        entries.append((name.strip(), cmd.strip()))
+    return entries
+
+
+def up(
+    procfile: Path = typer.Option(PROJECT_ROOT / "Procfile", help="The Procfile to start."),
+) -> None:
+    """Start the whole stack in the foreground (honcho + Procfile); Ctrl-C or `trader down` stops it."""
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    run = settings.run_path
+    (run / "run").mkdir(parents=True, exist_ok=True)
+    (run / "logs").mkdir(parents=True, exist_ok=True)
+    pid_file = run / "run" / UP_PID_FILE
+    if pid_file.exists():
+        try:
+            other = int(pid_file.read_text().strip())
+        except ValueError:
+            other = 0
+        if other and psutil.pid_exists(other) and other != os.getpid():
+            err.print(f"[bold red]error:[/] the stack is already running (pid {other}); stop it with `trader down`")
+            raise typer.Exit(1)
+    entries = read_procfile(procfile)
+    table = Table(title="starting the trader stack")
+    table.add_column("process")
+    table.add_column("command")
+    for name, cmd in entries:
+        table.add_row(name, cmd)
+    console.print(table)
+    console.print(f"run directory: {run}")
+    console.print(
+        f"dashboard: http://{settings.dashboard.host}:{settings.dashboard.port}/   "
+        "(stop with Ctrl-C or `trader down`)"
+    )
+    pid_file.write_text(str(os.getpid()))
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    honcho = Path(sys.executable).parent / "honcho"
+    argv = [str(honcho), "start", "-f", str(procfile), "-d", str(PROJECT_ROOT)]
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+def _lock_pids(run_dir: Path) -> list[tuple[Path, int]]:
+    out = []
+    for lock in sorted((run_dir / "run").glob("*.pid")):
+        if lock.name == UP_PID_FILE:
+            continue
+        try:
+            text = lock.read_text().strip()
+            pid = int(json.loads(text)["pid"]) if text.startswith("{") else int(text)
+        except (ValueError, KeyError, OSError, json.JSONDecodeError):
+            continue
+        out.append((lock, pid))
+    return out
+
+
+def down(timeout: float = typer.Option(15.0, help="Seconds to wait before killing what is left.")) -> None:
+    """Stop the stack cleanly: SIGTERM to the stack, then to any process still holding a lock."""
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    run = settings.run_path
+    targets: list[psutil.Process] = []
+    pid_file = run / "run" / UP_PID_FILE
+    if pid_file.exists():
+        try:
+            targets.append(psutil.Process(int(pid_file.read_text().strip())))
+        except (ValueError, psutil.NoSuchProcess):
+            pass
+    for _lock, pid in _lock_pids(run):
+        try:
+            targets.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    if not targets:
+        console.print("nothing is running")
+        pid_file.unlink(missing_ok=True)
+        return
+    for proc in targets:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    gone, alive = psutil.wait_procs(targets, timeout=timeout)
+    for proc in alive:
+        err.print(f"[yellow]warning:[/] pid {proc.pid} did not stop in {timeout:.0f} s; killing it")
+        proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    time.sleep(0.2)
+    # A lock whose owner is gone is stale now; the owner removes its own on a clean stop.
+    for lock, pid in _lock_pids(run):
+        if not psutil.pid_exists(pid):
+            lock.unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
+    console.print(f"stopped {len(gone) + len(alive)} process(es)")
