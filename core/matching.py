@@ -1,0 +1,884 @@
+"""The paper venue's matching engine and accounts: pure, synchronous, fast.
+
+There is no order book of other participants; the market is simulated from the
+prints it is fed (``on_trade`` ticks, ``on_bar`` bars, ``run_auction`` single
+prices). The models, in one place:
+
+Touch and depth (orders that take liquidity). The touch sits at the last trade
+price on both sides. Each price level, walking away from it one tick at a time,
+offers ``depth`` shares, where depth is ``depth_pct`` percent of the recent
+volume (traded shares decayed with a half-life of ``volume_half_life_ns``,
+about a minute and a half of trading at the default) and at least
+``min_depth_shares``. A marketable order fills level by level (one execution per
+level) up to its limit price, or up to the daily limit for a market order; what
+it took stays taken until the next print, so a second order in the same instant
+continues where the first stopped. What remains rests.
+
+Resting orders (orders that provide liquidity). A resting buy fills when the
+market trades through it: a print strictly below the limit fills at the limit.
+A print exactly at the limit first works off the queue ahead of the order,
+estimated at entry as one level's depth; only volume beyond that queue fills.
+Bars have no price-by-volume, so for a bar only a range strictly through the
+limit fills (a bar that merely touches the limit fills nothing). Every print
+fills at most ``participation_pct`` percent of its volume per side, shared among
+our orders in price-time priority (resting market orders first).
+
+Auctions. Orders entered during PRE_OPEN or CLOSING_AUCTION rest; no print
+fills anything outside CONTINUOUS. ``run_auction`` crosses every open order of
+the code at the single price (buys at or above, sells at or below), the same
+participation cap on the auction volume, price then time priority. When
+continuous trading begins (``set_session`` or an auction run during it),
+orders left marketable against the last price take liquidity as above.
+
+Cash. A limit buy holds ``qty x (price + commission per share, rounded up)``; a
+market buy holds the same at the upper limit price. Rounding the commission up
+per share means no sequence of partial fills can overdraw cash. A sell may not
+exceed holdings less the shares offered by open sells; there is no short
+selling. Costs come from ``core.costs.CostModel`` dated by the trading date.
+Realised PnL is gross (sale proceeds less the average book cost of the shares
+sold); fees and taxes are kept apart.
+
+The hot path builds small slotted dataclasses, never pydantic models: shells
+convert them to ``core.messages`` at their boundary. Market data outside
+today's limits (or a bar whose prices are out of order) is ignored: it fills
+nothing and moves nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from core.costs import DEFAULT_COSTS, CostModel
+from core.instruments import Instrument
+from core.krx import Session, is_on_tick, limit_prices, tick_size
+from core.messages import OrderStatus, OrderType, Side
+
+STATE_VERSION = 1
+_MARKET_RANK = -(10**15)  # sorts resting market orders ahead of every limit
+_OPEN_STATUSES = frozenset({OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
+_ORDER_SESSIONS = frozenset({Session.PRE_OPEN, Session.CONTINUOUS, Session.CLOSING_AUCTION})
+
+
+class Reason(StrEnum):
+    """Why the venue refused an order or a cancel."""
+
+    BAD_TICK = "BAD_TICK"
+    OUTSIDE_PRICE_LIMITS = "OUTSIDE_PRICE_LIMITS"
+    MARKET_CLOSED = "MARKET_CLOSED"
+    INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
+    INSUFFICIENT_SHARES = "INSUFFICIENT_SHARES"
+    UNKNOWN_CODE = "UNKNOWN_CODE"
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    INVALID_QUANTITY = "INVALID_QUANTITY"
+    INVALID_PRICE = "INVALID_PRICE"
+    INVALID_SIDE = "INVALID_SIDE"
+    INVALID_ORDER_TYPE = "INVALID_ORDER_TYPE"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
+    CANCEL_QTY_EXCEEDS_REMAINING = "CANCEL_QTY_EXCEEDS_REMAINING"
+    ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingParams:
+    """The knobs of the simulated market (see the module docstring)."""
+
+    participation_pct: int = 20
+    depth_pct: int = 10
+    min_depth_shares: int = 100
+    volume_half_life_ns: int = 60_000_000_000
+
+
+# --- records -----------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Order:
+    """One order at the venue; ``price`` is 0 for a market order."""
+
+    broker_order_id: str
+    client_order_id: str
+    account_id: str
+    agent_id: str
+    code: str
+    side: Side
+    order_type: OrderType
+    qty: int
+    price: int
+    ts_ns: int
+    seq: int
+    remaining_qty: int
+    status: OrderStatus = OrderStatus.ACCEPTED
+    filled_qty: int = 0
+    canceled_qty: int = 0
+    filled_value_won: int = 0
+    reserved_won: int = 0
+    queue_ahead: int = 0
+    updated_ns: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in _OPEN_STATUSES
+
+    @property
+    def avg_fill_price(self) -> int:
+        """Average fill price in won, rounded half up (0 before the first fill)."""
+        if not self.filled_qty:
+            return 0
+        return (2 * self.filled_value_won + self.filled_qty) // (2 * self.filled_qty)
+
+
+@dataclass(slots=True)
+class OrderUpdate:
+    """A change in an order's state; refusals carry a reason code and text."""
+
+    client_order_id: str
+    broker_order_id: str
+    account_id: str
+    agent_id: str
+    code: str
+    side: str
+    order_type: str
+    status: OrderStatus
+    qty: int
+    price: int
+    filled_qty: int
+    remaining_qty: int
+    canceled_qty: int
+    avg_fill_price: int
+    ts_ns: int
+    reason_code: str = ""
+    reason_text: str = ""
+
+
+@dataclass(slots=True)
+class Execution:
+    """One fill, identified by an execution id unique within the venue."""
+
+    exec_id: str
+    broker_order_id: str
+    client_order_id: str
+    account_id: str
+    agent_id: str
+    code: str
+    side: Side
+    qty: int
+    price: int
+    fee_won: int
+    tax_won: int
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class CancelRefused:
+    """A cancel the venue would not carry out, with the reason."""
+
+    order_ref: str
+    qty: int
+    reason_code: Reason
+    reason_text: str
+    ts_ns: int
+    client_order_id: str = ""
+    broker_order_id: str = ""
+
+
+Event = OrderUpdate | Execution | CancelRefused
+
+
+@dataclass(slots=True)
+class Holding:
+    """Shares of one code in an account and what they cost (fees excluded)."""
+
+    qty: int = 0
+    book_cost_won: int = 0
+
+    @property
+    def avg_price(self) -> int:
+        return (2 * self.book_cost_won + self.qty) // (2 * self.qty) if self.qty else 0
+
+
+@dataclass(slots=True)
+class Account:
+    """An account's cash, holdings and running totals."""
+
+    account_id: str
+    cash_won: int
+    holdings: dict[str, Holding] = field(default_factory=dict)
+    cash_on_hold_won: int = 0
+    offered_qty: dict[str, int] = field(default_factory=dict)
+    fees_won: int = 0
+    taxes_won: int = 0
+    realized_pnl_won: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """A holding as a query answer, valued at the last price."""
+
+    code: str
+    qty: int
+    avg_price: int
+    book_cost_won: int
+    sellable_qty: int
+    last_price: int
+    market_value_won: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """An account snapshot as a query answer."""
+
+    account_id: str
+    cash_won: int
+    cash_on_hold_won: int
+    buying_power_won: int
+    holdings_value_won: int
+    equity_won: int
+    fees_won: int
+    taxes_won: int
+    realized_pnl_won: int
+
+
+@dataclass(slots=True)
+class _Market:
+    """The simulated market of one code: last print, recent volume, our resting orders."""
+
+    code: str
+    base_price: int
+    lower: int
+    upper: int
+    last_price: int
+    recent_volume: float = 0.0
+    volume_ts_ns: int = 0
+    bid_taken: int = 0
+    ask_taken: int = 0
+    bids: list[Order] = field(default_factory=list)
+    asks: list[Order] = field(default_factory=list)
+
+
+def _priority(order: Order) -> tuple[int, int]:
+    """Sort key of price-time priority: market orders first, then the best price, then time."""
+    if order.order_type is OrderType.MARKET:
+        return (_MARKET_RANK, order.seq)
+    return (-order.price if order.side is Side.BUY else order.price, order.seq)
+
+
+def _tick_up(price: int) -> int:
+    return price + tick_size(price)
+
+
+def _tick_down(price: int) -> int:
+    return price - tick_size(price - 1) if price > 1 else price
+
+
+# --- the engine --------------------------------------------------------------
+
+
+class MatchingEngine:
+    """The paper exchange: accounts, order entry, matching against a simulated market."""
+
+    def __init__(
+        self,
+        instruments: Mapping[str, Instrument],
+        *,
+        costs: CostModel = DEFAULT_COSTS,
+        params: MatchingParams = MatchingParams(),
+    ) -> None:
+        self.instruments = dict(instruments)
+        self.costs = costs
+        self.params = params
+        self.session = Session.CLOSED
+        self.trading_date: dt.date | None = None
+        self._markets: dict[str, _Market] = {}
+        self._accounts: dict[str, Account] = {}
+        self._orders: dict[str, Order] = {}  # today's, by broker order id
+        self._by_client: dict[str, Order] = {}
+        self._fills: list[Execution] = []
+        self._order_seq = 0
+        self._exec_seq = 0
+
+    # --- set-up ------------------------------------------------------------
+
+    def open_account(
+        self, account_id: str, cash_won: int, positions: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
+        """Open an account with cash and starting holdings ``{code: (qty, avg_price)}``.
+
+        Raises ValueError for a duplicate account, negative cash or a bad holding:
+        accounts come from validated configuration, not from the order flow.
+        """
+        if account_id in self._accounts:
+            raise ValueError(f"account {account_id!r} is already open")
+        if not isinstance(cash_won, int) or cash_won < 0:
+            raise ValueError(f"account {account_id!r}: cash must be a non-negative integer won, not {cash_won!r}")
+        account = Account(account_id=account_id, cash_won=cash_won)
+        for code, (qty, avg_price) in (positions or {}).items():
+            if code not in self.instruments:
+                raise ValueError(f"account {account_id!r}: holding of unknown code {code!r}")
+            if qty < 0 or avg_price < 0:
+                raise ValueError(f"account {account_id!r}: holding {code} must have qty and avg_price >= 0")
+            if qty:
+                account.holdings[code] = Holding(qty=qty, book_cost_won=qty * avg_price)
+        self._accounts[account_id] = account
+
+    def start_day(self, trading_date: dt.date, base_prices: Mapping[str, int], now_ns: int = 0) -> list[Event]:
+        """Begin a trading day: set base and limit prices, clear yesterday's orders and fills.
+
+        Codes without a positive base price keep yesterday's last price (or the
+        master's last close). Orders somehow still open are expired first.
+        """
+        events = self.expire_day(now_ns)
+        self.trading_date = trading_date
+        self._orders.clear()
+        self._by_client.clear()
+        self._fills.clear()
+        for code, inst in self.instruments.items():
+            base = base_prices.get(code, 0)
+            if not isinstance(base, int) or base <= 0:
+                old = self._markets.get(code)
+                base = old.last_price if old else inst.last_close
+            lower, upper = limit_prices(base)
+            self._markets[code] = _Market(code=code, base_price=base, lower=lower, upper=upper, last_price=base)
+        return events
+
+    def set_session(self, session: Session, now_ns: int) -> list[Event]:
+        """Enter a trading session; entering CONTINUOUS lets marketable auction leftovers take liquidity."""
+        self.session = Session(session)
+        events: list[Event] = []
+        if self.session is Session.CONTINUOUS:
+            for market in self._markets.values():
+                self._sweep_marketable(market, now_ns, events)
+        return events
+
+    # --- order entry -------------------------------------------------------
+
+    def submit(
+        self,
+        account_id: str,
+        client_order_id: str,
+        code: str,
+        side: str,
+        order_type: str,
+        qty: int,
+        price: int,
+        now_ns: int,
+        *,
+        agent_id: str = "",
+    ) -> list[Event]:
+        """Enter a new order; returns its acceptance and any fills, or one refusal."""
+
+        def refuse(reason: Reason, text: str) -> list[Event]:
+            return [
+                OrderUpdate(
+                    client_order_id, "", account_id, agent_id, code, str(side), str(order_type),
+                    OrderStatus.REJECTED, qty if isinstance(qty, int) else 0,
+                    price if isinstance(price, int) else 0, 0, 0, 0, 0, now_ns, reason.value, text,
+                )
+            ]
+
+        account = self._accounts.get(account_id)
+        if account is None:
+            return refuse(Reason.UNKNOWN_ACCOUNT, f"no account {account_id!r} at this venue")
+        if client_order_id in self._by_client:
+            return refuse(Reason.DUPLICATE_CLIENT_ORDER_ID, f"client order id {client_order_id!r} already used today")
+        if side not in (Side.BUY, Side.SELL):
+            return refuse(Reason.INVALID_SIDE, f"side must be buy or sell, not {side!r}")
+        if order_type not in (OrderType.LIMIT, OrderType.MARKET):
+            return refuse(Reason.INVALID_ORDER_TYPE, f"order type must be limit or market, not {order_type!r}")
+        side_, type_ = Side(side), OrderType(order_type)
+        market = self._markets.get(code)
+        if code not in self.instruments or market is None:
+            return refuse(Reason.UNKNOWN_CODE, f"{code!r} is not in the instrument master")
+        if type(qty) is not int or qty <= 0:
+            return refuse(Reason.INVALID_QUANTITY, f"quantity must be a positive whole number of shares, not {qty!r}")
+        if type_ is OrderType.LIMIT:
+            if type(price) is not int or price <= 0:
+                return refuse(Reason.INVALID_PRICE, f"a limit order needs a positive price in won, not {price!r}")
+        else:
+            price = 0
+        if self.session not in _ORDER_SESSIONS or self.trading_date is None:
+            return refuse(Reason.MARKET_CLOSED, f"no order entry in session {self.session.value}")
+        if type_ is OrderType.LIMIT:
+            if not is_on_tick(price):
+                return refuse(Reason.BAD_TICK, f"price {price} is not a multiple of the {tick_size(price)} won tick")
+            if not market.lower <= price <= market.upper:
+                return refuse(
+                    Reason.OUTSIDE_PRICE_LIMITS,
+                    f"price {price} outside today's limits {market.lower}-{market.upper}",
+                )
+        order = Order(
+            broker_order_id="", client_order_id=client_order_id, account_id=account_id, agent_id=agent_id,
+            code=code, side=side_, order_type=type_, qty=qty, price=price, ts_ns=now_ns, seq=0,
+            remaining_qty=qty, updated_ns=now_ns,
+        )
+        if side_ is Side.BUY:
+            hold = self._reservation(order, market)
+            buying_power = account.cash_won - account.cash_on_hold_won
+            if hold > buying_power:
+                return refuse(Reason.INSUFFICIENT_CASH, f"order needs {hold} won, buying power is {buying_power} won")
+            order.reserved_won = hold
+            account.cash_on_hold_won += hold
+        else:
+            held = account.holdings.get(code)
+            sellable = (held.qty if held else 0) - account.offered_qty.get(code, 0)
+            if qty > sellable:
+                return refuse(Reason.INSUFFICIENT_SHARES, f"sell of {qty} exceeds the {sellable} sellable shares")
+            account.offered_qty[code] = account.offered_qty.get(code, 0) + qty
+        self._order_seq += 1
+        order.seq = self._order_seq
+        order.broker_order_id = f"{self._order_seq:010d}"
+        self._orders[order.broker_order_id] = order
+        self._by_client[client_order_id] = order
+        events: list[Event] = [self._update(order, now_ns)]
+        if self.session is Session.CONTINUOUS and self._is_marketable(order, market):
+            self._take(order, market, now_ns, events)
+            order.queue_ahead = 0  # anything left now stands first at its price
+        else:
+            order.queue_ahead = self._depth(market, now_ns)
+        if order.remaining_qty:
+            book = market.bids if side_ is Side.BUY else market.asks
+            bisect.insort(book, order, key=_priority)
+        return events
+
+    def cancel(self, order_ref: str, qty: int, now_ns: int) -> list[Event]:
+        """Cancel ``qty`` shares (0 = all that remains) of an order named by client or broker id."""
+        order = self._by_client.get(order_ref) or self._orders.get(order_ref)
+        if order is None:
+            return [CancelRefused(order_ref, qty, Reason.UNKNOWN_ORDER, f"no order {order_ref!r} today", now_ns)]
+
+        def refuse(reason: Reason, text: str) -> list[Event]:
+            return [CancelRefused(order_ref, qty, reason, text, now_ns, order.client_order_id, order.broker_order_id)]
+
+        if not order.is_open:
+            return refuse(Reason.ORDER_NOT_OPEN, f"order is {order.status.value}")
+        if type(qty) is not int or qty < 0:
+            return refuse(Reason.INVALID_QUANTITY, f"cancel quantity must be a whole number >= 0, not {qty!r}")
+        if qty > order.remaining_qty:
+            return refuse(
+                Reason.CANCEL_QTY_EXCEEDS_REMAINING, f"cancel of {qty} exceeds the {order.remaining_qty} remaining"
+            )
+        cut = qty or order.remaining_qty
+        order.canceled_qty += cut
+        order.updated_ns = now_ns
+        if cut == order.remaining_qty:
+            self._close(order, OrderStatus.CANCELED)
+        else:
+            # a reduction keeps the order's place in the queue
+            self._reduce(order, cut)
+        return [self._update(order, now_ns)]
+
+    def expire_day(self, now_ns: int) -> list[Event]:
+        """Expire every open day order at the close and release what it held."""
+        events: list[Event] = []
+        for order in self._orders.values():
+            if order.is_open:
+                order.updated_ns = now_ns
+                self._close(order, OrderStatus.EXPIRED, unbook=False)
+                events.append(self._update(order, now_ns))
+        for market in self._markets.values():
+            market.bids.clear()
+            market.asks.clear()
+        return events
+
+    # --- market data -------------------------------------------------------
+
+    def on_trade(self, code: str, price: int, qty: int, now_ns: int) -> list[Event]:
+        """Feed one print; resting orders it trades through (or reaches past their queue) fill."""
+        market = self._markets.get(code)
+        events: list[Event] = []
+        if market is None or not market.lower <= price <= market.upper or qty < 0:
+            return events
+        if self.session is Session.CONTINUOUS and (market.bids or market.asks):
+            cap = qty * self.params.participation_pct // 100
+            if market.bids:
+                self._fill_resting(market, market.bids, price, price, qty, cap, now_ns, events)
+            if market.asks:
+                self._fill_resting(market, market.asks, price, price, qty, cap, now_ns, events)
+        self._printed(market, price, qty, now_ns)
+        return events
+
+    def on_bar(self, code: str, o: int, h: int, l: int, c: int, volume: int, now_ns: int) -> list[Event]:  # noqa: E741
+        """Feed one bar; resting orders its range trades through fill (a bare touch does not)."""
+        market = self._markets.get(code)
+        events: list[Event] = []
+        if market is None or volume < 0 or not market.lower <= l <= min(o, c) <= max(o, c) <= h <= market.upper:
+            return events
+        if self.session is Session.CONTINUOUS and (market.bids or market.asks):
+            cap = volume * self.params.participation_pct // 100
+            # a bar has no volume at a price, so no queue is worked off: through only
+            if market.bids:
+                self._fill_resting(market, market.bids, l, o, 0, cap, now_ns, events)
+            if market.asks:
+                self._fill_resting(market, market.asks, h, o, 0, cap, now_ns, events)
+        self._printed(market, c, volume, now_ns)
+        return events
+
+    def run_auction(self, code: str, price: int, volume: int, now_ns: int) -> list[Event]:
+        """Cross the code's open orders at one auction price, capped by participation."""
+        market = self._markets.get(code)
+        events: list[Event] = []
+        if market is None or not market.lower <= price <= market.upper or volume < 0:
+            return events
+        cap = volume * self.params.participation_pct // 100
+        for book in (market.bids, market.asks):
+            left = cap
+            for order in book:
+                if left <= 0:
+                    break
+                if order.order_type is OrderType.LIMIT and (
+                    order.price < price if order.side is Side.BUY else order.price > price
+                ):
+                    break
+                q = min(order.remaining_qty, left)
+                left -= q
+                self._fill(order, q, price, now_ns, events)
+            self._drop_done(book)
+        self._printed(market, price, volume, now_ns)
+        if self.session is Session.CONTINUOUS:
+            self._sweep_marketable(market, now_ns, events)
+        return events
+
+    # --- queries -----------------------------------------------------------
+
+    def open_orders(self, account_id: str | None = None, code: str | None = None) -> list[Order]:
+        """Today's open orders in entry order, optionally for one account and/or code."""
+        return [o for o in self._orders_today(account_id) if o.is_open and (code is None or o.code == code)]
+
+    def orders_today(self, account_id: str | None = None) -> list[Order]:
+        """Every order entered today (any state), in entry order."""
+        return list(self._orders_today(account_id))
+
+    def fills_today(self, account_id: str | None = None) -> list[Execution]:
+        """Today's executions in the order they happened."""
+        return [f for f in self._fills if account_id is None or f.account_id == account_id]
+
+    def order_by_client_id(self, client_order_id: str) -> Order | None:
+        """Today's order with this client order id, if any."""
+        return self._by_client.get(client_order_id)
+
+    def order_by_broker_id(self, broker_order_id: str) -> Order | None:
+        """Today's order with this broker order number, if any."""
+        return self._orders.get(broker_order_id)
+
+    def last_price(self, code: str) -> int | None:
+        """The code's last print (the base price before the first), or None for an unknown code."""
+        market = self._markets.get(code)
+        return market.last_price if market else None
+
+    def price_limits(self, code: str) -> tuple[int, int] | None:
+        """Today's (lower, upper) limit prices of a code, or None if unknown."""
+        market = self._markets.get(code)
+        return (market.lower, market.upper) if market else None
+
+    def account_ids(self) -> list[str]:
+        """The ids of every open account."""
+        return list(self._accounts)
+
+    def positions(self, account_id: str) -> dict[str, PositionView]:
+        """An account's holdings by code, valued at last prices (empty for an unknown account)."""
+        account = self._accounts.get(account_id)
+        if account is None:
+            return {}
+        out: dict[str, PositionView] = {}
+        for code, held in account.holdings.items():
+            if not held.qty:
+                continue
+            market = self._markets.get(code)
+            last = market.last_price if market else held.avg_price
+            out[code] = PositionView(
+                code=code, qty=held.qty, avg_price=held.avg_price, book_cost_won=held.book_cost_won,
+                sellable_qty=held.qty - account.offered_qty.get(code, 0), last_price=last,
+                market_value_won=held.qty * last,
+            )
+        return out
+
+    def account(self, account_id: str) -> AccountView | None:
+        """An account snapshot, or None for an unknown account."""
+        acct = self._accounts.get(account_id)
+        if acct is None:
+            return None
+        value = sum(p.market_value_won for p in self.positions(account_id).values())
+        return AccountView(
+            account_id=account_id, cash_won=acct.cash_won, cash_on_hold_won=acct.cash_on_hold_won,
+            buying_power_won=acct.cash_won - acct.cash_on_hold_won, holdings_value_won=value,
+            equity_won=acct.cash_won + value, fees_won=acct.fees_won, taxes_won=acct.taxes_won,
+            realized_pnl_won=acct.realized_pnl_won,
+        )
+
+    # --- persistence -------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to resume, as plain JSON-ready data (instruments and costs excluded)."""
+        return {
+            "version": STATE_VERSION,
+            "params": asdict(self.params),
+            "session": self.session.value,
+            "trading_date": self.trading_date.isoformat() if self.trading_date else None,
+            "order_seq": self._order_seq,
+            "exec_seq": self._exec_seq,
+            "markets": {
+                code: {
+                    "base_price": m.base_price, "last_price": m.last_price, "recent_volume": m.recent_volume,
+                    "volume_ts_ns": m.volume_ts_ns, "bid_taken": m.bid_taken, "ask_taken": m.ask_taken,
+                }
+                for code, m in self._markets.items()
+            },
+            "accounts": {
+                a.account_id: {
+                    "cash_won": a.cash_won, "fees_won": a.fees_won, "taxes_won": a.taxes_won,
+                    "realized_pnl_won": a.realized_pnl_won,
+                    "holdings": {c: [h.qty, h.book_cost_won] for c, h in a.holdings.items()},
+                }
+                for a in self._accounts.values()
+            },
+            "orders": [
+                {**asdict(o), "side": o.side.value, "order_type": o.order_type.value, "status": o.status.value}
+                for o in self._orders.values()
+            ],
+            "fills": [{**asdict(f), "side": f.side.value} for f in self._fills],
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], instruments: Mapping[str, Instrument], *, costs: CostModel = DEFAULT_COSTS
+    ) -> MatchingEngine:
+        """Rebuild an engine from ``to_state()`` output; ValueError names what is wrong."""
+        try:
+            if state["version"] != STATE_VERSION:
+                raise ValueError(f"state version {state['version']!r}, expected {STATE_VERSION}")
+            engine = cls(instruments, costs=costs, params=MatchingParams(**state["params"]))
+            engine.session = Session(state["session"])
+            engine.trading_date = dt.date.fromisoformat(state["trading_date"]) if state["trading_date"] else None
+            engine._order_seq = int(state["order_seq"])
+            engine._exec_seq = int(state["exec_seq"])
+            for code, m in state["markets"].items():
+                lower, upper = limit_prices(m["base_price"])
+                engine._markets[code] = _Market(code=code, lower=lower, upper=upper, **m)
+            for account_id, a in state["accounts"].items():
+                engine._accounts[account_id] = Account(
+                    account_id=account_id, cash_won=a["cash_won"], fees_won=a["fees_won"],
+                    taxes_won=a["taxes_won"], realized_pnl_won=a["realized_pnl_won"],
+                    holdings={c: Holding(qty=q, book_cost_won=b) for c, (q, b) in a["holdings"].items()},
+                )
+            for raw in state["orders"]:
+                order = Order(**{
+                    **raw, "side": Side(raw["side"]), "order_type": OrderType(raw["order_type"]),
+                    "status": OrderStatus(raw["status"]),
+                })
+                engine._restore_order(order)
+            engine._fills = [Execution(**{**f, "side": Side(f["side"])}) for f in state["fills"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad matching-engine state: {exc!r}") from exc
+        return engine
+
+    def _restore_order(self, order: Order) -> None:
+        self._orders[order.broker_order_id] = order
+        self._by_client[order.client_order_id] = order
+        if not order.is_open:
+            return
+        market = self._markets.get(order.code)
+        account = self._accounts.get(order.account_id)
+        if market is None or account is None:
+            raise ValueError(f"open order {order.broker_order_id} names unknown code or account")
+        if order.side is Side.BUY:
+            account.cash_on_hold_won += order.reserved_won
+            bisect.insort(market.bids, order, key=_priority)
+        else:
+            account.offered_qty[order.code] = account.offered_qty.get(order.code, 0) + order.remaining_qty
+            bisect.insort(market.asks, order, key=_priority)
+
+    # --- matching internals ------------------------------------------------
+
+    def _orders_today(self, account_id: str | None) -> Iterable[Order]:
+        return (o for o in self._orders.values() if account_id is None or o.account_id == account_id)
+
+    def _reservation(self, order: Order, market: _Market) -> int:
+        """Cash a buy holds for what remains: price plus commission rounded up per share."""
+        price = order.price if order.order_type is OrderType.LIMIT else market.upper
+        per_share_fee = -(-price * self.costs.commission_num // self.costs.commission_den)
+        return order.remaining_qty * (price + per_share_fee)
+
+    def _depth(self, market: _Market, now_ns: int) -> int:
+        """Shares offered at each simulated price level, from the decayed recent volume."""
+        recent = market.recent_volume
+        if recent and now_ns > market.volume_ts_ns:
+            recent *= 0.5 ** ((now_ns - market.volume_ts_ns) / self.params.volume_half_life_ns)
+        return max(self.params.min_depth_shares, int(recent * self.params.depth_pct / 100))
+
+    def _printed(self, market: _Market, price: int, qty: int, now_ns: int) -> None:
+        """Record a print: the new last price, the decayed volume, and a refreshed touch."""
+        if market.recent_volume and now_ns > market.volume_ts_ns:
+            market.recent_volume *= 0.5 ** ((now_ns - market.volume_ts_ns) / self.params.volume_half_life_ns)
+        market.recent_volume += qty
+        market.volume_ts_ns = max(market.volume_ts_ns, now_ns)
+        market.last_price = price
+        market.bid_taken = market.ask_taken = 0
+
+    def _is_marketable(self, order: Order, market: _Market) -> bool:
+        if order.order_type is OrderType.MARKET:
+            return True
+        if order.side is Side.BUY:
+            return order.price >= market.last_price
+        return order.price <= market.last_price
+
+    def _take(self, order: Order, market: _Market, now_ns: int, events: list[Event]) -> None:
+        """Walk the simulated levels from the touch, filling up to the order's limit."""
+        depth = self._depth(market, now_ns)
+        buy = order.side is Side.BUY
+        step = _tick_up if buy else _tick_down
+        if order.order_type is OrderType.LIMIT:
+            limit = order.price
+        else:
+            limit = market.upper if buy else market.lower
+        taken = market.ask_taken if buy else market.bid_taken
+        price = market.last_price
+        for _ in range(taken // depth):
+            price = step(price)
+        room = depth - taken % depth
+        while order.remaining_qty and (price <= limit if buy else price >= limit):
+            q = min(room, order.remaining_qty)
+            self._fill(order, q, price, now_ns, events)
+            taken += q
+            room -= q
+            if not room:
+                nxt = step(price)
+                if nxt == price:
+                    break
+                price, room = nxt, depth
+        if buy:
+            market.ask_taken = taken
+        else:
+            market.bid_taken = taken
+
+    def _sweep_marketable(self, market: _Market, now_ns: int, events: list[Event]) -> None:
+        """Let resting orders that are marketable against the last price take liquidity."""
+        for book in (market.bids, market.asks):
+            for order in list(book):
+                if not self._is_marketable(order, market):
+                    break
+                self._take(order, market, now_ns, events)
+                order.queue_ahead = 0
+            self._drop_done(book)
+
+    def _fill_resting(
+        self,
+        market: _Market,
+        book: list[Order],
+        through_price: int,
+        market_fill_price: int,
+        queue_volume: int,
+        cap: int,
+        now_ns: int,
+        events: list[Event],
+    ) -> None:
+        """Fill a side's resting orders against a print, in price-time priority.
+
+        ``through_price`` is the lowest (for bids) or highest (for asks) price
+        traded; an order strictly beyond it fills at its limit, an order exactly
+        at it works off its queue with ``queue_volume`` first. Resting market
+        orders fill at ``market_fill_price``.
+        """
+        left = cap
+        filled_any = False
+        for order in book:
+            if order.order_type is OrderType.MARKET:
+                q = min(order.remaining_qty, left)
+                fill_price = market_fill_price
+            else:
+                limit = order.price
+                diff = limit - through_price if order.side is Side.BUY else through_price - limit
+                if diff < 0:
+                    break
+                if diff > 0:
+                    q = min(order.remaining_qty, left)
+                else:
+                    if order.queue_ahead >= queue_volume:
+                        order.queue_ahead -= queue_volume
+                        continue
+                    beyond_queue = queue_volume - order.queue_ahead
+                    order.queue_ahead = 0
+                    q = min(order.remaining_qty, left, beyond_queue)
+                fill_price = limit
+            if q > 0:
+                left -= q
+                self._fill(order, q, fill_price, now_ns, events)
+                filled_any = True
+        if filled_any:
+            self._drop_done(book)
+
+    def _fill(self, order: Order, qty: int, price: int, now_ns: int, events: list[Event]) -> None:
+        """Book one execution: cash, holdings, costs, the order's progress and its events."""
+        account = self._accounts[order.account_id]
+        notional = qty * price
+        assert self.trading_date is not None  # orders exist only after start_day
+        fee, tax = self.costs.fill_costs(
+            order.side.value, notional, self.trading_date, self.instruments[order.code].market
+        )
+        held = account.holdings.get(order.code)
+        if held is None:
+            held = account.holdings[order.code] = Holding()
+        if order.side is Side.BUY:
+            account.cash_won -= notional + fee
+            held.qty += qty
+            held.book_cost_won += notional
+        else:
+            account.cash_won += notional - fee - tax
+            cost_out = held.book_cost_won if qty == held.qty else held.book_cost_won * qty // held.qty
+            held.qty -= qty
+            held.book_cost_won -= cost_out
+            account.realized_pnl_won += notional - cost_out
+        account.fees_won += fee
+        account.taxes_won += tax
+        order.filled_qty += qty
+        order.filled_value_won += notional
+        order.updated_ns = now_ns
+        if order.remaining_qty == qty:
+            self._close(order, OrderStatus.FILLED, unbook=False)
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+            self._reduce(order, qty)
+        self._exec_seq += 1
+        execution = Execution(
+            f"X{self._exec_seq:012d}", order.broker_order_id, order.client_order_id, order.account_id,
+            order.agent_id, order.code, order.side, qty, price, fee, tax, now_ns,
+        )
+        self._fills.append(execution)
+        events.append(execution)
+        events.append(self._update(order, now_ns))
+
+    def _reduce(self, order: Order, qty: int) -> None:
+        """Take ``qty`` off what remains (a fill or a partial cancel) and shrink what it holds."""
+        account = self._accounts[order.account_id]
+        order.remaining_qty -= qty
+        if order.side is Side.BUY:
+            hold = self._reservation(order, self._markets[order.code])
+            account.cash_on_hold_won += hold - order.reserved_won
+            order.reserved_won = hold
+        else:
+            account.offered_qty[order.code] -= qty
+
+    def _close(self, order: Order, status: OrderStatus, *, unbook: bool = True) -> None:
+        """End an order's life: release everything it held and (optionally) take it off the book."""
+        self._reduce(order, order.remaining_qty)
+        order.status = status
+        if unbook:
+            market = self._markets[order.code]
+            book = market.bids if order.side is Side.BUY else market.asks
+            book.remove(order)
+
+    @staticmethod
+    def _drop_done(book: list[Order]) -> None:
+        book[:] = [o for o in book if o.remaining_qty]
+
+    @staticmethod
+    def _update(order: Order, now_ns: int) -> OrderUpdate:
+        return OrderUpdate(
+            order.client_order_id, order.broker_order_id, order.account_id, order.agent_id, order.code,
+            order.side.value, order.order_type.value, order.status, order.qty, order.price,
+            order.filled_qty, order.remaining_qty, order.canceled_qty, order.avg_fill_price, now_ns,
+        )
