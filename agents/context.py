@@ -1,0 +1,501 @@
+"""The agent's context: everything a strategy may see and do, pure and shared by live and back-test.
+
+``AgentContext`` holds the agent's id and codes, its ``Portfolio``, the bar
+history per code (plain lists, trimmed to a fixed depth), the latest flows and
+fundamentals, the market clock (``now()`` is the time of the last event given
+to it, never the wall clock) and an outbox of order intents that the shell
+(``agents.runtime`` or the back-tester) drains and sends.
+
+The shell calls the ``on_*`` entry points; each updates the context's state and
+then calls the strategy. A strategy's exception is caught, logged and counted;
+after ``max_consecutive_errors`` in a row the context stops calling it and
+refuses new orders (``halted_by_errors``) and queues an alert record.
+
+Orders a strategy asks for are checked here before they reach the outbox: the
+code must be the agent's, the quantity a positive whole number, a limit price
+is rounded onto the tick grid for its side (buys up, sells down) and clipped to
+the day's limits, a buy must fit in the cash available, and a sell may not
+exceed the holding less the shares already offered (no short selling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from agents.strategy import BarData, FillData, FlowData, OrderEventData, Strategy, TickData
+from core import krx
+from core.instruments import Instrument
+from core.messages import CancelRequest, OrderRequest, OrderType, SessionPhase
+from core.portfolio import BookOrder, Portfolio, kst_date
+
+# Reason codes of refused intents.
+UNKNOWN_CODE = "UNKNOWN_CODE"
+BAD_QTY = "BAD_QTY"
+BAD_PRICE = "BAD_PRICE"
+NO_PRICE_LIMITS = "NO_PRICE_LIMITS"
+INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
+INSUFFICIENT_HOLDING = "INSUFFICIENT_HOLDING"
+HALTED_BY_ERRORS = "HALTED_BY_ERRORS"
+UNKNOWN_ORDER = "UNKNOWN_ORDER"
+CANCEL_ALREADY_REQUESTED = "CANCEL_ALREADY_REQUESTED"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A new order the strategy wants sent; the shell turns it into an ``OrderRequest``."""
+
+    ok: ClassVar[bool] = True
+    client_order_id: str
+    agent_id: str
+    code: str
+    side: str
+    order_type: str
+    qty: int
+    price: int  # 0 for a market order
+    ts_ns: int
+
+    def to_request(self) -> OrderRequest:
+        """The bus message for this intent."""
+        return OrderRequest(
+            client_order_id=self.client_order_id,
+            agent_id=self.agent_id,
+            code=self.code,
+            side=self.side,
+            order_type=self.order_type,
+            qty=self.qty,
+            price=self.price,
+            ts_ns=self.ts_ns,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CancelIntent:
+    """A cancel of one of the agent's open orders (all that remains)."""
+
+    ok: ClassVar[bool] = True
+    client_order_id: str
+    agent_id: str
+    ts_ns: int
+
+    def to_request(self) -> CancelRequest:
+        """The bus message for this intent."""
+        return CancelRequest(client_order_id=self.client_order_id, agent_id=self.agent_id, ts_ns=self.ts_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An order or cancel the context refused, with a reason code and text."""
+
+    ok: ClassVar[bool] = False
+    reason_code: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """Something a person should know about; the runtime publishes it as an ``Alert``."""
+
+    level: str
+    kind: str
+    text: str
+    ts_ns: int
+
+
+class BarWindow(NamedTuple):
+    """The last bars of a code as int64 arrays, oldest first."""
+
+    ts_ns: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY_WINDOW = BarWindow(_EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY)
+
+
+class AgentContext:
+    """A strategy's window on the market and its book; the same in live trading and back-tests."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        codes: Iterable[str],
+        strategy: Strategy,
+        portfolio: Portfolio,
+        instruments: Mapping[str, Instrument] | None = None,
+        *,
+        history: int = 1024,
+        max_consecutive_errors: int = 5,
+        order_seq: int = 0,
+        order_seq_date: str = "",
+        log_depth: int = 500,
+    ) -> None:
+        self.agent_id = agent_id
+        self.codes: tuple[str, ...] = tuple(codes)
+        self.strategy = strategy
+        self.portfolio = portfolio
+        self._instruments: dict[str, Instrument] = {c: instruments[c] for c in self.codes if instruments and c in instruments}
+        self._history = max(1, history)
+        self._trim_at = 2 * self._history
+        self._bars: dict[str, list[BarData]] = {c: [] for c in self.codes}
+        self._flows: dict[str, list[FlowData]] = {c: [] for c in self.codes}
+        self._marks = portfolio.marks
+        self._limits: dict[str, tuple[int, int]] = {}
+        self._outbox: list[OrderIntent | CancelIntent] = []
+        self._alerts: list[AlertRecord] = []
+        self._logs: deque[tuple[int, str]] = deque(maxlen=log_depth)
+        self._now = 0
+        self.phase: SessionPhase | None = None
+        self.trading_date = order_seq_date
+        self._order_seq = order_seq
+        self._order_seq_date = order_seq_date
+        self.max_consecutive_errors = max_consecutive_errors
+        self.consecutive_errors = 0
+        self.errors_total = 0
+        self.last_error = ""
+        self.halted_by_errors = False
+        self.ignored_events = 0
+        for code, inst in self._instruments.items():
+            self.set_base_price(code, inst.last_close)
+        # Bound callbacks, looked up once: the per-bar path stays short.
+        self._strategy_on_bar = strategy.on_bar
+        self._strategy_on_tick = strategy.on_tick
+
+    # --- clock, prices, data ------------------------------------------------------
+
+    def now(self) -> int:
+        """Market time: the time stamp (ns, UTC) of the last event given to the context."""
+        return self._now
+
+    def last_price(self, code: str) -> int:
+        """The last traded price of a code (0 before any)."""
+        return self._marks.get(code, 0)
+
+    def bars(self, code: str, n: int) -> BarWindow:
+        """The last ``n`` bars of a code (fewer early in the day) as numpy arrays."""
+        rows = self._bars.get(code)
+        if not rows or n <= 0:
+            return _EMPTY_WINDOW
+        cols = np.array([r[1:] for r in rows[-n:]], dtype=np.int64)
+        return BarWindow(cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4], cols[:, 5])
+
+    def bar_count(self, code: str) -> int:
+        """How many bars of a code the context currently keeps."""
+        return len(self._bars.get(code, ()))
+
+    def flows(self, code: str, n: int) -> list[FlowData]:
+        """The last ``n`` investor-flow records of a code, oldest first."""
+        rows = self._flows.get(code)
+        return rows[-n:] if rows and n > 0 else []
+
+    def fundamentals(self, code: str) -> Instrument | None:
+        """The instrument record of a code (EPS, BPS, dividend, shares, market)."""
+        return self._instruments.get(code)
+
+    def set_fundamentals(self, instrument: Instrument) -> None:
+        """Replace a code's fundamentals (a new quarter's EPS and BPS)."""
+        if instrument.code in self.codes:
+            self._instruments[instrument.code] = instrument
+
+    def set_base_price(self, code: str, base_price: int) -> None:
+        """The day's base price (previous close), which fixes the daily limit prices."""
+        if base_price <= 0:
+            return
+        lower, upper = krx.limit_prices(base_price)
+        self._limits[code] = (lower, upper)
+        self.portfolio.set_upper_limit(code, upper)
+
+    def price_limits(self, code: str) -> tuple[int, int] | None:
+        """The day's (lower, upper) limit prices of a code, if known."""
+        return self._limits.get(code)
+
+    def log(self, msg: str) -> None:
+        """Write a line to the agent's log, stamped with market time."""
+        self._logs.append((self._now, msg))
+
+    # --- the book ---------------------------------------------------------------
+
+    def position(self, code: str) -> int:
+        """Shares held of a code."""
+        pos = self.portfolio.positions.get(code)
+        return pos.qty if pos is not None else 0
+
+    def sellable(self, code: str) -> int:
+        """Shares of a code that may still be offered (holding minus open sells)."""
+        pos = self.portfolio.positions.get(code)
+        return pos.sellable_qty if pos is not None else 0
+
+    def avg_price(self, code: str) -> float:
+        """Average purchase price of the holding (fees excluded; 0 when flat)."""
+        pos = self.portfolio.positions.get(code)
+        return pos.avg_price if pos is not None else 0.0
+
+    def cash(self) -> int:
+        """Cash available in won: cash less what open buy orders hold."""
+        return self.portfolio.cash_available_won
+
+    def equity(self) -> int:
+        """Cash plus holdings at their last prices, in won."""
+        return self.portfolio.equity_won()
+
+    def open_orders(self, code: str | None = None) -> list[BookOrder]:
+        """The agent's working orders (all codes, or one)."""
+        return self.portfolio.open_orders(code)
+
+    def cost_rates(self, code: str) -> tuple[float, float]:
+        """(commission rate, sell tax rate) for a code today."""
+        return self.portfolio.cost_rates(code, self._now)
+
+    def return_after_costs(self, code: str) -> float:
+        """Return of the holding if sold at the last price, after buy and sell costs."""
+        return self.portfolio.return_after_costs(code)
+
+    # --- acting -----------------------------------------------------------------
+
+    def buy(self, code: str, qty: int, price: float | int | None = None) -> OrderIntent | Refused:
+        """Ask to buy ``qty`` shares at a limit ``price`` (rounded up to the grid), or at market if None."""
+        return self._order(code, "buy", qty, price)
+
+    def sell(self, code: str, qty: int, price: float | int | None = None) -> OrderIntent | Refused:
+        """Ask to sell ``qty`` shares at a limit ``price`` (rounded down to the grid), or at market if None."""
+        return self._order(code, "sell", qty, price)
+
+    def cancel(self, client_order_id: str) -> CancelIntent | Refused:
+        """Ask to cancel what remains of an open order."""
+        order = self.portfolio.orders.get(client_order_id)
+        if order is None or not order.is_open:
+            return Refused(UNKNOWN_ORDER, f"no open order {client_order_id}")
+        if order.cancel_requested:
+            return Refused(CANCEL_ALREADY_REQUESTED, f"cancel of {client_order_id} already sent")
+        self.portfolio.on_cancel_requested(client_order_id)
+        intent = CancelIntent(client_order_id, self.agent_id, self._now)
+        self._outbox.append(intent)
+        return intent
+
+    def cancel_all(self, code: str | None = None) -> list[CancelIntent]:
+        """Cancel every open order (of one code, or all) not already being cancelled."""
+        out = []
+        for order in self.portfolio.open_orders(code):
+            if not order.cancel_requested:
+                intent = self.cancel(order.client_order_id)
+                if isinstance(intent, CancelIntent):
+                    out.append(intent)
+        return out
+
+    def _order(self, code: str, side: str, qty: Any, price: float | int | None) -> OrderIntent | Refused:
+        if self.halted_by_errors:
+            return Refused(HALTED_BY_ERRORS, f"{self.agent_id} stopped trading after {self.consecutive_errors} strategy errors")
+        if code not in self._bars:
+            return Refused(UNKNOWN_CODE, f"{code!r} is not one of this agent's codes {self.codes}")
+        if isinstance(qty, bool) or not isinstance(qty, (int, np.integer)) or qty <= 0:
+            return Refused(BAD_QTY, f"quantity must be a positive whole number of shares, not {qty!r}")
+        qty = int(qty)
+        limits = self._limits.get(code)
+        if price is None:
+            if limits is None:
+                return Refused(NO_PRICE_LIMITS, f"no limit prices known for {code}; a market order cannot be sized")
+            order_type, px = OrderType.MARKET, 0
+        else:
+            if isinstance(price, bool) or not isinstance(price, (int, float, np.integer, np.floating)) or not math.isfinite(price) or price <= 0:
+                return Refused(BAD_PRICE, f"limit price must be a positive number, not {price!r}")
+            px = krx.round_for_side(price, side)
+            if limits is not None:
+                px = min(max(px, limits[0]), limits[1])
+            order_type = OrderType.LIMIT
+        book = self.portfolio
+        if side == "buy":
+            hold = book.buy_hold_won(code, qty, px)
+            if hold > book.cash_available_won:
+                return Refused(INSUFFICIENT_CASH, f"buy {qty} {code} needs {hold} won, {book.cash_available_won} available")
+        else:
+            sellable = self.sellable(code)
+            if qty > sellable:
+                return Refused(INSUFFICIENT_HOLDING, f"sell {qty} {code} exceeds the {sellable} shares that may be offered")
+        intent = OrderIntent(self._next_client_order_id(), self.agent_id, code, side, order_type.value, qty, px, self._now)
+        book.on_order_placed(intent.client_order_id, code, side, qty, px, self._now)
+        self._outbox.append(intent)
+        return intent
+
+    def _next_client_order_id(self) -> str:
+        date = self.trading_date or kst_date(self._now).strftime("%Y%m%d")
+        if date != self._order_seq_date:
+            self._order_seq_date, self._order_seq = date, 0
+        self._order_seq += 1
+        return f"{self.agent_id}-{date}-{self._order_seq}"
+
+    def resume_order_seq(self, trading_date: str, last_n: int) -> None:
+        """Continue client order numbers after a restart from the last ``n`` the sync returned."""
+        if trading_date == self._order_seq_date:
+            self._order_seq = max(self._order_seq, last_n)
+        else:
+            self._order_seq_date, self._order_seq = trading_date, last_n
+
+    # --- for the shell ----------------------------------------------------------
+
+    def drain_outbox(self) -> list[OrderIntent | CancelIntent]:
+        """The intents queued since the last call, in the order they were made."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def drain_alerts(self) -> list[AlertRecord]:
+        """Alert records queued since the last call."""
+        out, self._alerts = self._alerts, []
+        return out
+
+    def drain_logs(self) -> list[tuple[int, str]]:
+        """Log lines (market time, text) written since the last call."""
+        out = list(self._logs)
+        self._logs.clear()
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The agent's state as plain data for its status page."""
+        return {
+            "agent_id": self.agent_id,
+            "codes": list(self.codes),
+            "strategy": self.strategy.name,
+            "now_ns": self._now,
+            "phase": self.phase.value if self.phase else "",
+            "halted_by_errors": self.halted_by_errors,
+            "errors_total": self.errors_total,
+            "consecutive_errors": self.consecutive_errors,
+            "last_error": self.last_error,
+            "book": self.portfolio.snapshot(),
+            "strategy_state": self.strategy.state(),
+        }
+
+    def _failed(self, where: str, exc: Exception) -> None:
+        self.errors_total += 1
+        self.consecutive_errors += 1
+        self.last_error = f"{where}: {type(exc).__name__}: {exc}"
+        self.log(f"strategy error in {self.last_error}")
+        if self.consecutive_errors >= self.max_consecutive_errors and not self.halted_by_errors:
+            self.halted_by_errors = True
+            self._alerts.append(
+                AlertRecord(
+                    "critical",
+                    "strategy_halted",
+                    f"{self.agent_id}: {self.consecutive_errors} strategy errors in a row, trading stopped; last {self.last_error}",
+                    self._now,
+                )
+            )
+
+    # --- entry points (the shell calls these) -----------------------------------
+
+    def start(self) -> None:
+        """Hand control to the strategy once the book is rebuilt."""
+        if self.halted_by_errors:
+            return
+        try:
+            self.strategy.on_start(self)
+        except Exception as exc:  # a strategy bug must not take the agent down
+            self._failed("on_start", exc)
+        else:
+            self.consecutive_errors = 0
+
+    def on_bar(self, bar: BarData) -> None:
+        """A new bar: keep it, mark the book, then the strategy's ``on_bar``."""
+        rows = self._bars.get(bar.code)
+        if rows is None:
+            self.ignored_events += 1
+            return
+        self._now = bar.ts_ns
+        rows.append(bar)
+        if len(rows) > self._trim_at:
+            del rows[: -self._history]
+        self._marks[bar.code] = bar.close
+        if self.halted_by_errors:
+            return
+        try:
+            self._strategy_on_bar(self, bar)
+        except Exception as exc:  # a strategy bug must not take the agent down
+            self._failed("on_bar", exc)
+        else:
+            self.consecutive_errors = 0
+
+    def on_tick(self, tick: TickData) -> None:
+        """A trade print: mark the book, then the strategy's ``on_tick``."""
+        if tick.code not in self._bars:
+            self.ignored_events += 1
+            return
+        self._now = tick.ts_ns
+        self._marks[tick.code] = tick.price
+        if self.halted_by_errors:
+            return
+        try:
+            self._strategy_on_tick(self, tick)
+        except Exception as exc:  # a strategy bug must not take the agent down
+            self._failed("on_tick", exc)
+        else:
+            self.consecutive_errors = 0
+
+    def on_flow(self, flow: FlowData) -> None:
+        """Investor flows: keep them, then the strategy's ``on_flow``."""
+        rows = self._flows.get(flow.code)
+        if rows is None:
+            self.ignored_events += 1
+            return
+        self._now = flow.ts_ns
+        rows.append(flow)
+        if len(rows) > self._trim_at:
+            del rows[: -self._history]
+        self._call("on_flow", self.strategy.on_flow, flow)
+
+    def on_fill(self, fill: FillData) -> bool:
+        """An execution: book it once (by exec id), then the strategy's ``on_fill``; False if a duplicate."""
+        self._now = max(self._now, fill.ts_ns)
+        applied = self.portfolio.on_fill(
+            fill.exec_id, fill.client_order_id, fill.code, fill.side, fill.qty, fill.price, fill.fee_won, fill.tax_won, fill.ts_ns
+        )
+        if applied:
+            self._call("on_fill", self.strategy.on_fill, fill)
+        return applied
+
+    def on_order_event(self, event: OrderEventData) -> None:
+        """An order's new state: update the book's holds, then the strategy's ``on_order_event``."""
+        self._now = max(self._now, event.ts_ns)
+        if self.portfolio.on_order_event(event.client_order_id, event.status, event.ts_ns) is None:
+            if event.status == "rejected":
+                self.log(f"order {event.client_order_id} rejected: {event.reason_code}")
+            self._call("on_order_event", self.strategy.on_order_event, event)
+
+    def on_session(self, phase: SessionPhase | str, ts_ns: int, trading_date: str = "") -> None:
+        """A change of trading phase; at ``closing`` open orders are cancelled after the strategy had its say.
+
+        At ``closed`` the last price becomes the next day's base price.
+        """
+        phase = SessionPhase(phase)
+        self._now = ts_ns
+        self.phase = phase
+        if trading_date:
+            self.trading_date = trading_date
+        self._call("on_session", self.strategy.on_session, phase)
+        if phase is SessionPhase.CLOSING:
+            self.cancel_all()
+        elif phase is SessionPhase.CLOSED:
+            for code in self.codes:
+                self.set_base_price(code, self._marks.get(code, 0))
+
+    def on_timer(self, now_ns: int) -> None:
+        """A periodic wake-up in market time."""
+        self._now = now_ns
+        self._call("on_timer", self.strategy.on_timer, now_ns)
+
+    def _call(self, where: str, callback: Any, arg: Any) -> None:
+        if self.halted_by_errors:
+            return
+        try:
+            callback(self, arg)
+        except Exception as exc:  # a strategy bug must not take the agent down
+            self._failed(where, exc)
+        else:
+            self.consecutive_errors = 0

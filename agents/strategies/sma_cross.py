@@ -1,0 +1,93 @@
+"""SMA crossover: long when the fast simple moving average of closes crosses above the slow one.
+
+Long-only with a fixed quantity: when the fast average crosses above the slow
+one the strategy buys ``qty`` shares, when it crosses back below it sells the
+whole holding. The order is a limit at the signal bar's close (rounded onto the
+grid for its side), or a market order with ``order_type = "market"``. Both
+averages are running sums over a ring of closes, so ``on_bar`` is O(1): this is
+the back-tester's reference strategy and benchmark load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from agents.context import AgentContext
+from agents.strategy import BarData, Strategy, StrategyParams
+
+
+class SmaCrossParams(StrategyParams):
+    """Window lengths in bars, order size in shares, and the order type."""
+
+    fast: int = Field(default=10, ge=1, le=1000)
+    slow: int = Field(default=30, ge=2, le=5000)
+    qty: int = Field(default=100, ge=1, le=1_000_000)
+    order_type: Literal["limit", "market"] = "limit"
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> SmaCrossParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
+        return self
+
+
+class SmaCross(Strategy):
+    """Fast/slow SMA crossover, long-only, fixed quantity."""
+
+    name = "sma_cross"
+    Params = SmaCrossParams
+    params: SmaCrossParams
+
+    def __init__(self, params: SmaCrossParams | None = None) -> None:
+        super().__init__(params)
+        p = self.params
+        self._fast, self._slow = p.fast, p.slow
+        self._ring = [0] * p.slow
+        self._i = 0  # closes seen
+        self._sum_fast = 0
+        self._sum_slow = 0
+        self._above: bool | None = None
+        self._market = p.order_type == "market"
+        self.signals = 0
+
+    def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
+        close = bar.close
+        ring, slow, fast, i = self._ring, self._slow, self._fast, self._i
+        slot = i % slow
+        self._sum_slow += close - ring[slot]
+        if i >= fast:
+            self._sum_fast += close - ring[(i - fast) % slow]
+        else:
+            self._sum_fast += close
+        ring[slot] = close
+        self._i = i + 1
+        if i + 1 < slow:
+            return
+        # fast mean > slow mean, compared exactly in integers
+        above = self._sum_fast * slow > self._sum_slow * fast
+        was = self._above
+        self._above = above
+        if was is None or above == was:
+            return
+        self.signals += 1
+        code = bar.code
+        price = None if self._market else close
+        if above:
+            if ctx.position(code) == 0 and not ctx.open_orders(code):
+                ctx.buy(code, self.params.qty, price)
+        else:
+            qty = ctx.sellable(code)
+            if qty > 0:
+                ctx.sell(code, qty, price)
+
+    def state(self) -> dict[str, Any]:
+        n = min(self._i, self._slow)
+        return {
+            "bars_seen": self._i,
+            "sma_fast": self._sum_fast / min(self._i, self._fast) if self._i else 0.0,
+            "sma_slow": self._sum_slow / n if n else 0.0,
+            "fast_above_slow": self._above,
+            "signals": self.signals,
+        }

@@ -1,0 +1,179 @@
+"""The strategy API: the base class every strategy extends and the light event records it receives.
+
+A strategy reacts to market and order events through callbacks and acts only
+through the ``AgentContext`` it is handed (no sockets, no clock), so the same
+class runs live, on the paper exchange and in the back-tester. Its parameters
+are a pydantic model validated once at start; the per-event records are plain
+NamedTuples, cheap enough for the back-tester's hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from core.messages import SessionPhase
+
+if TYPE_CHECKING:
+    from agents.context import AgentContext
+
+
+class BarData(NamedTuple):
+    """An OHLCV bar of one code; ``ts_ns`` is the bar's time stamp."""
+
+    code: str
+    ts_ns: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+
+
+class TickData(NamedTuple):
+    """One trade print (or last price) of a code."""
+
+    code: str
+    ts_ns: int
+    price: int
+    qty: int
+
+
+class FlowData(NamedTuple):
+    """Net buying by investor class in shares (daily or intraday provisional)."""
+
+    code: str
+    ts_ns: int
+    foreign_net_qty: int
+    institution_net_qty: int = 0
+    individual_net_qty: int = 0
+    provisional: bool = False
+
+
+class FillData(NamedTuple):
+    """An execution of one of the agent's orders, with its costs."""
+
+    exec_id: str
+    client_order_id: str
+    code: str
+    side: str
+    qty: int
+    price: int
+    fee_won: int
+    tax_won: int
+    ts_ns: int
+
+
+class OrderEventData(NamedTuple):
+    """A change of state of one of the agent's orders."""
+
+    client_order_id: str
+    code: str
+    side: str
+    status: str
+    ts_ns: int
+    filled_qty: int = 0
+    remaining_qty: int = 0
+    reason_code: str = ""
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameters: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ParamsError(ValueError):
+    """Parameters refused by a strategy, one (key, reason) per problem."""
+
+    def __init__(self, strategy: str, problems: list[tuple[str, str]]):
+        self.strategy = strategy
+        self.problems = problems
+        super().__init__(f"{strategy}: " + "; ".join(f"{k}: {r}" for k, r in problems))
+
+
+class Strategy:
+    """Base of all strategies: typed params, callbacks, and a status view.
+
+    Subclasses set ``name``, ``Params`` and ``n_codes`` (how many codes the
+    strategy trades, in the order of the agent's ``codes``) and override the
+    callbacks they need; the defaults do nothing.
+    """
+
+    name: ClassVar[str] = ""
+    n_codes: ClassVar[int] = 1
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+
+    def __init__(self, params: StrategyParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def check_params(cls, data: dict[str, Any] | None) -> tuple[StrategyParams | None, list[tuple[str, str]]]:
+        """Validate raw params: (params, []) or (None, [(key, reason), ...])."""
+        try:
+            return cls.Params.model_validate(data or {}), []
+        except ValidationError as exc:
+            problems = [(".".join(str(x) for x in e["loc"]) or "-", e["msg"]) for e in exc.errors()]
+            return None, problems
+
+    @classmethod
+    def from_params(cls, data: dict[str, Any] | None = None) -> Strategy:
+        """A strategy built from raw params; raises ParamsError naming each bad key."""
+        params, problems = cls.check_params(data)
+        if params is None:
+            raise ParamsError(cls.name, problems)
+        return cls(params)
+
+    # --- callbacks -------------------------------------------------------------
+
+    def on_start(self, ctx: AgentContext) -> None:
+        """Called once, after the book is rebuilt and before any market event."""
+
+    def on_tick(self, ctx: AgentContext, tick: TickData) -> None:
+        """A trade print of one of the agent's codes."""
+
+    def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
+        """A completed bar of one of the agent's codes."""
+
+    def on_flow(self, ctx: AgentContext, flow: FlowData) -> None:
+        """Investor flows of one of the agent's codes."""
+
+    def on_fill(self, ctx: AgentContext, fill: FillData) -> None:
+        """One of the agent's orders was (partly) executed; the book is already updated."""
+
+    def on_order_event(self, ctx: AgentContext, event: OrderEventData) -> None:
+        """One of the agent's orders changed state; the book is already updated."""
+
+    def on_session(self, ctx: AgentContext, phase: SessionPhase) -> None:
+        """The trading phase changed (open, closing, closed, ...)."""
+
+    def on_timer(self, ctx: AgentContext, now_ns: int) -> None:
+        """A periodic wake-up in market time."""
+
+    def state(self) -> dict[str, Any]:
+        """The strategy's own state as plain data, for status pages."""
+        return {}
+
+
+class UnknownStrategy(KeyError):
+    """A strategy name that is not in the registry."""
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered under ``name``; raises UnknownStrategy."""
+    from agents.strategies import STRATEGIES
+
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategy(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
+
+
+def __getattr__(attr: str) -> Any:
+    # STRATEGIES lives with the strategies (they import this module); expose it here lazily.
+    if attr == "STRATEGIES":
+        from agents.strategies import STRATEGIES
+
+        return STRATEGIES
+    raise AttributeError(attr)
