@@ -1,0 +1,224 @@
+"""Publish and subscribe on the bus, with per-stream sequence numbers and gap detection.
+
+A :class:`Publisher` numbers the messages it sends on each topic 1, 2, 3, ...;
+a :class:`Subscriber` checks those numbers per (sender, topic) stream. A PUB
+socket drops silently at its high-water mark, so a gap is expected, counted and
+reported, never assumed away: ``on_gap(sender, topic, first_missing,
+last_missing)`` is the recoverable event of the zguide Clone pattern (the caller
+fetches a snapshot and carries on).
+
+Drops after the last message a subscriber received show up through heartbeats:
+every ``Heartbeat`` carries the publisher's per-topic last sequence numbers in
+``info["seqs"]``, so a subscriber that sees a heartbeat whose number for a
+stream is beyond what it received counts that tail as missed. A subscriber
+listens to ``sys.heartbeat.`` for this even when the caller did not ask for
+heartbeats; those are consumed silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import zmq
+
+from bus.codec import DecodeError, Envelope, decode, encode_with_prefix, topic_prefix
+from core.messages import REGISTRY, Heartbeat, Message
+
+HEARTBEAT_TOPIC_PREFIX = "sys.heartbeat."
+HEARTBEAT_SEQS_KEY = "seqs"
+DEFAULT_HWM = 100_000
+DEFAULT_LINGER_MS = 200
+
+GapCallback = Callable[[str, str, int, int], None]
+
+log = logging.getLogger("bus.pubsub")
+
+
+class Publisher:
+    """Sends messages on topics, numbering each topic's stream without gaps."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        sender: str,
+        *,
+        bind: bool = False,
+        sndhwm: int = DEFAULT_HWM,
+        linger_ms: int = DEFAULT_LINGER_MS,
+    ) -> None:
+        self.sender = sender
+        self.endpoint = endpoint
+        self.socket: zmq.Socket = ctx.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self.socket.setsockopt(zmq.LINGER, linger_ms)
+        if bind:
+            self.socket.bind(endpoint)
+        else:
+            self.socket.connect(endpoint)
+        self.last_seq = 0  # messages published on all topics together
+        self._streams: dict[str, list] = {}  # topic -> [prefix bytes, last seq]
+        self._send = self.socket.send
+
+    def publish(self, topic: str, msg: Message) -> int:
+        """Send ``msg`` on ``topic``; returns its sequence number within the topic."""
+        stream = self._streams.get(topic)
+        if stream is None:
+            if msg.__class__.TYPE not in REGISTRY:
+                raise TypeError(f"{msg.__class__.__name__} is not a registered message type")
+            stream = self._streams[topic] = [topic_prefix(topic), 0]
+        seq = stream[1] + 1
+        frame = encode_with_prefix(stream[0], self.sender, seq, time.time_ns(), msg)
+        self._send(frame)
+        stream[1] = seq
+        self.last_seq += 1
+        return seq
+
+    def topic_seqs(self) -> dict[str, int]:
+        """The last sequence number sent on each topic (what a heartbeat announces)."""
+        return {topic: stream[1] for topic, stream in self._streams.items()}
+
+    def heartbeat_info(self) -> dict[str, dict[str, int]]:
+        """The ``Heartbeat.info`` entry that lets subscribers detect tail drops."""
+        return {HEARTBEAT_SEQS_KEY: self.topic_seqs()}
+
+    def close(self) -> None:
+        """Close the socket (its LINGER bounds how long unsent frames are kept)."""
+        self.socket.close()
+
+
+class Subscriber:
+    """Receives and validates messages on topic prefixes, counting rejects and gaps."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        topics: list[str],
+        *,
+        rcvhwm: int = DEFAULT_HWM,
+        linger_ms: int = DEFAULT_LINGER_MS,
+        bind: bool = False,
+        on_gap: GapCallback | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.topics = tuple(topics)
+        self.on_gap = on_gap
+        self.socket: zmq.Socket = ctx.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.socket.setsockopt(zmq.LINGER, linger_ms)
+        for topic in self.topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        # Heartbeats reveal tail drops; listen to them even if the caller did not ask.
+        self._hidden_heartbeats = not any(HEARTBEAT_TOPIC_PREFIX.startswith(t) for t in self.topics)
+        if self._hidden_heartbeats:
+            self.socket.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC_PREFIX.encode())
+        if bind:
+            self.socket.bind(endpoint)
+        else:
+            self.socket.connect(endpoint)
+        self.received = 0
+        self.missed = 0
+        self.rejected: Counter[str] = Counter()  # reason code -> frames dropped
+        self._last: dict[str, dict[str, int]] = {}  # sender -> topic -> last seq seen
+        self._logged_reject: set[str] = set()
+        self._recv = self.socket.recv
+
+    def recv(self, timeout_ms: int = 0) -> Envelope | None:
+        """The next valid message, or None if none arrives within ``timeout_ms``.
+
+        Invalid frames are counted and skipped; this never raises for bad input.
+        """
+        deadline = None
+        while True:
+            try:
+                frame = self._recv(zmq.NOBLOCK)
+            except zmq.Again:
+                if timeout_ms <= 0:
+                    return None
+                if deadline is None:
+                    deadline = time.monotonic() + timeout_ms / 1000
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                    return None
+                continue
+            env = self.handle_frame(frame)
+            if env is not None:
+                return env
+
+    def drain(self, limit: int = 10_000) -> list[Envelope]:
+        """Every valid message that is already waiting, up to ``limit`` frames."""
+        out: list[Envelope] = []
+        recv, handle = self._recv, self.handle_frame
+        for _ in range(limit):
+            try:
+                frame = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            env = handle(frame)
+            if env is not None:
+                out.append(env)
+        return out
+
+    def handle_frame(self, frame: bytes) -> Envelope | None:
+        """Decode and sequence-check one frame; None if it was rejected or is internal."""
+        try:
+            env = decode(frame)
+        except DecodeError as exc:
+            self._reject(exc)
+            return None
+        sender_streams = self._last.get(env.sender)
+        if sender_streams is None:
+            sender_streams = self._last[env.sender] = {}
+        topic = env.topic
+        last = sender_streams.get(topic)
+        seq = env.seq
+        if last is not None and seq != last + 1:
+            if seq > last + 1:
+                self._gap(env.sender, topic, last + 1, seq - 1)
+            else:
+                log.info("%s restarted its stream %r (seq %d after %d)", env.sender, topic, seq, last)
+        sender_streams[topic] = seq
+        if env.type == "heartbeat":
+            self._check_tail(env.sender, env.msg)  # type: ignore[arg-type]
+        if self._hidden_heartbeats and not topic.startswith(self.topics):
+            return None
+        self.received += 1
+        return env
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.socket.close()
+
+    def _check_tail(self, sender: str, hb: Heartbeat) -> None:
+        seqs = hb.info.get(HEARTBEAT_SEQS_KEY)
+        if not isinstance(seqs, Mapping):
+            return
+        streams = self._last.get(sender)
+        if not streams:
+            return
+        for topic, announced in seqs.items():
+            last = streams.get(topic)
+            if last is None or type(announced) is not int:
+                continue
+            # Frames of one sender stay in order through the proxy: whatever the
+            # heartbeat announces and has not arrived before it was dropped.
+            if announced > last:
+                self._gap(sender, topic, last + 1, announced)
+                streams[topic] = announced
+
+    def _gap(self, sender: str, topic: str, first: int, last: int) -> None:
+        self.missed += last - first + 1
+        log.warning("missed %d message(s) from %s on %r: seq %d..%d", last - first + 1, sender, topic, first, last)
+        if self.on_gap is not None:
+            self.on_gap(sender, topic, first, last)
+
+    def _reject(self, exc: DecodeError) -> None:
+        self.rejected[exc.reason_code] += 1
+        key = exc.sender if exc.sender is not None else "?"
+        if key not in self._logged_reject:
+            self._logged_reject.add(key)
+            log.warning("dropping bad frame(s) from %s: %s", key, exc)

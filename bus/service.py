@@ -1,0 +1,265 @@
+"""The base of every process on the bus: pid lock, sockets, poll loop, heartbeats, shutdown.
+
+A subclass binds and connects in ``setup()``, registers each readable socket
+with ``add_socket(sock, on_readable)``, does periodic work in ``on_timer`` and
+cleans up in ``teardown()``. ``run()`` does the rest in a fixed order: take the
+pid lock before anything is bound (a second bind on an ipc path silently steals
+it), create the ZeroMQ context inside this process, publish
+``sys.heartbeat.<name>`` every ``bus.heartbeat_interval_s``, and stop within a
+poll interval of SIGTERM or SIGINT with every socket on a finite LINGER, the
+context terminated and the lock released.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import ClassVar, NoReturn
+
+import psutil
+import zmq
+
+from bus.pidlock import LockHeld, PidLock, lock_path
+from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher
+from core.config import ConfigError, StackSettings, load_stack
+from core.messages import Alert, AlertLevel, Heartbeat, Message
+
+ALERT_TOPIC = "sys.alert"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_LOCK_HELD = 3
+POLL_MS = 50  # longest a stop request waits for the loop to notice it
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr with time, logger name and level (what every process's main does)."""
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, force=True)
+
+
+class Service:
+    """One process of the stack: subclass it and fill in setup / on_timer / teardown."""
+
+    service_name: ClassVar[str] = ""  # the default name used by ``main()``
+    timer_interval_s: ClassVar[float] = 0.1  # how often ``on_timer`` runs
+
+    def __init__(self, name: str, settings: StackSettings) -> None:
+        if not name:
+            raise ValueError("a service needs a name")
+        self.name = name
+        self.settings = settings
+        self.log = logging.getLogger(name)
+        self.state = "starting"
+        self.lock = PidLock(lock_path(settings.run_path, name))
+        self.ctx: zmq.Context | None = None
+        self.publisher: Publisher | None = None
+        self._handlers: dict[zmq.Socket, Callable[[], object]] = {}
+        self._sockets: list[zmq.Socket] = []
+        self._poller = zmq.Poller()
+        self._stop_requested = False
+        self._process = psutil.Process()
+
+    # --- hooks for subclasses ----------------------------------------------
+
+    def setup(self) -> None:
+        """Bind, connect and register sockets (the lock is held and the context exists)."""
+
+    def on_timer(self, now_monotonic: float) -> None:
+        """Periodic work, about every ``timer_interval_s``."""
+
+    def teardown(self) -> None:
+        """Release what ``setup`` took; sockets made by ``socket()`` are closed afterwards."""
+
+    def queue_depth(self) -> int:
+        """Work waiting inside this process (reported in heartbeats)."""
+        return 0
+
+    def heartbeat_info(self) -> dict[str, object]:
+        """Extra facts for the heartbeat's ``info`` (subclasses add to it)."""
+        return {}
+
+    # --- tools for subclasses ----------------------------------------------
+
+    def socket(self, socket_type: int) -> zmq.Socket:
+        """A socket with the stack's LINGER, closed automatically at shutdown."""
+        if self.ctx is None:
+            raise RuntimeError("sockets are made in setup(), once run() has created the context")
+        sock = self.ctx.socket(socket_type)
+        sock.setsockopt(zmq.LINGER, self.settings.bus.linger_ms)
+        self._sockets.append(sock)
+        return sock
+
+    def add_socket(self, sock: zmq.Socket, on_readable: Callable[[], object]) -> None:
+        """Call ``on_readable()`` whenever ``sock`` has input; it should drain what is there."""
+        sock.setsockopt(zmq.LINGER, self.settings.bus.linger_ms)
+        if sock not in self._sockets:
+            self._sockets.append(sock)
+        self._handlers[sock] = on_readable
+        self._poller.register(sock, zmq.POLLIN)
+
+    def remove_socket(self, sock: zmq.Socket) -> None:
+        """Stop polling ``sock`` (it is still closed at shutdown)."""
+        self._handlers.pop(sock, None)
+        self._poller.unregister(sock)
+
+    def publish(self, topic: str, msg: Message) -> int:
+        """Publish on the bus; returns the message's sequence number on its topic."""
+        if self.publisher is None:
+            raise RuntimeError("publish() is available once run() has connected the publisher")
+        return self.publisher.publish(topic, msg)
+
+    def alert(self, level: AlertLevel | str, kind: str, text: str) -> None:
+        """Tell a person about something on ``sys.alert``."""
+        self.log.log(_LOG_LEVELS.get(AlertLevel(level), logging.WARNING), "alert %s: %s", kind, text)
+        self.publish(ALERT_TOPIC, Alert(level=AlertLevel(level), source=self.name, kind=kind, text=text, ts_ns=time.time_ns()))
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from a signal handler or a handler callback)."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop has been requested."""
+        return self._stop_requested
+
+    # --- the process -------------------------------------------------------
+
+    def run(self) -> int:
+        """Lock, set up, loop until stopped, shut down; returns the process exit code."""
+        try:
+            self.lock.acquire()
+        except LockHeld as exc:
+            self.log.error("refusing to start: %s", exc)
+            return EXIT_LOCK_HELD
+        previous = self._install_signal_handlers()
+        self.ctx = zmq.Context()
+        code = EXIT_OK
+        try:
+            self.publisher = Publisher(
+                self.ctx,
+                self.settings.endpoint("bus_in"),
+                self.name,
+                sndhwm=self.settings.bus.sndhwm,
+                linger_ms=self.settings.bus.linger_ms,
+            )
+            self._sockets.append(self.publisher.socket)
+            self.setup()
+            self.state = "running"
+            self.log.info("running (pid %d)", os.getpid())
+            self._loop()
+        except Exception:
+            self.log.exception("stopping after an unexpected error")
+            code = EXIT_FAILED
+        finally:
+            self.state = "stopping"
+            self._shutdown()
+            _restore_signal_handlers(previous)
+        return code
+
+    def _loop(self) -> None:
+        hb_interval = self.settings.bus.heartbeat_interval_s
+        next_hb = time.monotonic()
+        next_timer = time.monotonic() + self.timer_interval_s
+        poll_ms = max(1, min(POLL_MS, int(self.timer_interval_s * 1000)))
+        handlers = self._handlers
+        while not self._stop_requested:
+            for sock, _ in self._poller.poll(poll_ms):
+                handler = handlers.get(sock)
+                if handler is not None:
+                    handler()
+                if self._stop_requested:
+                    break
+            now = time.monotonic()
+            if now >= next_timer:
+                next_timer = now + self.timer_interval_s
+                self.on_timer(now)
+            if now >= next_hb:
+                next_hb = now + hb_interval
+                self.publish_heartbeat()
+
+    def publish_heartbeat(self) -> None:
+        """Announce this process's health and its per-topic last sequence numbers."""
+        assert self.publisher is not None
+        try:
+            with self._process.oneshot():
+                rss = self._process.memory_info().rss
+                cpu = self._process.cpu_percent(interval=None)
+        except psutil.Error:
+            rss, cpu = 0, 0.0
+        info: dict[str, object] = dict(self.heartbeat_info())
+        info.update(self.publisher.heartbeat_info())
+        hb = Heartbeat(
+            name=self.name,
+            pid=os.getpid(),
+            state=self.state,
+            ts_ns=time.time_ns(),
+            rss_bytes=rss,
+            cpu_pct=cpu,
+            last_seq=self.publisher.last_seq,
+            queue_depth=self.queue_depth(),
+            info=info,
+        )
+        self.publisher.publish(HEARTBEAT_TOPIC_PREFIX + self.name, hb)
+
+    def _shutdown(self) -> None:
+        try:
+            self.teardown()
+        except Exception:
+            self.log.exception("teardown failed")
+        finally:
+            linger = self.settings.bus.linger_ms
+            for sock in self._sockets:
+                if not sock.closed:
+                    sock.close(linger=linger)
+            if self.ctx is not None:
+                # destroy() also closes sockets a subclass forgot (e.g. an RPC
+                # client's), each with a finite LINGER, so term() cannot block.
+                self.ctx.destroy(linger=linger)
+            self.lock.release()
+            self.log.info("stopped")
+
+    def _install_signal_handlers(self) -> dict[int, object]:
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            self.log.info("received %s, stopping", signal.Signals(signum).name)
+            self._stop_requested = True
+
+        previous: dict[int, object] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous  # signals reach only the main thread; the owner calls stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, request_stop)
+        return previous
+
+    # --- entry point -------------------------------------------------------
+
+    @classmethod
+    def main(cls, name: str | None = None) -> NoReturn:
+        """Entry point for ``__main__`` modules: logging, settings, run, exit code."""
+        configure_logging()
+        try:
+            settings = load_stack()
+        except ConfigError as exc:
+            logging.getLogger(name or cls.service_name or cls.__name__).error("%s", exc)
+            sys.exit(EXIT_CONFIG)
+        sys.exit(cls(name or cls.service_name, settings).run())
+
+
+def _restore_signal_handlers(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+_LOG_LEVELS = {
+    AlertLevel.INFO: logging.INFO,
+    AlertLevel.WARNING: logging.WARNING,
+    AlertLevel.ERROR: logging.ERROR,
+    AlertLevel.CRITICAL: logging.CRITICAL,
+}

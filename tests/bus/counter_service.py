@@ -1,0 +1,59 @@
+"""A small service for the bus tests: answers RPC commands and publishes on request.
+
+Run as ``python -m tests.bus.counter_service NAME``. Commands (``Command.name``):
+``echo`` returns its args; ``add`` adds ``args["n"]`` to a counter and returns
+the new total (state-changing: retries must not add twice); ``sleep`` waits
+``args["s"]`` seconds before answering; ``boom`` raises inside the handler;
+``publish`` sends ``args["count"]`` ticks on ``args["topic"]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import zmq
+
+from bus.rpc import RequestInfo, RpcServer
+from bus.service import Service
+from core.messages import Command, CommandResult, Message, Tick
+
+ENDPOINT_NAME = "supervisor_rpc"
+
+
+class CounterService(Service):
+    """Counts, echoes, sleeps and fails on command, over RPC."""
+
+    service_name = "counter"
+
+    def setup(self) -> None:
+        self.total = 0
+        self.executions = 0
+        self.server = RpcServer(self.ctx, self.settings.endpoint(ENDPOINT_NAME), self.answer, name=self.name)
+        self.add_socket(self.server.socket, self.server.handle_ready)
+
+    def answer(self, msg: Message, info: RequestInfo) -> Message:
+        if not isinstance(msg, Command):
+            raise TypeError(f"expected a Command, got {type(msg).__name__}")
+        if msg.name == "echo":
+            return CommandResult(command_id=msg.command_id, ok=True, result=msg.args)
+        if msg.name == "add":
+            self.executions += 1
+            self.total += int(msg.args["n"])
+            return CommandResult(
+                command_id=msg.command_id, ok=True, result={"total": self.total, "executions": self.executions}
+            )
+        if msg.name == "sleep":
+            time.sleep(float(msg.args["s"]))
+            return CommandResult(command_id=msg.command_id, ok=True, result="slept")
+        if msg.name == "publish":
+            for i in range(int(msg.args["count"])):
+                self.publish(msg.args["topic"], Tick(code="005930", ts_ns=i, price=70_000, qty=1))
+            return CommandResult(command_id=msg.command_id, ok=True, result=self.publisher.last_seq)
+        if msg.name == "boom":
+            raise RuntimeError("asked to fail")
+        return CommandResult(command_id=msg.command_id, ok=False, error=f"unknown command {msg.name}", reason_code="UNKNOWN_COMMAND")
+
+
+if __name__ == "__main__":
+    CounterService.main(sys.argv[1] if len(sys.argv) > 1 else None)
