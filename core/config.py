@@ -74,6 +74,17 @@ class Retention(_Section):
     retention_days: int = Field(default=30, ge=1)
 
 
+class MarketData(_Section):
+    """The market-data feed: where it reads from, how much it keeps, when the feed counts as dropped."""
+
+    source: Literal["broker", "replay"] = "broker"  # broker = the broker's feed (paper exchange by default)
+    replay_dir: str = ""  # replay source: a folder of recorded bars (<dir>/<YYYYMMDD>/<code>.parquet)
+    replay_speed: float = Field(default=60.0, ge=0)  # market seconds per wall second; 0 = as fast as possible
+    bars_kept: int = Field(default=390, ge=1)  # last bars per code kept for snapshots
+    silence_heartbeats: int = Field(default=3, ge=1)  # feed heartbeat intervals of silence that count as a drop
+    backoff_max_s: float = Field(default=30.0, gt=0)
+
+
 class Dashboard(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -127,6 +138,7 @@ class StackSettings(BaseSettings):
     clock: Clock = Field(default_factory=Clock)
     market: Market = Field(default_factory=Market)
     retention: Retention = Field(default_factory=Retention)
+    market_data: MarketData = Field(default_factory=MarketData)
     dashboard: Dashboard = Field(default_factory=Dashboard)
     broker: Broker = Field(default_factory=Broker)
     bus: Bus = Field(default_factory=Bus)
