@@ -127,31 +127,31 @@ class Session(StrEnum):
 
 _TICK_BOUNDS = np.array([bound for bound, _ in _TICK_TABLE], dtype=np.int64)
 _TICKS = np.array([tick for _, tick in _TICK_TABLE] + [_TOP_TICK], dtype=np.int64)
+_TICK_BOUNDS_F = _TICK_BOUNDS.astype(np.float64)
+_TICKS_F = _TICKS.astype(np.float64)
 
 
 def tick_size_array(prices: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Tick sizes in won for an array of prices (same table as ``tick_size``)."""
-    p = np.floor(np.asarray(prices, dtype=np.float64))
-    return _TICKS[np.searchsorted(_TICK_BOUNDS, p, side="right")]
+    return _TICKS[np.searchsorted(_TICK_BOUNDS_F, np.asarray(prices, dtype=np.float64), side="right")]
 
 
 def round_to_tick_array(prices: npt.ArrayLike, how: Rounding | str = Rounding.NEAREST) -> npt.NDArray[np.int64]:
     """Round an array of prices onto the tick grid at once; the result is int64 won, at least 1.
 
     Agrees element by element with ``round_to_tick``. Every grid boundary is a
-    multiple of the coarser tick above it, so one step up from a boundary's
-    lower neighbour always lands on the grid.
+    multiple of the coarser tick above it, so one step up from the last tick
+    below a boundary lands exactly on it.
     """
     how = Rounding(how)
     p = np.maximum(np.asarray(prices, dtype=np.float64), 1.0)
-    tick = tick_size_array(p)
-    down = np.floor(p).astype(np.int64) // tick * tick
+    tick = _TICKS_F[np.searchsorted(_TICK_BOUNDS_F, p, side="right")]
+    down = np.floor(p / tick) * tick
     if how is Rounding.DOWN:
-        return down
-    up = np.where(down == p, down, down + tick)
+        return down.astype(np.int64)
     if how is Rounding.UP:
-        return up
-    return np.where((p - down) < (down + tick - p), down, down + tick)
+        return np.where(down == p, down, down + tick).astype(np.int64)
+    return np.where((p - down) < (down + tick - p), down, down + tick).astype(np.int64)
 
 
 def limit_prices_array(base_prices: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
