@@ -255,6 +255,18 @@ class AgentContext:
         """(commission rate, sell tax rate) for a code today."""
         return self.portfolio.cost_rates(code, self._now)
 
+    def affordable_qty(self, code: str, price: float | int, budget_won: int | None = None) -> int:
+        """Shares of a limit buy at ``price`` that the budget (default: all cash available) pays for, commission included."""
+        budget = self.cash() if budget_won is None else min(int(budget_won), self.cash())
+        if price <= 0 or budget <= 0:
+            return 0
+        px = krx.round_for_side(price, "buy")
+        book = self.portfolio
+        qty = int(budget // (px * (1 + self.cost_rates(code)[0])))
+        while qty > 0 and book.buy_hold_won(code, qty, px) > budget:
+            qty -= 1
+        return qty
+
     def return_after_costs(self, code: str) -> float:
         """Return of the holding if sold at the last price, after buy and sell costs."""
         return self.portfolio.return_after_costs(code)

@@ -118,6 +118,15 @@ class Strategy:
             return None, problems
 
     @classmethod
+    def check_codes(cls, codes: list[str]) -> str | None:
+        """Why these codes do not suit the strategy, or None (default: exactly ``n_codes`` distinct codes)."""
+        if len(codes) != cls.n_codes:
+            return f"{cls.name} trades {cls.n_codes} code(s), got {len(codes)}"
+        if len(set(codes)) != len(codes):
+            return f"codes repeat: {codes}"
+        return None
+
+    @classmethod
     def from_params(cls, data: dict[str, Any] | None = None) -> Strategy:
         """A strategy built from raw params; raises ParamsError naming each bad key."""
         params, problems = cls.check_params(data)

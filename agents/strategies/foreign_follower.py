@@ -1,0 +1,86 @@
+"""Foreign follower: ride persistent foreign net buying, leave when it turns or on a trailing stop.
+
+Foreign net buying is persistent and tends to follow, and move, prices. The
+strategy sums foreign net buying over the last few flow reports and scales it
+by the volume traded over the recent bars; when that share is large and most
+reports were net purchases it buys. It sells when the cumulated flow turns to
+net selling or when the price falls a set fraction below its peak since entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from agents.context import AgentContext
+from agents.strategy import BarData, FillData, FlowData, Strategy, StrategyParams
+
+
+class ForeignFollowerParams(StrategyParams):
+    """Flow window, volume window, entry/exit scores, persistence, trailing stop and position size."""
+
+    window: int = Field(default=4, ge=1, le=250)
+    volume_bars: int = Field(default=120, ge=1, le=10_000)
+    entry_score: float = Field(default=0.05, gt=0, le=10)
+    exit_score: float = Field(default=0.0, ge=-10, le=10)
+    min_positive_fraction: float = Field(default=0.75, ge=0, le=1)
+    trail_pct: float = Field(default=0.05, gt=0, lt=0.5)
+    invest_fraction: float = Field(default=0.5, gt=0, le=1)
+
+
+class ForeignFollower(Strategy):
+    """Buys on strong, persistent foreign net buying; exits on reversal or a trailing stop."""
+
+    name = "foreign_follower"
+    Params = ForeignFollowerParams
+    params: ForeignFollowerParams
+
+    def __init__(self, params: ForeignFollowerParams | None = None) -> None:
+        super().__init__(params)
+        self.score = 0.0
+        self.positive_fraction = 0.0
+        self.peak = 0
+        self.exits = {"reversal": 0, "trailing_stop": 0}
+
+    def on_flow(self, ctx: AgentContext, flow: FlowData) -> None:
+        p = self.params
+        code = flow.code
+        flows = ctx.flows(code, p.window)
+        volume = int(ctx.bars(code, p.volume_bars).volume.sum())
+        if len(flows) < p.window or volume <= 0:
+            return
+        self.score = sum(f.foreign_net_qty for f in flows) / volume
+        self.positive_fraction = sum(1 for f in flows if f.foreign_net_qty > 0) / len(flows)
+        if ctx.open_orders(code):
+            return
+        held = ctx.sellable(code)
+        if held > 0:
+            if self.score <= p.exit_score:
+                self.exits["reversal"] += 1
+                ctx.sell(code, held, ctx.last_price(code))
+        elif self.score >= p.entry_score and self.positive_fraction >= p.min_positive_fraction:
+            price = ctx.last_price(code)
+            qty = ctx.affordable_qty(code, price, int(ctx.equity() * p.invest_fraction))
+            if qty > 0:
+                ctx.buy(code, qty, price)
+                ctx.log(f"foreign buying score {self.score:.3f}: buy {qty}")
+
+    def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
+        held = ctx.sellable(bar.code)
+        if held <= 0:
+            return
+        self.peak = max(self.peak, bar.high)
+        if bar.close <= self.peak * (1 - self.params.trail_pct):
+            self.exits["trailing_stop"] += 1
+            ctx.sell(bar.code, held, bar.close)
+            ctx.log(f"trailing stop at {bar.close} (peak {self.peak}): sell {held}")
+
+    def on_fill(self, ctx: AgentContext, fill: FillData) -> None:
+        if fill.side == "buy":
+            self.peak = max(self.peak, fill.price)
+        elif ctx.position(fill.code) == 0:
+            self.peak = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"score": self.score, "positive_fraction": self.positive_fraction, "peak": self.peak, "exits": dict(self.exits)}

@@ -1,0 +1,82 @@
+"""PER valuation: buy in steps when the price-earnings ratio falls below a band, sell in steps above it.
+
+PER is the live price over the instrument's EPS (constant within a quarter).
+Below the band's floor the strategy buys one slice per level, each level a
+further ``step_pct`` below the previous; above the ceiling it sells one slice
+per level up, the last level selling what is left. Counters reset once PER is
+back at the middle of the band, so the ladder can be climbed again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from agents.context import AgentContext
+from agents.strategy import BarData, Strategy, StrategyParams
+
+
+class PerValuationParams(StrategyParams):
+    """PER band, spacing of the levels, number of steps and the size of a buy step."""
+
+    low_per: float = Field(default=10.0, gt=0, le=1000)
+    high_per: float = Field(default=18.0, gt=0, le=1000)
+    step_pct: float = Field(default=0.05, gt=0, le=0.5)
+    max_steps: int = Field(default=4, ge=1, le=20)
+    step_fraction: float = Field(default=0.25, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> PerValuationParams:
+        if self.low_per >= self.high_per:
+            raise ValueError(f"low_per ({self.low_per}) must be below high_per ({self.high_per})")
+        return self
+
+
+class PerValuation(Strategy):
+    """Stepwise buying below a PER band and selling above it."""
+
+    name = "per_valuation"
+    Params = PerValuationParams
+    params: PerValuationParams
+
+    def __init__(self, params: PerValuationParams | None = None) -> None:
+        super().__init__(params)
+        self.per = 0.0
+        self.buy_steps = 0
+        self.sell_steps = 0
+        self._no_eps_logged = False
+
+    def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
+        p = self.params
+        code = bar.code
+        inst = ctx.fundamentals(code)
+        if inst is None or inst.eps <= 0:
+            if not self._no_eps_logged:
+                ctx.log(f"{code}: no positive EPS, PER undefined; not trading")
+                self._no_eps_logged = True
+            return
+        self.per = per = bar.close / inst.eps
+        middle = (p.low_per + p.high_per) / 2
+        if per >= middle:
+            self.buy_steps = 0
+        if per <= middle:
+            self.sell_steps = 0
+        if ctx.open_orders(code):
+            return
+        if self.buy_steps < p.max_steps and per <= p.low_per * (1 - p.step_pct * self.buy_steps):
+            qty = ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.step_fraction))
+            if qty > 0 and ctx.buy(code, qty, bar.close).ok:
+                self.buy_steps += 1
+                ctx.log(f"PER {per:.2f} below band: buy step {self.buy_steps} ({qty})")
+        elif self.sell_steps < p.max_steps and per >= p.high_per * (1 + p.step_pct * self.sell_steps):
+            held = ctx.sellable(code)
+            if held > 0:
+                qty = math.ceil(held / (p.max_steps - self.sell_steps))
+                if ctx.sell(code, qty, bar.close).ok:
+                    self.sell_steps += 1
+                    ctx.log(f"PER {per:.2f} above band: sell step {self.sell_steps} ({qty})")
+
+    def state(self) -> dict[str, Any]:
+        return {"per": self.per, "buy_steps": self.buy_steps, "sell_steps": self.sell_steps}
