@@ -115,7 +115,7 @@ class Order:
     remaining_qty: int
     status: OrderStatus = OrderStatus.ACCEPTED
     filled_qty: int = 0
-    canceled_qty: int = 0
+    canceled_qty: int = 0  # cancelled or expired
     filled_value_won: int = 0
     reserved_won: int = 0
     queue_ahead: int = 0
@@ -391,8 +391,7 @@ class MatchingEngine:
         if order_type not in (OrderType.LIMIT, OrderType.MARKET):
             return refuse(Reason.INVALID_ORDER_TYPE, f"order type must be limit or market, not {order_type!r}")
         side_, type_ = Side(side), OrderType(order_type)
-        market = self._markets.get(code)
-        if code not in self.instruments or market is None:
+        if code not in self.instruments:
             return refuse(Reason.UNKNOWN_CODE, f"{code!r} is not in the instrument master")
         if type(qty) is not int or qty <= 0:
             return refuse(Reason.INVALID_QUANTITY, f"quantity must be a positive whole number of shares, not {qty!r}")
@@ -401,7 +400,10 @@ class MatchingEngine:
                 return refuse(Reason.INVALID_PRICE, f"a limit order needs a positive price in won, not {price!r}")
         else:
             price = 0
-        if self.session not in _ORDER_SESSIONS or self.trading_date is None:
+        market = self._markets.get(code)
+        if market is None or self.trading_date is None:
+            return refuse(Reason.MARKET_CLOSED, "no trading day has started")
+        if self.session not in _ORDER_SESSIONS:
             return refuse(Reason.MARKET_CLOSED, f"no order entry in session {self.session.value}")
         if type_ is OrderType.LIMIT:
             if not is_on_tick(price):
@@ -463,12 +465,12 @@ class MatchingEngine:
                 Reason.CANCEL_QTY_EXCEEDS_REMAINING, f"cancel of {qty} exceeds the {order.remaining_qty} remaining"
             )
         cut = qty or order.remaining_qty
-        order.canceled_qty += cut
         order.updated_ns = now_ns
         if cut == order.remaining_qty:
             self._close(order, OrderStatus.CANCELED)
         else:
             # a reduction keeps the order's place in the queue
+            order.canceled_qty += cut
             self._reduce(order, cut)
         return [self._update(order, now_ns)]
 
@@ -864,6 +866,8 @@ class MatchingEngine:
 
     def _close(self, order: Order, status: OrderStatus, *, unbook: bool = True) -> None:
         """End an order's life: release everything it held and (optionally) take it off the book."""
+        if status is not OrderStatus.FILLED:
+            order.canceled_qty += order.remaining_qty  # cancelled or expired shares count alike
         self._reduce(order, order.remaining_qty)
         order.status = status
         if unbook:
