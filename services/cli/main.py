@@ -79,6 +79,11 @@ from services.cli import stack as _stack  # noqa: E402
 app.command()(_stack.up)
 app.command()(_stack.down)
 
+from services.cli import market as _market  # noqa: E402
+
+app.command()(_market.sim)
+app.command()(_market.market)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     app()

@@ -1,0 +1,189 @@
+"""``trader sim`` and ``trader market``: simulated bars to files, and the live board.
+
+``trader sim --days 5 --codes 005930,000660 --seed 7 --out data/sim`` writes the
+simulator's one-minute bars in the recorder's layout (``<out>/<YYYYMMDD>/
+<code>.parquet`` or ``.csv``), so a replay or a back-test reads them like
+recorded days.
+
+``trader market [--json]`` asks the market-data process for its snapshot
+(Command ``snapshot`` on ``market_data_rpc``) and prints the board: last price,
+change against the base price (the previous close), volume, VWAP, and the
+discount of Samsung Electronics' preferred share (005935) to its common (005930).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from core import krx
+from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
+from core.instruments import InstrumentError, load_instruments
+from core.messages import Command, CommandResult
+
+console = Console()
+err = Console(stderr=True)
+
+HOW_TO_START = "start the stack with `trader up`, or only the feed with `python -m services.market_data`"
+
+
+def _settings() -> StackSettings:
+    try:
+        return load_stack()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+
+
+def _master_path(settings: StackSettings) -> Path:
+    path = Path(settings.market.instruments_file)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def sim(
+    days: int = typer.Option(1, "--days", min=1, help="How many trading days to simulate."),
+    codes: str = typer.Option("005930,005935", "--codes", help="Comma-separated codes from the instrument master."),
+    seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same bars."),
+    out: Path = typer.Option(..., "--out", help="Folder to write <YYYYMMDD>/<code>.<format> files into."),
+    start: str = typer.Option("", "--start", help="First day (YYYY-MM-DD); a non-trading day moves to the next one. Default: the next trading day."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet (zstd) or csv."),
+) -> None:
+    """Write simulated one-minute bars to files, one per day per code (the recorder's layout)."""
+    from core.simulator import MarketSimulator
+    from services.market_data import recorder
+
+    if fmt not in recorder.FORMATS:
+        err.print(f"[bold red]error:[/] --format must be one of {', '.join(recorder.FORMATS)}, not {fmt!r}")
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        master = load_instruments(_master_path(settings))
+    except (OSError, InstrumentError) as exc:
+        err.print(f"[bold red]error:[/] cannot read the instrument master: {exc}")
+        raise typer.Exit(2)
+    wanted = [c.strip() for c in codes.split(",") if c.strip()]
+    if not wanted:
+        err.print("[bold red]error:[/] --codes names no code")
+        raise typer.Exit(2)
+    bad = [(c, krx.validate_code(c, master)) for c in wanted]
+    bad = [(c, why) for c, why in bad if why is not None]
+    if bad:
+        listed = "; ".join(f"{c}: {why}" for c, why in bad)
+        err.print(f"[bold red]error:[/] unusable code(s): {listed}")
+        raise typer.Exit(2)
+    try:
+        first = dt.date.fromisoformat(start) if start else krx.next_trading_day(dt.date.today())
+        simulator = MarketSimulator([master[c] for c in dict.fromkeys(wanted)], seed, first)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] bad --start {start!r}: {exc}")
+        raise typer.Exit(2)
+    files = 0
+    bars = 0
+    with Progress(
+        TextColumn("[bold]simulating[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("", total=days)
+        for _ in range(days):
+            day = simulator.next_day()
+            label = day.trading_date.strftime("%Y%m%d")
+            progress.update(task, description=label)
+            for k, code in enumerate(day.codes):
+                columns = {
+                    "ts_ns": day.ts_ns,
+                    "open": day.open[k],
+                    "high": day.high[k],
+                    "low": day.low[k],
+                    "close": day.close[k],
+                    "volume": day.volume[k],
+                    "value_won": day.value_won[k],
+                }
+                recorder.write_table(out, label, code, recorder.columns_to_table(code, columns), fmt)  # type: ignore[arg-type]
+                files += 1
+                bars += len(day.ts_ns)
+            progress.advance(task)
+    console.print(f"wrote {bars:,} bars in {files} file(s) under {out} (seed {seed}, from {first.isoformat()})")
+
+
+def market(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Print the current board from the market-data process (last, change, volume, VWAP, 005935 discount)."""
+    import zmq
+
+    from bus.rpc import RpcClient, RpcError, RpcFailure
+    from services.market_data.board import preferred_discount_pct
+
+    settings = _settings()
+    endpoint = settings.endpoint("market_data_rpc")
+    ctx = zmq.Context()
+    client = RpcClient(ctx, endpoint, timeout_ms=settings.bus.rpc_timeout_ms, retries=1, sender="trader-cli")
+    try:
+        reply = client.call(Command(command_id=f"cli-{uuid.uuid4().hex[:12]}", name="snapshot", args={"bars": 0}))
+    except RpcError as exc:
+        err.print(f"[bold red]error:[/] market-data refused the snapshot: {exc}")
+        raise typer.Exit(1)
+    except RpcFailure as exc:
+        err.print(f"[bold red]error:[/] the market-data service is not running ({exc}).\n{HOW_TO_START}")
+        raise typer.Exit(1)
+    finally:
+        client.close()
+        ctx.destroy(linger=0)
+    if not isinstance(reply, CommandResult) or not reply.ok:
+        text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
+        err.print(f"[bold red]error:[/] market-data did not give a snapshot: {text}")
+        raise typer.Exit(1)
+    snapshot = reply.result or {}
+    discount = preferred_discount_pct(snapshot)
+    if as_json:
+        print(json.dumps({**snapshot, "preferred_discount_pct": discount}, indent=2))
+        return
+    _print_board(snapshot, discount, _names(settings))
+
+
+def _names(settings: StackSettings) -> dict[str, str]:
+    try:
+        return {code: inst.name for code, inst in load_instruments(_master_path(settings)).items()}
+    except (OSError, InstrumentError):
+        return {}
+
+
+def _print_board(snapshot: dict, discount: float | None, names: dict[str, str]) -> None:
+    session = snapshot.get("session") or {}
+    title = f"market board: {session.get('trading_date', '-')} {session.get('phase', 'no session yet')} (feed {snapshot.get('feed', '?')})"
+    table = Table(title=title)
+    for col, justify in (("code", "left"), ("name", "left"), ("last", "right"), ("change", "right"), ("change %", "right"), ("volume", "right"), ("VWAP", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    codes = snapshot.get("codes") or {}
+    for code in sorted(codes):
+        row = codes[code]
+        change = row.get("change")
+        pct = row.get("change_pct")
+        style = "green" if change and change > 0 else "red" if change and change < 0 else ""
+        table.add_row(
+            code,
+            names.get(code, ""),
+            _won(row.get("last")),
+            f"[{style}]{change:+,}[/]" if change is not None and style else ("0" if change == 0 else "-"),
+            f"{pct:+.2f}%" if pct is not None else "-",
+            f"{row.get('volume') or 0:,}",
+            _won(row.get("vwap")),
+        )
+    console.print(table)
+    if not codes:
+        console.print("no market data yet: is the exchange (or the replay) feeding market-data?")
+    if discount is not None:
+        console.print(f"005935 trades at a {discount:.2f}% discount to 005930")
+
+
+def _won(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "-"

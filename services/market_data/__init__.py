@@ -1,0 +1,1 @@
+"""The market-data feed process: broker feed in, bus out, snapshots for late joiners, bars on disk."""

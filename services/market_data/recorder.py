@@ -1,0 +1,227 @@
+"""Bars on disk: one compressed columnar file per trading day per code.
+
+Layout: ``<root>/<YYYYMMDD>/<code>.parquet`` (zstd-compressed parquet) or
+``<code>.csv``, where ``<root>`` is ``<run_dir>/bars`` for the recorder and the
+output folder of ``trader sim``. The day is the bar's Korean (KST) calendar
+date. Columns: ``code, ts_ns, interval_s, open, high, low, close, volume,
+value_won``, sorted by ``ts_ns``, one row per bar start.
+
+Writing a day that already has a file merges into it (a bar with the same start
+replaces the old one), and every write goes to a temporary file renamed into
+place, so a crash mid-write never leaves a half file. Day folders older than the
+retention window are purged by :func:`purge_days`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from core import krx
+from core.messages import Bar
+
+BarFormat = Literal["parquet", "csv"]
+FORMATS: tuple[BarFormat, ...] = ("parquet", "csv")
+COMPRESSION = "zstd"
+DAY_DIR_RE = re.compile(r"^[0-9]{8}$")
+
+SCHEMA = pa.schema(
+    [
+        ("code", pa.string()),
+        ("ts_ns", pa.int64()),
+        ("interval_s", pa.int32()),
+        ("open", pa.int64()),
+        ("high", pa.int64()),
+        ("low", pa.int64()),
+        ("close", pa.int64()),
+        ("volume", pa.int64()),
+        ("value_won", pa.int64()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+def day_of(ts_ns: int) -> str:
+    """The ``YYYYMMDD`` folder a bar starting at ``ts_ns`` belongs to (KST date)."""
+    return krx.kst_date(ts_ns).strftime("%Y%m%d")
+
+
+def bar_path(root: Path, day: str, code: str, fmt: BarFormat = "parquet") -> Path:
+    """Where the bars of ``code`` on ``day`` live."""
+    return Path(root) / day / f"{code}.{fmt}"
+
+
+def bars_to_table(bars: Sequence[Bar]) -> pa.Table:
+    """Bars as an Arrow table in the file schema, sorted by start time."""
+    ordered = sorted(bars, key=lambda b: b.ts_ns)
+    data = {name: [getattr(b, name) for b in ordered] for name in COLUMNS}
+    return pa.Table.from_pydict(data, schema=SCHEMA)
+
+
+def table_to_bars(table: pa.Table) -> list[Bar]:
+    """Rows of a bar table back into Bar messages."""
+    rows = table.select(list(COLUMNS)).to_pylist()
+    return [Bar(**row) for row in rows]
+
+
+def columns_to_table(code: str, columns: Mapping[str, np.ndarray | Sequence[int]]) -> pa.Table:
+    """A bar table from column arrays (``ts_ns, open, high, low, close, volume`` and optional
+    ``interval_s``, ``value_won``), the fast path for simulated days."""
+    n = len(columns["ts_ns"])
+    data = {
+        "code": pa.array([code] * n, pa.string()),
+        "interval_s": pa.array(np.asarray(columns.get("interval_s", np.full(n, 60)), dtype=np.int32)),
+    }
+    for name in ("ts_ns", "open", "high", "low", "close", "volume"):
+        data[name] = pa.array(np.asarray(columns[name], dtype=np.int64))
+    if "value_won" in columns:
+        data["value_won"] = pa.array(np.asarray(columns["value_won"], dtype=np.int64))
+    else:
+        data["value_won"] = pa.array(np.asarray(columns["close"], dtype=np.int64) * np.asarray(columns["volume"], dtype=np.int64))
+    table = pa.table({name: data[name] for name in COLUMNS}, schema=SCHEMA)
+    return table.sort_by("ts_ns")
+
+
+def read_table(path: Path) -> pa.Table:
+    """One bar file (parquet or csv, by suffix) as a table in the file schema."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+    elif path.suffix == ".csv":
+        convert = pacsv.ConvertOptions(column_types={f.name: f.type for f in SCHEMA})
+        table = pacsv.read_csv(path, convert_options=convert)
+    else:
+        raise ValueError(f"{path}: not a bar file (expected .parquet or .csv)")
+    return table.select(list(COLUMNS)).cast(SCHEMA)
+
+
+def read_bars(path: Path) -> list[Bar]:
+    """The bars stored in one file, in time order."""
+    return table_to_bars(read_table(path))
+
+
+def write_table(root: Path, day: str, code: str, table: pa.Table, fmt: BarFormat = "parquet") -> Path:
+    """Write (merging into any existing file) one code's bars of one day; returns the path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown bar format {fmt!r}; expected one of {FORMATS}")
+    path = bar_path(root, day, code, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        table = _merge(read_table(path), table)
+    else:
+        table = table.sort_by("ts_ns")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if fmt == "parquet":
+        pq.write_table(table, tmp, compression=COMPRESSION)
+    else:
+        pacsv.write_csv(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _merge(old: pa.Table, new: pa.Table) -> pa.Table:
+    """Old and new rows by start time; a new row replaces an old one with the same start."""
+    new_starts = set(new.column("ts_ns").to_pylist())
+    keep = np.array([ts not in new_starts for ts in old.column("ts_ns").to_pylist()], dtype=bool)
+    merged = pa.concat_tables([old.filter(pa.array(keep)), new.cast(SCHEMA)])
+    return merged.sort_by("ts_ns")
+
+
+def write_bars(root: Path, bars: Iterable[Bar], fmt: BarFormat = "parquet") -> list[Path]:
+    """Write bars into their day/code files; returns the files written."""
+    groups: dict[tuple[str, str], list[Bar]] = defaultdict(list)
+    for bar in bars:
+        groups[(day_of(bar.ts_ns), bar.code)].append(bar)
+    return [write_table(root, day, code, bars_to_table(group), fmt) for (day, code), group in sorted(groups.items())]
+
+
+def day_dirs(root: Path) -> list[Path]:
+    """The ``YYYYMMDD`` folders under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and DAY_DIR_RE.match(p.name))
+
+
+def read_day(root: Path, day: str) -> dict[str, list[Bar]]:
+    """Every code's bars of one day, by code."""
+    folder = Path(root) / day
+    out: dict[str, list[Bar]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".parquet", ".csv") and not path.name.startswith("."):
+            out[path.stem] = read_bars(path)
+    return out
+
+
+def purge_days(root: Path, reference: dt.date, retention_days: int) -> list[Path]:
+    """Remove day folders older than ``retention_days`` before ``reference``; returns what went.
+
+    The folder of ``reference`` and those of the ``retention_days - 1`` calendar
+    days before it are kept.
+    """
+    if retention_days < 1:
+        raise ValueError("retention_days must be at least 1")
+    cutoff = (reference - dt.timedelta(days=retention_days - 1)).strftime("%Y%m%d")
+    removed = []
+    for folder in day_dirs(root):
+        if folder.name < cutoff:
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
+
+
+def newest_day(root: Path) -> dt.date | None:
+    """The date of the newest day folder under ``root``, if any."""
+    dirs = day_dirs(root)
+    if not dirs:
+        return None
+    return dt.datetime.strptime(dirs[-1].name, "%Y%m%d").date()
+
+
+class BarRecorder:
+    """Buffers bars as they arrive and writes them per day per code on ``flush``."""
+
+    def __init__(self, root: Path, fmt: BarFormat = "parquet") -> None:
+        self.root = Path(root)
+        self.fmt = fmt
+        self._pending: dict[tuple[str, str], dict[int, Bar]] = defaultdict(dict)
+        self.written_bars = 0
+        self.files_written = 0
+
+    def add(self, bar: Bar) -> None:
+        """Keep a bar until the next flush (a bar with the same start replaces the earlier one)."""
+        self._pending[(day_of(bar.ts_ns), bar.code)][bar.ts_ns] = bar
+
+    @property
+    def pending(self) -> int:
+        """Bars waiting to be written."""
+        return sum(len(v) for v in self._pending.values())
+
+    def pending_days(self) -> list[str]:
+        """The days that have bars waiting."""
+        return sorted({day for day, _ in self._pending})
+
+    def flush(self, day: str | None = None) -> list[Path]:
+        """Write the waiting bars (of one day, or all); returns the files written."""
+        keys = [k for k in sorted(self._pending) if day is None or k[0] == day]
+        paths = []
+        for key in keys:
+            bars = list(self._pending[key].values())
+            paths.append(write_table(self.root, key[0], key[1], bars_to_table(bars), self.fmt))
+            del self._pending[key]
+            self.written_bars += len(bars)
+            self.files_written += 1
+        return paths
