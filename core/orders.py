@@ -610,6 +610,11 @@ class OrderBook:
             else:
                 self._cancel_confirmed(order, args["canceled_qty"], now_ns, out)
             self.counters["released"] += 1
+            if out.refused:
+                # the acknowledgement itself stands; a held notice that no longer fits is an alert
+                if out.refused == Refusal.ILLEGAL_TRANSITION:
+                    out.alerts.append(OrderAlert(out.refused, coid, f"held {out.refused_text}"))
+                out.refused, out.refused_text = "", ""
         out.order = order
 
     def _discard_held(self, client_order_id: str | None, out: Outcome, why: str) -> None:
