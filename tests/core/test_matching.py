@@ -599,27 +599,36 @@ def test_corrupt_state_is_refused_with_a_clear_error() -> None:
 
 _PRICES = [71_000 + 100 * k for k in range(-15, 16)]
 
+_order = st.tuples(
+    st.just("order"),
+    st.sampled_from(["buy", "sell"]),
+    st.sampled_from(["limit", "limit", "market"]),
+    st.sampled_from([*range(1, 201), 0, -1]),
+    st.sampled_from([*_PRICES, 71_050, 0]),
+)
+_trade = st.tuples(st.just("trade"), st.sampled_from(_PRICES), st.integers(0, 3_000))
 _op = st.one_of(
-    st.tuples(
-        st.just("order"),
-        st.sampled_from(["buy", "sell"]),
-        st.sampled_from(["limit", "limit", "market"]),
-        st.integers(min_value=-2, max_value=400),
-        st.sampled_from([*_PRICES, 71_050, 0]),
-    ),
-    st.tuples(st.just("cancel"), st.integers(0, 30), st.integers(-1, 200)),
-    st.tuples(st.just("trade"), st.sampled_from(_PRICES), st.integers(0, 3_000)),
+    _order,
+    _order,
+    _order,
+    _trade,
+    _trade,
+    st.tuples(st.just("cancel"), st.integers(0, 1_000), st.integers(-1, 200)),
     st.tuples(st.just("bar"), st.sampled_from(_PRICES), st.integers(0, 5), st.integers(0, 5), st.integers(0, 5_000)),
-    st.tuples(st.just("session"), st.sampled_from(list(Session))),
+    st.tuples(st.just("session"), st.sampled_from([Session.CONTINUOUS, Session.CONTINUOUS, *Session])),
     st.tuples(st.just("auction"), st.sampled_from(_PRICES), st.integers(0, 3_000)),
     st.tuples(st.just("expire")),
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(ops=st.lists(_op, max_size=60), cash=st.integers(0, 30_000_000), held=st.integers(0, 300))
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(_op, min_size=30, max_size=120),
+    cash=st.sampled_from([1_000_000_000, 50_000_000, 3_000_000, 0]),
+    held=st.sampled_from([5_000, 300, 20, 0]),
+)
 def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple], cash: int, held: int) -> None:  # type: ignore[type-arg]
-    engine = _engine(cash=cash, holdings={SAMSUNG: (held, 65_000)} if held else {}, session=Session.PRE_OPEN)
+    engine = _engine(cash=cash, holdings={SAMSUNG: (held, 65_000)} if held else {})
     costs = CostModel()
     all_fills: list[Execution] = []
     t = T0
@@ -631,7 +640,7 @@ def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple], 
             events = engine.submit("acc", f"o{n}", SAMSUNG, side, order_type, qty, price, t)
         elif kind == "cancel":
             _, ref, qty = op
-            events = engine.cancel(f"o{ref}", qty, t)
+            events = engine.cancel(f"o{ref % (n + 1)}", qty, t)
         elif kind == "trade":
             events = engine.on_trade(SAMSUNG, op[1], op[2], t)
         elif kind == "bar":
