@@ -1,4 +1,11 @@
-"""Trading costs per fill: broker commission and the dated sell-side tax."""
+"""Trading costs per fill: broker commission and the dated sell-side tax, exact in integer won.
+
+Rates are integer fractions, never floats, so a cost is the same on every
+machine and for any notional. Commission is charged on both sides and rounded
+half up to the won; the sell-side tax (securities transaction tax plus the
+rural special tax on KOSPI) is rounded down to the won, and its rate depends on
+the trade date and the market.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,24 @@ import datetime as dt
 from bisect import bisect_right
 from dataclasses import dataclass
 
-# Commission rates in parts per ten million (1e-7), so 0.0140527% = 1405.27 ppm... kept as
-# a Decimal-free integer pair (numerator, denominator) to stay exact.
+# Commission rates as exact (numerator, denominator) pairs of integers.
 ONLINE_COMMISSION = (140527, 1_000_000_000)  # 0.0140527 %
 PAPER_COMMISSION = (142, 1_000_000)  # 0.0142 %
 
-# Sell-side transaction tax by market, effective from the given date (inclusive).
-# Rates in basis points x 100 (1/1,000,000).
+# Sell-side transaction tax by market, effective from the given date (inclusive),
+# in millionths. KOSPI: securities transaction tax + 0.15% rural special tax.
 _TAX_TABLE: dict[str, tuple[tuple[dt.date, int], ...]] = {
     "KOSPI": (
+        (dt.date(2020, 1, 1), 2500),  # 0.25 %
+        (dt.date(2021, 1, 1), 2300),  # 0.23 %
         (dt.date(2023, 1, 1), 2000),  # 0.20 %
         (dt.date(2024, 1, 1), 1800),  # 0.18 %
         (dt.date(2025, 1, 1), 1500),  # 0.15 %
         (dt.date(2026, 1, 1), 2000),  # 0.20 %
     ),
     "KOSDAQ": (
+        (dt.date(2020, 1, 1), 2500),
+        (dt.date(2021, 1, 1), 2300),
         (dt.date(2023, 1, 1), 2000),
         (dt.date(2024, 1, 1), 1800),
         (dt.date(2025, 1, 1), 1500),
@@ -42,20 +52,24 @@ class CostModel:
         return (notional_won * self.commission_num * 2 + self.commission_den) // (2 * self.commission_den)
 
     def fill_costs(self, side: str, notional_won: int, trade_date: dt.date, market: str = "KOSPI") -> tuple[int, int]:
-        """(fee_won, tax_won) for one fill."""
+        """(fee_won, tax_won) for one fill; ``side`` is "buy" or "sell" (tax only on sells)."""
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
         fee = self.commission(notional_won)
         tax = sell_tax(notional_won, trade_date, market) if side == "sell" else 0
         return fee, tax
 
 
 def tax_rate_ppm(trade_date: dt.date, market: str = "KOSPI") -> int:
-    """The sell-side tax rate in millionths for a trade date and market."""
-    table = _TAX_TABLE.get(market.upper(), _TAX_TABLE["KOSPI"])
-    dates = [d for d, _ in table]
-    i = bisect_right(dates, trade_date) - 1
-    if i < 0:
-        return table[0][1]
-    return table[i][1]
+    """The sell-side tax rate in millionths for a trade date and market (KOSPI or KOSDAQ).
+
+    Dates before the table's first entry take its first rate.
+    """
+    table = _TAX_TABLE.get(market.upper())
+    if table is None:
+        raise ValueError(f"no sell tax table for market {market!r} (known: {', '.join(_TAX_TABLE)})")
+    i = bisect_right([d for d, _ in table], trade_date) - 1
+    return table[max(i, 0)][1]
 
 
 def sell_tax(notional_won: int, trade_date: dt.date, market: str = "KOSPI") -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from bisect import bisect_left, bisect_right
 from enum import StrEnum
 from functools import lru_cache
@@ -210,11 +211,14 @@ def _calendar() -> tuple[frozenset[dt.date], tuple[dt.date, ...], dict[dt.date, 
     """The XKRX trading days and their (open, close) in ns UTC, built once from exchange_calendars."""
     import exchange_calendars as xc  # slow import (pandas); only when sessions are first asked for
 
-    cal = xc.get_calendar("XKRX", start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
+    with warnings.catch_warnings():
+        # exchange_calendars still reads Series.values on tz-aware columns (a pandas 3 deprecation)
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        cal = xc.get_calendar("XKRX", start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
     schedule = cal.schedule
     days = tuple(ts.date() for ts in schedule.index)
-    opens = schedule["open"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    closes = schedule["close"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    opens = schedule["open"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    closes = schedule["close"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
     hours = {d: (int(o), int(c)) for d, o, c in zip(days, opens, closes)}
     return frozenset(days), days, hours
 
