@@ -284,11 +284,14 @@ class OpenOrder:
     filled_by_fills: int = 0
     filled_by_events: int = 0
     canceled_qty: int = 0
+    remaining_qty: int = -1  # kept up to date by refresh(); read on the hot path
 
-    @property
-    def remaining_qty(self) -> int:
-        """Shares still working, whichever of fills and order events arrived first."""
-        return max(0, self.qty - max(self.filled_by_fills, self.filled_by_events) - self.canceled_qty)
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the shares still working, whichever of fills and order events arrived first."""
+        self.remaining_qty = max(0, self.qty - max(self.filled_by_fills, self.filled_by_events) - self.canceled_qty)
 
 
 @dataclass(slots=True)
@@ -318,6 +321,7 @@ class RiskView:
         self.open_by_code: dict[str, dict[str, OpenOrder]] = {}
         self.account_order_times: deque[int] = deque()
         self.exec_ids: set[str] = set()
+        self._limits_cache: dict[str, tuple[int, tuple[int, int]]] = {}
         for code, inst in (instruments or {}).items():
             self.base_prices[code] = inst.last_close
             self.last_prices[code] = inst.last_close
@@ -381,6 +385,7 @@ class RiskView:
             self._add_open(oo)
         oo.filled_by_events = max(oo.filled_by_events, event.filled_qty)
         oo.canceled_qty = max(oo.canceled_qty, event.qty - event.filled_qty - event.remaining_qty)
+        oo.refresh()
 
     def on_fill(self, fill: Any, now_ns: int) -> None:
         """Apply an execution once: position, average price, cash, realised PnL, costs."""
@@ -410,6 +415,7 @@ class RiskView:
         oo = self.open_orders.get(fill.client_order_id)
         if oo is not None:
             oo.filled_by_fills += qty
+            oo.refresh()
             if oo.remaining_qty == 0:
                 self._remove_open(oo.client_order_id)
         if price > 0:
@@ -423,9 +429,21 @@ class RiskView:
             return price
         last = self.last_prices.get(code) or self.base_prices.get(code, 0)
         if side == "buy":
-            base = self.base_prices.get(code) or last
-            return krx.limit_prices(base)[1] if base > 0 else 0
+            upper = self.limit_prices(code)[1]
+            if upper > 0:
+                return upper
+            return krx.limit_prices(last)[1] if last > 0 else 0
         return last
+
+    def limit_prices(self, code: str) -> tuple[int, int]:
+        """The (lower, upper) daily limits of a code from its base price ((0, 0) if none is known)."""
+        base = self.base_prices.get(code, 0)
+        got = self._limits_cache.get(code)
+        if got is not None and got[0] == base:
+            return got[1]
+        limits = krx.limit_prices(base) if base > 0 else (0, 0)
+        self._limits_cache[code] = (base, limits)
+        return limits
 
     def mark_price(self, code: str, pos: Position) -> int:
         """The price a holding is valued at: the last trade, else the base, else its cost."""
@@ -498,6 +516,13 @@ class _Ctx:
     session: str
     instrument: Instrument | None
     now_ns: int
+    pending_buy_won: int = -1  # filled in by the first check that needs it
+
+    def agent_pending_buy_won(self) -> int:
+        """The agent's working buys in won, computed once per order."""
+        if self.pending_buy_won < 0:
+            self.pending_buy_won = self.view.pending_buy_won(self.order.agent_id)
+        return self.pending_buy_won
 
 
 def _refuse(reason: Reason, text: str) -> Decision:
@@ -536,10 +561,9 @@ def _check_tick(c: _Ctx) -> Decision | None:
 def _check_price_limits(c: _Ctx) -> Decision | None:
     if c.market:
         return None
-    base = c.view.base_prices.get(c.order.code, 0)
-    if base <= 0:
+    lower, upper = c.view.limit_prices(c.order.code)
+    if upper == 0:
         return None
-    lower, upper = krx.limit_prices(base)
     if not lower <= c.order.price <= upper:
         return _refuse(Reason.OUTSIDE_PRICE_LIMITS, f"price {c.order.price} outside the daily limits {lower}-{upper}")
     return None
@@ -620,7 +644,7 @@ def _check_cash(c: _Ctx) -> Decision | None:
     if c.side != "buy":
         return None
     ppm = c.agent.fee_reserve_ppm
-    on_hold = _reserve(c.view.pending_buy_won(c.order.agent_id), ppm)
+    on_hold = _reserve(c.agent_pending_buy_won(), ppm)
     need = _reserve(c.order.qty * c.price, ppm)
     available = c.book.cash_won - on_hold
     if need > available:
@@ -636,7 +660,7 @@ def _check_agent_position(c: _Ctx) -> Decision | None:
     if qty > c.agent.max_position_qty:
         return _refuse(Reason.POSITION_EXCEEDS_MAX_PER_AGENT, f"{qty} shares of {code} > {c.agent.max_position_qty}")
     held = sum(p.qty * c.view.mark_price(k, p) for k, p in c.book.positions.items())
-    value = held + c.view.pending_buy_won(agent_id) + c.order.qty * c.price
+    value = held + c.agent_pending_buy_won() + c.order.qty * c.price
     if value > c.agent.max_position_notional_won:
         return _refuse(Reason.POSITION_EXCEEDS_MAX_PER_AGENT, f"{value:,} won held and bid > {c.agent.max_position_notional_won:,} won")
     return None
