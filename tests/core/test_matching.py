@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -229,6 +230,17 @@ def test_sell_walks_down_across_a_tick_size_boundary() -> None:
     assert _fills(events) == [(100, 50_000), (100, 49_950), (50, 49_900)]
 
 
+def test_market_order_walks_to_the_daily_limit_and_rests_what_the_depth_cannot_fill() -> None:
+    engine = _engine(cash=3_000_000_000)
+    events = engine.submit("acc", "m1", SAMSUNG, "buy", "market", 30_000, 0, T0)
+    fills = _fills(events)
+    assert fills[0] == (100, 71_000) and fills[-1] == (100, 92_300)
+    assert sum(q for q, _ in fills) == 100 * len(range(71_000, 92_301, 100))  # 214 levels of 100
+    assert _last_update(events).remaining_qty == 30_000 - 21_400
+    # the rest fills against later prints at their price, within the participation cap
+    assert _fills(engine.on_trade(SAMSUNG, 91_000, 1_000, T0 + SEC)) == [(200, 91_000)]
+
+
 def test_marketable_limit_stops_at_its_price_and_rests_the_rest() -> None:
     engine = _engine()
     events = _buy(engine, "b1", 250, 71_100)
@@ -371,16 +383,15 @@ def test_closing_auction_crosses_resting_and_newly_entered_orders_then_the_rest_
     engine = _engine(holdings={SAMSUNG: (100, 60_000)})
     _buy(engine, "day-bid", 50, 70_000)
     engine.set_session(Session.CLOSING_AUCTION, T0 + SEC)
-    _sell(engine, "close-sell", 100, 70_000, T0 + 2 * SEC)  # would cross in continuous trading: rests now
-    assert engine.order_by_client_id("close-sell") is not None
-    assert engine.order_by_client_id("close-sell").filled_qty == 0  # type: ignore[union-attr]
+    assert _fills(_sell(engine, "close-sell", 100, 70_000, T0 + 2 * SEC)) == []  # marketable, yet it waits
     events = engine.run_auction(SAMSUNG, 70_000, 400, T0 + 3 * SEC)  # cap 80
     fills = sorted((e.client_order_id, e.qty, e.price) for e in events if isinstance(e, Execution))
     assert fills == [("close-sell", 80, 70_000), ("day-bid", 50, 70_000)]
     engine.set_session(Session.CLOSED, T0 + 4 * SEC)
     expired = engine.expire_day(T0 + 5 * SEC)
-    assert [(u.client_order_id, u.status, u.filled_qty, u.remaining_qty) for u in expired] == [  # type: ignore[union-attr]
-        ("close-sell", OrderStatus.EXPIRED, 80, 0)
+    updates = [e for e in expired if isinstance(e, OrderUpdate)]
+    assert [(u.client_order_id, u.status, u.filled_qty, u.canceled_qty) for u in updates] == [
+        ("close-sell", OrderStatus.EXPIRED, 80, 20)
     ]
 
 
@@ -452,7 +463,7 @@ def _refusal(events: Sequence[Event]) -> str:
         ("DUPLICATE_CLIENT_ORDER_ID", ("acc", "held", SAMSUNG, "buy", "limit", 1, 70_000)),
     ],
 )
-def test_bad_orders_are_refused_with_a_reason_and_change_nothing(reason: str, args: tuple) -> None:  # type: ignore[type-arg]
+def test_bad_orders_are_refused_with_a_reason_and_change_nothing(reason: str, args: tuple[Any, ...]) -> None:
     engine = _engine(cash=50_000_000, holdings={SAMSUNG: (10, 60_000)})
     _buy(engine, "held", 1, 70_000)
     before = engine.to_state()
@@ -627,7 +638,7 @@ _op = st.one_of(
     cash=st.sampled_from([1_000_000_000, 50_000_000, 3_000_000, 0]),
     held=st.sampled_from([5_000, 300, 20, 0]),
 )
-def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple], cash: int, held: int) -> None:  # type: ignore[type-arg]
+def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple[Any, ...]], cash: int, held: int) -> None:
     engine = _engine(cash=cash, holdings={SAMSUNG: (held, 65_000)} if held else {})
     costs = CostModel()
     all_fills: list[Execution] = []
