@@ -1,8 +1,9 @@
 """A small service for the bus tests: answers RPC commands and publishes on request.
 
 Run as ``python -m tests.bus.counter_service NAME``. Commands (``Command.name``):
-``echo`` returns its args; ``add`` adds ``args["n"]`` to a counter and returns
-the new total (state-changing: retries must not add twice); ``sleep`` waits
+``echo`` returns its args; ``add`` adds ``args["n"]`` to a counter (after
+``args["delay_s"]``) and returns the new total and how many times it ran
+(state-changing: retries must not add twice); ``sleep`` waits
 ``args["s"]`` seconds before answering; ``boom`` raises inside the handler;
 ``publish`` sends ``args["count"]`` ticks on ``args["topic"]``.
 """
@@ -38,6 +39,7 @@ class CounterService(Service):
         if msg.name == "echo":
             return CommandResult(command_id=msg.command_id, ok=True, result=msg.args)
         if msg.name == "add":
+            time.sleep(float(msg.args.get("delay_s", 0)))
             self.executions += 1
             self.total += int(msg.args["n"])
             return CommandResult(
