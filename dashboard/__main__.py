@@ -1,0 +1,46 @@
+"""Start the dashboard: ``python -m dashboard`` serves it with uvicorn on settings.dashboard host:port."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from bus.pidlock import LockHeld, PidLock, lock_path
+from bus.service import EXIT_CONFIG, EXIT_LOCK_HELD, configure_logging
+from core.config import ConfigError, endpoint_is_loopback, load_stack
+from dashboard.app import create_app
+
+log = logging.getLogger("dashboard")
+
+
+def main() -> int:
+    """Take the pid lock, build the app and serve it until SIGINT/SIGTERM; returns the exit code."""
+    configure_logging()
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    host, port = settings.dashboard.host, settings.dashboard.port
+    if not endpoint_is_loopback(f"tcp://{host}:{port}"):
+        log.warning("listening beyond loopback on %s:%d as configured", host, port)
+    if not settings.token():
+        log.info("no TRADER_DASHBOARD_TOKEN: the dashboard is read-only")
+    lock = PidLock(lock_path(settings.run_path, "dashboard"))
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        log.error("refusing to start: %s", exc)
+        return EXIT_LOCK_HELD
+    try:
+        app = create_app(settings)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    finally:
+        lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The agent grid as a file: the same sort and filter as the page, written as CSV or XLSX."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from openpyxl import Workbook
+
+from dashboard.pages import AGENT_COLUMNS
+
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def select_rows(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    q: str = "",
+    filters: Mapping[str, str] | None = None,
+    sort: str = "id",
+    desc: bool = False,
+) -> list[Mapping[str, Any]]:
+    """The rows whose text matches ``q`` (any column) and each column filter, sorted by ``sort``."""
+    keys = [k for k, _ in AGENT_COLUMNS]
+    needle = q.strip().lower()
+    col_filters = {k: v.strip().lower() for k, v in (filters or {}).items() if k in keys and v.strip()}
+    out = []
+    for row in rows:
+        texts = {k: "" if row.get(k) is None else str(row.get(k)).lower() for k in keys}
+        if needle and not any(needle in t for t in texts.values()):
+            continue
+        if any(f not in texts[k] for k, f in col_filters.items()):
+            continue
+        out.append(row)
+    if sort in keys:
+        numeric = [r.get(sort) for r in out if isinstance(r.get(sort), (int, float))]
+        if numeric:
+            out.sort(key=lambda r: (r.get(sort) is None, r.get(sort) if isinstance(r.get(sort), (int, float)) else 0))
+        else:
+            out.sort(key=lambda r: str(r.get(sort) or ""))
+        if desc:
+            out.reverse()
+    return out
+
+
+def grid_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The grid as CSV text with a header line of column keys."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    keys = [k for k, _ in AGENT_COLUMNS]
+    writer.writerow(keys)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else row.get(k) for k in keys])
+    return buf.getvalue()
+
+
+def grid_xlsx(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """The grid as an XLSX workbook (numbers stay numbers)."""
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "agents"
+    keys = [k for k, _ in AGENT_COLUMNS]
+    ws.append([label for _, label in AGENT_COLUMNS])
+    for row in rows:
+        ws.append([row.get(k) for k in keys])
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()

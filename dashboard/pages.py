@@ -1,0 +1,193 @@
+"""The dashboard's HTML: one shell per page, with the live parts filled in by ``static/app.js``.
+
+Pages are rendered on the server with their first state embedded as JSON, so
+they show data at once and work without any request beyond this app (no CDN,
+nothing from outside: the page works offline). The script then keeps them
+current from the live stream.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+NAV = (
+    ("overview", "/", "Overview"),
+    ("agents", "/agents", "Agents"),
+    ("market", "/market", "Market"),
+    ("risk", "/risk", "Risk"),
+    ("recon", "/recon", "Reconciliation"),
+    ("config", "/config", "Configuration"),
+)
+
+
+def _embed(data: Any) -> str:
+    # "</" inside a script element would end it early.
+    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+
+
+def page(name: str, title: str, body: str, initial: Any, *, stream: str, control: bool) -> str:
+    """A whole page: navigation, token field, stale banner, ``body``, the first state and the script."""
+    here = ' class="here"'
+    nav = "".join(
+        f'<a href="{href}"{here if key == name else ""}>{escape(label)}</a>' for key, href, label in NAV
+    )
+    token_box = (
+        '<label class="token">token <input id="token" type="password" autocomplete="off" '
+        'placeholder="to control"></label>'
+        if control
+        else '<span class="token muted" title="set TRADER_DASHBOARD_TOKEN to enable">read-only</span>'
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)} · trader</title>
+<link rel="stylesheet" href="/static/app.css">
+</head>
+<body data-page="{escape(name)}" data-stream="{escape(stream)}">
+<header><strong class="brand">trader</strong><nav>{nav}</nav>
+<span id="conn" class="conn">connecting…</span>{token_box}</header>
+<div id="stale" class="stale" hidden></div>
+<div id="flash" class="flash" hidden></div>
+<main>
+<h1>{escape(title)}</h1>
+{body}
+</main>
+<script id="initial" type="application/json">{_embed(initial)}</script>
+<script src="/static/app.js"></script>
+</body></html>"""
+
+
+def overview_body() -> str:
+    """Processes, broker and trading state, clock, bus rates and alerts."""
+    return """
+<section class="cards">
+ <div class="card"><h3>Market clock</h3><div id="clock" class="big">-</div><div id="session" class="muted">-</div></div>
+ <div class="card"><h3>Broker</h3><div id="broker" class="big">-</div></div>
+ <div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div></div>
+ <div class="card"><h3>Bus</h3><div id="bus-summary" class="big">-</div><div id="bus-gaps" class="muted">-</div></div>
+</section>
+<h2>Processes</h2>
+<table id="processes" class="grid"><thead><tr><th>process</th><th>state</th><th>pid</th><th>uptime</th>
+<th>cpu %</th><th>rss MB</th><th>queue</th><th>heartbeat age</th></tr></thead><tbody></tbody></table>
+<h2>Bus message rates (per second)</h2>
+<table id="rates" class="grid"><thead><tr><th>topic</th><th>rate</th><th>total</th></tr></thead><tbody></tbody></table>
+<h2>Alerts</h2>
+<div id="webhook-failures"></div>
+<table id="alerts" class="grid"><thead><tr><th>time</th><th>level</th><th>source</th><th>kind</th><th>text</th></tr></thead><tbody></tbody></table>
+"""
+
+
+AGENT_COLUMNS = (
+    ("id", "id"),
+    ("code", "code"),
+    ("strategy", "strategy"),
+    ("state", "state"),
+    ("cash_won", "cash"),
+    ("holding", "holding"),
+    ("avg_price", "avg price"),
+    ("last_price", "last"),
+    ("realized_pnl_won", "realised PnL"),
+    ("unrealized_pnl_won", "unrealised PnL"),
+    ("return_pct", "return %"),
+    ("open_orders", "open orders"),
+    ("heartbeat_age_s", "hb age s"),
+)
+
+
+def agents_body() -> str:
+    """The agent grid: sortable, filterable by every column, exportable, with controls."""
+    heads = "".join(f'<th data-k="{k}" class="sortable">{escape(label)}</th>' for k, label in AGENT_COLUMNS)
+    filters = "".join(f'<th><input class="colfilter" data-k="{k}" placeholder="filter"></th>' for k, _ in AGENT_COLUMNS)
+    return f"""
+<div class="toolbar"><input id="grid-filter" placeholder="filter all columns">
+<span id="grid-count" class="muted"></span>
+<a id="export-csv" href="/api/agents.csv">CSV</a> <a id="export-xlsx" href="/api/agents.xlsx">XLSX</a></div>
+<table id="agent-grid" class="grid"><thead><tr>{heads}<th>control</th></tr>
+<tr class="filters">{filters}<th></th></tr></thead><tbody></tbody></table>
+"""
+
+
+def agent_body(agent_id: str, history: dict[str, dict[str, list[dict[str, Any]]]], journal_note: str) -> str:
+    """One agent: book, orders and fills, candlesticks with fills, PnL, and earlier days from the journal."""
+    days = []
+    for day, rows in history.items():
+        days.append(
+            f"<details><summary>{escape(day)}: {len(rows['orders'])} order row(s), {len(rows['fills'])} fill(s)</summary>"
+            f"{_rows_table(rows['orders'])}{_rows_table(rows['fills'])}</details>"
+        )
+    earlier = "".join(days) or f'<p class="muted">{escape(journal_note)}</p>'
+    return f"""
+<p id="agent-links" data-agent="{escape(agent_id)}"></p>
+<section class="cards" id="agent-summary"></section>
+<h2>Chart</h2>
+<svg id="candles" class="chart" viewBox="0 0 900 320" preserveAspectRatio="none"></svg>
+<h2>PnL through the day</h2>
+<svg id="pnl" class="chart" viewBox="0 0 900 160" preserveAspectRatio="none"></svg>
+<h2>Book</h2><div id="book"></div>
+<h2>Orders today</h2>
+<table id="orders" class="grid"><thead><tr><th>time</th><th>client order id</th><th>side</th><th>qty</th><th>price</th>
+<th>status</th><th>filled</th><th>avg fill</th><th>reason</th></tr></thead><tbody></tbody></table>
+<h2>Fills today</h2>
+<table id="fills" class="grid"><thead><tr><th>time</th><th>exec id</th><th>side</th><th>qty</th><th>price</th>
+<th>fee</th><th>tax</th></tr></thead><tbody></tbody></table>
+<h2>Earlier days (journal)</h2>
+{earlier}
+"""
+
+
+def market_body() -> str:
+    """The board, investor flows and the Samsung preferred discount."""
+    return """
+<table id="board" class="grid"><thead><tr><th>code</th><th>name</th><th>last</th><th>change</th><th>change %</th>
+<th>bid</th><th>ask</th><th>volume</th><th>VWAP</th><th>foreign net</th><th>institution net</th><th>individual net</th>
+</tr></thead><tbody></tbody></table>
+<h2>005935 / 005930 discount</h2>
+<div id="discount-now" class="big">-</div>
+<svg id="discount" class="chart" viewBox="0 0 900 200" preserveAspectRatio="none"></svg>
+"""
+
+
+def risk_body() -> str:
+    """Trading state, limits and usage, and the kill switch."""
+    return """
+<section class="cards"><div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div></div></section>
+<div class="toolbar"><button class="act danger" data-action="halt">Halt</button>
+<button class="act" data-action="reduce">Reduce only</button>
+<button class="act" data-action="resume">Resume</button></div>
+<h2>Limits and usage (risk guard)</h2><div id="risk-status"></div>
+<h2>Last risk.state on the bus</h2><div id="risk-bus"></div>
+"""
+
+
+def recon_body() -> str:
+    """The reconciler's latest report and open differences."""
+    return """
+<h2>Latest report (reconciler)</h2><div id="recon-latest"></div>
+<h2>Reports on the bus</h2><div id="recon-reports"></div>
+"""
+
+
+def config_body(masked: dict[str, Any], roster_note: str) -> str:
+    """The effective configuration with secrets masked."""
+    note = f'<p class="muted">roster: {escape(roster_note)}</p>' if roster_note else ""
+    return f"{note}{_kv(masked)}"
+
+
+def _kv(data: Any) -> str:
+    if isinstance(data, dict):
+        rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{_kv(v)}</td></tr>" for k, v in data.items())
+        return f'<table class="kv">{rows}</table>'
+    if isinstance(data, list):
+        return escape(", ".join(str(x) for x in data)) or "-"
+    return escape(str(data))
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0].keys())
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

@@ -1,0 +1,318 @@
+// The dashboard's live script: renders the page from the embedded state, then keeps it
+// current from the Server-Sent Events stream, reconnecting by itself and showing a
+// "stale since ..." banner when nothing has arrived for a few seconds.
+"use strict";
+
+const STALE_AFTER_MS = 3000;
+const page = document.body.dataset.page;
+const state = JSON.parse(document.getElementById("initial").textContent);
+let lastMessageAt = Date.now();
+let source = null;
+let reconnectDelay = 500;
+
+// --- formatting ---------------------------------------------------------------
+
+const nf = new Intl.NumberFormat("en-US");
+function num(v) { return v === null || v === undefined || v === "" ? "-" : (typeof v === "number" ? nf.format(v) : String(v)); }
+function esc(v) {
+  return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+}
+function kst(ns, withDate) {
+  if (!ns) return "-";
+  const d = new Date(ns / 1e6 + 9 * 3600 * 1000);
+  const iso = d.toISOString();
+  return (withDate ? iso.slice(0, 10) + " " : "") + iso.slice(11, 19) + " KST";
+}
+function local(ms) { return new Date(ms).toLocaleTimeString(); }
+function dur(s) {
+  if (s === null || s === undefined) return "-";
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
+}
+function signed(v) { return typeof v === "number" ? `<span class="${v > 0 ? "pos" : v < 0 ? "neg" : ""}">${num(v)}</span>` : num(v); }
+function setText(id, text) { const el = document.getElementById(id); if (el && el.textContent !== text) el.textContent = text; }
+function setHTML(el, html) { if (el && el.__html !== html) { el.innerHTML = html; el.__html = html; } }
+function body(tableId) { const t = document.getElementById(tableId); return t ? t.tBodies[0] : null; }
+function kv(data) {
+  if (data === null || data === undefined) return '<span class="muted">-</span>';
+  if (Array.isArray(data)) {
+    if (!data.length) return '<span class="muted">none</span>';
+    if (typeof data[0] === "object" && data[0] !== null) {
+      const cols = Object.keys(data[0]);
+      return `<table class="grid"><thead><tr>${cols.map(c => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>` +
+        data.map(r => `<tr>${cols.map(c => `<td>${typeof r[c] === "object" ? kv(r[c]) : esc(num(r[c]))}</td>`).join("")}</tr>`).join("") + "</tbody></table>";
+    }
+    return esc(data.join(", "));
+  }
+  if (typeof data === "object") {
+    return '<table class="kv">' + Object.entries(data).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${kv(v)}</td></tr>`).join("") + "</table>";
+  }
+  return esc(num(data));
+}
+
+// --- charts (SVG, our own) -----------------------------------------------------------
+
+function scale(d0, d1, r0, r1) { const span = d1 - d0 || 1; return v => r0 + (v - d0) * (r1 - r0) / span; }
+
+function lineChart(svg, points, opts) {
+  if (!svg) return;
+  const W = 900, H = svg.viewBox.baseVal.height || 200, pad = 40;
+  if (!points.length) { setHTML(svg, `<text x="${W / 2}" y="${H / 2}" class="empty">no data yet</text>`); return; }
+  const xs = points.map(p => p[0]), ys = points.map(p => p[1]);
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (opts.zero) { y0 = Math.min(y0, 0); y1 = Math.max(y1, 0); }
+  const x = scale(Math.min(...xs), Math.max(...xs), pad, W - 8), y = scale(y0, y1, H - 18, 8);
+  const d = points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
+  const fmt = opts.fmt || num;
+  let html = `<path d="${d}" class="line"/>`;
+  if (opts.zero) html += `<line x1="${pad}" x2="${W}" y1="${y(0)}" y2="${y(0)}" class="axis"/>`;
+  html += `<text x="2" y="14" class="label">${esc(fmt(y1))}</text><text x="2" y="${H - 20}" class="label">${esc(fmt(y0))}</text>`;
+  html += `<text x="${pad}" y="${H - 2}" class="label">${esc(kst(xs[0]))}</text><text x="${W - 140}" y="${H - 2}" class="label">${esc(kst(xs[xs.length - 1]))}</text>`;
+  setHTML(svg, html);
+}
+
+function candleChart(svg, bars, fills) {
+  if (!svg) return;
+  const W = 900, H = 320, pad = 50, volH = 70, priceBottom = H - volH - 20;
+  if (!bars.length) { setHTML(svg, `<text x="${W / 2}" y="${H / 2}" class="empty">no bars yet</text>`); return; }
+  const lo = Math.min(...bars.map(b => b.low), ...fills.map(f => f.price));
+  const hi = Math.max(...bars.map(b => b.high), ...fills.map(f => f.price));
+  const t0 = bars[0].ts_ns, t1 = bars[bars.length - 1].ts_ns + 60e9;
+  const x = scale(t0, t1, pad, W - 8), y = scale(lo, hi, priceBottom, 8);
+  const vmax = Math.max(...bars.map(b => b.volume), 1);
+  const bw = Math.max(1, (W - pad - 8) / bars.length * 0.7);
+  let html = "";
+  for (const b of bars) {
+    const cx = x(b.ts_ns + 30e9), up = b.close >= b.open, cls = up ? "up" : "down";
+    const top = y(Math.max(b.open, b.close)), bot = y(Math.min(b.open, b.close));
+    html += `<line x1="${cx}" x2="${cx}" y1="${y(b.high)}" y2="${y(b.low)}" class="wick ${cls}"/>`;
+    html += `<rect x="${cx - bw / 2}" y="${top}" width="${bw}" height="${Math.max(1, bot - top)}" class="body ${cls}"/>`;
+    const vh = volH * b.volume / vmax;
+    html += `<rect x="${cx - bw / 2}" y="${H - 20 - vh}" width="${bw}" height="${vh}" class="vol"/>`;
+  }
+  for (const f of fills) {
+    if (f.ts_ns < t0 || f.ts_ns > t1) continue;
+    const fx = x(f.ts_ns), fy = y(f.price);
+    const pts = f.side === "buy" ? `${fx},${fy} ${fx - 6},${fy + 10} ${fx + 6},${fy + 10}` : `${fx},${fy} ${fx - 6},${fy - 10} ${fx + 6},${fy - 10}`;
+    html += `<polygon points="${pts}" class="fill-${f.side}"><title>${esc(f.side)} ${f.qty} @ ${num(f.price)}</title></polygon>`;
+  }
+  html += `<text x="2" y="14" class="label">${num(hi)}</text><text x="2" y="${priceBottom}" class="label">${num(lo)}</text>`;
+  html += `<text x="${pad}" y="${H - 2}" class="label">${esc(kst(t0))}</text><text x="${W - 140}" y="${H - 2}" class="label">${esc(kst(t1))}</text>`;
+  setHTML(svg, html);
+}
+
+// --- pages -------------------------------------------------------------------
+
+function renderProcesses(s) {
+  const tb = body("processes");
+  if (!tb) return;
+  setHTML(tb, s.rows.map(p => `<tr class="${p.up ? "" : "down"}" data-name="${esc(p.name)}"><td>${esc(p.name)}</td>` +
+    `<td class="state">${esc(p.state)}</td><td>${p.pid || "-"}</td><td>${dur(p.uptime_s)}</td><td>${num(p.cpu_pct)}</td>` +
+    `<td>${num(p.rss_mb)}</td><td>${num(p.queue_depth)}</td><td class="age">${p.heartbeat_age_s === null ? "-" : p.heartbeat_age_s + " s"}</td></tr>`).join(""));
+  setText("broker", s.broker);
+}
+
+function renderAlerts(s) {
+  const tb = body("alerts");
+  if (tb) setHTML(tb, s.rows.map(a => `<tr class="lvl-${esc(a.level)}"><td>${esc(kst(a.ts_ns, true))}</td><td>${esc(a.level)}</td>` +
+    `<td>${esc(a.source)}</td><td>${esc(a.kind)}</td><td>${esc(a.text)}</td></tr>`).join("") || '<tr><td colspan="5" class="muted">no alerts</td></tr>');
+  const wf = document.getElementById("webhook-failures");
+  if (wf) setHTML(wf, s.webhook_failures.length ? '<div class="warn">webhook delivery failures: ' + kv(s.webhook_failures) + "</div>" : "");
+}
+
+function renderBus(s) {
+  const tb = body("rates");
+  if (tb) setHTML(tb, Object.entries(s.counts).sort().map(([k, n]) => `<tr><td>${esc(k)}</td><td>${num(s.rates[k] || 0)}</td><td>${num(n)}</td></tr>`).join(""));
+  const total = Object.values(s.rates).reduce((a, b) => a + b, 0);
+  setText("bus-summary", `${num(Math.round(total))} msg/s`);
+  const gaps = Object.values(s.gaps).reduce((a, b) => a + b, 0), bad = Object.values(s.bad_frames).reduce((a, b) => a + b, 0);
+  setText("bus-gaps", `missed ${num(gaps)}, bad frames ${num(bad)}`);
+}
+
+function renderClock(s) {
+  setText("clock", kst(s.market_ts_ns, true));
+  setText("session", s.session && s.session.phase ? `${s.session.phase} · ${s.session.trading_date} · x${s.session.clock_speed}` : "no session event yet");
+}
+
+function renderRisk(s) {
+  const el = document.getElementById("trading-state");
+  if (el) { el.textContent = s.trading_state; el.className = "big ts-" + s.trading_state.toLowerCase(); }
+  const st = document.getElementById("risk-status");
+  if (st) setHTML(st, s.status ? (s.status.ok ? kv(s.status.result) : `<p class="warn">risk guard unavailable: ${esc(s.status.error)}</p>`) : '<p class="muted">not asked yet</p>');
+  const rb = document.getElementById("risk-bus");
+  if (rb) setHTML(rb, s.bus && s.bus.payload ? kv(s.bus.payload) : '<p class="muted">nothing yet</p>');
+}
+
+function renderRecon(s) {
+  const l = document.getElementById("recon-latest");
+  if (l) setHTML(l, s.latest ? (s.latest.ok ? kv(s.latest.result) : `<p class="warn">reconciler unavailable: ${esc(s.latest.error)}</p>`) : '<p class="muted">not asked yet</p>');
+  const r = document.getElementById("recon-reports");
+  if (r) setHTML(r, s.reports.length ? s.reports.map(x => `<h3>${esc(kst(x.ts_ns, true))} from ${esc(x.sender)}</h3>` + kv(x.payload)).join("") : '<p class="muted">none yet</p>');
+}
+
+function renderMarket(s) {
+  const tb = body("board");
+  if (tb) setHTML(tb, s.rows.map(q => `<tr data-code="${esc(q.code)}"><td>${esc(q.code)}</td><td>${esc(q.name)}</td>` +
+    `<td data-k="last">${num(q.last)}</td><td>${signed(q.change)}</td><td>${signed(q.change_pct)}</td><td>${num(q.bid)}</td><td>${num(q.ask)}</td>` +
+    `<td>${num(q.volume)}</td><td>${num(q.vwap)}</td><td>${signed(q.foreign_net_qty)}${q.flow_provisional ? "*" : ""}</td>` +
+    `<td>${signed(q.institution_net_qty)}</td><td>${signed(q.individual_net_qty)}</td></tr>`).join(""));
+  const pct = v => (100 * v).toFixed(2) + " %";
+  lineChart(document.getElementById("discount"), s.discount, {fmt: pct});
+  if (s.discount.length) setText("discount-now", pct(s.discount[s.discount.length - 1][1]));
+}
+
+// The agent grid: sort by any column (click), filter by any column or all of them.
+const grid = {sort: "id", desc: false, q: "", filters: {}};
+const NUMERIC = new Set(["cash_won", "holding", "avg_price", "last_price", "realized_pnl_won", "unrealized_pnl_won", "return_pct", "open_orders", "heartbeat_age_s"]);
+
+function gridRows(rows) {
+  const q = grid.q.toLowerCase();
+  const active = Object.entries(grid.filters).filter(([, v]) => v);
+  const text = v => (v === null || v === undefined ? "" : String(v)).toLowerCase();
+  let out = rows.filter(r => (!q || Object.values(r).some(v => text(v).includes(q))) && active.every(([k, f]) => text(r[k]).includes(f)));
+  const k = grid.sort, numeric = NUMERIC.has(k);
+  out.sort((a, b) => {
+    const x = a[k], y = b[k];
+    if (x === null || x === undefined) return 1;
+    if (y === null || y === undefined) return -1;
+    const c = numeric ? x - y : String(x).localeCompare(String(y));
+    return grid.desc ? -c : c;
+  });
+  return out;
+}
+
+function renderAgents(s) {
+  const tb = body("agent-grid");
+  if (!tb) return;
+  const t0 = performance.now();
+  const rows = gridRows(s.rows);
+  setHTML(tb, rows.map(r => `<tr data-id="${esc(r.id)}" class="${r.up ? "" : "down"}">` +
+    `<td data-k="id"><a href="/agents/${encodeURIComponent(r.id)}">${esc(r.id)}</a></td><td data-k="code">${esc(r.code)}</td>` +
+    `<td data-k="strategy">${esc(r.strategy)}</td><td data-k="state" class="state">${esc(r.state)}</td><td data-k="cash_won">${num(r.cash_won)}</td>` +
+    `<td data-k="holding">${num(r.holding)}</td><td data-k="avg_price">${num(r.avg_price)}</td><td data-k="last_price">${num(r.last_price)}</td>` +
+    `<td data-k="realized_pnl_won">${signed(r.realized_pnl_won)}</td><td data-k="unrealized_pnl_won">${signed(r.unrealized_pnl_won)}</td>` +
+    `<td data-k="return_pct">${signed(r.return_pct)}</td><td data-k="open_orders">${num(r.open_orders)}</td>` +
+    `<td data-k="heartbeat_age_s">${r.heartbeat_age_s === null ? "-" : r.heartbeat_age_s}</td>` +
+    `<td class="ctl"><button class="act" data-action="spawn" data-id="${esc(r.id)}">spawn</button>` +
+    `<button class="act danger" data-action="kill" data-id="${esc(r.id)}">kill</button>` +
+    `<button class="act" data-action="restart" data-id="${esc(r.id)}">restart</button></td></tr>`).join(""));
+  setText("grid-count", `${rows.length} of ${s.rows.length} agents`);
+  for (const th of document.querySelectorAll("#agent-grid th.sortable")) {
+    th.classList.toggle("asc", th.dataset.k === grid.sort && !grid.desc);
+    th.classList.toggle("desc", th.dataset.k === grid.sort && grid.desc);
+  }
+  const qs = new URLSearchParams({sort: grid.sort, desc: grid.desc ? "1" : "0", q: grid.q});
+  for (const [k, v] of Object.entries(grid.filters)) if (v) qs.set("f_" + k, v);
+  document.getElementById("export-csv").href = "/api/agents.csv?" + qs;
+  document.getElementById("export-xlsx").href = "/api/agents.xlsx?" + qs;
+  window.__gridRender = {rows: rows.length, ms: performance.now() - t0, at: performance.now()};
+}
+
+function renderAgent(d) {
+  if (!d) return;
+  const r = d.row;
+  const links = document.getElementById("agent-links");
+  setHTML(links, `code ${esc(r.codes.join(", "))} · strategy ${esc(r.strategy)} · state <span class="state">${esc(r.state)}</span>` +
+    (r.dp ? ` · <a href="http://127.0.0.1:${r.dp}/">its own status page (port ${r.dp})</a>` : ""));
+  const card = (t, v) => `<div class="card"><h3>${t}</h3><div class="big">${v}</div></div>`;
+  setHTML(document.getElementById("agent-summary"), card("cash", num(r.cash_won)) + card("holding", num(r.holding)) +
+    card("avg price", num(r.avg_price)) + card("last", num(r.last_price)) + card("realised PnL", signed(r.realized_pnl_won)) +
+    card("unrealised PnL", signed(r.unrealized_pnl_won)) + card("return %", signed(r.return_pct)) + card("open orders", num(r.open_orders)));
+  setHTML(document.getElementById("book"), d.book ? kv(d.book) : '<p class="muted">no book seen yet</p>');
+  const ob = body("orders");
+  setHTML(ob, d.orders.map(o => `<tr><td>${esc(kst(o.ts_ns))}</td><td>${esc(o.client_order_id)}</td><td>${esc(o.side)}</td><td>${num(o.qty)}</td>` +
+    `<td>${num(o.price)}</td><td class="state">${esc(o.status)}</td><td>${num(o.filled_qty)}</td><td>${num(o.avg_fill_price)}</td>` +
+    `<td>${esc(o.reason_code)} ${esc(o.reason_text)}</td></tr>`).join(""));
+  const fb = body("fills");
+  setHTML(fb, d.fills.map(f => `<tr><td>${esc(kst(f.ts_ns))}</td><td>${esc(f.exec_id)}</td><td>${esc(f.side)}</td><td>${num(f.qty)}</td>` +
+    `<td>${num(f.price)}</td><td>${num(f.fee_won)}</td><td>${num(f.tax_won)}</td></tr>`).join(""));
+  candleChart(document.getElementById("candles"), d.bars, d.fills);
+  lineChart(document.getElementById("pnl"), d.pnl, {zero: true});
+}
+
+const RENDER = {processes: renderProcesses, alerts: renderAlerts, bus: renderBus, clock: renderClock, risk: renderRisk,
+  recon: renderRecon, market: renderMarket, agents: renderAgents};
+
+function render(update) {
+  for (const [section, fn] of Object.entries(RENDER)) {
+    if (update[section] === undefined) continue;
+    state[section] = update[section];
+    if (page === "agent" && section !== "agents") continue;
+    fn(update[section]);
+  }
+  if (update.agent !== undefined) { state.agent = update.agent; renderAgent(update.agent); }
+}
+
+// --- the live stream -------------------------------------------------------------
+
+function connect() {
+  if (source) source.close();
+  setText("conn", "connecting…");
+  source = new EventSource("/api/stream?" + document.body.dataset.stream);
+  source.addEventListener("open", () => { reconnectDelay = 500; setText("conn", "live"); document.getElementById("conn").className = "conn live"; });
+  source.addEventListener("state", e => { lastMessageAt = Date.now(); render(JSON.parse(e.data)); });
+  source.addEventListener("ping", () => { lastMessageAt = Date.now(); });
+  source.addEventListener("error", () => {
+    document.getElementById("conn").className = "conn";
+    setText("conn", "reconnecting…");
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(connect, reconnectDelay);
+      reconnectDelay = Math.min(reconnectDelay * 2, 8000);
+    }
+  });
+}
+
+setInterval(() => {
+  const banner = document.getElementById("stale");
+  const silent = Date.now() - lastMessageAt;
+  if (silent > STALE_AFTER_MS) {
+    banner.hidden = false;
+    setText("stale", `Stale since ${local(lastMessageAt)}: no update for ${Math.round(silent / 1000)} s, reconnecting…`);
+    if (silent > 2 * STALE_AFTER_MS && source && source.readyState !== EventSource.CONNECTING) connect();
+  } else if (!banner.hidden) {
+    banner.hidden = true;
+  }
+}, 500);
+
+// --- controls ------------------------------------------------------------------
+
+function flash(text, ok) {
+  const el = document.getElementById("flash");
+  el.hidden = false; el.className = "flash " + (ok ? "ok" : "bad"); el.textContent = text;
+}
+
+async function act(action, id) {
+  const token = (document.getElementById("token") || {}).value || sessionStorage.getItem("token") || "";
+  const url = id ? `/api/agents/${encodeURIComponent(id)}/${action}` : `/api/risk/${action}`;
+  const headers = {"Content-Type": "application/x-www-form-urlencoded"};
+  if (token) headers.Authorization = "Bearer " + token;
+  try {
+    const res = await fetch(url, {method: "POST", headers, body: ""});
+    const data = await res.json();
+    const what = `${action}${id ? " " + id : ""}`;
+    flash(res.ok ? `${what}: done` : `${what} refused (${res.status} ${data.reason_code || ""}): ${data.error || ""}`, res.ok);
+  } catch (err) {
+    flash(`${action} failed: ${err}`, false);
+  }
+}
+
+document.addEventListener("click", e => {
+  const btn = e.target.closest("button.act");
+  if (btn) { act(btn.dataset.action, btn.dataset.id); return; }
+  const th = e.target.closest("#agent-grid th.sortable");
+  if (th) {
+    grid.desc = grid.sort === th.dataset.k ? !grid.desc : false;
+    grid.sort = th.dataset.k;
+    renderAgents(state.agents);
+  }
+});
+document.addEventListener("input", e => {
+  if (e.target.id === "grid-filter") { grid.q = e.target.value; renderAgents(state.agents); }
+  else if (e.target.classList.contains("colfilter")) { grid.filters[e.target.dataset.k] = e.target.value.toLowerCase(); renderAgents(state.agents); }
+  else if (e.target.id === "token") sessionStorage.setItem("token", e.target.value);
+});
+
+const tokenBox = document.getElementById("token");
+if (tokenBox) tokenBox.value = sessionStorage.getItem("token") || "";
+render(state);
+connect();
