@@ -441,31 +441,46 @@ def simulate(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(bars, flows) for a number of trading days: long tables sorted by day, then code, then time."""
     sim = MarketSimulator(instruments, seed, start_date, params)
-    day_bars = [sim.next_day() for _ in range(days)]
-    if not day_bars:
-        return pd.DataFrame(columns=list(BAR_COLUMNS)), pd.DataFrame(columns=list(FLOW_COLUMNS))
+    dates: list[dt.date] = []
+    for _ in range(max(days, 0)):
+        dates.append(krx.next_trading_day(dates[-1]) if dates else sim.next_date)
+    hours = [krx.market_hours(d) for d in dates]
+    bars_per_day = [(c - o) // NS_PER_MIN - CLOSING_AUCTION_MINUTES + 1 for o, c in hours]
+    n = len(sim.codes)
     categories = sorted(sim.codes)
     code_ids = np.array([categories.index(c) for c in sim.codes], dtype=np.int32)
+    # columns are filled day by day in place: no list of days and no big concatenation held in memory
+    rows = n * sum(bars_per_day)
+    columns = {name: np.empty(rows, dtype=np.int64) for name in ("ts_ns", "open", "high", "low", "close", "volume", "value_won")}
+    code_col = np.empty(rows, dtype=np.int32)
+    flow_parts: list[tuple[I64, I64, I64, npt.NDArray[np.bool_]]] = []
+    at = 0
+    for nb in bars_per_day:
+        day = sim.next_day()
+        size = n * nb
+        columns["ts_ns"][at : at + size] = np.tile(day.ts_ns, n)
+        code_col[at : at + size] = np.repeat(code_ids, nb)
+        for name in ("open", "high", "low", "close", "volume", "value_won"):
+            columns[name][at : at + size] = getattr(day, name).ravel()
+        k = len(day.flow_ts_ns)
+        flow_parts.append((np.tile(day.flow_ts_ns, n), np.repeat(code_ids, k), day.foreign_net_qty.ravel(), np.tile(day.flow_provisional, n)))
+        at += size
     bars = pd.DataFrame(
         {
-            "ts_ns": np.concatenate([np.tile(d.ts_ns, len(code_ids)) for d in day_bars]),
-            "code": pd.Categorical.from_codes(
-                np.concatenate([np.repeat(code_ids, d.close.shape[1]) for d in day_bars]), categories=categories
-            ),
-            **{
-                col: np.concatenate([getattr(d, col).ravel() for d in day_bars])
-                for col in ("open", "high", "low", "close", "volume", "value_won")
-            },
-        }
+            "ts_ns": columns["ts_ns"],
+            "code": pd.Categorical.from_codes(code_col, categories=categories),
+            **{name: columns[name] for name in ("open", "high", "low", "close", "volume", "value_won")},
+        },
+        copy=False,
     )
     flows = pd.DataFrame(
         {
-            "ts_ns": np.concatenate([np.tile(d.flow_ts_ns, len(code_ids)) for d in day_bars]),
+            "ts_ns": np.concatenate([f[0] for f in flow_parts]) if flow_parts else np.zeros(0, np.int64),
             "code": pd.Categorical.from_codes(
-                np.concatenate([np.repeat(code_ids, len(d.flow_ts_ns)) for d in day_bars]), categories=categories
+                np.concatenate([f[1] for f in flow_parts]) if flow_parts else np.zeros(0, np.int32), categories=categories
             ),
-            "foreign_net_qty": np.concatenate([d.foreign_net_qty.ravel() for d in day_bars]),
-            "provisional": np.concatenate([np.tile(d.flow_provisional, len(code_ids)) for d in day_bars]),
+            "foreign_net_qty": np.concatenate([f[2] for f in flow_parts]) if flow_parts else np.zeros(0, np.int64),
+            "provisional": np.concatenate([f[3] for f in flow_parts]) if flow_parts else np.zeros(0, bool),
         }
     )
     return bars, flows
