@@ -133,7 +133,7 @@ def market(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
         err.print(f"[bold red]error:[/] market-data refused the snapshot: {exc}")
         raise typer.Exit(1)
     except RpcFailure as exc:
-        err.print(f"[bold red]error:[/] the market-data service is not running ({exc}).\n{HOW_TO_START}")
+        err.print(f"[bold red]error:[/] the market-data service is not running ({exc}).\n{HOW_TO_START}", soft_wrap=True)
         raise typer.Exit(1)
     finally:
         client.close()
