@@ -166,9 +166,8 @@ class AgentContext:
         self.ignored_events = 0
         for code, inst in self._instruments.items():
             self.set_base_price(code, inst.last_close)
-        # Bound callbacks, looked up once: the per-bar path stays short.
+        # Bound once: the per-bar path stays short.
         self._strategy_on_bar = strategy.on_bar
-        self._strategy_on_tick = strategy.on_tick
 
     # --- clock, prices, data ------------------------------------------------------
 
@@ -403,16 +402,16 @@ class AgentContext:
 
     # --- entry points (the shell calls these) -----------------------------------
 
+    def load_book(self, portfolio: Portfolio) -> None:
+        """Replace the book with one rebuilt from a sync (``Portfolio.rebuild``), keeping today's limits."""
+        self.portfolio = portfolio
+        self._marks = portfolio.marks
+        for code, (_, upper) in self._limits.items():
+            portfolio.set_upper_limit(code, upper)
+
     def start(self) -> None:
         """Hand control to the strategy once the book is rebuilt."""
-        if self.halted_by_errors:
-            return
-        try:
-            self.strategy.on_start(self)
-        except Exception as exc:  # a strategy bug must not take the agent down
-            self._failed("on_start", exc)
-        else:
-            self.consecutive_errors = 0
+        self._call("on_start", lambda ctx, _: self.strategy.on_start(ctx), None)
 
     def on_bar(self, bar: BarData) -> None:
         """A new bar: keep it, mark the book, then the strategy's ``on_bar``."""
@@ -427,6 +426,7 @@ class AgentContext:
         self._marks[bar.code] = bar.close
         if self.halted_by_errors:
             return
+        # inlined rather than via _call: this is the back-tester's per-bar path
         try:
             self._strategy_on_bar(self, bar)
         except Exception as exc:  # a strategy bug must not take the agent down
@@ -441,14 +441,7 @@ class AgentContext:
             return
         self._now = tick.ts_ns
         self._marks[tick.code] = tick.price
-        if self.halted_by_errors:
-            return
-        try:
-            self._strategy_on_tick(self, tick)
-        except Exception as exc:  # a strategy bug must not take the agent down
-            self._failed("on_tick", exc)
-        else:
-            self.consecutive_errors = 0
+        self._call("on_tick", self.strategy.on_tick, tick)
 
     def on_flow(self, flow: FlowData) -> None:
         """Investor flows: keep them, then the strategy's ``on_flow``."""

@@ -184,3 +184,15 @@ def test_intents_are_order_or_cancel_records() -> None:
     assert [type(i) for i in ctx.drain_outbox()] == [OrderIntent, CancelIntent]
     assert c.to_request().client_order_id == o.client_order_id
     assert not ctx.cancel(o.client_order_id).ok  # already being cancelled
+
+
+def test_a_book_rebuilt_from_a_sync_replaces_the_old_one_and_keeps_the_limits() -> None:
+    ctx, _ = scripted_ctx()
+    order = ctx.buy(S, 10, 71_000)
+    fill = FillData("e1", order.client_order_id, S, "buy", 10, 71_000, 101, 0, T0)
+    rebuilt = Portfolio.rebuild(10_000_000, {}, [], [fill])
+    ctx.load_book(rebuilt)
+    assert ctx.position(S) == 10
+    ctx.on_bar(bar(S, 1, 72_000))
+    assert ctx.portfolio.marks[S] == 72_000
+    assert ctx.buy(S, 1).ok  # a market buy still finds today's upper limit
