@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from agents.context import CancelIntent, OrderIntent
+from agents.context import OrderIntent
 from agents.strategy import STRATEGIES, FlowData, ParamsError, get_strategy
 from tests.agents.conftest import MINUTE, T0, bar, execute, make_ctx, run_bars
 
