@@ -81,6 +81,7 @@ class MarketData(_Section):
     replay_dir: str = ""  # replay source: a folder of recorded bars (<dir>/<YYYYMMDD>/<code>.parquet)
     replay_speed: float = Field(default=60.0, ge=0)  # market seconds per wall second; 0 = as fast as possible
     bars_kept: int = Field(default=390, ge=1)  # last bars per code kept for snapshots
+    feed_heartbeat_s: float = Field(default=1.0, gt=0)  # the broker feed's heartbeat interval (sys.heartbeat.exchange)
     silence_heartbeats: int = Field(default=3, ge=1)  # feed heartbeat intervals of silence that count as a drop
     backoff_max_s: float = Field(default=30.0, gt=0)
 
@@ -102,6 +103,15 @@ class Bus(_Section):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     rpc_timeout_ms: int = Field(default=1000, gt=0)
     rpc_retries: int = Field(default=2, ge=0)
+
+
+class Reconcile(_Section):
+    """The reconciler: how often it runs and which holdings of the account the firm does not manage."""
+
+    interval_s: float = Field(default=60.0, gt=0)  # wall seconds between scheduled reconciliations
+    confirm_delay_s: float = Field(default=0.5, ge=0)  # a difference that needs a halt must still be there this much later
+    unmanaged: dict[str, int] = Field(default_factory=dict)  # code -> shares in the account that are not the firm's
+    agent_books: bool = True  # also compare each agent's own book (GET http://127.0.0.1:<dp>/status)
 
 
 class Secrets(_Section):
@@ -134,6 +144,8 @@ class StackSettings(BaseSettings):
 
     run_dir: str = "var"
     config_dir: str = str(DEFAULT_CONFIG_DIR)
+    roster_file: str = "configs/agents.toml"  # the agent roster (relative paths are from the project root)
+    risk_file: str = "configs/risk.toml"  # the risk limits read by the risk guard
     endpoints: Endpoints = Field(default_factory=Endpoints)
     clock: Clock = Field(default_factory=Clock)
     market: Market = Field(default_factory=Market)
@@ -142,6 +154,7 @@ class StackSettings(BaseSettings):
     dashboard: Dashboard = Field(default_factory=Dashboard)
     broker: Broker = Field(default_factory=Broker)
     bus: Bus = Field(default_factory=Bus)
+    reconcile: Reconcile = Field(default_factory=Reconcile)
     secrets: Secrets = Field(default_factory=Secrets)
     # Flat secret aliases read straight from the environment.
     dashboard_token: SecretStr = SecretStr("")

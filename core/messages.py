@@ -314,6 +314,37 @@ class CommandResult(Message):
     reason_code: str = ""
 
 
+# --- risk and reconciliation -------------------------------------------------
+
+
+@register
+class RiskState(Message):
+    """The risk guard's trading state (ACTIVE / REDUCING / HALTED), why, who set it, and per-agent usage."""
+
+    TYPE: ClassVar[str] = "risk_state"
+    state: Annotated[str, Field(pattern=r"^(ACTIVE|REDUCING|HALTED)$")]
+    reason: str = ""
+    who: str = ""
+    ts_ns: TsNs
+    consistent: bool = True
+    usage: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+@register
+class ReconReport(Message):
+    """One reconciliation of broker, order journal and agents' books: each difference, its class and action."""
+
+    TYPE: ClassVar[str] = "recon_report"
+    report_id: Name
+    ts_ns: TsNs
+    trigger: str = ""
+    clean: bool
+    differences: tuple[dict[str, Any], ...] = ()
+    healed: tuple[dict[str, Any], ...] = ()
+    halted: bool = False
+    sources: dict[str, Any] = Field(default_factory=dict)
+
+
 def message_types() -> dict[str, type[Message]]:
     """A copy of the catalogue, by type name."""
     return dict(REGISTRY)
