@@ -4,7 +4,8 @@ Run as ``python -m tests.bus.counter_service NAME``. Commands (``Command.name``)
 ``echo`` returns its args; ``add`` adds ``args["n"]`` to a counter (after
 ``args["delay_s"]``) and returns the new total and how many times it ran
 (state-changing: retries must not add twice); ``sleep`` waits
-``args["s"]`` seconds before answering; ``boom`` raises inside the handler;
+``args["s"]`` seconds before answering; ``boom`` raises inside the handler; ``alert`` raises an alert;
+``stop`` asks the service to stop;
 ``publish`` sends ``args["count"]`` ticks on ``args["topic"]``.
 """
 
@@ -52,6 +53,12 @@ class CounterService(Service):
             for i in range(int(msg.args["count"])):
                 self.publish(msg.args["topic"], Tick(code="005930", ts_ns=i, price=70_000, qty=1))
             return CommandResult(command_id=msg.command_id, ok=True, result=self.publisher.last_seq)
+        if msg.name == "alert":
+            self.alert(msg.args["level"], msg.args["kind"], msg.args["text"])
+            return CommandResult(command_id=msg.command_id, ok=True)
+        if msg.name == "stop":
+            self.stop()
+            return CommandResult(command_id=msg.command_id, ok=True)
         if msg.name == "boom":
             raise RuntimeError("asked to fail")
         return CommandResult(command_id=msg.command_id, ok=False, error=f"unknown command {msg.name}", reason_code="UNKNOWN_COMMAND")
