@@ -145,7 +145,10 @@ def round_to_tick_array(prices: npt.ArrayLike, how: Rounding | str = Rounding.NE
     below a boundary lands exactly on it.
     """
     how = Rounding(how)
-    p = np.maximum(np.asarray(prices, dtype=np.float64), 1.0)
+    p = np.asarray(prices, dtype=np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError("prices to round must be finite numbers")
+    p = np.maximum(p, 1.0)
     tick = _TICKS_F[np.searchsorted(_TICK_BOUNDS_F, p, side="right")]
     down = np.floor(p / tick) * tick
     if how is Rounding.DOWN:
@@ -176,7 +179,7 @@ class CodeRejection(StrEnum):
     NOT_IN_MASTER = "CODE_NOT_IN_MASTER"
 
 
-def validate_code(code: Any, master: Mapping[str, "Instrument"]) -> str | None:
+def validate_code(code: Any, master: Mapping[str, Instrument]) -> str | None:
     """Why a code may not be traded (a ``CodeRejection`` reason), or None when it is a listed code."""
     if not isinstance(code, str):
         return CodeRejection.NOT_A_STRING.value

@@ -75,6 +75,11 @@ def test_rounding_matches_the_explicit_grid_scalar_and_vectorised(price: float, 
     assert krx.round_to_tick_array(np.array([price]), how)[0] == expected
 
 
+def test_vectorised_rounding_refuses_non_finite_prices() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        krx.round_to_tick_array(np.array([71_000.0, np.nan]))
+
+
 @given(st.integers(min_value=1, max_value=1_999_000))
 def test_integer_prices_on_the_grid_are_left_alone(price: int) -> None:
     on_grid = krx.is_on_tick(price)
