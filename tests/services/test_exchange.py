@@ -347,3 +347,18 @@ def test_session_events_in_order_and_open_orders_expire_at_the_close(
     assert not b.open_orders()
     sub.close()
     notes.close()
+
+
+def test_backoff_grows_with_jitter_to_its_ceiling_and_resets() -> None:
+    import random
+
+    from services.broker.backoff import Backoff
+
+    backoff = Backoff(rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(12)]
+    ceilings = [min(30.0, 2.0**k) for k in range(12)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings))
+    assert max(delays) <= 30.0 and delays[-1] >= 15.0  # capped, and attempts never run out
+    assert len(set(delays)) == len(delays)  # jittered, not lockstep
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
