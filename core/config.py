@@ -114,6 +114,19 @@ class Reconcile(_Section):
     agent_books: bool = True  # also compare each agent's own book (GET http://127.0.0.1:<dp>/status)
 
 
+class ExchangeFaults(_Section):
+    """Faults the paper exchange starts with (the ``fault`` command changes them at run time)."""
+
+    delay_ms: int = Field(default=0, ge=0, le=60_000)
+    reject_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    notice_before_reply: bool = False
+    duplicate_notice: bool = False
+
+
+class Exchange(_Section):
+    faults: ExchangeFaults = Field(default_factory=ExchangeFaults)
+
+
 class Secrets(_Section):
     dashboard_token: SecretStr = SecretStr("")
     kis_app_key: SecretStr = SecretStr("")
@@ -155,6 +168,7 @@ class StackSettings(BaseSettings):
     broker: Broker = Field(default_factory=Broker)
     bus: Bus = Field(default_factory=Bus)
     reconcile: Reconcile = Field(default_factory=Reconcile)
+    exchange: Exchange = Field(default_factory=Exchange)
     secrets: Secrets = Field(default_factory=Secrets)
     # Flat secret aliases read straight from the environment.
     dashboard_token: SecretStr = SecretStr("")

@@ -82,7 +82,11 @@ class ExchangeService(Service):
     def setup(self) -> None:
         s = self.settings
         self.instruments = self._instruments()
-        self.faults = Faults(seed=s.clock.seed)
+        configured = s.exchange.faults
+        self.faults = Faults(
+            seed=s.clock.seed, delay_ms=configured.delay_ms, reject_fraction=configured.reject_fraction,
+            notice_before_reply=configured.notice_before_reply, duplicate_notice=configured.duplicate_notice,
+        )
         self.state_file = state_path(s.run_path)
         self.venue, self.clock, first_out = self._start_market()
         self.desk = Desk(self.venue, ACCOUNT_ID, self._restored_rejected)

@@ -297,6 +297,12 @@ def test_duplicate_and_early_notices(exchange: Exchange) -> None:
         sub.close()
 
 
+def test_faults_can_come_from_the_configuration(fresh_exchange: Callable[..., Exchange]) -> None:
+    ex = fresh_exchange(TRADER_CLOCK__START_TIME="10:00", TRADER_EXCHANGE__FAULTS__REJECT_FRACTION="1.0")
+    ev = ex.broker.place(order(price=ex.broker.quote("005930")["lower_limit"]))
+    assert ev.reason_code == "BROKER_REJECTED_RANDOM"
+
+
 def test_state_survives_kill_9_and_restart(fresh_exchange: Callable[..., Exchange]) -> None:
     ex = fresh_exchange(TRADER_CLOCK__SPEED="60", TRADER_CLOCK__START_TIME="10:00")
     b = ex.broker
