@@ -225,31 +225,52 @@ def broker_state_from_plain(
     )
 
 
-def journal_state_from_plain(raw: Any) -> JournalState:
+def journal_state_from_plain(
+    raw: Any,
+    baseline_positions: Mapping[str, int] | None = None,
+    baseline_cash_won: int | None = None,
+) -> JournalState:
     """The order manager's ``journal_state`` answer as a JournalState.
 
-    Expected keys: ``orders`` and ``fills`` (lists of OrderEvent / Fill dicts),
-    and optionally ``positions`` ({code: qty | {qty, avg_price}}), ``cash_won``
-    and ``agents`` ({agent_id: {"positions": {...}}}).
+    Keys read: ``orders`` and ``fills`` (lists of OrderEvent / Fill dicts) and
+    ``agents`` ({agent_id: {"positions": {code: {qty, avg_price}}, "cash_flow_won"}}).
+    Holdings and cash come from ``positions`` / ``cash_won`` when the answer
+    carries them; otherwise they are the day's net (``account`` {code: qty} and
+    the agents' ``cash_flow_won``) on top of the baseline the caller knows
+    (the account at the start of the day), and are left out without one.
     """
     if not isinstance(raw, Mapping):
         raise ReconcileInputError(f"journal state must be a mapping, got {type(raw).__name__}")
-    positions = raw.get("positions")
-    cash = raw.get("cash_won")
     agents = raw.get("agents")
     agent_positions: dict[str, dict[str, int]] | None = None
+    day_cash_flow = 0
     if agents is not None:
         if not isinstance(agents, Mapping):
             raise ReconcileInputError("journal agents must be a mapping of agent id to book")
         agent_positions = {}
         for agent_id, book in agents.items():
-            held = book.get("positions", {}) if isinstance(book, Mapping) else None
-            agent_positions[str(agent_id)] = _positions(held, f"journal agents[{agent_id}].positions")
+            if not isinstance(book, Mapping):
+                raise ReconcileInputError(f"journal agents[{agent_id}] must be a mapping")
+            agent_positions[str(agent_id)] = _positions(book.get("positions", {}), f"journal agents[{agent_id}].positions")
+            day_cash_flow += _int(book.get("cash_flow_won", 0), f"journal agents[{agent_id}].cash_flow_won")
+    positions: dict[str, int] | None = None
+    if raw.get("positions") is not None:
+        positions = _positions(raw["positions"], "journal positions")
+    elif raw.get("account") is not None and baseline_positions is not None:
+        positions = dict(baseline_positions)
+        for code, qty in _positions(raw["account"], "journal account").items():
+            positions[code] = positions.get(code, 0) + qty
+        positions = {c: q for c, q in positions.items() if q}
+    cash: int | None = None
+    if raw.get("cash_won") is not None:
+        cash = _int(raw["cash_won"], "journal cash_won")
+    elif agents is not None and baseline_cash_won is not None:
+        cash = baseline_cash_won + day_cash_flow
     return JournalState(
         orders=_records(raw.get("orders"), "journal orders", ORDER_KEYS),
         fills=_records(raw.get("fills"), "journal fills", FILL_KEYS),
-        positions=None if positions is None else _positions(positions, "journal positions"),
-        cash_won=None if cash is None else _int(cash, "journal cash_won"),
+        positions=positions,
+        cash_won=cash,
         agent_positions=agent_positions,
     )
 

@@ -171,6 +171,13 @@ def test_plain_inputs_are_validated_with_reasons() -> None:
     journal = journal_state_from_plain({"orders": [order()], "fills": [], "positions": {"005930": 2},
                                         "agents": {"alpha": {"positions": {"005930": {"qty": 2}}}}})
     assert journal.agent_positions == {"alpha": {"005930": 2}}
+    # the order manager's own shape: the day's net on top of the start of the day
+    day = {"orders": [], "fills": [fill()], "account": {"005930": 10},
+           "agents": {"alpha": {"positions": {"005930": {"qty": 10, "avg_price": 70_000}}, "cash_flow_won": -700_099}}}
+    journal = journal_state_from_plain(day, baseline_positions={"000660": 5}, baseline_cash_won=CASH)
+    assert journal.positions == {"000660": 5, "005930": 10}
+    assert journal.cash_won == AFTER_BUY
+    assert journal_state_from_plain(day).positions is None
     with pytest.raises(ReconcileInputError, match="lacks exec_id"):
         broker_state_from_plain({}, {}, [], [{"qty": 1}])
     with pytest.raises(ReconcileInputError, match="integer"):
