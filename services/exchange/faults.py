@@ -12,7 +12,8 @@ Kinds (the ``fault`` command's ``args``):
 * ``{"kind": "duplicate_notice", "on": bool}``: publish every notice twice;
 * ``{"kind": "clear"}``: back to normal.
 
-Pure: wall time (monotonic ns) is passed in.
+The exchange starts with the faults of ``[exchange.faults]`` in the stack
+settings (``TRADER_EXCHANGE__FAULTS__*``). Pure: wall time (monotonic ns) is passed in.
 """
 
 from __future__ import annotations

@@ -289,7 +289,8 @@ class PaperVenue:
         self._cum_volume[code] += qty
         out.append((f"md.tick.{code}", Tick(code=code, ts_ns=ts, price=price, qty=qty,
                                             cum_volume=self._cum_volume[code], bid=price, ask=price)))
-        self._engine(self.engine.on_trade(code, price, qty, ts), out)
+        if self._feed_engine:  # a restored engine has seen every print before its saved time
+            self._engine(self.engine.on_trade(code, price, qty, ts), out)
 
     def _bar_end(self, ts: int, i: int, out: Outbound) -> None:
         day = self.day
