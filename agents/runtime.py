@@ -1,0 +1,644 @@
+"""The agent process: one strategy, one book, one PnL (``python -m agents.runtime --id ID``).
+
+The imperative shell around ``AgentContext`` (the same context the back-tester
+drives). In order, it:
+
+1. takes its pid lock ``<run_dir>/run/<id>.pid`` (a second copy refuses to start,
+   names the holder's pid and exits with code 3);
+2. subscribes to its codes' market data (``md.tick/bar.1m/flow.<code>``,
+   ``md.session``), its own ``oms.event.<id>`` and ``sys.command.<id>`` BEFORE
+   asking for anything, so nothing published after the snapshots is missed;
+3. syncs: asks the order manager for its orders and fills (Command ``sync``)
+   and rebuilds its book with ``Portfolio.rebuild``; until that succeeds it
+   keeps the book it has, retries with backoff and jitter and hands the
+   strategy nothing (trading starts only in sync);
+4. asks market data for a snapshot (Clone pattern: late joiner) for the
+   session, base prices and last prices, then calls the strategy's ``on_start``;
+5. runs the loop: market data and order events into the context, the
+   context's outbox to the order manager over RPC (client order ids
+   ``<id>-<YYYYMMDD>-<n>``, ``n`` continuing after every number the sync
+   reported), alerts to ``sys.alert``, its status to its heartbeat and to its
+   status page on ``127.0.0.1:<dp>``.
+
+No call waits forever: every RPC has a timeout and bounded retries. An order or
+cancel whose answer does not come puts the agent out of sync: it stops
+trading and resyncs; the rebuilt book says whether the order reached the order
+manager. An order is never sent again, under its own or a new id.
+
+At ``closing`` the context cancels what is open; at ``closed`` the agent writes
+its day to ``<run_dir>/agents/<id>/<YYYYMMDD>.json``. On SIGTERM or Command
+``stop`` on ``sys.command.<id>`` it cancels its open orders and writes
+``<run_dir>/agents/<id>/state.json``. A strategy that raises is contained by
+the context; after ``max_consecutive_errors`` in a row it stops trading and
+the agent raises an Alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agents.context import AgentContext, CancelIntent, OrderIntent
+from agents.settings import AgentSettings, check_roster
+from agents.status_page import StatusPage
+from agents.strategy import BarData, FillData, FlowData, OrderEventData, TickData, get_strategy
+from bus.codec import Envelope
+from bus.pubsub import Subscriber
+from bus.rpc import RpcClient, RpcFailure
+from bus.service import EXIT_CONFIG, Service, configure_logging
+from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
+from core.instruments import Instrument, InstrumentError, load_instruments
+from core.messages import Command, CommandResult, Fill, Message, OrderEvent, SessionPhase
+from core.portfolio import Portfolio, kst_date
+
+# Sync states shown on the status page and in heartbeats.
+SYNC_WAITING = "waiting"  # never synced yet: the strategy has not started
+SYNC_IN_SYNC = "in_sync"
+SYNC_RESYNCING = "resyncing"  # lost sync (an unanswered order, a gap in its events): not trading
+
+EARLIEST_DATE = "19700101"  # sync from the agent's first day: the journal keeps its whole history
+SYNC_BACKOFF_FIRST_S = 0.2
+SYNC_BACKOFF_MAX_S = 5.0
+STATUS_REFRESH_S = 0.25
+STRATEGY_TIMER_S = 1.0
+BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
+
+log = logging.getLogger("agents.runtime")
+
+
+class AgentRuntime(Service):
+    """The live shell of one agent: bus in, context, RPC out, status page."""
+
+    timer_interval_s: ClassVar[float] = 0.05
+
+    def __init__(self, agent: AgentSettings, settings: StackSettings, instruments: dict[str, Instrument]) -> None:
+        super().__init__(agent.id, settings)
+        self.agent = agent
+        self.codes = agent.all_codes
+        self.markets = {c: instruments[c].market for c in self.codes if c in instruments}
+        self.instruments = instruments
+        strategy = get_strategy(agent.strategy).from_params(agent.params)
+        self._agent_ctx = AgentContext(agent.id, self.codes, strategy, self._fresh_book(), instruments)
+        self.sync_state = SYNC_WAITING
+        self.sync_attempts = 0
+        self.sync_error = ""
+        self.last_sync_ns = 0
+        self.last_seq_reported = 0
+        self.synced_orders = 0
+        self.synced_fills = 0
+        self._next_sync_at = 0.0
+        self._sync_backoff = SYNC_BACKOFF_FIRST_S
+        self._started = False
+        self._max_n_by_date: dict[str, int] = {}
+        self._order_status: dict[str, tuple[str, int]] = {}
+        self._session_phase: SessionPhase | None = None
+        self._session_date = ""
+        self._clock_speed = 1.0
+        self._market_ts = 0
+        self._market_mono = 0.0
+        self._next_status_at = 0.0
+        self._next_strategy_timer_at = 0.0
+        self._command_seq = 0
+        self.counters = {
+            "ticks": 0,
+            "bars": 0,
+            "flows": 0,
+            "sessions": 0,
+            "order_events": 0,
+            "fills": 0,
+            "fills_duplicate": 0,
+            "orders_sent": 0,
+            "orders_rejected": 0,
+            "cancels_sent": 0,
+            "cancels_rejected": 0,
+            "rpc_failures": 0,
+            "intents_dropped_out_of_sync": 0,
+            "bus_gaps": 0,
+            "alerts": 0,
+            "days_written": 0,
+        }
+        self.page: StatusPage | None = None
+        self.sub: Subscriber | None = None
+        self.oms: RpcClient | None = None
+        self.market_data: RpcClient | None = None
+
+    # --- set-up and tear-down ------------------------------------------------
+
+    def _fresh_book(self) -> Portfolio:
+        book = Portfolio(self.agent.cash, markets=self.markets)
+        if self.agent.start_qty:
+            book.set_start_holding(self.codes[0], self.agent.start_qty, self.agent.start_avg_price)
+        return book
+
+    def setup(self) -> None:
+        """Status page, subscriptions, RPC clients, then the first sync and snapshot."""
+        try:
+            self.page = StatusPage(self.agent.dp, f"agent {self.agent.id}")
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve the status page on 127.0.0.1:{self.agent.dp}: {exc.strerror}") from exc
+        topics = ["md.session", f"oms.event.{self.agent.id}", f"sys.command.{self.agent.id}"]
+        for code in self.codes:
+            topics += [f"md.tick.{code}", f"md.bar.1m.{code}", f"md.flow.{code}"]
+        bus = self.settings.bus
+        self.sub = Subscriber(self.zmq_context, self.settings.endpoint("bus_out"), topics, rcvhwm=bus.rcvhwm, linger_ms=bus.linger_ms, on_gap=self._on_gap)
+        self.add_socket(self.sub.socket, self._on_bus)
+        self.oms = RpcClient(self.zmq_context, self.settings.endpoint("order_manager_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=bus.rpc_retries, sender=self.name)
+        self.market_data = RpcClient(self.zmq_context, self.settings.endpoint("market_data_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=0, sender=self.name)
+        self._refresh_status()
+        self._try_sync(time.monotonic())
+
+    def teardown(self) -> None:
+        """Graceful stop: cancel what is open, write the state file, close the page."""
+        try:
+            if self.sync_state == SYNC_IN_SYNC and self.oms is not None:
+                self.context.cancel_all()
+                self._flush_outbox()
+            self._write_book("state", "stop")
+        finally:
+            for client in (self.oms, self.market_data):
+                if client is not None:
+                    client.close()
+            if self.page is not None:
+                self.page.close()
+
+    # Service keeps the ZeroMQ context in ``self.ctx``; the agent's context is ``self.context``.
+    @property
+    def context(self) -> AgentContext:
+        """The strategy's ``AgentContext``."""
+        return self._agent_ctx
+
+    @property
+    def zmq_context(self) -> Any:
+        """The process's ZeroMQ context (made by ``Service.run`` before ``setup``)."""
+        if self.ctx is None:
+            raise RuntimeError("the ZeroMQ context exists only inside run()")
+        return self.ctx
+
+    # --- sync ------------------------------------------------------------------
+
+    def _command(self, name: str, args: dict[str, Any]) -> Command:
+        self._command_seq += 1
+        return Command(command_id=f"{self.name}-{os.getpid()}-{self._command_seq}", name=name, args=args, who=self.name, ts_ns=time.time_ns())
+
+    def _try_sync(self, now: float) -> bool:
+        """Rebuild the book from the order manager's record; on failure schedule a retry."""
+        self.sync_attempts += 1
+        assert self.oms is not None, "setup() makes the RPC clients"
+        try:
+            reply = self.oms.call(self._command("sync", {"agent_id": self.agent.id, "since": EARLIEST_DATE}))
+            orders, fills, last_seq = _parse_sync(reply, self.agent.id)
+        except (RpcFailure, SyncError) as exc:
+            self.counters["rpc_failures"] += isinstance(exc, RpcFailure)
+            self.sync_error = str(exc)
+            delay = self._sync_backoff * random.uniform(0.8, 1.2)
+            self._sync_backoff = min(SYNC_BACKOFF_MAX_S, self._sync_backoff * 2)
+            self._next_sync_at = now + delay
+            self.log.warning("sync failed (%s); retrying in %.1f s", exc, delay)
+            return False
+        ctx = self.context
+        book = Portfolio.rebuild(
+            self.agent.cash,
+            {self.codes[0]: (self.agent.start_qty, self.agent.start_avg_price)} if self.agent.start_qty else {},
+            orders,
+            fills,
+            markets=self.markets,
+        )
+        book.marks.update(ctx.portfolio.marks)
+        ctx.load_book(book)
+        self._order_status = {o.client_order_id: (o.status.value, o.filled_qty) for o in orders}
+        for o in orders:
+            self._note_client_order_id(o.client_order_id)
+        self.last_seq_reported = last_seq
+        self.synced_orders, self.synced_fills = len(orders), len(fills)
+        self.last_sync_ns = time.time_ns()
+        self.sync_error = ""
+        self._sync_backoff = SYNC_BACKOFF_FIRST_S
+        first = not self._started
+        if first:
+            self._load_market_snapshot()
+        if self._session_date:
+            self._resume_order_seq(self._session_date)
+        self.sync_state = SYNC_IN_SYNC
+        self.log.info("in sync: %d order(s), %d fill(s), last n %d; cash %d won", len(orders), len(fills), last_seq, book.cash_won)
+        if first:
+            self._started = True
+            ctx.start()
+        if self._session_phase is not None and ctx.phase is not self._session_phase:
+            ctx.on_session(self._session_phase, max(ctx.now(), self._market_ts), self._session_date)
+        self._after_events()
+        self._refresh_status()
+        return True
+
+    def _lose_sync(self, why: str) -> None:
+        """Stop trading until a resync has rebuilt the book from the order manager."""
+        if self.sync_state != SYNC_RESYNCING:
+            self.log.warning("out of sync: %s", why)
+        self.sync_state = SYNC_RESYNCING
+        self.sync_error = why
+        self._next_sync_at = time.monotonic()
+
+    def _load_market_snapshot(self) -> None:
+        """Session, base and last prices from market data (a late joiner's state request)."""
+        assert self.market_data is not None, "setup() makes the RPC clients"
+        try:
+            reply = self.market_data.call(self._command("snapshot", {"codes": self.codes, "bars": 0}))
+        except RpcFailure as exc:
+            self.log.info("no market-data snapshot (%s); waiting for the feed", exc)
+            return
+        if not isinstance(reply, CommandResult) or not reply.ok or not isinstance(reply.result, dict):
+            self.log.warning("market-data snapshot refused: %s", getattr(reply, "error", type(reply).__name__))
+            return
+        session = reply.result.get("session")
+        if isinstance(session, dict) and session.get("phase") in SessionPhase._value2member_map_:
+            self._session_phase = SessionPhase(session["phase"])
+            self._session_date = str(session.get("trading_date") or "")
+            self._clock_speed = float(session.get("clock_speed") or 1.0)
+            self._mark_market_time(int(session.get("ts_ns") or 0))
+            self.context.trading_date = self._session_date
+        for code, line in (reply.result.get("codes") or {}).items():
+            if code not in self.codes or not isinstance(line, dict):
+                continue
+            if isinstance(line.get("base_price"), int):
+                self.context.set_base_price(code, line["base_price"])
+            if isinstance(line.get("last"), int) and line["last"] > 0:
+                self.context.portfolio.mark(code, line["last"])
+
+    def _note_client_order_id(self, client_order_id: str) -> None:
+        head, _, n = client_order_id.rpartition("-")
+        date = head.rpartition("-")[2]
+        if n.isdigit() and len(date) == 8 and date.isdigit():
+            self._max_n_by_date[date] = max(self._max_n_by_date.get(date, 0), int(n))
+
+    def _resume_order_seq(self, trading_date: str) -> None:
+        """Client order numbers of a day continue after every number ever used or reported."""
+        floor = max(self._max_n_by_date.get(trading_date, 0), self.last_seq_reported)
+        self.context.resume_order_seq(trading_date, floor)
+
+    # --- the bus ----------------------------------------------------------------
+
+    def _on_gap(self, sender: str, topic: str, first: int, last: int) -> None:
+        self.counters["bus_gaps"] += 1
+        if topic.startswith("oms.event."):
+            # Missed order events or fills: only a sync can tell what they were.
+            self._lose_sync(f"missed {last - first + 1} order event(s) from {sender}")
+
+    def _on_bus(self) -> None:
+        assert self.sub is not None, "setup() subscribes"
+        envs = self.sub.drain(BATCH)
+        if not envs:
+            return
+        in_sync = self.sync_state == SYNC_IN_SYNC
+        ctx = self.context
+        counters = self.counters
+        for env in envs:
+            kind = env.type
+            msg: Any = env.msg
+            if kind == "tick":
+                counters["ticks"] += 1
+                if in_sync:
+                    if not ctx.trading_date:
+                        self._date_from_market(msg.ts_ns)
+                    ctx.on_tick(TickData(msg.code, msg.ts_ns, msg.price, msg.qty))
+                else:
+                    ctx.portfolio.mark(msg.code, msg.price)
+                self._market_ts, self._market_mono = msg.ts_ns, 0.0
+            elif kind == "bar":
+                counters["bars"] += 1
+                if in_sync:
+                    if not ctx.trading_date:
+                        self._date_from_market(msg.ts_ns)
+                    ctx.on_bar(BarData(msg.code, msg.ts_ns, msg.open, msg.high, msg.low, msg.close, msg.volume))
+                else:
+                    ctx.portfolio.mark(msg.code, msg.close)
+            elif kind == "investor_flow":
+                counters["flows"] += 1
+                if in_sync:
+                    ctx.on_flow(FlowData(msg.code, msg.ts_ns, msg.foreign_net_qty, msg.institution_net_qty, msg.individual_net_qty, msg.provisional))
+            elif kind == "session_event":
+                self._on_session(msg)
+                in_sync = self.sync_state == SYNC_IN_SYNC
+            elif kind == "order_event":
+                self._on_order_event(msg)
+            elif kind == "fill":
+                self._on_fill(msg)
+            elif kind == "command":
+                self._on_command(env)
+        self._after_events()
+
+    def _date_from_market(self, ts_ns: int) -> None:
+        # No session event seen yet: the market time's Korean date is the trading date.
+        date = kst_date(ts_ns).strftime("%Y%m%d")
+        self._resume_order_seq(date)
+        self.context.trading_date = date
+
+    def _mark_market_time(self, ts_ns: int) -> None:
+        self._market_ts, self._market_mono = ts_ns, time.monotonic()
+
+    def _on_session(self, event: Any) -> None:
+        self.counters["sessions"] += 1
+        self._session_phase, self._clock_speed = event.phase, event.clock_speed
+        self._mark_market_time(event.ts_ns)
+        if event.trading_date != self._session_date:
+            self._session_date = event.trading_date
+            self._resume_order_seq(event.trading_date)
+        if self.sync_state != SYNC_IN_SYNC:
+            return  # delivered to the strategy once the book is in sync
+        self.context.on_session(event.phase, event.ts_ns, event.trading_date)
+        self._flush_outbox()  # closing: the cancels go out now
+        if event.phase is SessionPhase.CLOSED:
+            self._write_book(event.trading_date, "closed")
+            self.counters["days_written"] += 1
+
+    def _on_order_event(self, e: OrderEvent) -> None:
+        if e.agent_id != self.agent.id:
+            return
+        self.counters["order_events"] += 1
+        self._apply_order_event(e)
+
+    def _apply_order_event(self, e: OrderEvent) -> None:
+        key = (e.status.value, e.filled_qty)
+        if self._order_status.get(e.client_order_id) == key:
+            return  # the RPC reply and the bus carry the same event
+        self._order_status[e.client_order_id] = key
+        self._note_client_order_id(e.client_order_id)
+        if e.status.value == "rejected":
+            self.counters["orders_rejected"] += 1
+            self.log.info("order %s rejected: %s %s", e.client_order_id, e.reason_code, e.reason_text)
+        data = OrderEventData(e.client_order_id, e.code, e.side.value, e.status.value, e.ts_ns, e.filled_qty, e.remaining_qty, e.reason_code)
+        if self.sync_state == SYNC_IN_SYNC:
+            self.context.on_order_event(data)
+        else:
+            self.context.portfolio.on_order_event(e.client_order_id, e.status.value, e.ts_ns)
+
+    def _on_fill(self, f: Fill) -> None:
+        if f.agent_id != self.agent.id:
+            return
+        data = FillData(f.exec_id, f.client_order_id, f.code, f.side.value, f.qty, f.price, f.fee_won, f.tax_won, f.ts_ns)
+        if self.sync_state == SYNC_IN_SYNC:
+            applied = self.context.on_fill(data)
+        else:
+            applied = self.context.portfolio.on_fill(*data)
+        self.counters["fills" if applied else "fills_duplicate"] += 1
+
+    def _on_command(self, env: Envelope) -> None:
+        cmd = env.msg
+        if env.topic != f"sys.command.{self.agent.id}" or not isinstance(cmd, Command):
+            return
+        if cmd.name == "stop":
+            self.log.info("stop requested by %s", cmd.who or "a command")
+            self.stop()
+        elif cmd.name == "sync":
+            self._lose_sync(f"resync requested by {cmd.who or 'a command'}")
+        else:
+            self.log.warning("unknown command %r on %s", cmd.name, env.topic)
+
+    # --- orders out, alerts out -------------------------------------------------------
+
+    def _after_events(self) -> None:
+        ctx = self.context
+        if ctx._outbox:
+            self._flush_outbox()
+        if ctx._alerts:
+            for a in ctx.drain_alerts():
+                self.counters["alerts"] += 1
+                self.alert(a.level, a.kind, a.text)
+
+    def _flush_outbox(self) -> None:
+        """Send the context's intents to the order manager; an unanswered one costs the sync."""
+        assert self.oms is not None, "setup() makes the RPC clients"
+        for intent in self.context.drain_outbox():
+            if self.sync_state != SYNC_IN_SYNC:
+                # The book already counts it as placed; the resync's rebuild drops it.
+                self.counters["intents_dropped_out_of_sync"] += 1
+                continue
+            if isinstance(intent, OrderIntent):
+                self._note_client_order_id(intent.client_order_id)
+                self.counters["orders_sent"] += 1
+            else:
+                self.counters["cancels_sent"] += 1
+            try:
+                reply = self.oms.call(intent.to_request(), idempotency_key=_key(intent))
+            except RpcFailure as exc:
+                self.counters["rpc_failures"] += 1
+                self._lose_sync(f"no answer to {type(intent).__name__} {intent.client_order_id}: {exc}")
+                continue
+            self._on_reply(intent, reply)
+
+    def _on_reply(self, intent: OrderIntent | CancelIntent, reply: Message) -> None:
+        if isinstance(reply, OrderEvent):
+            if isinstance(intent, CancelIntent) and reply.status.value == "rejected":
+                self.counters["cancels_rejected"] += 1
+                order = self.context.portfolio.orders.get(intent.client_order_id)
+                if order is not None:
+                    order.cancel_requested = False  # the order is still ours to cancel (or already done)
+                self.log.info("cancel of %s refused: %s %s", intent.client_order_id, reply.reason_code, reply.reason_text)
+                return
+            self._apply_order_event(reply)
+            return
+        text = reply.error if isinstance(reply, CommandResult) else f"unexpected {type(reply).__name__}"
+        if isinstance(intent, OrderIntent):
+            # A refusal in another form: the order does not exist anywhere.
+            self.counters["orders_rejected"] += 1
+            self.context.portfolio.on_order_event(intent.client_order_id, "rejected", intent.ts_ns)
+        self.log.warning("%s %s refused: %s", type(intent).__name__, intent.client_order_id, text)
+
+    # --- periodic work ------------------------------------------------------------
+
+    def on_timer(self, now_monotonic: float) -> None:
+        """Sync retries, the strategy's timer in market time, status refresh, log lines."""
+        if self.sync_state != SYNC_IN_SYNC and now_monotonic >= self._next_sync_at:
+            self._try_sync(now_monotonic)
+        if self.sync_state == SYNC_IN_SYNC and now_monotonic >= self._next_strategy_timer_at:
+            self._next_strategy_timer_at = now_monotonic + STRATEGY_TIMER_S
+            market_now = self.market_now(now_monotonic)
+            if market_now > 0:
+                self.context.on_timer(market_now)
+                self._after_events()
+        if now_monotonic >= self._next_status_at:
+            self._next_status_at = now_monotonic + STATUS_REFRESH_S
+            self._refresh_status()
+            for ts_ns, line in self.context.drain_logs():
+                self.log.info("[%d] %s", ts_ns, line)
+
+    def market_now(self, now_monotonic: float) -> int:
+        """Market time: the last market event's time advanced at the clock's speed since then."""
+        ts = max(self._market_ts, self.context.now())
+        if not ts:
+            return 0
+        if not self._market_mono:
+            self._market_mono = now_monotonic
+        return ts + int((now_monotonic - self._market_mono) * self._clock_speed * 1e9)
+
+    # --- status -------------------------------------------------------------------
+
+    def trading_state(self) -> str:
+        """``trading``, ``halted_by_errors`` or why the agent waits (``waiting_sync``)."""
+        if self.sync_state != SYNC_IN_SYNC:
+            return "waiting_sync"
+        return "halted_by_errors" if self.context.halted_by_errors else "trading"
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status page shows: book, open orders, prices, strategy, sync, counters."""
+        ctx = self.context
+        doc = ctx.status()
+        doc.update(
+            {
+                "pid": os.getpid(),
+                "dp": self.agent.dp,
+                "code": self.codes[0],
+                "trading": self.trading_state(),
+                "open_orders": [
+                    {
+                        "client_order_id": o.client_order_id,
+                        "code": o.code,
+                        "side": o.side,
+                        "qty": o.qty,
+                        "price": o.price,
+                        "filled_qty": o.filled_qty,
+                        "remaining_qty": o.remaining_qty,
+                        "status": o.status,
+                        "cancel_requested": o.cancel_requested,
+                        "ts_ns": o.ts_ns,
+                    }
+                    for o in ctx.open_orders()
+                ],
+                "last_prices": {c: ctx.last_price(c) for c in self.codes},
+                "trading_date": ctx.trading_date,
+                "sync": {
+                    "state": self.sync_state,
+                    "attempts": self.sync_attempts,
+                    "last_sync_ns": self.last_sync_ns,
+                    "error": self.sync_error,
+                    "orders": self.synced_orders,
+                    "fills": self.synced_fills,
+                    "last_seq": self.last_seq_reported,
+                },
+                "counters": dict(self.counters, ignored_events=ctx.ignored_events, bad_frames=sum(self.sub.rejected.values()) if self.sub else 0),
+                "status_ns": time.time_ns(),
+            }
+        )
+        return doc
+
+    def _refresh_status(self) -> None:
+        if self.page is not None:
+            self.page.update(self.status())
+
+    def heartbeat_info(self) -> dict[str, object]:
+        """The agent's book in brief, for the supervisor and the dashboard."""
+        ctx = self.context
+        book = ctx.portfolio
+        code = self.codes[0]
+        pos = book.positions.get(code)
+        return {
+            "agent_id": self.agent.id,
+            "code": code,
+            "codes": list(self.codes),
+            "strategy": self.agent.strategy,
+            "dp": self.agent.dp,
+            "sync": self.sync_state,
+            "trading": self.trading_state(),
+            "cash_won": book.cash_won,
+            "cash_available_won": book.cash_available_won,
+            "holding": pos.qty if pos else 0,
+            "avg_price": round(pos.avg_price, 2) if pos else 0.0,
+            "realized_pnl_won": book.realized_pnl_won,
+            "unrealized_pnl_won": book.unrealized_pnl_won(),
+            "open_orders": len(book.open_orders()),
+            "errors_total": ctx.errors_total,
+            "ticks": self.counters["ticks"],
+            "book": book.snapshot(),
+        }
+
+    def _write_book(self, stem: str, why: str) -> Path:
+        """Write the book and open orders as JSON under ``<run_dir>/agents/<id>/`` (atomically)."""
+        folder = self.settings.run_path / "agents" / self.agent.id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{stem}.json"
+        doc = self.status()
+        doc["written_because"] = why
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=str))
+        os.replace(tmp, path)
+        self.log.info("wrote %s (%s)", path, why)
+        return path
+
+
+class SyncError(Exception):
+    """A sync answer that cannot be used (refused, or malformed records)."""
+
+
+def _parse_sync(reply: Message, agent_id: str) -> tuple[list[OrderEvent], list[Fill], int]:
+    """Orders, fills and the last client order number from the order manager's sync answer."""
+    if not isinstance(reply, CommandResult):
+        raise SyncError(f"sync answered with {type(reply).__name__}")
+    if not reply.ok:
+        raise SyncError(f"sync refused: {reply.reason_code} {reply.error}")
+    result = reply.result
+    if not isinstance(result, dict):
+        raise SyncError("sync result is not a mapping")
+    try:
+        orders = [OrderEvent.model_validate(d) for d in result.get("orders") or []]
+        fills = [Fill.model_validate(d) for d in result.get("fills") or []]
+    except ValueError as exc:
+        raise SyncError(f"sync carried a malformed record: {exc}") from None
+    last_seq = result.get("last_seq") or 0
+    if not isinstance(last_seq, int):
+        raise SyncError(f"last_seq is not an integer: {last_seq!r}")
+    return [o for o in orders if o.agent_id == agent_id], [f for f in fills if f.agent_id == agent_id], last_seq
+
+
+def _key(intent: OrderIntent | CancelIntent) -> str:
+    # Orders are idempotent on their client order id; a cancel on "cancel:<id>".
+    return intent.client_order_id if isinstance(intent, OrderIntent) else f"cancel:{intent.client_order_id}"
+
+
+def _project_path(p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load_agent(agent_id: str, settings: StackSettings, roster: str | None = None) -> tuple[AgentSettings | None, dict[str, Instrument], list[str]]:
+    """The agent's checked settings from the roster, the instrument master, and the problems that stop it."""
+    try:
+        instruments = load_instruments(_project_path(settings.market.instruments_file))
+    except (OSError, InstrumentError) as exc:
+        return None, {}, [f"instrument master: {exc}"]
+    report = check_roster(_project_path(roster or settings.roster_file), instruments, settings)
+    agent = report.agent(agent_id)
+    if agent is None:
+        mine = [str(p) for p in report.problems if p.agent_id in (agent_id, "-")]
+        return None, instruments, mine or [f"{report.file}: no agent {agent_id!r} in the roster"]
+    if not agent.enabled:
+        return None, instruments, [f"{report.file}: agent {agent_id}: enabled = false"]
+    return agent, instruments, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.runtime --id ID [--roster FILE]``: run one agent until stopped."""
+    parser = argparse.ArgumentParser(prog="agents.runtime", description="Run one agent of the roster.")
+    parser.add_argument("--id", required=True, dest="agent_id", help="the agent's id in the roster")
+    parser.add_argument("--roster", default=None, help="roster file (default: the stack's roster_file)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    agent, instruments, problems = load_agent(args.agent_id, settings, args.roster)
+    if agent is None:
+        for p in problems:
+            log.error("cannot start agent %s: %s", args.agent_id, p)
+        return EXIT_CONFIG
+    return AgentRuntime(agent, settings, instruments).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
