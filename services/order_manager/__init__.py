@@ -1,0 +1,1 @@
+"""The order manager: journal, risk check, broker, order states and events."""

@@ -1,0 +1,315 @@
+"""The order-manager process: the only gateway for orders between the agents and the broker.
+
+Binds ROUTER on ``order_manager_rpc`` and serves:
+
+* ``OrderRequest`` -> ``OrderEvent`` (ACCEPTED, or REJECTED with a reason code);
+* ``CancelRequest`` -> ``OrderEvent`` (cancels skip risk);
+* ``Command``: ``sync`` {agent_id, since}, ``cancel_all`` {agent_id?}, ``orders``
+  {agent_id?, open?}, ``positions``, ``journal_state``, ``apply_missing_fill``
+  {a Fill}, ``resolve_order`` {client_order_id}, ``status``.
+
+It follows the broker's execution notices (``exec.*`` on the broker feed) and
+the session (``md.session`` on the bus, and the broker's clock on each ping),
+keeps the broker connection with the state machine CONNECTED -> DISCONNECTED ->
+RECONNECTING -> RECONCILING -> CONNECTED (backoff with jitter, no attempt
+limit), and refuses new orders with BROKER_DISCONNECTED unless CONNECTED.
+Start-up is the recovery path: replay the journal, reconcile with the broker,
+then accept orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.settings import check_roster
+from bus.pubsub import Subscriber
+from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
+from bus.service import Service
+from core.config import PROJECT_ROOT, StackSettings
+from core.instruments import load_instruments
+from core.messages import (
+    AlertLevel,
+    CancelRequest,
+    Command,
+    CommandResult,
+    Fill,
+    Message,
+    OrderRequest,
+    SessionEvent,
+    SessionPhase,
+)
+from services.broker.backoff import Backoff
+from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
+from services.broker.paper import PaperBroker
+from services.order_manager.desk import DeskReason, DeskRefusal, OrderDesk, RiskAnswer
+from services.order_manager.journal import JOURNAL_FILE, Journal
+
+UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
+UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
+BAD_ARGS = "BAD_ARGS"
+PING_INTERVAL_S = 1.0
+CHASE_INTERVAL_S = 0.5
+UNACK_AGE_NS = 2_000_000_000  # an order unacknowledged this long is asked about by client order id
+UNACK_MAX_QUERIES = 3
+DAY_ROLL_GRACE_S = 1.0  # closing-auction notices follow the closed event; let them land first
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        return default
+
+
+class OrderManagerService(Service):
+    """Journals, risk-checks, sends and tracks every order; publishes ``oms.event.<agent_id>``."""
+
+    service_name = "order-manager"
+    timer_interval_s = 0.05
+
+    def __init__(self, name: str, settings: StackSettings) -> None:
+        super().__init__(name, settings)
+        self.connection = ConnectionState.DISCONNECTED
+        self.backoff = Backoff(initial_s=0.2, max_s=30.0)
+        self.risk_timeout_ms = int(_env_float("TRADER_OMS_RISK_TIMEOUT_MS", 300))
+        self._next_attempt = 0.0
+        self._next_ping = 0.0
+        self._next_chase = 0.0
+        self._roll_due: float | None = None
+        self._rolled_date = ""
+
+    # --- start and stop ------------------------------------------------------
+
+    def setup(self) -> None:
+        assert self.ctx is not None
+        s = self.settings
+        instruments = load_instruments(_project_path(s.market.instruments_file))
+        roster = check_roster(_project_path(s.roster_file), instruments, s)
+        for problem in roster.problems:
+            self.log.warning("roster: %s", problem)
+        self.journal = Journal(s.run_path / JOURNAL_FILE)
+        self.broker = PaperBroker(self.ctx, s, timeout_ms=min(s.bus.rpc_timeout_ms, 500), retries=1, sender=self.name)
+        self.risk_client = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=self.risk_timeout_ms,
+                                     retries=0, sender=self.name)
+        self.desk = OrderDesk(self.journal, self.broker, self._ask_risk, self.publish, self._alert,
+                              agents=[a.id for a in roster.valid_agents], instruments=instruments)
+        replayed = self.desk.rebuild()
+        self.log.info("journal replayed: %d record(s), %d order(s), %d open", replayed, len(self.desk.book.orders),
+                      len(self.desk.book.open_orders()))
+        self.notices = self.broker.subscribe_notices()
+        self.add_socket(self.notices.socket, self._on_notices)
+        self.session_sub = Subscriber(self.ctx, s.endpoint("bus_out"), ["md.session"], rcvhwm=s.bus.rcvhwm,
+                                      linger_ms=s.bus.linger_ms)
+        self.add_socket(self.session_sub.socket, self._on_session)
+        self.rpc = RpcServer(self.ctx, s.endpoint("order_manager_rpc"), self.handle_request, name=self.name)
+        self.add_socket(self.rpc.socket, self.rpc.handle_ready)
+        self._connect(time.monotonic())  # recovery before the first new order: reconcile, then accept
+
+    def teardown(self) -> None:
+        self.broker.close()
+        self.risk_client.close()
+        self.journal.close()
+
+    def heartbeat_info(self) -> dict[str, object]:
+        d = self.desk
+        return {"connection": self.connection.value, "accepting": d.accepting, "trading_date": d.trading_date,
+                "phase": d.phase.value if d.phase else "", "orders": len(d.book.orders),
+                "open_orders": len(d.book.open_orders()), "held_notices": len(d.book.held),
+                "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
+                "counters": dict(d.counters)}
+
+    # --- broker connection ---------------------------------------------------
+
+    def _set_connection(self, state: ConnectionState, why: str) -> None:
+        if state is self.connection:
+            return
+        before, self.connection = self.connection, state
+        self.desk.accepting = state is ConnectionState.CONNECTED
+        level = AlertLevel.INFO if state is ConnectionState.CONNECTED else AlertLevel.WARNING
+        if state in (ConnectionState.CONNECTED, ConnectionState.DISCONNECTED):
+            self.alert(level, "broker_connection", f"broker {before.value} -> {state.value}: {why}")
+        else:
+            self.log.info("broker %s -> %s: %s", before.value, state.value, why)
+
+    def _connect(self, now: float) -> None:
+        """One reconnect attempt: ping, reconcile, accept; on silence wait a backoff delay."""
+        self._set_connection(ConnectionState.RECONNECTING, "attempt")
+        try:
+            self._follow_clock(self.broker.ping())
+            self._set_connection(ConnectionState.RECONCILING, "the broker answers")
+            summary = self.desk.reconcile(time.time_ns())
+            stale = self.desk.stale_open_orders()
+            if stale:
+                self.log.info("%d open order(s) of an earlier day expire", len(stale))
+                self.desk.expire_open(time.time_ns())
+        except (BrokerUnavailable, BrokerError) as exc:
+            delay = self.backoff.next_delay()
+            self._next_attempt = now + delay
+            self._set_connection(ConnectionState.DISCONNECTED, f"{exc}; next attempt in {delay:.1f} s")
+            return
+        self.backoff.reset()
+        self._next_ping = now + PING_INTERVAL_S
+        self._set_connection(ConnectionState.CONNECTED, f"reconciled {summary}")
+
+    def _follow_clock(self, ping: dict[str, Any]) -> None:
+        session, date = str(ping.get("session", "")), str(ping.get("trading_date", ""))
+        try:
+            phase = SessionPhase(session) if session else None
+        except ValueError:
+            phase = None
+        if phase is not None:
+            self._on_phase(phase, date)
+
+    def _on_phase(self, phase: SessionPhase, trading_date: str) -> None:
+        self.desk.on_session(phase, trading_date)
+        if phase is SessionPhase.CLOSED and self._rolled_date != trading_date and self._roll_due is None:
+            self._roll_due = time.monotonic() + DAY_ROLL_GRACE_S
+
+    def on_timer(self, now_monotonic: float) -> None:
+        if self.connection is ConnectionState.CONNECTED and not self.desk.accepting:
+            self._next_attempt = now_monotonic
+            self._set_connection(ConnectionState.DISCONNECTED, "a request to the broker got no answer")
+        if self.connection is ConnectionState.DISCONNECTED:
+            if now_monotonic >= self._next_attempt:
+                self._connect(now_monotonic)
+            return
+        try:
+            if now_monotonic >= self._next_ping:
+                self._next_ping = now_monotonic + PING_INTERVAL_S
+                self._follow_clock(self.broker.ping())
+            if now_monotonic >= self._next_chase:
+                self._next_chase = now_monotonic + CHASE_INTERVAL_S
+                self.desk.chase_unacknowledged(time.time_ns(), UNACK_AGE_NS, UNACK_MAX_QUERIES)
+            if self._roll_due is not None and now_monotonic >= self._roll_due:
+                self._day_roll()
+        except BrokerUnavailable as exc:
+            self._next_attempt = now_monotonic
+            self._set_connection(ConnectionState.DISCONNECTED, str(exc))
+
+    def _day_roll(self) -> None:
+        """At the close: apply the last notices from the broker, expire what is open, purge old days."""
+        self._roll_due = None
+        date = self.desk.trading_date
+        self.desk.reconcile(time.time_ns())
+        expired = self.desk.expire_open(time.time_ns())
+        self._rolled_date = date
+        removed = self._purge(date)
+        self.log.info("day roll %s: %d order(s) expired, %d old order(s) purged", date, expired, removed)
+
+    def _purge(self, trading_date: str) -> int:
+        if not trading_date:
+            return 0
+        day = dt.datetime.strptime(trading_date, "%Y%m%d").date()
+        cutoff = (day - dt.timedelta(days=self.settings.retention.retention_days)).strftime("%Y%m%d")
+        return self.journal.purge_before(cutoff)
+
+    # --- feeds -------------------------------------------------------------------
+
+    def _on_notices(self) -> None:
+        now = time.time_ns()
+        for env in self.notices.drain(1000):
+            self.desk.on_notice(env.msg, now)
+
+    def _on_session(self) -> None:
+        for env in self.session_sub.drain(100):
+            if isinstance(env.msg, SessionEvent):
+                self._on_phase(env.msg.phase, env.msg.trading_date)
+
+    # --- requests ------------------------------------------------------------------
+
+    def _ask_risk(self, req: OrderRequest) -> RiskAnswer:
+        """The risk guard's decision; silence or a garbled answer refuses the order (fail closed)."""
+        try:
+            reply = self.risk_client.call(req, idempotency_key=f"risk:{req.client_order_id}")
+        except RpcFailure as exc:
+            self.risk_client.close()
+            return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard did not answer: {exc}")
+        result = reply.result if isinstance(reply, CommandResult) and reply.ok else None
+        if not isinstance(result, dict) or not isinstance(result.get("approved"), bool):
+            return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard answered {type(reply).__name__} without a decision")
+        return RiskAnswer(result["approved"], str(result.get("reason_code", "")), str(result.get("text", "")))
+
+    def _alert(self, level: AlertLevel, kind: str, text: str) -> None:
+        self.alert(level, kind, text)
+
+    def handle_request(self, msg: Message, info: RequestInfo) -> Message:
+        now = time.time_ns()
+        try:
+            if isinstance(msg, OrderRequest):
+                return self.desk.place(msg, now)
+            if isinstance(msg, CancelRequest):
+                return self.desk.cancel(msg, now)
+            if isinstance(msg, Command):
+                return self._command(msg, now)
+        except DeskRefusal as exc:
+            return CommandResult(command_id=getattr(msg, "command_id", "-"), ok=False, error=exc.text,
+                                 reason_code=exc.reason_code)
+        except BrokerUnavailable as exc:
+            self._set_connection(ConnectionState.DISCONNECTED, str(exc))
+            return CommandResult(command_id=getattr(msg, "command_id", "-"), ok=False, error=str(exc),
+                                 reason_code=DeskReason.BROKER_DISCONNECTED)
+        return CommandResult(command_id="-", ok=False, reason_code=UNSUPPORTED_REQUEST,
+                             error=f"the order manager does not serve {type(msg).__name__} requests")
+
+    def _command(self, cmd: Command, now: int) -> CommandResult:
+        name, args, desk = cmd.name, cmd.args, self.desk
+
+        def ok(result: Any) -> CommandResult:
+            return CommandResult(command_id=cmd.command_id, ok=True, result=result)
+
+        def bad(text: str) -> CommandResult:
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=BAD_ARGS, error=text)
+
+        if name == "sync":
+            agent_id, since = args.get("agent_id"), args.get("since", "")
+            if not isinstance(agent_id, str) or not agent_id or not isinstance(since, str) or not (since == "" or (len(since) == 8 and since.isdigit())):
+                return bad("sync needs args {agent_id: str, since: YYYYMMDD}")
+            return ok(desk.sync(agent_id, since))
+        if name == "cancel_all":
+            agent_id = args.get("agent_id")
+            if agent_id is not None and not isinstance(agent_id, str):
+                return bad("cancel_all takes args {agent_id?: str}")
+            events = desk.cancel_all(agent_id, now)
+            return ok([e.model_dump(mode="json") for e in events])
+        if name == "orders":
+            agent_id = args.get("agent_id")
+            if agent_id is not None and not isinstance(agent_id, str):
+                return bad("orders takes args {agent_id?: str, open?: bool}")
+            return ok(self.journal.orders(agent_id=agent_id, since=desk.trading_date, open_only=bool(args.get("open"))))
+        if name == "positions":
+            return ok(desk.positions())
+        if name == "journal_state":
+            return ok(desk.journal_state())
+        if name == "apply_missing_fill":
+            try:
+                fill = Fill.model_validate(args)
+            except ValueError as exc:
+                return bad(f"apply_missing_fill needs a Fill: {exc}")
+            if desk.book.get(fill.client_order_id) is None:
+                return CommandResult(command_id=cmd.command_id, ok=False, reason_code=DeskReason.UNKNOWN_ORDER,
+                                     error=f"no order {fill.client_order_id!r}")
+            out = desk.apply_fill(fill, now)
+            return ok({"applied": bool(out.fills), "duplicate": out.duplicate, "held": out.held,
+                       "refused": out.refused, "text": out.refused_text})
+        if name == "resolve_order":
+            coid = args.get("client_order_id")
+            if not isinstance(coid, str) or not coid:
+                return bad("resolve_order needs args {client_order_id: str}")
+            changed = desk.resolve(coid, now)
+            order = desk.book.get(coid)
+            return ok({"changed": bool(changed), "status": order.status.value if order else ""})
+        if name in ("status", "ping"):
+            return ok(self.heartbeat_info())
+        return CommandResult(command_id=cmd.command_id, ok=False, reason_code=UNKNOWN_COMMAND,
+                             error=f"unknown command {name!r}: sync, cancel_all, orders, positions, journal_state, "
+                                   "apply_missing_fill, resolve_order, status")
+
+
+def _project_path(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
