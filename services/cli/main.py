@@ -84,6 +84,11 @@ from services.cli import market as _market  # noqa: E402
 app.command()(_market.sim)
 app.command()(_market.market)
 
+from services.cli import agents as _agents  # noqa: E402
+
+app.command()(_agents.agents)
+app.command()(_agents.agent)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     app()
