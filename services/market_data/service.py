@@ -47,7 +47,7 @@ class MarketDataService(Service):
         self.source = cfg.source
         self.board: MarketBoard = MarketBoard(bars_kept=cfg.bars_kept)
         self.recorder = recorder.BarRecorder(settings.run_path / "bars")
-        silence = cfg.silence_heartbeats * settings.bus.heartbeat_interval_s
+        silence = cfg.silence_heartbeats * cfg.feed_heartbeat_s
         self.link = FeedLink(silence_limit_s=silence, backoff=Backoff(initial_s=0.1, max_s=cfg.backoff_max_s, rng=random.Random()))
         self.feed: Subscriber | None = None
         self.rpc: RpcServer | None = None

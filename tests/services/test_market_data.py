@@ -184,7 +184,7 @@ settings = load_stack()
 close_after, garbage = int(sys.argv[1]), sys.argv[2] == "garbage"
 ctx = zmq.Context()
 pub = Publisher(ctx, settings.endpoint("exchange_feed"), "exchange", bind=True)
-day0, hb_every = %d, settings.bus.heartbeat_interval_s
+day0, hb_every = %d, settings.market_data.feed_heartbeat_s
 next_hb, i, minute = 0.0, 0, 0
 while True:
     now = time.monotonic()
@@ -221,6 +221,7 @@ class Stack:
             **os.environ,
             "TRADER_RUN_DIR": str(self.run_dir),
             "TRADER_BUS__HEARTBEAT_INTERVAL_S": str(HB_S),
+            "TRADER_MARKET_DATA__FEED_HEARTBEAT_S": str(HB_S),
             "TRADER_MARKET_DATA__BACKOFF_MAX_S": "0.5",
             "TRADER_CLOCK__SPEED": "600",
             "PYTHONUNBUFFERED": "1",
@@ -441,3 +442,54 @@ def test_trader_market_prints_the_board_from_a_replay(stack: Stack, tmp_path: Pa
 
     data = json.loads(as_json.stdout)
     assert data["codes"]["005930"]["last"] == 70_000 and data["preferred_discount_pct"] == 17.0
+
+
+# --- with the paper exchange ---------------------------------------------------------
+
+EXCHANGE_ENV = {"TRADER_MARKET_DATA__FEED_HEARTBEAT_S": "1.0", "TRADER_MARKET__CODES": '["005930","005935"]'}
+
+
+def start_exchange_and_market_data(stack: Stack) -> None:
+    pytest.importorskip("services.exchange.service")
+    stack.env.update(EXCHANGE_ENV)
+    stack.start("exchange", ["-m", "services.exchange"])
+    stack.start("market-data", ["-m", "services.market_data"])
+
+
+def exchange_fault(stack: Stack, **args: Any) -> Any:
+    client = RpcClient(stack.ctx, stack.endpoint("exchange_rpc"), timeout_ms=2000, retries=1)
+    try:
+        return client.call(Command(command_id=uuid.uuid4().hex, name="fault", args=args))
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_exchange_data_flows_and_market_data_recovers_from_a_disconnect_and_a_restart(stack: Stack) -> None:
+    """One exchange start for three behaviours: the exchange's start-up dominates the time."""
+    sub = bus_subscriber(stack, ["md.", "sys.alert"])
+    start_exchange_and_market_data(stack)
+
+    # Ticks and bars flow from the exchange through market data onto the bus.
+    tick = received(sub, lambda e: e.topic.startswith("md.tick."), timeout=30)
+    assert tick.sender == "market-data" and tick.msg.code in {"005930", "005935"}
+    assert isinstance(received(sub, lambda e: e.topic.startswith("md.bar.1m."), timeout=20).msg, Bar)
+    snap = stack.rpc("snapshot", bars=1)
+    assert snap["feed"] == "connected" and snap["codes"]["005930"]["last"] > 0
+
+    # An injected disconnect: the feed goes silent with its socket open.
+    assert exchange_fault(stack, kind="disconnect", seconds=5).ok
+    received(sub, lambda e: isinstance(e.msg, Alert) and e.msg.kind == "feed_dropped", timeout=15)
+    assert stack.rpc("status")["feed"] != "connected"
+    received(sub, lambda e: isinstance(e.msg, Alert) and e.msg.kind == "feed_recovered", timeout=20)
+    assert stack.rpc("status")["drops"] == 1
+
+    # The exchange killed and started again.
+    stack.stop("exchange", signal.SIGKILL)
+    received(sub, lambda e: isinstance(e.msg, Alert) and e.msg.kind == "feed_dropped", timeout=15)
+    stack.start("exchange", ["-m", "services.exchange"])
+    received(sub, lambda e: isinstance(e.msg, Alert) and e.msg.kind == "feed_recovered", timeout=30)
+    sub.drain()
+    received(sub, lambda e: e.topic.startswith("md.tick."), timeout=15)
+    status = stack.rpc("status")
+    assert status["feed"] == "connected" and status["drops"] == 2
