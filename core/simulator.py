@@ -312,6 +312,7 @@ class MarketSimulator:
 
         # volume: U-shaped, busier on volatile minutes and on days with large flows or gaps
         day_activity = np.exp(0.25 * rng.standard_normal(n) + 0.3 * np.abs(s.flow) + 8.0 * np.abs(gap))
+        # divide by roughly the mean of that factor (E|x| ~ 0.8 sd) so daily volume stays near its average
         day_activity /= np.exp(0.25**2 / 2 + 0.3 * 0.8 + 8.0 * 0.8 * u.daily_vol * sd_gap)
         intensity = np.abs(returns.T) / np.maximum(minute_sd, 1e-12)
         noise = np.exp(0.35 * rng.standard_normal((n, nb)) - 0.35**2 / 2)
