@@ -89,6 +89,13 @@ from services.cli import agents as _agents  # noqa: E402
 app.command()(_agents.agents)
 app.command()(_agents.agent)
 
+from services.cli import risk as _risk  # noqa: E402
+
+app.command()(_risk.halt)
+app.command()(_risk.reduce)
+app.command()(_risk.resume)
+app.command()(_risk.recon)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     app()

@@ -1,0 +1,139 @@
+"""``trader halt``, ``trader resume``, ``trader reduce`` and ``trader recon``: the kill switch and reconciliation.
+
+Wire and usage:
+
+* ``trader halt --why TEXT``  -> risk guard ``Command(name="halt", args={"who", "why"})``: no new orders
+* ``trader reduce --why TEXT`` -> ``Command(name="reduce", ...)``: only orders that reduce exposure
+* ``trader resume``           -> ``Command(name="resume", ...)``: back to ACTIVE
+* ``trader recon [--json]``   -> reconciler ``Command(name="run")``: reconcile now and print the
+  differences; exit 0 when clean, 1 when differences remain (or it could not run)
+
+A service that is down is named with how to start it (exit 1).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import uuid
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import ConfigError, StackSettings, load_stack
+from core.messages import Command, CommandResult
+
+console = Console()
+err = Console(stderr=True)
+
+SERVICES = {
+    "risk_guard_rpc": ("risk guard", "python -m services.risk_guard"),
+    "reconciler_rpc": ("reconciler", "python -m services.reconciler"),
+}
+RECON_TIMEOUT_MS = 15_000  # a run gathers from three sources and may wait to confirm a difference
+
+
+def _settings() -> StackSettings:
+    try:
+        return load_stack()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+
+
+def _call(endpoint_name: str, name: str, args: dict[str, Any], timeout_ms: int | None = None) -> Any:
+    """Send one Command to a service and return its result; exit 1 naming the service when it is down."""
+    import zmq
+
+    from bus.rpc import RpcClient, RpcError, RpcFailure
+
+    settings = _settings()
+    label, start = SERVICES[endpoint_name]
+    ctx = zmq.Context()
+    client = RpcClient(ctx, settings.endpoint(endpoint_name), timeout_ms=timeout_ms or settings.bus.rpc_timeout_ms,
+                       retries=0 if timeout_ms else 1, sender="trader-cli")
+    command_id = f"cli-{uuid.uuid4().hex[:12]}"
+    try:
+        reply = client.call(Command(command_id=command_id, name=name, args=args, who=args.get("who", "")),
+                            idempotency_key=command_id)
+    except RpcError as exc:
+        err.print(f"[bold red]error:[/] the {label} refused {name}: {exc}")
+        raise typer.Exit(1)
+    except RpcFailure as exc:
+        err.print(f"[bold red]error:[/] the {label} is not running ({exc}).\n"
+                  f"Start the stack with `trader up`, or only the {label} with `{start}`.")
+        raise typer.Exit(1)
+    finally:
+        client.close()
+        ctx.destroy(linger=0)
+    if not isinstance(reply, CommandResult) or not reply.ok:
+        text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
+        err.print(f"[bold red]error:[/] the {label} did not {name}: {text}")
+        raise typer.Exit(1)
+    return reply.result
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _state_command(name: str, why: str) -> None:
+    status = _call("risk_guard_rpc", name, {"who": _who(), "why": why})
+    console.print(f"trading state: [bold]{status.get('state')}[/] ({status.get('reason') or name}, by {status.get('who')})")
+
+
+def halt(why: str = typer.Option(..., "--why", help="Why trading stops (journaled and shown on the dashboard).")) -> None:
+    """Stop all new orders now (kill switch); cancels still pass."""
+    _state_command("halt", why)
+
+
+def reduce(why: str = typer.Option("reduce exposure", "--why", help="Why only reducing orders are allowed.")) -> None:
+    """Allow only orders that reduce exposure (sells within holdings)."""
+    _state_command("reduce", why)
+
+
+def resume(why: str = typer.Option("resume", "--why", help="Why trading resumes.")) -> None:
+    """Return to ACTIVE trading after a halt or reduce."""
+    _state_command("resume", why)
+
+
+def recon(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON for scripts.")) -> None:
+    """Reconcile the broker with the order journal and the agents' books now; exit 1 if differences remain."""
+    report = _call("reconciler_rpc", "run", {}, timeout_ms=RECON_TIMEOUT_MS) or {}
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_report(report)
+    if not report.get("clean"):
+        raise typer.Exit(1)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    if report.get("error"):
+        err.print(f"[bold red]reconciliation could not run:[/] {report['error']}")
+        return
+    for healed in report.get("healed") or []:
+        console.print(f"healed {healed.get('kind')} {healed.get('key')} with {healed.get('command')}"
+                      + (f" [red](failed: {healed['error']})[/]" if healed.get("error") else ""))
+    diffs = report.get("differences") or []
+    if not diffs:
+        console.print("[green]clean:[/] the broker, the order journal and the agents' books agree")
+    else:
+        table = Table(title=f"{len(diffs)} difference(s)")
+        for col in ("class", "action", "key", "what"):
+            table.add_column(col)
+        for d in diffs:
+            table.add_row(d.get("kind", ""), d.get("action", ""), d.get("key", ""), d.get("text", ""))
+        console.print(table)
+        if report.get("halted"):
+            console.print("[bold red]trading was halted[/] (resume with `trader resume` once resolved)")
+    for skipped in report.get("skipped") or []:
+        console.print(f"[dim]not checked: {skipped}[/]")
+    unreachable = (report.get("sources") or {}).get("agents_unreachable") or []
+    if unreachable:
+        console.print(f"[dim]agents not reachable (books not compared): {', '.join(unreachable)}[/]")

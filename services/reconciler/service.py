@@ -1,0 +1,306 @@
+"""The reconciler process: gathers the three views, runs ``core.reconcile``, heals or halts.
+
+When it runs: at start, every ``reconcile.interval_s`` seconds, soon after a
+broker reconnect (the order manager's heartbeat ``connection`` turning
+``connected`` again, its ``broker_connection`` alert, or market-data's
+``feed_recovered`` alert), and on the RPC ``run`` command.
+
+One run: the order manager's ``journal_state`` first, then the broker's
+account, positions, open orders and today's fills (in that order, so an
+execution that lands in between shows up as missing in the journal and is
+healed, never as a phantom), then each agent's book when reachable
+(``GET http://127.0.0.1:<dp>/status``, field ``book.positions``; optional,
+``reconcile.agent_books``; agents that do not answer are listed, not
+compared). Safe differences are healed through the order manager (Command
+``apply_missing_fill`` with the broker's fill, ``resolve_order``) and the
+views are gathered again. Differences that need a halt are checked once more
+after ``reconcile.confirm_delay_s`` (an order or fill in flight between the two
+reads settles by then); if they remain, ``sys.alert`` and Command ``halt`` to
+the risk guard (who = "reconciler").
+
+The day's baseline: the order manager reports the day's net (holdings and cash
+flow from today's fills), so the start-of-day holdings and cash are taken as
+the broker reports them (now, less its own executions of the day).
+
+Every report goes to ``recon_reports`` in the journal and to ``recon.report``.
+RPC on ``reconciler_rpc``: Command ``run`` (run now, return the report) and
+``latest``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agents.settings import check_roster
+from bus.pubsub import Subscriber
+from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
+from bus.service import Service
+from core.config import PROJECT_ROOT, StackSettings
+from core.instruments import InstrumentError, load_instruments
+from core.messages import Alert, AlertLevel, Command, CommandResult, Heartbeat, Message, ReconReport
+from core.reconcile import (
+    BrokerState,
+    ReconcileInputError,
+    Report,
+    broker_state_from_plain,
+    journal_state_from_plain,
+    reconcile,
+)
+from services.broker.base import BrokerError, BrokerUnavailable
+from services.broker.paper import PaperBroker
+from services.reconciler.journal import ReconJournal
+
+RECON_TOPIC = "recon.report"
+BUS_TOPICS = ["sys.alert", "sys.heartbeat.order-manager"]
+RECONNECT_DELAY_S = 1.0
+AGENT_TIMEOUT_S = 0.3
+UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
+UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
+
+
+class SourceDown(Exception):
+    """A view could not be gathered (the text names the service and how to start it)."""
+
+
+class ReconcilerService(Service):
+    """The process around ``core.reconcile``."""
+
+    service_name = "reconciler"
+    timer_interval_s = 0.2
+
+    def __init__(self, name: str, settings: StackSettings) -> None:
+        super().__init__(name, settings)
+        self.cfg = settings.reconcile
+        self.journal: ReconJournal | None = None
+        self.rpc: RpcServer | None = None
+        self.bus: Subscriber | None = None
+        self.broker: PaperBroker | None = None
+        self.oms: RpcClient | None = None
+        self.risk: RpcClient | None = None
+        self.agent_ports: dict[str, int] = {}
+        self.agent_starts: dict[str, dict[str, int]] = {}
+        self.latest: dict[str, Any] | None = None
+        self.runs = 0
+        self._next_run = 0.0
+        self._broker_was_down = False
+        self._oms_broker_state: object = None
+
+    # --- start and stop ------------------------------------------------------
+
+    def setup(self) -> None:
+        s = self.settings
+        try:
+            instruments = load_instruments(project_path(s.market.instruments_file))
+            roster = check_roster(project_path(s.roster_file), instruments, s)
+            for a in roster.valid_agents:
+                self.agent_ports[a.id] = a.dp
+                self.agent_starts[a.id] = {a.all_codes[0]: a.start_qty} if a.start_qty else {}
+        except (OSError, InstrumentError) as exc:
+            self.log.warning("no roster (agents' books and starting holdings left out): %s", exc)
+        self.journal = ReconJournal(s.run_path / "journal.sqlite")
+        self.latest = self.journal.latest()
+        assert self.ctx is not None
+        self.broker = PaperBroker(self.ctx, s, sender=self.name)
+        self.oms = RpcClient(self.ctx, s.endpoint("order_manager_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
+        self.risk = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
+        self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms)
+        self.add_socket(self.bus.socket, self._on_bus)
+        self.rpc = RpcServer(self.ctx, s.endpoint("reconciler_rpc"), self.handle_request, name=self.name, linger_ms=s.bus.linger_ms)
+        self.add_socket(self.rpc.socket, self.rpc.handle_ready)
+        self._next_run = time.monotonic() + RECONNECT_DELAY_S  # at start, once the others have had a moment
+
+    def teardown(self) -> None:
+        for client in (self.broker, self.oms, self.risk):
+            if client is not None:
+                client.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    # --- when to run ---------------------------------------------------------------
+
+    def on_timer(self, now_monotonic: float) -> None:
+        if now_monotonic >= self._next_run:
+            self.run_once("start" if self.runs == 0 else "schedule")
+
+    def _on_bus(self) -> None:
+        assert self.bus is not None
+        for env in self.bus.drain():
+            msg = env.msg
+            if isinstance(msg, Alert) and msg.source in ("order-manager", "market-data"):
+                text = msg.text.lower()
+                if msg.kind == "feed_recovered" or (msg.kind == "broker_connection" and "-> connected" in text):
+                    self._soon(f"reconnect ({msg.source}: {msg.kind})")
+            elif isinstance(msg, Heartbeat):
+                state = msg.info.get("connection")
+                if state != self._oms_broker_state:
+                    if self._oms_broker_state is not None and str(state).lower() == "connected":
+                        self._soon("reconnect (order-manager heartbeat)")
+                    self._oms_broker_state = state
+
+    def _soon(self, why: str) -> None:
+        self.log.info("reconciling soon: %s", why)
+        self._next_run = min(self._next_run, time.monotonic() + RECONNECT_DELAY_S)
+
+    # --- one run -----------------------------------------------------------------
+
+    def run_once(self, trigger: str) -> dict[str, Any]:
+        """Gather, compare, heal what is safe, halt on what is not; returns the report as plain data."""
+        self.runs += 1
+        self._next_run = time.monotonic() + self.cfg.interval_s
+        report_id = f"recon-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+        healed: list[dict[str, Any]] = []
+        halted = False
+        sources: dict[str, Any] = {}
+        try:
+            report = self._compare(sources)
+            if report.to_heal():
+                healed = self._heal(report)
+                report = self._compare(sources)
+            if report.needing_halt() and self.cfg.confirm_delay_s > 0:
+                time.sleep(self.cfg.confirm_delay_s)
+                report = self._compare(sources)
+            if report.needing_halt():
+                halted = self._halt(report)
+            for diff in report.differences:
+                if not diff.safe_to_heal and diff not in report.needing_halt():
+                    self.alert(AlertLevel.WARNING, "recon_" + diff.kind.value.lower(), diff.text)
+            plain = report.to_plain()
+        except SourceDown as exc:
+            plain = {"clean": False, "differences": [], "skipped": [], "error": str(exc)}
+            self.log.warning("reconciliation could not run: %s", exc)
+        result = {"report_id": report_id, "ts_ns": time.time_ns(), "trigger": trigger, **plain,
+                  "healed": healed, "halted": halted, "sources": sources}
+        self.latest = result
+        assert self.journal is not None
+        self.journal.record(result)
+        self.publish(RECON_TOPIC, ReconReport(
+            report_id=report_id, ts_ns=result["ts_ns"], trigger=trigger, clean=result["clean"],
+            differences=tuple(result["differences"]), healed=tuple(healed), halted=halted,
+            sources={**sources, **({"error": result["error"]} if "error" in result else {})},
+        ))
+        self.log.info("reconciliation %s (%s): %s", report_id, trigger,
+                      "clean" if result["clean"] else f"{len(result['differences'])} difference(s)")
+        return result
+
+    def _compare(self, sources: dict[str, Any]) -> Report:
+        raw_journal = self._ask(self.oms, "journal_state", {}, "order manager", "python -m services.order_manager")
+        broker = self._broker_state()
+        start_positions, start_cash = _start_of_day(broker, self.cfg.unmanaged)
+        try:
+            journal = journal_state_from_plain(raw_journal, start_positions, start_cash)
+        except ReconcileInputError as exc:
+            raise SourceDown(f"the order manager's journal_state is unusable: {exc}") from exc
+        books, unreachable = self._agent_books()
+        sources.update({"broker": "ok", "journal": "ok", "agents_compared": sorted(books), "agents_unreachable": unreachable})
+        return reconcile(broker, journal, books, self.agent_starts, self.cfg.unmanaged)
+
+    def _broker_state(self) -> BrokerState:
+        assert self.broker is not None
+        try:
+            state = broker_state_from_plain(self.broker.account(), self.broker.positions(),
+                                            [o.model_dump(mode="json") for o in self.broker.open_orders()],
+                                            [f.model_dump(mode="json") for f in self.broker.fills_today()])
+        except BrokerUnavailable as exc:
+            self._broker_was_down = True
+            raise SourceDown(f"the broker does not answer ({exc}); start the paper exchange with `python -m services.exchange`") from exc
+        except (BrokerError, ReconcileInputError) as exc:
+            raise SourceDown(f"the broker's answer is unusable: {exc}") from exc
+        if self._broker_was_down:
+            self._broker_was_down = False
+            self.log.info("the broker answers again")
+        return state
+
+    def _agent_books(self) -> tuple[dict[str, dict[str, int]], list[str]]:
+        books: dict[str, dict[str, int]] = {}
+        unreachable: list[str] = []
+        if not self.cfg.agent_books:
+            return books, unreachable
+        for agent_id, port in sorted(self.agent_ports.items()):
+            try:
+                data = httpx.get(f"http://127.0.0.1:{port}/status", timeout=AGENT_TIMEOUT_S).json()
+                book = data.get("book") if isinstance(data, dict) and isinstance(data.get("book"), dict) else data
+                held = book.get("positions", {}) if isinstance(book, dict) else None
+                books[agent_id] = {str(c): int(v.get("qty", 0) if isinstance(v, dict) else v) for c, v in (held or {}).items()}
+            except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+                unreachable.append(agent_id)
+        return books, unreachable
+
+    def _heal(self, report: Report) -> list[dict[str, Any]]:
+        healed = []
+        for diff in report.to_heal():
+            if diff.data.get("fill") is not None:
+                name, args = "apply_missing_fill", dict(diff.data["fill"])
+            else:
+                name, args = "resolve_order", {"client_order_id": diff.data["client_order_id"]}
+            try:
+                result = self._ask(self.oms, name, args, "order manager", "python -m services.order_manager")
+                healed.append({"kind": diff.kind.value, "key": diff.key, "command": name, "result": result})
+                self.alert(AlertLevel.INFO, "recon_healed", f"{diff.text}: healed with {name}")
+            except SourceDown as exc:
+                healed.append({"kind": diff.kind.value, "key": diff.key, "command": name, "error": str(exc)})
+        return healed
+
+    def _halt(self, report: Report) -> bool:
+        diffs = report.needing_halt()
+        why = f"reconciliation: {len(diffs)} difference(s) need a halt: " + "; ".join(d.text for d in diffs[:5])
+        self.alert(AlertLevel.CRITICAL, "recon_halt", why)
+        try:
+            self._ask(self.risk, "halt", {"who": self.name, "why": why[:500]}, "risk guard", "python -m services.risk_guard")
+        except SourceDown as exc:
+            self.alert(AlertLevel.CRITICAL, "recon_halt_failed", f"could not halt trading: {exc}")
+            return False
+        return True
+
+    def _ask(self, client: RpcClient | None, name: str, args: dict[str, Any], who: str, start: str) -> Any:
+        assert client is not None
+        try:
+            reply = client.call(Command(command_id=f"{self.name}-{uuid.uuid4().hex[:12]}", name=name, args=args, who=self.name),
+                                idempotency_key=None)
+        except RpcFailure as exc:
+            raise SourceDown(f"the {who} is not running ({exc}); start it with `{start}`") from exc
+        if not isinstance(reply, CommandResult) or not reply.ok:
+            text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
+            raise SourceDown(f"the {who} refused {name}: {text}")
+        return reply.result
+
+    # --- RPC -------------------------------------------------------------------
+
+    def handle_request(self, msg: Message, info: RequestInfo) -> Message:
+        """``run`` (reconcile now, return the report) and ``latest``."""
+        if not isinstance(msg, Command):
+            return CommandResult(command_id="-", ok=False, error=f"{type(msg).__name__} is not served here", reason_code=UNSUPPORTED_REQUEST)
+        if msg.name == "run":
+            return CommandResult(command_id=msg.command_id, ok=True, result=self.run_once(f"command ({msg.who or 'rpc'})"))
+        if msg.name == "latest":
+            return CommandResult(command_id=msg.command_id, ok=True, result=self.latest)
+        return CommandResult(command_id=msg.command_id, ok=False, reason_code=UNKNOWN_COMMAND,
+                             error=f"unknown command {msg.name!r}; known: run, latest")
+
+    def heartbeat_info(self) -> dict[str, object]:
+        latest = self.latest or {}
+        return {"runs": self.runs, "clean": latest.get("clean"), "differences": len(latest.get("differences") or [])}
+
+
+def project_path(path: str) -> Path:
+    """A configured path; relative ones are taken from the project root."""
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _start_of_day(broker: BrokerState, unmanaged: dict[str, int]) -> tuple[dict[str, int], int | None]:
+    """The firm's holdings and the cash at the start of the day as the broker reports them (now, less today)."""
+    positions = {c: q - unmanaged.get(c, 0) for c, q in broker.positions.items()}
+    cash = broker.cash_won
+    for f in broker.fills:
+        qty = int(f["qty"]) if f["side"] == "buy" else -int(f["qty"])
+        positions[str(f["code"])] = positions.get(str(f["code"]), 0) - qty
+        if cash is not None:
+            notional = int(f["qty"]) * int(f["price"])
+            fee, tax = int(f.get("fee_won") or 0), int(f.get("tax_won") or 0)
+            cash += notional + fee if f["side"] == "buy" else -(notional - fee - tax)
+    return {c: q for c, q in positions.items() if q}, cash
