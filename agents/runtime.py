@@ -588,7 +588,8 @@ def _parse_sync(reply: Message, agent_id: str) -> tuple[list[OrderEvent], list[F
         fills = [Fill.model_validate(d) for d in result.get("fills") or []]
     except ValueError as exc:
         raise SyncError(f"sync carried a malformed record: {exc}") from None
-    last_seq = result.get("last_seq") or 0
+    # The order manager names it max_client_order_n; last_seq is the contract's older name.
+    last_seq = result.get("max_client_order_n", result.get("last_seq")) or 0
     if not isinstance(last_seq, int):
         raise SyncError(f"last_seq is not an integer: {last_seq!r}")
     return [o for o in orders if o.agent_id == agent_id], [f for f in fills if f.agent_id == agent_id], last_seq
