@@ -44,7 +44,7 @@ class Exchange:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ctx = zmq.Context()
         self.settings = self._settings()
-        self.broker = PaperBroker(self.ctx, self.settings, timeout_ms=500, retries=1)
+        self.broker = PaperBroker(self.ctx, self.settings, timeout_ms=2000, retries=1)
 
     def _settings(self) -> StackSettings:
         saved = {k: os.environ.get(k) for k in self.env if k.startswith("TRADER_")}
@@ -236,7 +236,7 @@ def test_malformed_requests_get_error_replies_and_the_exchange_survives(exchange
 
 def test_disconnect_fault_times_calls_out_then_they_work_again(exchange: Exchange) -> None:
     b = exchange.broker
-    b.fault(kind="disconnect", seconds=1.5)
+    b.fault(kind="disconnect", seconds=6)  # longer than the client's 2 attempts of 2,000 ms
     with pytest.raises(BrokerUnavailable):
         b.ping()
     assert b.connection_state is ConnectionState.DISCONNECTED
@@ -247,13 +247,13 @@ def test_disconnect_fault_times_calls_out_then_they_work_again(exchange: Exchang
         except BrokerUnavailable:
             return False
 
-    wait_for(back, 10, "the exchange to answer again")
+    wait_for(back, 30, "the exchange to answer again")
     assert b.connection_state is ConnectionState.CONNECTED
 
 
 def test_reject_fraction_and_delay_faults(exchange: Exchange) -> None:
     b = exchange.broker
-    patient = PaperBroker(exchange.ctx, exchange.settings, timeout_ms=5000, retries=0)
+    patient = PaperBroker(exchange.ctx, exchange.settings, timeout_ms=15000, retries=0)
     q = b.quote("005930")
     try:
         b.fault(kind="reject_fraction", fraction=1.0)
@@ -261,7 +261,7 @@ def test_reject_fraction_and_delay_faults(exchange: Exchange) -> None:
         assert (ev.status, ev.reason_code) == (OrderStatus.REJECTED, "BROKER_REJECTED_RANDOM")
         b.fault(kind="reject_fraction", fraction=0.0)
         assert b.place(order(price=q["lower_limit"])).status is OrderStatus.ACCEPTED
-        b.fault(kind="delay", ms=1500)  # longer than this client's 2 attempts of 500 ms
+        b.fault(kind="delay", ms=5000)  # longer than this client's 2 attempts of 2,000 ms
         with pytest.raises(BrokerUnavailable):
             b.ping()
         assert patient.ping()["session"] == "open"  # a client that waits long enough gets its answer
