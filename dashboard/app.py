@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from core.config import PROJECT_ROOT, StackSettings, load_stack
 from core.instruments import InstrumentError, load_instruments
 from dashboard import pages
+from dashboard.pages import STATIC_DIR
 from dashboard.export import XLSX_MEDIA_TYPE, grid_csv, grid_xlsx, select_rows
 from dashboard.feed import ACTIONS, BusFeed
 from dashboard.journal import JournalReader
@@ -46,7 +47,6 @@ from dashboard.state import SECTIONS, FirmState
 
 log = logging.getLogger("dashboard")
 
-STATIC_DIR = Path(__file__).parent / "static"
 PUSH_MIN_INTERVAL_S = 0.1  # at most ten pushes a second per browser: ticks arrive far faster
 PING_INTERVAL_S = 1.0  # a quiet stream still says it is alive this often
 AGENT_ACTIONS = ("spawn", "kill", "restart")

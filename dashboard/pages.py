@@ -9,8 +9,12 @@ current from the live stream.
 from __future__ import annotations
 
 import json
+from functools import cache
 from html import escape
+from pathlib import Path
 from typing import Any
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 NAV = (
     ("overview", "/", "Overview"),
@@ -25,6 +29,12 @@ NAV = (
 def _embed(data: Any) -> str:
     # "</" inside a script element would end it early.
     return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+
+
+@cache
+def _asset(name: str) -> str:
+    """A file of ``static/``, read once: inlined so a page needs no second request to show data."""
+    return (STATIC_DIR / name).read_text()
 
 
 def page(name: str, title: str, body: str, initial: Any, *, stream: str, control: bool) -> str:
@@ -43,7 +53,7 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} · trader</title>
-<link rel="stylesheet" href="/static/app.css">
+<style>{_asset("app.css")}</style>
 </head>
 <body data-page="{escape(name)}" data-stream="{escape(stream)}">
 <header><strong class="brand">trader</strong><nav>{nav}</nav>
@@ -55,7 +65,7 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 {body}
 </main>
 <script id="initial" type="application/json">{_embed(initial)}</script>
-<script src="/static/app.js"></script>
+<script>{_asset("app.js")}</script>
 </body></html>"""
 
 

@@ -205,7 +205,9 @@ function renderAgents(s) {
   for (const [k, v] of Object.entries(grid.filters)) if (v) qs.set("f_" + k, v);
   document.getElementById("export-csv").href = "/api/agents.csv?" + qs;
   document.getElementById("export-xlsx").href = "/api/agents.xlsx?" + qs;
+  // Render figures for the benchmark: the latest render, and the first one since navigation.
   window.__gridRender = {rows: rows.length, ms: performance.now() - t0, at: performance.now()};
+  if (!window.__gridFirst) window.__gridFirst = window.__gridRender;
 }
 
 function renderAgent(d) {

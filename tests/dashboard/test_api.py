@@ -138,5 +138,5 @@ def test_every_page_renders(client: TestClient) -> None:
     for path in ("/", "/agents", "/agents/pair-samsung", "/market", "/risk", "/recon", "/config"):
         res = client.get(path)
         assert res.status_code == 200, path
-        assert '<script src="/static/app.js">' in res.text
+        assert "new EventSource" in res.text  # the live script is inlined: no second request
     assert client.get("/agents/no-such-agent").status_code == 404
