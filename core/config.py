@@ -127,6 +127,28 @@ class Exchange(_Section):
     faults: ExchangeFaults = Field(default_factory=ExchangeFaults)
 
 
+class Supervisor(_Section):
+    """The supervisor: how it stops and restarts agents, and when a heartbeat counts as late."""
+
+    kill_timeout_s: float = Field(default=5.0, gt=0)  # graceful stop, then SIGTERM, then SIGKILL after this
+    restart_backoff_s: float = Field(default=0.5, ge=0)  # first delay before restarting a process that died
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
+    flap_restarts: int = Field(default=5, ge=1)  # this many restarts ...
+    flap_window_s: float = Field(default=60.0, gt=0)  # ... within this many seconds: flapping, stop trying
+    heartbeat_late_intervals: float = Field(default=3.0, gt=0)  # a heartbeat older than this many intervals is late
+    health_interval_s: float = Field(default=1.0, gt=0)  # how often sys.health is published
+    closing_check_delay_s: float = Field(default=1.0, ge=0)  # wall seconds after closing/closed before checking orders
+
+
+class Alerts(_Section):
+    """Alert delivery to a person: an optional webhook that receives each alert as a JSON POST."""
+
+    webhook_url: str = ""
+    min_level: Literal["info", "warning", "error", "critical"] = "warning"
+    timeout_s: float = Field(default=3.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+
+
 class Secrets(_Section):
     dashboard_token: SecretStr = SecretStr("")
     kis_app_key: SecretStr = SecretStr("")
@@ -169,6 +191,8 @@ class StackSettings(BaseSettings):
     bus: Bus = Field(default_factory=Bus)
     reconcile: Reconcile = Field(default_factory=Reconcile)
     exchange: Exchange = Field(default_factory=Exchange)
+    supervisor: Supervisor = Field(default_factory=Supervisor)
+    alerts: Alerts = Field(default_factory=Alerts)
     secrets: Secrets = Field(default_factory=Secrets)
     # Flat secret aliases read straight from the environment.
     dashboard_token: SecretStr = SecretStr("")

@@ -345,6 +345,15 @@ class ReconReport(Message):
     sources: dict[str, Any] = Field(default_factory=dict)
 
 
+@register
+class Health(Message):
+    """The supervisor's view of every process and agent (``sys.health``): one row per process."""
+
+    TYPE: ClassVar[str] = "health"
+    ts_ns: TsNs
+    rows: tuple[dict[str, Any], ...] = ()
+
+
 def message_types() -> dict[str, type[Message]]:
     """A copy of the catalogue, by type name."""
     return dict(REGISTRY)
