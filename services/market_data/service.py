@@ -136,6 +136,9 @@ class MarketDataService(Service):
         self.garbage.update(self.feed.rejected)
         self.remove_socket(self.feed.socket)
         self.feed.close()
+        # A closed subscription must not pile up in the base's shutdown list over a long outage.
+        if self.feed.socket in self._sockets:
+            self._sockets.remove(self.feed.socket)
         self.feed = None
 
     def _on_gap(self, sender: str, topic: str, first: int, last: int) -> None:
