@@ -131,8 +131,8 @@ def test_kill_without_the_token_is_refused(firm: Firm, page: object) -> None:
 
 
 def test_kill_with_the_token_stops_the_agent(browser: object, tmp_path_factory: pytest.TempPathFactory) -> None:
-    if importlib.util.find_spec("services.supervisor") is None:
-        pytest.skip("services.supervisor is not in the tree yet: the positive kill path needs it")
+    if importlib.util.find_spec("services.supervisor") is None or not (PROJECT_ROOT / "services/supervisor/service.py").exists():
+        pytest.skip("the supervisor service is not in the tree yet: the positive kill path needs it")
     own = Firm(Path(tmp_path_factory.mktemp("kill")), token=TOKEN)
     ctx = browser.new_context()  # type: ignore[attr-defined]
     try:
