@@ -1,0 +1,579 @@
+"""The back-test engine: the live stack's pure classes wired in one process on a clock driven by the data.
+
+What runs, per agent and per event, is what runs live:
+
+- the strategy class from ``agents.strategies`` unchanged, inside the same
+  ``agents.context.AgentContext`` (its book a ``core.portfolio.Portfolio``);
+- every order intent goes through ``core.orders.OrderBook`` (create, then the
+  pre-trade checks of ``core.risk.check_order`` on the guard's own
+  ``RiskView``, then submitted, acknowledged, filled, cancelled or expired);
+- ``core.matching.MatchingEngine`` is the venue: the paper exchange's fees,
+  dated taxes, tick grid, daily limits, depth and participation;
+- each venue event is applied to the order book, the risk view and the agent's
+  context, in that order, as the order manager, risk guard and agent runtime
+  apply them from the bus.
+
+Time is the data's: bars (and flows) are replayed in strict time order, a flow
+before a bar of the same stamp (a bar stamped at its start is complete only a
+minute later), bars of one stamp in code order. Each trading day runs the
+session events the exchange publishes: ``pre_open`` (day start, base prices =
+the previous close, limits), ``open`` (continuous trading), ``closing`` at the
+closing auction (agents cancel what is open), the auction bar crossed at its
+single price, then ``closed``: day orders still open expire (venue, order
+book and agents), and each agent's equity is recorded. Nothing reads a clock
+and nothing is random, so the same data gives the same fills to the won.
+
+When and at what price orders meet bars is the fill model (``backtest.fills``).
+A strategy that raises is caught by its context as live; the engine then stops
+the run at that bar and returns what it had, with the agent, the bar and the
+error in ``BacktestResult.failure``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.context import AgentContext, CancelIntent, OrderIntent
+from agents.settings import AgentSettings
+from agents.strategy import BarData, FillData, FlowData, OrderEventData, ParamsError, UnknownStrategy, get_strategy
+from backtest.data import MarketData
+from backtest.fills import DEFAULT_FILL_MODEL, FillModel, intrabar_path, split_volume
+from core import krx
+from core.costs import DEFAULT_COSTS, CostModel
+from core.matching import CancelRefused, Execution, MatchingEngine, MatchingParams, OrderUpdate
+from core.messages import OrderStatus, SessionPhase
+from core.orders import OrderBook
+from core.portfolio import Portfolio
+from core.risk import RiskLimits, RiskView, TradingState, check_order, evaluate_loss_limits
+
+NS_PER_MIN = 60_000_000_000
+CLOSING_AUCTION_NS = 10 * NS_PER_MIN
+PRE_OPEN_NS = 30 * NS_PER_MIN
+MAX_CASCADE = 100  # rounds of strategy reactions to fills within one event
+
+
+class BacktestError(ValueError):
+    """A back-test that cannot start: names the agent and key (or data) and why."""
+
+    def __init__(self, where: str, key: str, reason: str) -> None:
+        self.where, self.key, self.reason = where, key, reason
+        super().__init__(f"{where}: {key}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One agent to back-test: id, strategy, its codes, params and cash (won), optional starting holding."""
+
+    agent_id: str
+    strategy: str
+    codes: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    cash_won: int = 100_000_000
+    start_qty: int = 0
+    start_avg_price: int = 0
+
+    @classmethod
+    def from_settings(cls, agent: AgentSettings) -> AgentSpec:
+        """The spec of a roster entry (``configs/agents.toml``)."""
+        return cls(agent.id, agent.strategy, tuple(agent.all_codes), dict(agent.params), agent.cash,
+                   agent.start_qty, agent.start_avg_price)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One fill of one agent, as the venue charged it."""
+
+    agent_id: str
+    ts_ns: int
+    code: str
+    side: str
+    qty: int
+    price: int
+    fee_won: int
+    tax_won: int
+    client_order_id: str
+    exec_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DayRecord:
+    """An agent's book at one close, in won."""
+
+    date: dt.date
+    equity_won: int
+    cash_won: int
+    holdings_value_won: int
+    realized_pnl_won: int
+    fees_won: int
+    taxes_won: int
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyFailure:
+    """Where a strategy raised: the agent, the bar being processed and the error."""
+
+    agent_id: str
+    code: str
+    ts_ns: int
+    bar_index: int
+    error: str
+
+    def __str__(self) -> str:
+        when = dt.datetime.fromtimestamp(self.ts_ns / 1e9, krx.KST).strftime("%Y-%m-%d %H:%M")
+        return f"agent {self.agent_id}: strategy error at bar {self.bar_index} ({self.code} {when} KST): {self.error}"
+
+
+@dataclass(slots=True)
+class AgentResult:
+    """Everything one agent did in a back-test."""
+
+    agent_id: str
+    strategy: str
+    codes: tuple[str, ...]
+    params: dict[str, Any]
+    capital_won: int
+    days: list[DayRecord] = field(default_factory=list)
+    trades: list[Trade] = field(default_factory=list)
+    bars_seen: int = 0
+    exposed_bars: int = 0
+    orders: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    book: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    """A back-test's outcome: per-agent results, the fill model used, and a failure if the run stopped."""
+
+    fill_model: FillModel
+    source: str
+    agents: dict[str, AgentResult]
+    bars: int
+    days: list[dt.date]
+    failure: StrategyFailure | None = None
+    prices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # code -> (ts_ns, close)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass(slots=True)
+class _Agent:
+    spec: AgentSpec
+    ctx: AgentContext
+    result: AgentResult
+    errors_seen: int = 0
+
+
+class Backtest:
+    """One back-test run: data, agents and the fill model; ``run()`` returns a ``BacktestResult``."""
+
+    def __init__(
+        self,
+        data: MarketData,
+        agents: Sequence[AgentSpec],
+        *,
+        fill_model: FillModel | str = DEFAULT_FILL_MODEL,
+        matching_params: MatchingParams = MatchingParams(),
+        risk_limits: RiskLimits | None = None,
+        costs: CostModel = DEFAULT_COSTS,
+    ) -> None:
+        try:
+            self.fill_model = FillModel(fill_model)
+        except ValueError:
+            raise BacktestError("fill", "model", f"unknown fill model {fill_model!r}; one of {', '.join(m.value for m in FillModel)}") from None
+        if not agents:
+            raise BacktestError("agents", "-", "no agent to back-test")
+        self.data = data
+        self.instruments = data.instruments
+        self.costs = costs
+        self.limits = risk_limits or RiskLimits()
+        self.venue = MatchingEngine(self.instruments, costs=costs, params=matching_params)
+        self.oms = OrderBook()
+        self.view = RiskView(self.instruments)
+        self.state = TradingState.ACTIVE
+        self._agents: dict[str, _Agent] = {}
+        data_codes = set(data.bars["code"].unique().tolist())
+        for spec in agents:
+            self._agents[spec.agent_id] = self._build_agent(spec, data_codes)
+        self._pending: dict[str, list[tuple[_Agent, OrderIntent | CancelIntent]]] = {}
+        self._delayed = False
+        self._now = 0
+        self._fills_since_check = False
+
+    def _build_agent(self, spec: AgentSpec, data_codes: set[str]) -> _Agent:
+        where = f"agent {spec.agent_id}"
+        if spec.agent_id in self._agents:
+            raise BacktestError(where, "id", "duplicate agent id")
+        try:
+            cls = get_strategy(spec.strategy)
+        except UnknownStrategy as exc:
+            raise BacktestError(where, "strategy", str(exc.args[0])) from None
+        problem = cls.check_codes(list(spec.codes))
+        if problem:
+            raise BacktestError(where, "codes", problem)
+        for code in spec.codes:
+            if code not in data_codes:
+                raise BacktestError(where, "codes", f"no bars for {code} in {self.data.source}")
+        try:
+            strategy = cls.from_params(dict(spec.params))
+        except ParamsError as exc:
+            key, reason = exc.problems[0]
+            raise BacktestError(where, f"params.{key}", "; ".join(f"{k}: {r}" for k, r in exc.problems)) from None
+        if type(spec.cash_won) is not int or spec.cash_won < 0:
+            raise BacktestError(where, "cash", f"cash must be whole won >= 0, not {spec.cash_won!r}")
+        markets = {c: self.instruments[c].market for c in spec.codes}
+        book = Portfolio(allocation_won=spec.cash_won, costs=self.costs, markets=markets)
+        holding: dict[str, tuple[int, int]] = {}
+        if spec.start_qty:
+            problem = book.set_start_holding(spec.codes[0], spec.start_qty, spec.start_avg_price)
+            if problem:
+                raise BacktestError(where, "start_qty", problem)
+            holding[spec.codes[0]] = (spec.start_qty, spec.start_avg_price)
+        self.venue.open_account(spec.agent_id, spec.cash_won, holding)
+        self.view.add_agent(spec.agent_id, spec.cash_won, holding)
+        ctx = AgentContext(spec.agent_id, spec.codes, strategy, book, self.instruments)
+        capital = spec.cash_won + spec.start_qty * spec.start_avg_price
+        result = AgentResult(spec.agent_id, spec.strategy, spec.codes, dict(strategy.params.model_dump()), capital)
+        return _Agent(spec, ctx, result)
+
+    # --- the run -------------------------------------------------------------
+
+    def run(self) -> BacktestResult:
+        """Replay the data through the agents; returns what happened (stops at a strategy error)."""
+        bars = self.data.bars
+        ts = bars["ts_ns"].to_numpy(dtype=np.int64)
+        codes = bars["code"].to_numpy()
+        cols = [bars[k].to_numpy(dtype=np.int64).tolist() for k in ("open", "high", "low", "close", "volume")]
+        o_l, h_l, l_l, c_l, v_l = cols
+        ts_l = ts.tolist()
+        code_l = codes.tolist()
+        day_no = (ts + 9 * 3600 * 10**9) // (86400 * 10**9)
+        cut = np.flatnonzero(np.diff(day_no)) + 1
+        starts = np.concatenate([[0], cut]).tolist()
+        ends = np.concatenate([cut, [len(ts)]]).tolist()
+        flows = self.data.flows
+        f_ts = flows["ts_ns"].to_numpy(dtype=np.int64).tolist()
+        f_code = flows["code"].astype(str).tolist()
+        f_qty = flows["foreign_net_qty"].to_numpy(dtype=np.int64).tolist()
+        f_prov = flows["provisional"].to_numpy(dtype=bool).tolist()
+        fi, fn = 0, len(f_ts)
+
+        by_code: dict[str, list[tuple[_Agent, Any, dict[str, Any]]]] = {}
+        for agent in self._agents.values():
+            for code in agent.spec.codes:
+                by_code.setdefault(code, []).append((agent, agent.ctx.on_bar, agent.ctx.portfolio.positions))
+        for agent in self._agents.values():
+            agent.ctx.start()
+            self._route(agent, agent.ctx.drain_outbox())
+        venue, view_prices = self.venue, self.view.last_prices
+        venue_on_bar, venue_on_trade = venue.on_bar, venue.on_trade
+        model = self.fill_model
+        delayed = model is not FillModel.CLOSE
+        intrabar = model is FillModel.INTRABAR
+        pending = self._pending
+        self._delayed = delayed
+        base = {c: p for c, p in self.data.first_base_prices.items()}
+        last_close: dict[str, int] = {}
+        failure: StrategyFailure | None = None
+        days: list[dt.date] = []
+        dispatch = self._dispatch
+        empty: list[tuple[_Agent, Any, dict[str, Any]]] = []
+
+        for a, b in zip(starts, ends):
+            date = krx.kst_date(ts_l[a])
+            days.append(date)
+            if krx.CALENDAR_START <= date <= krx.CALENDAR_END and krx.is_trading_day(date):
+                open_ns, close_ns = krx.market_hours(date)
+            else:
+                open_ns, close_ns = ts_l[a], ts_l[b - 1] + NS_PER_MIN
+            auction_from = close_ns - CLOSING_AUCTION_NS
+            self._start_day(date, {**base, **last_close}, min(open_ns, ts_l[a]))
+            closing = False
+            i = a
+            while i < b:
+                t = ts_l[i]
+                while fi < fn and f_ts[fi] <= t:
+                    self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
+                    fi += 1
+                code = code_l[i]
+                o, h, lo, c, v = o_l[i], h_l[i], l_l[i], c_l[i], v_l[i]
+                self._now = t
+                if t >= auction_from:
+                    if not closing:
+                        self._closing(t)
+                        closing = True
+                    evs = venue.run_auction(code, c, v, t)
+                    if evs:
+                        dispatch(evs)
+                elif delayed:
+                    queued = pending.pop(code, None)
+                    if intrabar:
+                        prints = intrabar_path(o, h, lo, c)
+                        parts = split_volume(v)
+                        evs = venue_on_trade(code, o, parts[0], t)
+                        if evs:
+                            dispatch(evs)
+                        if queued:
+                            self._flush(queued)
+                        for k in (1, 2, 3):
+                            evs = venue_on_trade(code, prints[k], parts[k], t)
+                            if evs:
+                                dispatch(evs)
+                    else:
+                        if queued:
+                            evs = venue_on_trade(code, o, 0, t)
+                            if evs:
+                                dispatch(evs)
+                            self._flush(queued)
+                        evs = venue_on_bar(code, o, h, lo, c, v, t)
+                        if evs:
+                            dispatch(evs)
+                else:
+                    evs = venue_on_bar(code, o, h, lo, c, v, t)
+                    if evs:
+                        dispatch(evs)
+                view_prices[code] = c
+                last_close[code] = c
+                bar = BarData(code, t, o, h, lo, c, v)
+                for agent, on_bar, positions in by_code.get(code, empty):
+                    on_bar(bar)
+                    ctx = agent.ctx
+                    res = agent.result
+                    res.bars_seen += 1
+                    pos = positions.get(code)
+                    if pos is not None and pos.qty:
+                        res.exposed_bars += 1
+                    out = ctx.drain_outbox()
+                    if out:
+                        self._route(agent, out)
+                    if ctx.errors_total != agent.errors_seen:
+                        failure = StrategyFailure(agent.spec.agent_id, code, t, i, ctx.last_error)
+                        break
+                if failure is not None:
+                    break
+                i += 1
+            if failure is None:
+                while fi < fn and f_ts[fi] < close_ns:
+                    self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
+                    fi += 1
+            if not closing:
+                self._closing(max(auction_from, self._now))
+            self._end_day(date, max(close_ns, self._now))
+            if failure is None:
+                failure = self._first_failure(code_l[b - 1], ts_l[b - 1], b - 1)
+            if failure is not None:
+                break
+        return self._result(days, failure, ts, codes, c_l)
+
+    # --- sessions --------------------------------------------------------------
+
+    def _start_day(self, date: dt.date, base: Mapping[str, int], open_ns: int) -> None:
+        pre_ns = open_ns - PRE_OPEN_NS
+        self._now = pre_ns
+        day = date.strftime("%Y%m%d")
+        prices = {c: int(p) for c, p in base.items() if p > 0}
+        self._dispatch(self.venue.start_day(date, prices, pre_ns))
+        self.view.roll_day(pre_ns)
+        self.view.base_prices.update(prices)
+        self.view.last_prices.update(prices)
+        for agent in self._agents.values():
+            for code in agent.spec.codes:
+                if code in prices:
+                    agent.ctx.set_base_price(code, prices[code])
+        self._dispatch(self.venue.set_session(krx.Session.PRE_OPEN, pre_ns))
+        self._session(SessionPhase.PRE_OPEN, pre_ns, day)
+        self._now = open_ns
+        self._dispatch(self.venue.set_session(krx.Session.CONTINUOUS, open_ns))
+        self._session(SessionPhase.OPEN, open_ns, day)
+
+    def _closing(self, now_ns: int) -> None:
+        self._now = now_ns
+        for code in sorted(self._pending):
+            self._flush(self._pending.pop(code))
+        self._dispatch(self.venue.set_session(krx.Session.CLOSING_AUCTION, now_ns))
+        self._session(SessionPhase.CLOSING, now_ns, "")
+
+    def _end_day(self, date: dt.date, close_ns: int) -> None:
+        self._now = close_ns
+        self._pending.clear()  # orders made after the closing auction never reach the market
+        self._dispatch(self.venue.set_session(krx.Session.CLOSED, close_ns))
+        self._dispatch(self.venue.expire_day(close_ns))
+        self.oms.expire_open(close_ns)
+        self._session(SessionPhase.CLOSED, close_ns, "")
+        for agent in self._agents.values():
+            book = agent.ctx.portfolio
+            holdings = book.holdings_value_won()
+            agent.result.days.append(
+                DayRecord(date, book.cash_won + holdings, book.cash_won, holdings, book.realized_pnl_won,
+                          book.fees_won, book.taxes_won)
+            )
+
+    def _session(self, phase: SessionPhase, now_ns: int, trading_date: str) -> None:
+        was = self._delayed
+        self._delayed = False  # orders made at a session change go straight to the venue
+        for agent in self._agents.values():
+            agent.ctx.on_session(phase, now_ns, trading_date)
+            self._route(agent, agent.ctx.drain_outbox())
+        self._delayed = was
+
+    def _flow(self, ts_ns: int, code: str, foreign_net_qty: int, provisional: bool) -> None:
+        flow = FlowData(code, ts_ns, foreign_net_qty, 0, 0, provisional)
+        self._now = max(self._now, ts_ns)
+        for agent in self._agents.values():
+            if code in agent.spec.codes:
+                agent.ctx.on_flow(flow)
+                self._route(agent, agent.ctx.drain_outbox())
+
+    def _first_failure(self, code: str, ts_ns: int, index: int) -> StrategyFailure | None:
+        for agent in self._agents.values():
+            if agent.ctx.errors_total != agent.errors_seen:
+                return StrategyFailure(agent.spec.agent_id, code, ts_ns, index, agent.ctx.last_error)
+        return None
+
+    # --- the order path --------------------------------------------------------
+
+    def _route(self, agent: _Agent, intents: list[OrderIntent | CancelIntent], depth: int = 0) -> None:
+        """Send an agent's intents on: now, or held for the next bar under a delayed fill model."""
+        if not intents:
+            return
+        if depth > MAX_CASCADE:
+            agent.ctx.log(f"more than {MAX_CASCADE} rounds of orders in reply to fills; the rest were dropped")
+            return
+        for intent in intents:
+            if self._delayed:
+                code = intent.code if isinstance(intent, OrderIntent) else self._code_of(intent.client_order_id, agent)
+                self._pending.setdefault(code, []).append((agent, intent))
+            elif isinstance(intent, OrderIntent):
+                self._submit(agent, intent, depth)
+            else:
+                self._cancel(agent, intent, depth)
+
+    @staticmethod
+    def _code_of(client_order_id: str, agent: _Agent) -> str:
+        order = agent.ctx.portfolio.orders.get(client_order_id)
+        return order.code if order is not None else agent.spec.codes[0]
+
+    def _flush(self, queued: list[tuple[_Agent, OrderIntent | CancelIntent]]) -> None:
+        was = self._delayed
+        self._delayed = False
+        for agent, intent in queued:
+            if isinstance(intent, OrderIntent):
+                self._submit(agent, intent, 0)
+            else:
+                self._cancel(agent, intent, 0)
+        self._delayed = was
+
+    def _submit(self, agent: _Agent, intent: OrderIntent, depth: int) -> None:
+        now = self._now
+        coid = intent.client_order_id
+        agent.result.orders += 1
+        self.oms.create(coid, intent.agent_id, intent.code, intent.side, intent.qty, intent.price, now, intent.order_type)
+        decision = check_order(intent, self.view, self.limits, self.state, self.venue.session.value, self.instruments, now)
+        if not decision.approved:
+            self.oms.reject(coid, decision.reason_code, decision.text, now)
+            agent.result.rejected[decision.reason_code] += 1
+            agent.ctx.on_order_event(
+                OrderEventData(coid, intent.code, intent.side, OrderStatus.REJECTED.value, now, 0, 0, decision.reason_code)
+            )
+            self._route(agent, agent.ctx.drain_outbox(), depth + 1)
+            return
+        self.view.on_approved(intent, now)
+        self.oms.mark_submitted(coid, now)
+        events = self.venue.submit(intent.agent_id, coid, intent.code, intent.side, intent.order_type, intent.qty,
+                                   intent.price, now, agent_id=intent.agent_id)
+        self._dispatch(events, depth)
+
+    def _cancel(self, agent: _Agent, intent: CancelIntent, depth: int) -> None:
+        now = self._now
+        out = self.oms.request_cancel(intent.client_order_id, 0, now)
+        if out.refused or out.order is None or out.order.is_terminal:
+            return  # never reached the venue, or already done
+        self._dispatch(self.venue.cancel(intent.client_order_id, 0, now), depth)
+
+    def _dispatch(self, events: list[Any], depth: int = 0) -> None:
+        """Apply venue events to the order book, the risk view and the agents, then route their replies."""
+        if not events:
+            return
+        now = self._now
+        oms, view, agents = self.oms, self.view, self._agents
+        touched: list[_Agent] = []
+        fills = False
+        for ev in events:
+            kind = type(ev)
+            if kind is Execution:
+                fills = True
+                oms.apply_fill(ev.exec_id, ev.qty, ev.price, now, ev.client_order_id, ev.broker_order_id, ev.fee_won, ev.tax_won)
+                view.on_fill(ev, now)
+                agent = agents[ev.agent_id]
+                side = ev.side.value
+                agent.result.trades.append(
+                    Trade(ev.agent_id, ev.ts_ns, ev.code, side, ev.qty, ev.price, ev.fee_won, ev.tax_won, ev.client_order_id, ev.exec_id)
+                )
+                agent.ctx.on_fill(FillData(ev.exec_id, ev.client_order_id, ev.code, side, ev.qty, ev.price, ev.fee_won, ev.tax_won, ev.ts_ns))
+            elif kind is OrderUpdate:
+                status = ev.status
+                coid = ev.client_order_id
+                if status is OrderStatus.ACCEPTED:
+                    oms.ack(coid, ev.broker_order_id, now)
+                elif status is OrderStatus.CANCELED:
+                    oms.cancel_confirmed(0, now, coid)
+                elif status is OrderStatus.REJECTED:
+                    oms.reject(coid, ev.reason_code, ev.reason_text, now)
+                view.on_order_event(ev, now)
+                agent = agents.get(ev.agent_id)
+                if agent is None:
+                    continue
+                if status is OrderStatus.REJECTED:
+                    agent.result.rejected[ev.reason_code] += 1
+                agent.ctx.on_order_event(
+                    OrderEventData(coid, ev.code, ev.side, status.value, ev.ts_ns, ev.filled_qty, ev.remaining_qty, ev.reason_code)
+                )
+            elif kind is CancelRefused:
+                if ev.client_order_id:
+                    oms.cancel_rejected(ev.client_order_id, ev.reason_code.value, ev.reason_text, now)
+                continue
+            else:
+                continue
+            if agent not in touched:
+                touched.append(agent)
+        if fills:
+            moved = evaluate_loss_limits(view, self.limits, self.state, now)
+            if moved is not None:
+                self.state = moved
+        for agent in touched:
+            self._route(agent, agent.ctx.drain_outbox(), depth + 1)
+
+    # --- the result -----------------------------------------------------------
+
+    def _result(self, days: list[dt.date], failure: StrategyFailure | None, ts: np.ndarray, codes: np.ndarray, close: list[int]) -> BacktestResult:
+        close_arr = np.asarray(close, dtype=np.int64)
+        prices = {}
+        for code in sorted(set(codes.tolist())):
+            mask = codes == code
+            prices[code] = (ts[mask], close_arr[mask])
+        for agent in self._agents.values():
+            agent.result.book = agent.ctx.portfolio.snapshot()
+        return BacktestResult(
+            self.fill_model, self.data.source, {a: x.result for a, x in self._agents.items()}, len(ts), days, failure, prices
+        )
+
+
+def run_backtest(
+    data: MarketData,
+    agents: Sequence[AgentSpec],
+    *,
+    fill_model: FillModel | str = DEFAULT_FILL_MODEL,
+    matching_params: MatchingParams = MatchingParams(),
+    risk_limits: RiskLimits | None = None,
+    costs: CostModel = DEFAULT_COSTS,
+) -> BacktestResult:
+    """Build and run one back-test (see ``Backtest``)."""
+    return Backtest(data, agents, fill_model=fill_model, matching_params=matching_params, risk_limits=risk_limits, costs=costs).run()
