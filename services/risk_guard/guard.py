@@ -12,8 +12,10 @@ consistent, which means both of:
   fills) applied over the roster's allocations and starting holdings; bus
   events that arrived before the sync are buffered and replayed after it, and
   a fill is applied once by its execution id (the zguide Clone pattern);
-* the market sync: a market-data snapshot (or an ``md.session`` event) that
-  says which session the market is in, with last and base prices.
+* the market sync: a market-data snapshot with last and base prices and the
+  session the market is in: from the last ``md.session`` event, or, until one
+  has been seen, from the market's clock as the ticks carry it
+  (``krx.session_of`` of the latest tick's time).
 
 Then the state is the operator's: ACTIVE, unless a halt or reduce was
 persisted (the shell reads it back from the journal at start).
@@ -32,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core import risk
+from core import krx, risk
 from core.instruments import Instrument
 from core.messages import Fill, Message, OrderEvent, SessionEvent, Tick
 from core.risk import Decision, Reason, RiskLimits, RiskView, TradingState
@@ -81,6 +83,8 @@ class RiskGuard:
         self.session = ""
         self.trading_date = ""
         self.over_limit_agents: set[str] = set()
+        self.session_from_events = False
+        self._clock_checked_until = 0
         self.sync_problems: list[str] = []
         self._buffered: list[Message] = []
 
@@ -137,10 +141,19 @@ class RiskGuard:
             return self._evaluate(now_ns)
         if isinstance(msg, Tick):
             self.view.on_price(msg.code, msg.price, now_ns)
+            self.on_market_time(msg.ts_ns, now_ns)
             return self._evaluate(now_ns)
         if isinstance(msg, SessionEvent):
+            self.session_from_events = True
             self.on_session(msg.phase.value, msg.trading_date, now_ns)
         return None
+
+    def on_market_time(self, market_ts_ns: int, now_ns: int) -> None:
+        """The market's clock (a tick's time): gives the session until a session event has been seen."""
+        if self.session_from_events or market_ts_ns < self._clock_checked_until:
+            return
+        self._clock_checked_until = market_ts_ns + 1_000_000_000
+        self.on_session(krx.session_of(market_ts_ns).value, krx.kst_date(market_ts_ns).strftime("%Y%m%d"), now_ns)
 
     def on_session(self, phase: str, trading_date: str, now_ns: int) -> None:
         """A session change; a new trading date rolls the day (last prices become base prices)."""
@@ -165,7 +178,14 @@ class RiskGuard:
                     self.view.on_price(code, last, now_ns)
         session = snapshot.get("session")
         if isinstance(session, Mapping) and isinstance(session.get("phase"), str):
+            self.session_from_events = True
             self.on_session(session["phase"], str(session.get("trading_date") or ""), now_ns)
+        elif isinstance(codes, Mapping):
+            times = [row["tick"].get("ts_ns") for row in codes.values()
+                     if isinstance(row, Mapping) and isinstance(row.get("tick"), Mapping)]
+            times = [t for t in times if type(t) is int and t > 0]
+            if times:
+                self.on_market_time(max(times), now_ns)
         return bool(self.session)
 
     def load_journal(self, state: Mapping[str, Any], now_ns: int) -> list[str]:
