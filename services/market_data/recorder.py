@@ -51,6 +51,18 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 
+# Bars are sorted by time, so the integer columns change little from row to row:
+# delta encoding before zstd stores them in about a sixth of the CSV's bytes.
+# The code column is constant within a file (one file per code) and dictionary-encoded.
+PARQUET_OPTIONS = {
+    "compression": COMPRESSION,
+    "compression_level": 9,
+    "use_dictionary": ["code"],
+    "column_encoding": {name: "DELTA_BINARY_PACKED" for name in COLUMNS if name != "code"},
+    "write_statistics": False,
+    "store_schema": False,
+}
+
 
 def day_of(ts_ns: int) -> str:
     """The ``YYYYMMDD`` folder a bar starting at ``ts_ns`` belongs to (KST date)."""
@@ -123,7 +135,7 @@ def write_table(root: Path, day: str, code: str, table: pa.Table, fmt: BarFormat
         table = table.sort_by("ts_ns")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if fmt == "parquet":
-        pq.write_table(table, tmp, compression=COMPRESSION)
+        pq.write_table(table.cast(SCHEMA), tmp, **PARQUET_OPTIONS)
     else:
         pacsv.write_csv(table, tmp)
     os.replace(tmp, path)
