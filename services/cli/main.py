@@ -97,6 +97,12 @@ app.command()(_risk.resume)
 app.command()(_risk.recon)
 
 
+from services.cli import orders as _orders  # noqa: E402
+
+app.command()(_orders.orders)
+app.command()(_orders.positions)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 
