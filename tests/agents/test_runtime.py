@@ -232,6 +232,11 @@ def test_an_agent_killed_and_restarted_comes_back_with_the_same_book_and_places_
         facts, open_ids, _ = truth(stack, "crash", 50_000_000)
         return view is not None and view == (facts, open_ids)
 
+    def traded() -> bool:
+        orders = stack.command("order_manager_rpc", "sync", agent_id="crash", since="")["orders"]
+        return any(o["status"] != "rejected" for o in orders)
+
+    wait_for(traded, timeout_s=60, what="an order that reached the exchange")
     wait_for(same_as_journal, what="the live book to match the journal")
     os.kill(agent.pid, signal.SIGKILL)
     agent.wait(timeout=10)
