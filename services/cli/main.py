@@ -102,6 +102,11 @@ from services.cli import orders as _orders  # noqa: E402
 app.command()(_orders.orders)
 app.command()(_orders.positions)
 
+from services.cli import backtest as _backtest  # noqa: E402
+
+app.command()(_backtest.backtest)
+app.command()(_backtest.sweep)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     app()
