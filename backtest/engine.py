@@ -403,7 +403,9 @@ class Backtest:
 
     def _end_day(self, date: dt.date, close_ns: int) -> None:
         self._now = close_ns
-        self._pending.clear()  # orders made after the closing auction never reach the market
+        # orders held for a next bar that never came enter after the auction crossed: they expire below
+        for code in sorted(self._pending):
+            self._flush(self._pending.pop(code))
         self._dispatch(self.venue.set_session(krx.Session.CLOSED, close_ns))
         self._dispatch(self.venue.expire_day(close_ns))
         self.oms.expire_open(close_ns)
