@@ -1,0 +1,119 @@
+"""The trading day's end as the supervisor runs it: the closing check and the day roll.
+
+* ``closing``: every agent should have cancelled what it had open; whatever is
+  still open is mass-cancelled through the order manager, with an alert naming
+  the agent.
+* ``closed``: verify no open day order remains (the order manager expires them),
+  write the daily report (journal table ``daily_reports`` and
+  ``<run_dir>/reports/<date>.csv``), check the day's bars were recorded, and
+  purge journal rows and dated files older than ``retention_days``.
+
+The order manager is reached over RPC (``orders``, ``cancel_all``); the
+figures of the report come from the journal itself.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bus.rpc import RpcClient, RpcFailure
+from core.messages import AlertLevel, Command, CommandResult
+from services.supervisor.journal import DayJournal, purge_dated_files, retention_cutoff, write_report_csv
+from services.supervisor.report import AgentStart, daily_report
+
+AlertFn = Callable[[AlertLevel, str, str], None]
+
+
+def _call(client: RpcClient, name: str, args: dict[str, Any]) -> Any:
+    """One command to a service; its result, or raises RpcFailure / RuntimeError on a refusal."""
+    command_id = f"supervisor-{uuid.uuid4().hex[:12]}"
+    reply = client.call(Command(command_id=command_id, name=name, args=args, who="supervisor", ts_ns=time.time_ns()),
+                        idempotency_key=command_id)
+    if not isinstance(reply, CommandResult) or not reply.ok:
+        raise RuntimeError(getattr(reply, "error", type(reply).__name__))
+    return reply.result
+
+
+def open_orders_by_agent(oms: RpcClient, agent_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The order manager's open orders of today, per agent."""
+    args: dict[str, Any] = {"open": True}
+    if agent_id is not None:
+        args["agent_id"] = agent_id
+    out: dict[str, list[dict[str, Any]]] = {}
+    for o in _call(oms, "orders", args) or []:
+        out.setdefault(o["agent_id"], []).append(o)
+    return out
+
+
+def cancel_leftovers(oms: RpcClient, alert: AlertFn, why: str, agent_id: str | None = None) -> dict[str, int]:
+    """Mass-cancel through the order manager what agents left open, alerting per agent; counts per agent."""
+    try:
+        leftovers = open_orders_by_agent(oms, agent_id)
+    except (RpcFailure, RuntimeError) as exc:
+        alert(AlertLevel.ERROR, "orders_unchecked", f"cannot check open orders ({why}): order manager: {exc}")
+        return {}
+    for agent, orders in sorted(leftovers.items()):
+        ids = ", ".join(o["client_order_id"] for o in orders[:5])
+        alert(AlertLevel.WARNING, "orders_left_open",
+              f"agent {agent} left {len(orders)} order(s) open {why} ({ids}); cancelling them through the order manager")
+        try:
+            _call(oms, "cancel_all", {"agent_id": agent})
+        except (RpcFailure, RuntimeError) as exc:
+            alert(AlertLevel.ERROR, "cancel_all_failed", f"cannot cancel agent {agent}'s orders: {exc}")
+    return {a: len(o) for a, o in leftovers.items()}
+
+
+def closing_prices(market_data: RpcClient, codes: list[str]) -> dict[str, int]:
+    """Last prices from market data's snapshot (empty when it does not answer)."""
+    try:
+        result = _call(market_data, "snapshot", {"codes": codes, "bars": 0})
+    except (RpcFailure, RuntimeError):
+        return {}
+    out = {}
+    for code, line in ((result or {}).get("codes") or {}).items():
+        if isinstance(line, dict) and isinstance(line.get("last"), int) and line["last"] > 0:
+            out[code] = line["last"]
+    return out
+
+
+def run_day_roll(
+    trading_date: str,
+    run_path: Path,
+    journal: DayJournal,
+    oms: RpcClient,
+    market_data: RpcClient,
+    starts: Mapping[str, AgentStart],
+    retention_days: int,
+    alert: AlertFn,
+) -> dict[str, Any]:
+    """The whole roll for ``trading_date``; returns a summary of what it did."""
+    left = cancel_leftovers(oms, alert, "after the close")
+    still_open = journal.open_orders(trading_date)
+    codes = sorted({o["code"] for o in journal.orders(trading_date)})
+    rows = daily_report(trading_date, journal.orders(trading_date), journal.fills(trading_date), starts,
+                        closing_prices(market_data, codes) if codes else {})
+    journal.write_report(rows, time.time_ns())
+    csv_path = write_report_csv(run_path / "reports", trading_date, rows)
+    bars_dir = run_path / "bars" / trading_date
+    bar_files = len(list(bars_dir.glob("*"))) if bars_dir.is_dir() else 0
+    if codes and not bar_files:
+        alert(AlertLevel.WARNING, "bars_missing", f"no bars recorded for {trading_date} under {bars_dir}")
+    cutoff = retention_cutoff(trading_date, retention_days)
+    purged_rows = journal.purge_before(cutoff)
+    agent_dirs = [p for p in (run_path / "agents").glob("*") if p.is_dir()]
+    purged_files = purge_dated_files([run_path / "bars", run_path / "reports", *agent_dirs], cutoff)
+    return {
+        "trading_date": trading_date,
+        "left_open": left,
+        "still_open": len(still_open),
+        "report_rows": len(rows),
+        "report_csv": str(csv_path),
+        "bar_files": bar_files,
+        "retention_cutoff": cutoff,
+        "purged_rows": purged_rows,
+        "purged_files": [str(p) for p in purged_files],
+    }

@@ -1,0 +1,97 @@
+"""What the supervisor knows about each process: psutil figures and heartbeat ages.
+
+``process_figures`` reads one pid through psutil (cpu, rss, threads, open
+files, uptime). ``HeartbeatBook`` is pure: it keeps the last heartbeat of each
+process with the monotonic time it arrived and says which ones became late
+(older than ``late_intervals`` heartbeat intervals) and which came back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from core.messages import Heartbeat
+
+_procs: dict[int, psutil.Process] = {}  # kept so cpu_percent measures since the previous reading
+
+
+def process_figures(pid: int) -> dict[str, Any]:
+    """cpu %, rss, threads, open files and uptime of a live pid; ``{"alive": False}`` when it is gone."""
+    proc = _procs.get(pid)
+    try:
+        if proc is None or not proc.is_running():
+            proc = _procs[pid] = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(pid)
+            try:
+                open_files = len(proc.open_files())
+            except psutil.AccessDenied:
+                open_files = -1
+            return {
+                "alive": True,
+                "cpu_pct": round(proc.cpu_percent(interval=None), 1),
+                "rss_bytes": proc.memory_info().rss,
+                "threads": proc.num_threads(),
+                "open_files": open_files,
+                "uptime_s": round(max(0.0, time.time() - proc.create_time()), 1),
+            }
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        _procs.pop(pid, None)
+        return {"alive": False}
+
+
+@dataclass(slots=True)
+class HeartbeatBook:
+    """The last heartbeat of each process and whether it is late; times are monotonic seconds."""
+
+    interval_s: float = 1.0
+    late_intervals: float = 3.0
+    last: dict[str, Heartbeat] = field(default_factory=dict)
+    seen_at: dict[str, float] = field(default_factory=dict)
+    expected_since: dict[str, float] = field(default_factory=dict)
+    late: set[str] = field(default_factory=set)
+
+    def record(self, hb: Heartbeat, now: float) -> bool:
+        """Keep a heartbeat; True when it ends a lateness (the process is back)."""
+        self.last[hb.name] = hb
+        self.seen_at[hb.name] = now
+        if hb.name in self.late:
+            self.late.discard(hb.name)
+            return True
+        return False
+
+    def expect(self, name: str, now: float) -> None:
+        """Start waiting for ``name``'s heartbeats from ``now`` (a process just started)."""
+        self.expected_since[name] = now
+        self.seen_at.pop(name, None)
+        self.last.pop(name, None)
+        self.late.discard(name)
+
+    def forget(self, name: str) -> None:
+        """Stop watching ``name`` (stopped on purpose)."""
+        for d in (self.last, self.seen_at, self.expected_since):
+            d.pop(name, None)
+        self.late.discard(name)
+
+    def age(self, name: str, now: float) -> float | None:
+        """Seconds since ``name``'s last heartbeat (or since it was expected), None if unknown."""
+        t = self.seen_at.get(name, self.expected_since.get(name))
+        return None if t is None else max(0.0, now - t)
+
+    def newly_late(self, now: float) -> list[str]:
+        """Processes whose heartbeat just became late (each reported once per lateness)."""
+        limit = self.interval_s * self.late_intervals
+        out = []
+        for name in set(self.seen_at) | set(self.expected_since):
+            if name in self.late:
+                continue
+            age = self.age(name, now)
+            if age is not None and age > limit:
+                self.late.add(name)
+                out.append(name)
+        return sorted(out)

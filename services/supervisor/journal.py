@@ -1,0 +1,170 @@
+"""The supervisor's side of the journal and the run directory: daily reports and retention.
+
+The journal is the stack's ``<run_dir>/journal.sqlite`` (WAL, shared with the
+order manager, the risk guard and the reconciler, hence the busy timeout). The
+supervisor reads the order manager's ``orders`` and ``fills`` tables (read
+only), keeps its own ``daily_reports`` table, and at the day roll deletes the
+rows of every table that has a ``trading_date`` column older than the
+retention, and the dated files of the run directory (bars, reports, agents'
+day files) likewise.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from services.supervisor.report import REPORT_COLUMNS
+
+JOURNAL_FILE = "journal.sqlite"
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS daily_reports (
+    trading_date TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    orders INTEGER NOT NULL,
+    fills INTEGER NOT NULL,
+    bought_qty INTEGER NOT NULL,
+    sold_qty INTEGER NOT NULL,
+    bought_won INTEGER NOT NULL,
+    sold_won INTEGER NOT NULL,
+    fees_won INTEGER NOT NULL,
+    taxes_won INTEGER NOT NULL,
+    realized_pnl_won INTEGER NOT NULL,
+    unrealized_pnl_won INTEGER NOT NULL,
+    open_orders INTEGER NOT NULL,
+    end_positions TEXT NOT NULL,
+    written_ns INTEGER NOT NULL,
+    PRIMARY KEY (trading_date, agent_id)
+);
+"""
+_DATED_NAME = re.compile(r"^(\d{8}|\d{4}-\d{2}-\d{2})(\.[a-z0-9.]+)?$")
+
+
+class DayJournal:
+    """Reads the day's orders and fills, writes daily reports, purges old rows."""
+
+    def __init__(self, run_path: Path) -> None:
+        self.path = run_path / JOURNAL_FILE
+        run_path.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.executescript(_SCHEMA)
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _rows(self, table: str, until_date: str) -> list[dict[str, Any]]:
+        if table not in self._tables():
+            return []
+        cur = self.db.execute(f"SELECT * FROM {table} WHERE trading_date <= ?", (until_date,))  # noqa: S608 - fixed names
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def orders(self, until_date: str) -> list[dict[str, Any]]:
+        """The order manager's order rows of every retained day up to ``until_date``."""
+        return sorted(self._rows("orders", until_date), key=lambda o: (o["created_ns"], o["client_order_id"]))
+
+    def fills(self, until_date: str) -> list[dict[str, Any]]:
+        """The order manager's fill rows of every retained day up to ``until_date``, in journal order."""
+        return sorted(self._rows("fills", until_date), key=lambda f: (f["ts_ns"], f["exec_id"]))
+
+    def open_orders(self, trading_date: str) -> list[dict[str, Any]]:
+        """Order rows of ``trading_date`` that are not in a final state."""
+        return [o for o in self._rows("orders", trading_date)
+                if o["trading_date"] == trading_date and o["status"] not in ("filled", "canceled", "rejected", "expired")]
+
+    def write_report(self, rows: Iterable[Mapping[str, Any]], now_ns: int) -> int:
+        """Store the report rows (a second run of the same day replaces them); returns the rows written."""
+        n = 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for r in rows:
+                values = [r[c] for c in REPORT_COLUMNS[:-1]] + [json.dumps(r["end_positions"], sort_keys=True), now_ns]
+                self.db.execute(f"INSERT OR REPLACE INTO daily_reports ({', '.join(REPORT_COLUMNS)}, written_ns) "
+                                f"VALUES ({', '.join('?' * (len(REPORT_COLUMNS) + 1))})", values)
+                n += 1
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
+
+    def report(self, trading_date: str) -> list[dict[str, Any]]:
+        """A stored report's rows, positions decoded."""
+        cur = self.db.execute(f"SELECT {', '.join(REPORT_COLUMNS)} FROM daily_reports WHERE trading_date = ? "
+                              "ORDER BY agent_id", (trading_date,))
+        out = []
+        for row in cur:
+            d = dict(zip(REPORT_COLUMNS, row))
+            d["end_positions"] = json.loads(d["end_positions"])
+            out.append(d)
+        return out
+
+    def purge_before(self, cutoff_date: str) -> dict[str, int]:
+        """Delete rows of every dated table older than ``cutoff_date`` (YYYYMMDD); rows removed per table."""
+        removed: dict[str, int] = {}
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in sorted(self._tables()):
+                cols = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                if "trading_date" in cols:
+                    n = self.db.execute(f"DELETE FROM {table} WHERE trading_date < ?", (cutoff_date,)).rowcount  # noqa: S608
+                    if n:
+                        removed[table] = n
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return removed
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+
+def write_report_csv(folder: Path, trading_date: str, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """``<folder>/<YYYYMMDD>.csv``, one line per report row (positions as JSON), written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{trading_date}.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(REPORT_COLUMNS)
+        for r in rows:
+            w.writerow([json.dumps(r[c], sort_keys=True) if c == "end_positions" else r[c] for c in REPORT_COLUMNS])
+    tmp.replace(path)
+    return path
+
+
+def retention_cutoff(trading_date: str, retention_days: int) -> str:
+    """The first date (YYYYMMDD) kept when ``trading_date`` is today and ``retention_days`` are kept."""
+    day = dt.datetime.strptime(trading_date, "%Y%m%d").date()
+    return (day - dt.timedelta(days=retention_days)).strftime("%Y%m%d")
+
+
+def purge_dated_files(folders: Iterable[Path], cutoff_date: str) -> list[Path]:
+    """Remove files and folders named by a date (YYYYMMDD or YYYY-MM-DD, any suffix) older than the cutoff."""
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            m = _DATED_NAME.match(entry.name)
+            if not m or m.group(1).replace("-", "") >= cutoff_date:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return sorted(removed)
