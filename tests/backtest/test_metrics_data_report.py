@@ -111,3 +111,17 @@ def test_sweep_across_two_processes_sorts_by_the_metric() -> None:
     assert [r.value("total_return") for r in ran] == sorted((r.value("total_return") for r in ran), reverse=True)
     refused = [r for r in rows if r.metrics is None]
     assert [r.params for r in refused] == [{"fast": 10, "slow": 8}] and "fast" in refused[0].error
+
+
+def test_recorded_day_folders_read_back_as_the_same_bars(tmp_path: Path) -> None:
+    from backtest.data import from_bar_dir
+    from services.market_data import recorder
+
+    sim = from_simulator(["005930", "000660"], 2, 5, MASTER)
+    for (day, code), group in sim.bars.groupby([sim.bars["ts_ns"].map(recorder.day_of), "code"]):
+        cols = {k: group[k].to_numpy() for k in ("ts_ns", "open", "high", "low", "close", "volume")}
+        recorder.write_table(tmp_path, day, code, recorder.columns_to_table(code, cols))
+    back = from_bar_dir(tmp_path, MASTER)
+    pd.testing.assert_frame_equal(back.bars, sim.bars[back.bars.columns])
+    with pytest.raises(DataError, match="no <YYYYMMDD> day folders"):
+        from_bar_dir(tmp_path / "empty", MASTER)
