@@ -108,6 +108,18 @@ app.command()(_backtest.backtest)
 app.command()(_backtest.sweep)
 
 
+from services.cli import ops as _ops  # noqa: E402
+
+app.command()(_ops.ps)
+app.command()(_ops.spawn)
+app.command()(_ops.kill)
+app.command()(_ops.restart)
+app.command()(_ops.reload)
+app.command()(_ops.logs)
+app.command()(_ops.profile)
+config_app.command("check")(_ops.config_check)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

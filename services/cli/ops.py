@@ -1,0 +1,437 @@
+"""Operations from the terminal: ``trader ps``, ``spawn``, ``kill``, ``restart``, ``reload``, ``logs``,
+``profile`` and ``config check``.
+
+Wire (supervisor ROUTER on ``supervisor_rpc``) and usage:
+
+* ``trader ps [--json]``          -> ``Command(name="list")``: every process and agent
+* ``trader spawn ID``             -> ``Command(name="spawn", args={"agent_id": ID})`` (refused when it runs)
+* ``trader kill ID [--no-wait]``  -> ``Command(name="kill", ...)``, then waits until the agent has stopped
+* ``trader restart ID``           -> ``Command(name="restart", ...)``
+* ``trader reload [--json]``      -> ``Command(name="reload")``: the running agents follow the roster again
+* ``trader logs NAME [-f]``       -> prints ``<run_dir>/logs/NAME.log`` (follows it with -f)
+* ``trader profile NAME --seconds N [--yappi]`` -> runs NAME's command under cProfile (or yappi) for N s
+* ``trader config check [--json]`` -> every configuration problem with file, key and reason
+
+State-changing commands carry a fresh ``command_id`` as their idempotency key,
+so the RPC retry of a command never acts twice. Exit codes: 0 done, 1 refused
+or failed (a service that is down is named with how to start it), 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack, stack_config_path
+
+console = Console()
+err = Console(stderr=True)
+
+SUPERVISOR_START = "python -m services.supervisor"
+KILL_WAIT_S = 30.0
+
+# Runs ``python -m <module> args...`` under cProfile or yappi and saves pstats-format stats when the module
+# exits (the services exit normally on SIGTERM, so the stats are written).
+_PROFILE_RUNNER = """
+import runpy, sys
+out, mode, module, *rest = sys.argv[1:]
+sys.argv = [module, *rest]
+if mode == "yappi":
+    import yappi
+    yappi.set_clock_type("wall")
+    yappi.start()
+else:
+    import cProfile
+    prof = cProfile.Profile()
+    prof.enable()
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    if mode == "yappi":
+        yappi.stop()
+        yappi.get_func_stats().save(out, type="pstat")
+    else:
+        prof.disable()
+        prof.dump_stats(out)
+"""
+
+
+def _settings() -> StackSettings:
+    try:
+        return load_stack()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+
+
+def supervisor_call(name: str, args: dict[str, Any] | None = None, timeout_ms: int | None = None) -> Any:
+    """One Command to the supervisor; its result, or exit 1 naming the refusal or the service that is down."""
+    import zmq
+
+    from bus.rpc import RpcClient, RpcError, RpcFailure
+    from core.messages import Command, CommandResult
+
+    settings = _settings()
+    ctx = zmq.Context()
+    client = RpcClient(ctx, settings.endpoint("supervisor_rpc"), timeout_ms=timeout_ms or max(3000, settings.bus.rpc_timeout_ms),
+                       retries=1, sender="trader-cli")
+    command_id = f"cli-{uuid.uuid4().hex[:12]}"
+    try:
+        reply = client.call(Command(command_id=command_id, name=name, args=args or {}, who=_who(), ts_ns=time.time_ns()),
+                            idempotency_key=command_id)
+    except RpcError as exc:
+        err.print(f"[bold red]error:[/] the supervisor failed on {name}: {exc}")
+        raise typer.Exit(1)
+    except RpcFailure as exc:
+        err.print(f"[bold red]error:[/] the supervisor is not running ({exc}).\n"
+                  f"Start the stack with `trader up`, or only the supervisor with `{SUPERVISOR_START}`.")
+        raise typer.Exit(1)
+    finally:
+        client.close()
+        ctx.destroy(linger=0)
+    if not isinstance(reply, CommandResult) or not reply.ok:
+        text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
+        code = reply.reason_code if isinstance(reply, CommandResult) else ""
+        err.print(f"[bold red]error:[/] {name} refused ({code}): {text}")
+        raise typer.Exit(1)
+    return reply.result
+
+
+def _who() -> str:
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
+def _mb(n: Any) -> str:
+    return f"{n / 1e6:.0f}" if isinstance(n, int) and n > 0 else "-"
+
+
+def _cell(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def ps(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List every process and agent: pid, state, uptime, cpu, rss, heartbeat age, and agents' position and PnL."""
+    rows = supervisor_call("list")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="trader processes")
+    for col in ("name", "kind", "pid", "state", "uptime s", "cpu %", "rss MB", "threads", "files", "hb age s",
+                "sync", "holding", "realised", "unrealised", "open"):
+        table.add_column(col, justify="left" if col in ("name", "kind", "state", "sync") else "right")
+    for r in rows:
+        state = r.get("state", "")
+        if r.get("heartbeat_late"):
+            state += " (late)"
+        table.add_row(r["name"], r["kind"], _cell(r.get("pid")), state, _cell(r.get("uptime_s")), _cell(r.get("cpu_pct")),
+                      _mb(r.get("rss_bytes")), _cell(r.get("threads")), _cell(r.get("open_files")),
+                      _cell(r.get("heartbeat_age_s")), _cell(r.get("sync")), _cell(r.get("holding")),
+                      _cell(r.get("realized_pnl_won")), _cell(r.get("unrealized_pnl_won")), _cell(r.get("open_orders")))
+    console.print(table)
+    if any(r.get("heartbeat_late") or r.get("state") in ("flapping", "dead (stale lock)") for r in rows):
+        raise typer.Exit(1)
+
+
+def spawn(agent_id: str = typer.Argument(..., help="The agent's id in the roster.")) -> None:
+    """Start an agent of the roster (refused when it is already running)."""
+    result = supervisor_call("spawn", {"agent_id": agent_id})
+    console.print(f"agent {agent_id} started (pid {result.get('pid')})")
+
+
+def _agent_row(agent_id: str) -> dict[str, Any] | None:
+    return next((r for r in supervisor_call("list") if r["name"] == agent_id), None)
+
+
+def kill(
+    agent_id: str = typer.Argument(..., help="The agent's id."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the agent has stopped."),
+) -> None:
+    """Stop an agent gracefully: it cancels its open orders and writes its state (SIGKILL after a timeout)."""
+    supervisor_call("kill", {"agent_id": agent_id})
+    if not wait:
+        console.print(f"agent {agent_id} is stopping")
+        return
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline:
+        row = _agent_row(agent_id)
+        if row is None or row.get("state") in ("stopped", "disabled"):
+            console.print(f"agent {agent_id} stopped (exit code {_cell(row.get('last_exit') if row else None)})")
+            return
+        time.sleep(0.1)
+    err.print(f"[bold red]error:[/] agent {agent_id} has not stopped within {KILL_WAIT_S:.0f} s")
+    raise typer.Exit(1)
+
+
+def restart(agent_id: str = typer.Argument(..., help="The agent's id.")) -> None:
+    """Stop an agent gracefully and start it again."""
+    result = supervisor_call("restart", {"agent_id": agent_id})
+    console.print(f"agent {agent_id}: {result.get('state')}")
+
+
+def reload(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Re-read the roster: start new or enabled agents, stop removed or disabled ones, restart changed ones."""
+    result = supervisor_call("reload")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for key in ("started", "stopped", "restarted"):
+        console.print(f"{key}: {', '.join(result[key]) or '-'}")
+    for agent_id, why in result.get("refused", {}).items():
+        console.print(f"not started: {agent_id}: {why}")
+    for p in result.get("problems", []):
+        err.print(f"[yellow]roster problem:[/] {p}")
+
+
+def logs(
+    name: str = typer.Argument(..., help="A process or agent name (its log is <run_dir>/logs/NAME.log)."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing what is appended."),
+    lines: int = typer.Option(50, "-n", "--lines", help="How many of the last lines to print first."),
+) -> None:
+    """Print one process's log (follow it with -f)."""
+    folder = _settings().run_path / "logs"
+    path = folder / f"{name}.log"
+    if not path.exists():
+        known = sorted(p.stem for p in folder.glob("*.log")) if folder.is_dir() else []
+        err.print(f"[bold red]error:[/] no log {path}" + (f"; logs there: {', '.join(known)}" if known else ""))
+        raise typer.Exit(1)
+    with open(path, "rb") as f:
+        tail = f.read().splitlines()[-lines:] if lines > 0 else []
+        for line in tail:
+            print(line.decode(errors="replace"))
+        sys.stdout.flush()
+        while follow:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+# --- profile ---------------------------------------------------------------------------------
+
+
+def _command_of(name: str, settings: StackSettings) -> list[str] | None:
+    """The argv that runs process ``name``: a Procfile line, or an agent of the roster."""
+    from services.cli.stack import read_procfile
+
+    for proc_name, cmd in read_procfile(PROJECT_ROOT / "Procfile"):
+        if proc_name == name:
+            argv = cmd.split()
+            return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+    roster = Path(settings.roster_file)
+    roster = roster if roster.is_absolute() else PROJECT_ROOT / roster
+    try:
+        import tomllib
+
+        ids = {a.get("id") for a in tomllib.loads(roster.read_text()).get("agents", [])}
+    except (OSError, ValueError):
+        ids = set()
+    if name in ids:
+        return [sys.executable, "-m", "agents.runtime", "--id", name, "--roster", str(roster)]
+    return None
+
+
+def profile(
+    name: str = typer.Argument(..., help="A Procfile process (e.g. order-manager) or an agent id."),
+    seconds: float = typer.Option(10.0, "--seconds", help="How long to profile."),
+    use_yappi: bool = typer.Option(False, "--yappi", help="Profile with yappi (for asyncio code; if installed)."),
+    top: int = typer.Option(25, "--top", help="How many functions to print."),
+) -> None:
+    """Run one process under cProfile (or yappi) for N seconds and print the top functions.
+
+    The process must not be running (it takes its own pid lock): stop it first
+    (`trader kill ID` for an agent). The profile is kept under <run_dir>/profiles/.
+    """
+    settings = _settings()
+    argv = _command_of(name, settings)
+    if argv is None:
+        err.print(f"[bold red]error:[/] {name!r} is neither a Procfile process nor an agent of the roster")
+        raise typer.Exit(1)
+    if use_yappi:
+        try:
+            import yappi  # noqa: F401
+        except ImportError:
+            err.print("[bold red]error:[/] yappi is not installed (pip install yappi); use cProfile without --yappi")
+            raise typer.Exit(1)
+    folder = settings.run_path / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{'-yappi' if use_yappi else ''}.prof"
+    if argv[1:2] != ["-m"]:
+        err.print(f"[bold red]error:[/] cannot profile {' '.join(argv)}: only `python -m module` commands")
+        raise typer.Exit(1)
+    runner = [sys.executable, "-c", _PROFILE_RUNNER, str(out), "yappi" if use_yappi else "cprofile", *argv[2:]]
+    console.print(f"profiling {name} for {seconds:.0f} s ...")
+    proc = subprocess.Popen(runner, cwd=PROJECT_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(seconds)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if not out.exists():
+        err.print(f"[bold red]error:[/] no profile was written (exit code {proc.returncode}); see `trader logs {name}`")
+        raise typer.Exit(1)
+    import pstats
+
+    pstats.Stats(str(out)).sort_stats("cumulative").print_stats(top)
+    console.print(f"profile kept in {out}")
+
+
+# --- config check ---------------------------------------------------------------------------------
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _writable(path: Path) -> str:
+    """Why ``path`` (a folder, maybe not made yet) cannot be written; '' when it can."""
+    p = path
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a folder"
+    return "" if os.access(p, os.W_OK | os.X_OK) else f"{p} is not writable"
+
+
+def _stack_running(settings: StackSettings) -> bool:
+    from bus.pidlock import LockOwner
+
+    for lock in (settings.run_path / "run").glob("*.pid"):
+        try:
+            owner = LockOwner.parse(lock.read_text())
+        except OSError:
+            continue
+        if owner is not None and owner.is_alive():
+            return True
+    return False
+
+
+def check_configs() -> list[tuple[str, str, str]]:
+    """Every problem of the configuration set as (file, key, reason); empty when clean."""
+    from agents.settings import check_roster
+    from core.instruments import InstrumentError, load_instruments
+    from core.krx import is_valid_code_syntax
+    from core.risk import load_risk_limits
+
+    stack_file = str(stack_config_path())
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        return list(exc.problems)
+    problems: list[tuple[str, str, str]] = []
+
+    def path_of(p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else PROJECT_ROOT / q
+
+    # endpoints: distinct, tcp ports distinct and free, ipc folders writable
+    running = _stack_running(settings)
+    seen: dict[str, str] = {}
+    ports: dict[int, str] = {settings.dashboard.port: "dashboard.port"}
+    for name, raw in settings.endpoints:
+        ep = settings.endpoint(name)
+        if ep in seen:
+            problems.append((stack_file, f"endpoints.{name}", f"same endpoint as endpoints.{seen[ep]}: {ep}"))
+        seen.setdefault(ep, name)
+        if ep.startswith("tcp://"):
+            tail = ep.rsplit(":", 1)[-1]
+            if tail.isdigit():
+                port = int(tail)
+                if port in ports and ports[port] != f"endpoints.{name}":
+                    problems.append((stack_file, f"endpoints.{name}", f"port {port} is also used by {ports[port]}"))
+                ports.setdefault(port, f"endpoints.{name}")
+                if not running and not _port_free("127.0.0.1", port):
+                    problems.append((stack_file, f"endpoints.{name}", f"port {port} is already in use by another program"))
+        elif ep.startswith("ipc://"):
+            why = _writable(Path(ep.removeprefix("ipc://")).parent)
+            if why:
+                problems.append((stack_file, f"endpoints.{name}", why))
+    if not running and not _port_free(settings.dashboard.host, settings.dashboard.port):
+        problems.append((stack_file, "dashboard.port", f"port {settings.dashboard.port} is already in use by another program"))
+    why = _writable(settings.run_path)
+    if why:
+        problems.append((stack_file, "run_dir", why))
+
+    # instruments
+    instruments_file = path_of(settings.market.instruments_file)
+    try:
+        instruments = load_instruments(instruments_file)
+    except (OSError, InstrumentError) as exc:
+        problems.append((str(instruments_file), "-", str(exc)))
+        instruments = {}
+    for code in instruments:
+        if not is_valid_code_syntax(code):
+            problems.append((str(instruments_file), code, "not a valid KRX code"))
+    for code in settings.market.codes:
+        if instruments and code not in instruments:
+            problems.append((stack_file, "market.codes", f"{code!r} is not in the instrument master"))
+
+    # roster
+    roster = check_roster(path_of(settings.roster_file), instruments, settings)
+    for p in roster.problems:
+        problems.append((p.file, f"agents.{p.agent_id}.{p.key}" if p.agent_id != "-" else p.key, p.reason))
+    if not running:
+        for a in roster.valid_agents:
+            if a.enabled and not _port_free("127.0.0.1", a.dp):
+                problems.append((roster.file, f"agents.{a.id}.dp", f"port {a.dp} is already in use by another program"))
+
+    # risk limits
+    risk_file = path_of(settings.risk_file)
+    try:
+        limits = load_risk_limits(risk_file)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    else:
+        ids = {a.id for a in roster.valid_agents}
+        for agent_id in limits.agents:
+            if ids and agent_id not in ids:
+                problems.append((str(risk_file), f"agents.{agent_id}", "no such agent in the roster"))
+        for code in limits.blocked_codes:
+            if instruments and code not in instruments:
+                problems.append((str(risk_file), "blocked_codes", f"{code!r} is not in the instrument master"))
+    return problems
+
+
+def config_check(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Check stack.toml, the roster, risk.toml and the instruments; exit 0 only when clean."""
+    problems = check_configs()
+    if as_json:
+        print(json.dumps([{"file": f, "key": k, "reason": r} for f, k, r in problems], indent=2))
+    elif problems:
+        table = Table(title=f"{len(problems)} configuration problem(s)")
+        for col in ("file", "key", "reason"):
+            table.add_column(col, overflow="fold")
+        for f, k, r in problems:
+            table.add_row(f, k, r)
+        console.print(table)
+    else:
+        console.print("configuration is clean")
+    if problems:
+        raise typer.Exit(1)
