@@ -1,0 +1,142 @@
+"""Order round trip through the real processes: agent RpcClient -> OMS -> risk guard -> paper exchange -> ack.
+
+Starts bus proxy, paper exchange, market data, risk guard and order manager in a
+temporary run directory (generous risk limits), sends ``--orders`` limit buys
+far below the market so they rest, one at a time, and measures each
+acknowledgement's round trip; then the sustained rate. Prints figures and, last,
+one JSON line::
+
+    {"bench": "orders", "orders": ..., "ack_p50_us": ..., "ack_p99_us": ..., "orders_per_s": ...}
+
+The journal runs with its shipped durability (WAL, synchronous=NORMAL; see
+services/order_manager/journal.py), reported as ``journal_synchronous``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from bus.rpc import RpcClient
+from core import krx
+from core.config import PROJECT_ROOT, load_stack
+from core.messages import Command, OrderEvent, OrderRequest, OrderStatus, Side
+from services.broker.paper import PaperBroker
+from services.order_manager.journal import SYNCHRONOUS
+
+MODULES = ["bus.proxy", "services.exchange", "services.market_data", "services.risk_guard", "services.order_manager"]
+AGENT, CODE = "foreign-hynix", "293490"  # a low-priced code: 2,000 resting buys fit the allocation
+RISK = """
+blocked_codes = []
+[order]
+max_qty = 100000
+max_notional_won = 1000000000
+fat_finger_pct = 29.0
+[position]
+max_qty_per_agent = 100000000
+max_notional_per_agent_won = 100000000000000
+max_qty_per_code = 100000000
+[open_orders]
+max_per_agent = 1000000
+[rate]
+window_s = 1.0
+max_per_agent = 1000000
+max_account = 1000000
+[loss]
+daily_loss_limit_agent_won = 1000000000
+daily_loss_limit_account_won = 1000000000
+"""
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of already sorted values, nearest rank."""
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2000)
+    opts = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
+    (run_dir / "risk.toml").write_text(RISK)
+    env = {**os.environ, "TRADER_RUN_DIR": str(run_dir), "TRADER_RISK_FILE": str(run_dir / "risk.toml"),
+           "TRADER_CLOCK__START_TIME": "08:59", "TRADER_CLOCK__SPEED": "5"}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("TRADER_")})
+    procs = []
+    log = open(run_dir / "bench.log", "ab")
+    ctx = zmq.Context()
+    try:
+        for module in MODULES:
+            procs.append(subprocess.Popen([sys.executable, "-m", module], cwd=PROJECT_ROOT, env=env,
+                                          stdout=log, stderr=subprocess.STDOUT))
+        settings = load_stack()
+        oms = RpcClient(ctx, settings.endpoint("order_manager_rpc"), timeout_ms=5000, retries=0, sender="bench")
+        exchange = PaperBroker(ctx, settings, timeout_ms=3000, retries=0)
+        deadline = time.monotonic() + 120
+        date, price, n = "", 0, 0
+        while time.monotonic() < deadline:  # until the whole chain approves and acknowledges an order
+            try:
+                date = oms.call(Command(command_id="s", name="status")).result["trading_date"]  # type: ignore[attr-defined]
+                last = exchange.quote(CODE)["last"]
+                price = krx.round_to_tick(last * 0.9, "up")
+                n += 1
+                reply = oms.call(OrderRequest(client_order_id=f"{AGENT}-{date}-{n}", agent_id=AGENT, code=CODE,
+                                              side=Side.BUY, qty=1, price=price))
+                if isinstance(reply, OrderEvent) and reply.status is OrderStatus.ACCEPTED:
+                    break
+            except Exception:  # noqa: BLE001 - processes still starting
+                oms.close()
+            time.sleep(0.2)
+        else:
+            raise SystemExit("the stack did not come up within 120 s; see " + str(run_dir / "bench.log"))
+        latencies: list[float] = []
+        rejected = 0
+        started = time.perf_counter()
+        for _ in range(opts.orders):
+            n += 1
+            req = OrderRequest(client_order_id=f"{AGENT}-{date}-{n}", agent_id=AGENT, code=CODE, side=Side.BUY,
+                               qty=1, price=price)
+            t0 = time.perf_counter_ns()
+            reply = oms.call(req)
+            latencies.append((time.perf_counter_ns() - t0) / 1000)
+            if not (isinstance(reply, OrderEvent) and reply.status is OrderStatus.ACCEPTED):
+                rejected += 1
+        elapsed = time.perf_counter() - started
+        latencies.sort()
+        result = {"bench": "orders", "orders": opts.orders, "ack_p50_us": round(percentile(latencies, 50), 1),
+                  "ack_p99_us": round(percentile(latencies, 99), 1), "orders_per_s": round(opts.orders / elapsed, 1)}
+        print(f"orders sent {opts.orders}, not accepted {rejected}, journal synchronous={SYNCHRONOUS}")
+        print(f"ack round trip: p50 {result['ack_p50_us']} us, p90 {percentile(latencies, 90):.1f} us, "
+              f"p99 {result['ack_p99_us']} us, max {latencies[-1]:.1f} us")
+        print(f"sustained: {result['orders_per_s']} orders/s (one agent, one order in flight)")
+        result["journal_synchronous"] = SYNCHRONOUS
+        result["not_accepted"] = rejected
+        print(json.dumps(result))
+        oms.close()
+        exchange.close()
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        log.close()
+        ctx.destroy(linger=0)
+
+
+if __name__ == "__main__":
+    main()
