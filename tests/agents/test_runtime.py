@@ -289,3 +289,39 @@ def test_a_strategy_that_keeps_raising_stops_trading_with_an_alert(stack_factory
     finally:
         alerts.close()
         pub.close()
+
+
+@pytest.mark.slow
+def test_every_strategy_of_the_default_roster_places_an_order_in_a_fast_multi_day_run(tmp_path: Path) -> None:
+    import tomllib
+
+    with open(PROJECT_ROOT / "configs" / "agents.toml", "rb") as f:
+        roster = tomllib.load(f)["agents"]
+    for a in roster:
+        a["dp"] = free_port()  # the default ports may be taken on a shared machine
+        if a["strategy"] == "per_valuation":
+            # scenario: the master's PER of 005380 is 4.76, inside the default band; a cheap-enough band buys at once
+            a["params"] = {**a["params"], "low_per": 5.0, "high_per": 7.0}
+    stack = Stack(tmp_path, {"TRADER_ROSTER_FILE": str(write_roster(tmp_path / "agents.toml", roster)),
+                             "TRADER_CLOCK__START_DATE": "2026-03-03", "TRADER_CLOCK__START_TIME": "08:55",
+                             "TRADER_CLOCK__SPEED": "1200"})
+    try:
+        for name, module in (("bus", "bus.proxy"), ("exchange", "services.exchange"), ("market-data", "services.market_data"),
+                             ("risk-guard", "services.risk_guard"), ("order-manager", "services.order_manager")):
+            stack.start(name, module)
+        for a in roster:
+            stack.start_agent(a["id"])
+        by_strategy: dict[str, set[str]] = {}
+        for a in roster:
+            by_strategy.setdefault(a["strategy"], set()).add(a["id"])
+
+        def silent_strategies() -> set[str]:
+            placed = {a["id"] for a in roster if (s := get_status(a["dp"])) and s["counters"]["orders_sent"] > 0}
+            return {name for name, ids in by_strategy.items() if not ids & placed}
+
+        try:
+            wait_for(lambda: not silent_strategies(), timeout_s=95, what="an order from every strategy")
+        except AssertionError:
+            raise AssertionError(f"strategies without an order: {sorted(silent_strategies())}") from None
+    finally:
+        stack.close()
