@@ -91,6 +91,20 @@ def _lock_pids(run_dir: Path) -> list[tuple[Path, int]]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    """Whether a pid is a running process (a zombie waiting for its parent is not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _first_pids(run_dir: Path) -> set[int]:
+    """Pids of the supervisor and of every agent (locks not named by a Procfile line)."""
+    services = {name for name, _ in read_procfile(PROJECT_ROOT / "Procfile")} - {"supervisor"}
+    return {pid for lock, pid in _lock_pids(run_dir) if lock.stem not in services}
+
+
 def down(timeout: float = typer.Option(15.0, help="Seconds to wait before killing what is left.")) -> None:
     """Stop the stack cleanly: SIGTERM to the stack, then to any process still holding a lock."""
     try:
@@ -115,20 +129,27 @@ def down(timeout: float = typer.Option(15.0, help="Seconds to wait before killin
         console.print("nothing is running")
         pid_file.unlink(missing_ok=True)
         return
-    for proc in targets:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    gone, alive = psutil.wait_procs(targets, timeout=timeout)
-    for proc in alive:
-        err.print(f"[yellow]warning:[/] pid {proc.pid} did not stop in {timeout:.0f} s; killing it")
-        proc.kill()
-    psutil.wait_procs(alive, timeout=5)
+    # The supervisor and the agents first, while the order manager is still there to take their cancels.
+    first = [p for p in targets if p.pid in _first_pids(run)]
+    rest = [p for p in targets if p not in first]
+    gone, alive = [], []
+    for group in (first, rest):
+        for proc in group:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        g, a = psutil.wait_procs(group, timeout=timeout)
+        for proc in a:
+            err.print(f"[yellow]warning:[/] pid {proc.pid} did not stop in {timeout:.0f} s; killing it")
+            proc.kill()
+        psutil.wait_procs(a, timeout=5)
+        gone += g
+        alive += a
     time.sleep(0.2)
     # A lock whose owner is gone is stale now; the owner removes its own on a clean stop.
     for lock, pid in _lock_pids(run):
-        if not psutil.pid_exists(pid):
+        if not _alive(pid):
             lock.unlink(missing_ok=True)
     pid_file.unlink(missing_ok=True)
     console.print(f"stopped {len(gone) + len(alive)} process(es)")
