@@ -191,6 +191,22 @@ Event = OrderUpdate | Execution | CancelRefused
 
 
 @dataclass(slots=True)
+class EngineChanges:
+    """What changed since the last ``take_changes()``: what an incremental store must write.
+
+    ``new_day`` means yesterday's orders and fills are gone (a store drops its
+    copies before writing ``orders`` and ``fills``). ``orders`` holds every order
+    touched in any way (entry, fill, cancel, expiry, queue position);
+    ``fills`` the executions booked since, in order. Accounts, holdings and the
+    markets are small and are read whole through ``header_state()``.
+    """
+
+    new_day: bool
+    orders: list[Order]
+    fills: list[Execution]
+
+
+@dataclass(slots=True)
 class Holding:
     """Shares of one code in an account and what they cost (fees excluded)."""
 
@@ -301,6 +317,10 @@ class MatchingEngine:
         self._fills: list[Execution] = []
         self._order_seq = 0
         self._exec_seq = 0
+        # dirty tracking for incremental persistence (take_changes)
+        self._changed_orders: dict[str, Order] = {}
+        self._fills_reported = 0
+        self._new_day = False
 
     # --- set-up ------------------------------------------------------------
 
@@ -337,6 +357,9 @@ class MatchingEngine:
         self._orders.clear()
         self._by_client.clear()
         self._fills.clear()
+        self._changed_orders.clear()
+        self._fills_reported = 0
+        self._new_day = True
         for code, inst in self.instruments.items():
             base = base_prices.get(code, 0)
             if not isinstance(base, int) or base <= 0:
@@ -436,6 +459,7 @@ class MatchingEngine:
         order.broker_order_id = f"{self._order_seq:010d}"
         self._orders[order.broker_order_id] = order
         self._by_client[client_order_id] = order
+        self._changed_orders[order.broker_order_id] = order
         events: list[Event] = [self._update(order, now_ns)]
         if self.session is Session.CONTINUOUS and self._is_marketable(order, market):
             self._take(order, market, now_ns, events)
@@ -466,6 +490,7 @@ class MatchingEngine:
             )
         cut = qty or order.remaining_qty
         order.updated_ns = now_ns
+        self._changed_orders[order.broker_order_id] = order
         if cut == order.remaining_qty:
             self._close(order, OrderStatus.CANCELED)
         else:
@@ -614,8 +639,38 @@ class MatchingEngine:
 
     # --- persistence -------------------------------------------------------
 
+    def take_changes(self) -> EngineChanges:
+        """The orders and fills changed since the last call (or since start), and forget them."""
+        changes = EngineChanges(
+            new_day=self._new_day, orders=list(self._changed_orders.values()),
+            fills=self._fills[self._fills_reported:],
+        )
+        self._changed_orders.clear()
+        self._fills_reported = len(self._fills)
+        self._new_day = False
+        return changes
+
+    @staticmethod
+    def order_state(order: Order) -> dict[str, Any]:
+        """One order as plain JSON-ready data (the rows of ``to_state()["orders"]``)."""
+        return {**asdict(order), "side": order.side.value, "order_type": order.order_type.value,
+                "status": order.status.value}
+
+    @staticmethod
+    def fill_state(fill: Execution) -> dict[str, Any]:
+        """One execution as plain JSON-ready data (the rows of ``to_state()["fills"]``)."""
+        return {**asdict(fill), "side": fill.side.value}
+
     def to_state(self) -> dict[str, Any]:
         """Everything needed to resume, as plain JSON-ready data (instruments and costs excluded)."""
+        return {
+            **self.header_state(),
+            "orders": [self.order_state(o) for o in self._orders.values()],
+            "fills": [self.fill_state(f) for f in self._fills],
+        }
+
+    def header_state(self) -> dict[str, Any]:
+        """``to_state()`` without its orders and fills: session, counters, markets and accounts."""
         return {
             "version": STATE_VERSION,
             "params": asdict(self.params),
@@ -638,11 +693,6 @@ class MatchingEngine:
                 }
                 for a in self._accounts.values()
             },
-            "orders": [
-                {**asdict(o), "side": o.side.value, "order_type": o.order_type.value, "status": o.status.value}
-                for o in self._orders.values()
-            ],
-            "fills": [{**asdict(f), "side": f.side.value} for f in self._fills],
         }
 
     @classmethod
@@ -674,6 +724,8 @@ class MatchingEngine:
                 })
                 engine._restore_order(order)
             engine._fills = [Execution(**{**f, "side": Side(f["side"])}) for f in state["fills"]]
+            engine._changed_orders.clear()
+            engine._fills_reported = len(engine._fills)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad matching-engine state: {exc!r}") from exc
         return engine
@@ -765,6 +817,7 @@ class MatchingEngine:
                     break
                 self._take(order, market, now_ns, events)
                 order.queue_ahead = 0
+                self._changed_orders[order.broker_order_id] = order
             self._drop_done(book)
 
     def _fill_resting(
@@ -799,6 +852,8 @@ class MatchingEngine:
                 if diff > 0:
                     q = min(order.remaining_qty, left)
                 else:
+                    if queue_volume:
+                        self._changed_orders[order.broker_order_id] = order
                     if order.queue_ahead >= queue_volume:
                         order.queue_ahead -= queue_volume
                         continue
@@ -839,6 +894,7 @@ class MatchingEngine:
         order.filled_qty += qty
         order.filled_value_won += notional
         order.updated_ns = now_ns
+        self._changed_orders[order.broker_order_id] = order
         if order.remaining_qty == qty:
             self._close(order, OrderStatus.FILLED, unbook=False)
         else:
@@ -870,6 +926,7 @@ class MatchingEngine:
             order.canceled_qty += order.remaining_qty  # cancelled or expired shares count alike
         self._reduce(order, order.remaining_qty)
         order.status = status
+        self._changed_orders[order.broker_order_id] = order
         if unbook:
             market = self._markets[order.code]
             book = market.bids if order.side is Side.BUY else market.asks

@@ -47,10 +47,23 @@ class Desk:
         self.account_id = account_id
         # today's refused orders by client order id (the engine keeps only accepted ones)
         self.rejected: dict[str, dict[str, Any]] = dict(rejected or {})
+        self.unsaved_refusals: list[str] = []  # client order ids the store has not written yet
 
     def new_day(self) -> None:
         """Forget yesterday's refusals (the engine forgets yesterday's orders itself)."""
         self.rejected.clear()
+        self.unsaved_refusals.clear()
+
+    def take_unsaved_refusals(self) -> list[tuple[str, dict[str, Any]]]:
+        """Today's refusals not handed to the store yet, and forget that they were unsaved."""
+        out = [(coid, self.rejected[coid]) for coid in self.unsaved_refusals if coid in self.rejected]
+        self.unsaved_refusals.clear()
+        return out
+
+    def _remember_refusal(self, reply: OrderEvent) -> None:
+        self.rejected[reply.client_order_id] = reply.model_dump(mode="json")
+        self.unsaved_refusals.append(reply.client_order_id)
+        self.venue.changed = True
 
     def place(self, req: OrderRequest, now_ns: int, *, reject_at_random: bool = False) -> tuple[OrderEvent, Outbound]:
         """Enter a new order; returns the reply and the notices it caused."""
@@ -66,7 +79,7 @@ class Desk:
                 reason_code=BROKER_REJECTED_RANDOM, reason_text="refused by injected fault (reject_fraction)",
                 ts_ns=now_ns,
             )
-            self.rejected[req.client_order_id] = reply.model_dump(mode="json")
+            self._remember_refusal(reply)
             return reply, []
         events = self.engine.submit(
             self.account_id, req.client_order_id, req.code, req.side.value, req.order_type.value, req.qty,
@@ -76,7 +89,7 @@ class Desk:
         assert isinstance(first, OrderUpdate)
         if first.status is OrderStatus.REJECTED:
             reply = order_event_from_update(first)
-            self.rejected[req.client_order_id] = reply.model_dump(mode="json")
+            self._remember_refusal(reply)
             return reply, []
         self.venue.changed = True
         order = self.engine.order_by_client_id(req.client_order_id)

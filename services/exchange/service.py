@@ -3,9 +3,11 @@
 The shell around ``PaperVenue`` (market and matching) and ``Desk`` (requests):
 it owns the clock (``clock.speed`` x wall time, jumping overnight between
 trading days), publishes market data and execution notices on its feed with a
-``sys.heartbeat.exchange`` each second, injects faults on command
-(``services.exchange.faults``) and saves its state to
-``<run_dir>/exchange/state.json`` after every order, cancel and fill and at the
+``sys.heartbeat.exchange`` each second (and with it the current
+``md.session`` event again, so a client that joins mid-session learns the
+session), injects faults on command (``services.exchange.faults``) and saves
+what changed to ``<run_dir>/exchange/exchange.sqlite``
+(``services.exchange.store``) after every order, cancel and fill and at the
 day roll, before the reply or notice that reports it goes out, so a restart
 (even after kill -9) loses and repeats nothing.
 """
@@ -32,8 +34,8 @@ from core.messages import CancelRequest, Command, CommandResult, Heartbeat, Mess
 from services.exchange.clock import MarketClock, first_market_day, kst_ns
 from services.exchange.desk import BAD_ARGS, Desk, unknown_request
 from services.exchange.faults import BAD_FAULT, FaultError, Faults
-from services.exchange.store import load_state, save_state, state_path
-from services.exchange.venue import Outbound, PaperVenue
+from services.exchange.store import ExchangeStore, store_path
+from services.exchange.venue import SESSION_TOPIC, Outbound, PaperVenue
 
 ACCOUNT_ID = "firm"
 FEED_HEARTBEAT_TOPIC = "sys.heartbeat.exchange"
@@ -87,7 +89,8 @@ class ExchangeService(Service):
             seed=s.clock.seed, delay_ms=configured.delay_ms, reject_fraction=configured.reject_fraction,
             notice_before_reply=configured.notice_before_reply, duplicate_notice=configured.duplicate_notice,
         )
-        self.state_file = state_path(s.run_path)
+        self.store = ExchangeStore(store_path(s.run_path))
+        self.state_file = self.store.path
         self.venue, self.clock, first_out = self._start_market()
         self.desk = Desk(self.venue, ACCOUNT_ID, self._restored_rejected)
         assert self.ctx is not None
@@ -98,7 +101,7 @@ class ExchangeService(Service):
         self._pending: Outbound = []
         self.add_socket(self.server.socket, self._on_rpc)
         self._next_feed_hb = 0.0
-        self._save()
+        self._save(everything=True)
         self._publish(first_out)
 
     # --- start-up ----------------------------------------------------------------
@@ -119,7 +122,7 @@ class ExchangeService(Service):
         s = self.settings
         speed = s.clock.speed
         ticks_per_bar = max(4, min(60_000 // s.market.tick_interval_ms, int(WALL_TICK_BUDGET_S / speed)))
-        saved = load_state(self.state_file)
+        saved = self.store.load()
         self._restored_rejected: dict[str, dict[str, Any]] = {}
         if saved is not None:
             if saved.get("version") != STATE_VERSION:
@@ -230,16 +233,26 @@ class ExchangeService(Service):
             name=self.name, pid=os.getpid(), state=self.state, ts_ns=time.time_ns(),
             last_seq=self.feed.last_seq, info=info,
         ))
+        session = self.venue.session_in_force()
+        if session is not None:  # repeated so that a client started mid-session learns it
+            self.feed.publish(SESSION_TOPIC, session)
 
     def heartbeat_info(self) -> dict[str, object]:
         return {"trading_date": self.venue.trading_date, "session": self.venue.session_name(),
                 "dropped_requests": self.server.dropped}
 
-    def _save(self) -> None:
+    def _save(self, *, everything: bool = False) -> None:
+        """Write what changed since the last save (one transaction)."""
         venue = self.venue
-        save_state(self.state_file, {
+        service = {
             "version": STATE_VERSION, "seed": venue.seed, "first_day": venue.first_day.isoformat(),
             "codes": list(venue.instruments), "days_simulated": venue.days_simulated, "market_ns": venue.now_ns,
-            "engine": venue.engine.to_state(), "rejected": self.desk.rejected,
-        })
+        }
+        refusals = list(self.desk.rejected.items()) if everything else self.desk.take_unsaved_refusals()
+        self.store.save(service, venue.engine, venue.engine.take_changes(), refusals, everything=everything)
         venue.changed = False
+
+    def teardown(self) -> None:
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()

@@ -131,6 +131,7 @@ class PaperVenue:
         self.days_simulated = 0
         self.day: DayBars | None = None
         self.phase: SessionPhase = SessionPhase.CLOSED
+        self.phase_ts_ns = 0  # when the current phase began
         self.now_ns = 0
         self.open_ns = 0
         self.close_ns = 0
@@ -212,9 +213,8 @@ class PaperVenue:
         finally:
             self._feed_engine = True
         self.now_ns = now_ns
-        if self.phase is SessionPhase.CLOSED and now_ns < self.pre_open_ns:
-            return []
-        return [(SESSION_TOPIC, self._session_event(self.phase, now_ns))]
+        session = self.session_in_force()
+        return [] if session is None else [(SESSION_TOPIC, session)]
 
     # --- market time ------------------------------------------------------------
 
@@ -321,6 +321,7 @@ class PaperVenue:
         day = self.day
         assert day is not None
         self.phase = phase
+        self.phase_ts_ns = ts
         engine_out: Outbound = []
         feed = self._feed_engine
         if phase is SessionPhase.OPEN:
@@ -362,6 +363,12 @@ class PaperVenue:
         return SessionEvent(phase=phase, trading_date=self.trading_date, ts_ns=ts, clock_speed=self.clock_speed)
 
     # --- queries ---------------------------------------------------------------
+
+    def session_in_force(self) -> SessionEvent | None:
+        """The current phase as its ``md.session`` event, or None before today's pre-open (nothing to announce)."""
+        if self.day is None or (self.phase is SessionPhase.CLOSED and self.now_ns < self.pre_open_ns):
+            return None
+        return self._session_event(self.phase, self.phase_ts_ns)
 
     def session_name(self) -> str:
         """The current phase as announced on ``md.session``."""

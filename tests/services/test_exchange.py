@@ -345,9 +345,13 @@ def test_session_events_in_order_and_open_orders_expire_at_the_close(
     while time.monotonic() < deadline and not (phases and phases[-1][0] is SessionPhase.PRE_OPEN):
         env = sub.recv(100)
         if env is not None and env.topic == "md.session":
-            phases.append((env.msg.phase, env.msg.trading_date))
-    assert [p for p, _ in phases] == [SessionPhase.CLOSING, SessionPhase.CLOSED, SessionPhase.PRE_OPEN]
-    assert phases[0][1] == phases[1][1] == "20260303" and phases[2][1] == "20260304"
+            seen = (env.msg.phase, env.msg.trading_date)
+            if not phases or phases[-1] != seen:  # the session is repeated each second; keep the changes
+                phases.append(seen)
+    # the repeat of the session in force at the start (open) may come first
+    assert [p for p, _ in phases[-3:]] == [SessionPhase.CLOSING, SessionPhase.CLOSED, SessionPhase.PRE_OPEN]
+    assert {p for p, _ in phases[:-3]} <= {SessionPhase.OPEN}
+    assert phases[-3][1] == phases[-2][1] == "20260303" and phases[-1][1] == "20260304"
     expired = [e.msg for e in notices_for(notes, req.client_order_id, timeout_s=2, want=5)]
     assert any(m.status is OrderStatus.EXPIRED for m in expired)
     assert not b.open_orders()
