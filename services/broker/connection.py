@@ -129,6 +129,11 @@ class ConnectionMonitor:
             return []
         return [self._drop(now, reason)]
 
+    def attempt_began(self, now: float) -> None:
+        """The attempt really started at ``now`` (opening it took time): its silence limit counts from here."""
+        if self.state is ConnectionState.RECONNECTING:
+            self._attempt_at = now
+
     def seconds_silent(self, now: float) -> float | None:
         """How long the broker has been quiet, or None before it was first heard."""
         return None if self.last_heard is None else max(0.0, now - self.last_heard)

@@ -33,10 +33,12 @@ from core.messages import (
 from core.orders import Order, OrderBook, Outcome, to_event
 from services.broker.base import Broker, BrokerError, BrokerUnavailable
 from services.order_manager.entry import EntryRefusal, check_order, parse_client_order_id
+from services.order_manager.faults import AFTER_BROKER_BEFORE_JOURNAL, AFTER_JOURNAL_BEFORE_BROKER, MID_FILL, FaultPoints
 from services.order_manager.journal import Journal, trading_date_of
 from services.order_manager.positions import positions_from_fills
 
 log = logging.getLogger("order-manager.desk")
+IN_FLIGHT_MAX_QUERIES = 3  # status queries of an order or cancel in flight before its absence decides
 
 
 class DeskReason:
@@ -88,6 +90,7 @@ class OrderDesk:
         *,
         agents: Collection[str],
         instruments: Mapping[str, Instrument],
+        faults: FaultPoints | None = None,
     ) -> None:
         self.journal = journal
         self.broker = broker
@@ -101,8 +104,9 @@ class OrderDesk:
         self.trading_date = ""
         self.phase: SessionPhase | None = None
         self.accepting = False  # new orders go to the broker only while True (CONNECTED and reconciled)
-        self.chased: Counter[str] = Counter()  # client order id -> status queries of an unacknowledged order
+        self.chased: Counter[str] = Counter()  # client order id -> status queries of an order or cancel in flight
         self.counters: Counter[str] = Counter()
+        self.faults = faults if faults is not None else FaultPoints()
 
     # --- start-up ------------------------------------------------------------
 
@@ -142,6 +146,7 @@ class OrderDesk:
         if order is None or order.is_terminal:
             return self._answer([sent], order, coid, now_ns)
         self._commit([sent], now_ns)  # journaled before the broker sees the order
+        self.faults.hit(AFTER_JOURNAL_BEFORE_BROKER)
         try:
             answer_event = self.broker.place(req)
         except BrokerUnavailable as exc:
@@ -151,6 +156,7 @@ class OrderDesk:
         except BrokerError as exc:
             out = self.book.reject(coid, exc.reason_code or DeskReason.BROKER_REJECTED, exc.text, now_ns)
             return self._answer([out], order, coid, now_ns)
+        self.faults.hit(AFTER_BROKER_BEFORE_JOURNAL)
         return self._answer(self._apply_broker_record(order, answer_event, now_ns), order, coid, now_ns)
 
     def _refuse_new(self, req: OrderRequest, refusal: EntryRefusal, now_ns: int) -> OrderEvent:
@@ -249,7 +255,7 @@ class OrderDesk:
         if out.duplicate and not out.held:
             self.counters["duplicate_fill"] += 1
             return out
-        self._commit([out], now_ns)
+        self._commit([out], now_ns, before_commit=lambda: self.faults.hit(MID_FILL))
         return out
 
     def _apply_broker_record(self, order: Order, rec: OrderEvent, now_ns: int) -> list[Outcome]:
@@ -276,15 +282,16 @@ class OrderDesk:
 
     # --- reconciliation ----------------------------------------------------------
 
-    def reconcile(self, now_ns: int) -> dict[str, int]:
-        """Catch up with the broker: resolve unacknowledged orders by id, apply missed fills, cancels.
+    def reconcile(self, now_ns: int, max_queries: int = IN_FLIGHT_MAX_QUERIES) -> dict[str, int]:
+        """Catch up with the broker: ask about unacknowledged orders by id, apply missed fills, cancels.
 
+        Asking counts as one of an order's ``max_queries`` (see ``chase_in_flight``).
         Raises BrokerUnavailable when the broker does not answer.
         """
         summary: Counter[str] = Counter()
         for order in list(self.book.open_orders()):
             if not order.is_acknowledged:
-                summary["resolved"] += self.resolve(order.client_order_id, now_ns)
+                summary["resolved"] += self._query(order, now_ns, max_queries)
         fills = self.broker.fills_today()
         for fill in fills:
             if self.book.get(fill.client_order_id) is None:
@@ -325,28 +332,47 @@ class OrderDesk:
         self._commit(outs, now_ns)
         return 1 if any(o.transitions for o in outs) else 0
 
-    def chase_unacknowledged(self, now_ns: int, older_than_ns: int, max_queries: int) -> int:
-        """Query the broker for orders sent but unacknowledged for longer than ``older_than_ns``.
+    def chase_in_flight(self, now_ns: int, older_than_ns: int, max_queries: int = IN_FLIGHT_MAX_QUERIES) -> int:
+        """Query the broker about orders and cancels left without an answer for longer than ``older_than_ns``.
 
-        Each order is asked about at most ``max_queries`` times; the last
-        answer decides (an order the broker never saw is REJECTED as
-        NEVER_REACHED_BROKER). Raises BrokerUnavailable when the broker is silent.
+        An order sent but unacknowledged, or a cancel sent but unconfirmed, is
+        asked about by client order id at most ``max_queries`` times; the
+        broker's record is applied as soon as there is one. Only the last
+        answer may decide by absence: an order the broker never saw is
+        REJECTED as NEVER_REACHED_BROKER, a cancel the broker still shows open
+        is refused as CANCEL_NOT_CONFIRMED (the order stays open, the agent may
+        cancel again). Nothing is guessed. Returns the orders that changed;
+        raises BrokerUnavailable when the broker is silent.
         """
         changed = 0
         for order in list(self.book.open_orders()):
-            if order.is_acknowledged or now_ns - order.updated_ns < older_than_ns:
-                continue
-            coid = order.client_order_id
-            self.chased[coid] += 1
-            rec = self.broker.order_status(coid)
-            if rec is None and self.chased[coid] < max_queries:
-                continue
-            changed += self.resolve(coid, now_ns) if rec is None else self._apply(order, rec, now_ns)
+            in_flight = not order.is_acknowledged or order.status is OrderStatus.CANCEL_PENDING
+            if in_flight and now_ns - order.updated_ns >= older_than_ns:
+                changed += self._query(order, now_ns, max_queries)
         return changed
 
-    def _apply(self, order: Order, rec: OrderEvent, now_ns: int) -> int:
-        outs = self._apply_broker_record(order, rec, now_ns)
+    def _query(self, order: Order, now_ns: int, max_queries: int) -> int:
+        """One status query of an order in flight; 1 if the order changed."""
+        coid = order.client_order_id
+        self.chased[coid] += 1
+        last = self.chased[coid] >= max_queries
+        rec = self.broker.order_status(coid)
+        outs: list[Outcome] = []
+        if rec is None:
+            if last and not order.is_acknowledged and not order.is_terminal:
+                self.counters["never_reached_broker"] += 1
+                outs.append(self.book.reject(coid, DeskReason.NEVER_REACHED_BROKER,
+                                             f"the broker has no record of the order after {self.chased[coid]} "
+                                             "queries", now_ns))
+        else:
+            outs = self._apply_broker_record(order, rec, now_ns)
+            still_open = rec.status not in (OrderStatus.CANCELED, OrderStatus.EXPIRED) and rec.remaining_qty > 0
+            if last and order.status is OrderStatus.CANCEL_PENDING and still_open:
+                outs.append(self.book.cancel_rejected(coid, DeskReason.CANCEL_NOT_CONFIRMED,
+                                                      "the broker still shows the order open; cancel again", now_ns))
         self._commit(outs, now_ns)
+        if last or order.is_terminal or (order.is_acknowledged and order.status is not OrderStatus.CANCEL_PENDING):
+            del self.chased[coid]  # settled (or given up on): a later cancel starts a fresh count
         return 1 if any(o.transitions for o in outs) else 0
 
     # --- the day -----------------------------------------------------------------
@@ -398,11 +424,12 @@ class OrderDesk:
 
     # --- internals -----------------------------------------------------------------
 
-    def _commit(self, outs: list[Outcome], now_ns: int, replies: dict[str, str] | None = None) -> None:
+    def _commit(self, outs: list[Outcome], now_ns: int, replies: dict[str, str] | None = None,
+                before_commit: Callable[[], None] | None = None) -> None:
         """Journal the step in one transaction, then publish its events, fills and alerts."""
         if not outs and not replies:
             return
-        self.journal.write(outs, self.book.orders, self.trading_date, replies)
+        self.journal.write(outs, self.book.orders, self.trading_date, replies, before_commit=before_commit)
         orders = self.book.orders
         for out in outs:
             for t in out.transitions:

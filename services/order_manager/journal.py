@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,12 +145,15 @@ class Journal:
     # --- writing -------------------------------------------------------------
 
     def write(self, outcomes: list[Outcome], orders: Mapping[str, Order], default_date: str,
-              replies: Mapping[str, str] | None = None) -> None:
+              replies: Mapping[str, str] | None = None, *,
+              before_commit: Callable[[], None] | None = None) -> None:
         """Journal the outcomes of one step in a single transaction.
 
         ``orders`` is the book's orders by client order id (the rows to
         refresh); ``replies`` (client order id -> JSON of the OrderEvent
         answered to the agent) is stored with the order, for duplicate requests.
+        ``before_commit`` runs inside the open transaction, just before COMMIT
+        (where the durability tests crash the process).
         An order's trading date is the one in its client order id, else ``default_date``.
         """
         db = self.db
@@ -161,6 +164,8 @@ class Journal:
             if replies:
                 db.executemany("UPDATE orders SET reply = ? WHERE client_order_id = ?",
                                [(body, coid) for coid, body in replies.items()])
+            if before_commit is not None:
+                before_commit()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -10,11 +10,16 @@ Binds ROUTER on ``order_manager_rpc`` and serves:
 
 It follows the broker's execution notices (``exec.*`` on the broker feed) and
 the session (``md.session`` on the bus, and the broker's clock on each ping),
-keeps the broker connection with the state machine CONNECTED -> DISCONNECTED ->
-RECONNECTING -> RECONCILING -> CONNECTED (backoff with jitter, no attempt
-limit), and refuses new orders with BROKER_DISCONNECTED unless CONNECTED.
+keeps the broker connection with ``services.broker.connection.ConnectionMonitor``
+(CONNECTED -> DISCONNECTED -> RECONNECTING -> RECONCILING -> CONNECTED, backoff
+with jitter, no attempt limit; a broker whose feed and pings fall silent counts
+as disconnected), and refuses new orders with BROKER_DISCONNECTED unless
+CONNECTED. Each change of connection state is an Alert ``broker_connection``
+and the ``connection`` key of the heartbeat. Orders and cancels left without an
+answer are asked about by client order id (``OrderDesk.chase_in_flight``).
 Start-up is the recovery path: replay the journal, reconcile with the broker,
-then accept orders.
+then accept orders. ``TRADER_OMS_FAULT_POINT`` arms a crash point for the
+durability tests (``services.order_manager.faults``).
 """
 
 from __future__ import annotations
@@ -42,10 +47,12 @@ from core.messages import (
     SessionEvent,
     SessionPhase,
 )
-from services.broker.backoff import Backoff
 from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
+from services.broker.connection import ALERT_KIND, ConnectionLost, ConnectionMonitor, ReconnectHooks, broker_backoff
+from services.broker.connection import Transition
 from services.broker.paper import PaperBroker
 from services.order_manager.desk import DeskReason, DeskRefusal, OrderDesk, RiskAnswer
+from services.order_manager.faults import FaultPoints
 from services.order_manager.journal import JOURNAL_FILE, Journal
 
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
@@ -53,8 +60,7 @@ UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
 BAD_ARGS = "BAD_ARGS"
 PING_INTERVAL_S = 1.0
 CHASE_INTERVAL_S = 0.5
-UNACK_AGE_NS = 2_000_000_000  # an order unacknowledged this long is asked about by client order id
-UNACK_MAX_QUERIES = 3
+IN_FLIGHT_AGE_NS = 2_000_000_000  # an order or cancel without an answer this long is asked about by id
 DAY_ROLL_GRACE_S = 1.0  # closing-auction notices follow the closed event; let them land first
 
 
@@ -74,10 +80,11 @@ class OrderManagerService(Service):
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
-        self.connection = ConnectionState.DISCONNECTED
-        self.backoff = Backoff(initial_s=0.2, max_s=30.0)
         self.risk_timeout_ms = int(_env_float("TRADER_OMS_RISK_TIMEOUT_MS", 300))
-        self._next_attempt = 0.0
+        md = settings.market_data
+        self.monitor = ConnectionMonitor(
+            ReconnectHooks(connect=self._ping_broker, resubscribe=self._resubscribe, reconcile=self._reconcile),
+            silence_limit_s=md.silence_heartbeats * md.feed_heartbeat_s, backoff=broker_backoff(md.backoff_max_s))
         self._next_ping = 0.0
         self._next_chase = 0.0
         self._roll_due: float | None = None
@@ -92,12 +99,15 @@ class OrderManagerService(Service):
         roster = check_roster(_project_path(s.roster_file), instruments, s)
         for problem in roster.problems:
             self.log.warning("roster: %s", problem)
+        faults = FaultPoints.from_env()
+        if faults.point:
+            self.log.warning("fault point armed: %s on hit %d", faults.point, faults.on_hit)
         self.journal = Journal(s.run_path / JOURNAL_FILE)
         self.broker = PaperBroker(self.ctx, s, timeout_ms=min(s.bus.rpc_timeout_ms, 500), retries=1, sender=self.name)
         self.risk_client = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=self.risk_timeout_ms,
                                      retries=0, sender=self.name)
         self.desk = OrderDesk(self.journal, self.broker, self._ask_risk, self.publish, self._alert,
-                              agents=[a.id for a in roster.valid_agents], instruments=instruments)
+                              agents=[a.id for a in roster.valid_agents], instruments=instruments, faults=faults)
         replayed = self.desk.rebuild()
         self.log.info("journal replayed: %d record(s), %d order(s), %d open", replayed, len(self.desk.book.orders),
                       len(self.desk.book.open_orders()))
@@ -108,7 +118,7 @@ class OrderManagerService(Service):
         self.add_socket(self.session_sub.socket, self._on_session)
         self.rpc = RpcServer(self.ctx, s.endpoint("order_manager_rpc"), self.handle_request, name=self.name)
         self.add_socket(self.rpc.socket, self.rpc.handle_ready)
-        self._connect(time.monotonic())  # recovery before the first new order: reconcile, then accept
+        self._drive_connection(time.monotonic())  # recovery before the first new order: reconcile, then accept
 
     def teardown(self) -> None:
         self.broker.close()
@@ -117,7 +127,8 @@ class OrderManagerService(Service):
 
     def heartbeat_info(self) -> dict[str, object]:
         d = self.desk
-        return {"connection": self.connection.value, "accepting": d.accepting, "trading_date": d.trading_date,
+        return {"connection": self.monitor.state.value, "connection_detail": self.monitor.info(time.monotonic()),
+                "accepting": d.accepting, "trading_date": d.trading_date,
                 "phase": d.phase.value if d.phase else "", "orders": len(d.book.orders),
                 "open_orders": len(d.book.open_orders()), "held_notices": len(d.book.held),
                 "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
@@ -125,36 +136,54 @@ class OrderManagerService(Service):
 
     # --- broker connection ---------------------------------------------------
 
-    def _set_connection(self, state: ConnectionState, why: str) -> None:
-        if state is self.connection:
-            return
-        before, self.connection = self.connection, state
-        self.desk.accepting = state is ConnectionState.CONNECTED
-        level = AlertLevel.INFO if state is ConnectionState.CONNECTED else AlertLevel.WARNING
-        if state in (ConnectionState.CONNECTED, ConnectionState.DISCONNECTED):
-            self.alert(level, "broker_connection", f"broker {before.value} -> {state.value}: {why}")
-        else:
-            self.log.info("broker %s -> %s: %s", before.value, state.value, why)
+    def _drive_connection(self, now: float) -> None:
+        """Advance the connection state machine; publish each change; accept orders only when CONNECTED."""
+        self._announce(self.monitor.poll(now))
 
-    def _connect(self, now: float) -> None:
-        """One reconnect attempt: ping, reconcile, accept; on silence wait a backoff delay."""
-        self._set_connection(ConnectionState.RECONNECTING, "attempt")
+    def _lost(self, now: float, why: str) -> None:
+        self._announce(self.monitor.lost(now, why))
+
+    def _announce(self, transitions: list[Transition]) -> None:
+        self.desk.accepting = self.monitor.connected
+        for t in transitions:
+            level = AlertLevel.INFO if t.to_state is ConnectionState.CONNECTED else AlertLevel.WARNING
+            self.alert(level, ALERT_KIND, t.text)
+            if t.to_state is ConnectionState.CONNECTED:
+                self._next_ping = t.ts + PING_INTERVAL_S
+
+    def _ping_broker(self) -> str | None:
+        """Reconnect step: a ping answered means the broker is back (and tells the session)."""
         try:
             self._follow_clock(self.broker.ping())
-            self._set_connection(ConnectionState.RECONCILING, "the broker answers")
+        except (BrokerUnavailable, BrokerError) as exc:
+            return f"ping: {exc}"
+        self.monitor.heard(time.monotonic())
+        return None
+
+    def _resubscribe(self) -> str | None:
+        """Reconnect step: a fresh subscription to the execution notices (what was missed, reconcile finds)."""
+        self.remove_socket(self.notices.socket)
+        self.notices.close()
+        if self.notices.socket in self._sockets:
+            self._sockets.remove(self.notices.socket)
+        self.notices = self.broker.subscribe_notices()
+        self.add_socket(self.notices.socket, self._on_notices)
+        return None
+
+    def _reconcile(self) -> str | None:
+        """Reconnect step: the journal against the broker's orders and fills of the day, then stale orders expire."""
+        try:
             summary = self.desk.reconcile(time.time_ns())
             stale = self.desk.stale_open_orders()
             if stale:
                 self.log.info("%d open order(s) of an earlier day expire", len(stale))
                 self.desk.expire_open(time.time_ns())
-        except (BrokerUnavailable, BrokerError) as exc:
-            delay = self.backoff.next_delay()
-            self._next_attempt = now + delay
-            self._set_connection(ConnectionState.DISCONNECTED, f"{exc}; next attempt in {delay:.1f} s")
-            return
-        self.backoff.reset()
-        self._next_ping = now + PING_INTERVAL_S
-        self._set_connection(ConnectionState.CONNECTED, f"reconciled {summary}")
+        except BrokerUnavailable as exc:
+            raise ConnectionLost(str(exc)) from exc
+        except BrokerError as exc:
+            return f"the broker refused a reconciliation query: {exc}"
+        self.log.info("reconciled with the broker: %s", summary)
+        return None
 
     def _follow_clock(self, ping: dict[str, Any]) -> None:
         session, date = str(ping.get("session", "")), str(ping.get("trading_date", ""))
@@ -171,25 +200,23 @@ class OrderManagerService(Service):
             self._roll_due = time.monotonic() + DAY_ROLL_GRACE_S
 
     def on_timer(self, now_monotonic: float) -> None:
-        if self.connection is ConnectionState.CONNECTED and not self.desk.accepting:
-            self._next_attempt = now_monotonic
-            self._set_connection(ConnectionState.DISCONNECTED, "a request to the broker got no answer")
-        if self.connection is ConnectionState.DISCONNECTED:
-            if now_monotonic >= self._next_attempt:
-                self._connect(now_monotonic)
+        if self.monitor.connected and not self.desk.accepting:
+            self._lost(now_monotonic, "a request to the broker got no answer")
+        self._drive_connection(now_monotonic)
+        if not self.monitor.connected:
             return
         try:
             if now_monotonic >= self._next_ping:
                 self._next_ping = now_monotonic + PING_INTERVAL_S
                 self._follow_clock(self.broker.ping())
+                self.monitor.heard(time.monotonic())
             if now_monotonic >= self._next_chase:
                 self._next_chase = now_monotonic + CHASE_INTERVAL_S
-                self.desk.chase_unacknowledged(time.time_ns(), UNACK_AGE_NS, UNACK_MAX_QUERIES)
+                self.desk.chase_in_flight(time.time_ns(), IN_FLIGHT_AGE_NS)
             if self._roll_due is not None and now_monotonic >= self._roll_due:
                 self._day_roll()
         except BrokerUnavailable as exc:
-            self._next_attempt = now_monotonic
-            self._set_connection(ConnectionState.DISCONNECTED, str(exc))
+            self._lost(now_monotonic, str(exc))
 
     def _day_roll(self) -> None:
         """At the close: apply the last notices from the broker, expire what is open, purge old days."""
@@ -212,6 +239,7 @@ class OrderManagerService(Service):
 
     def _on_notices(self) -> None:
         now = time.time_ns()
+        self.monitor.heard(time.monotonic())  # any frame from the feed, its heartbeats included
         for env in self.notices.drain(1000):
             self.desk.on_notice(env.msg, now)
 
@@ -250,7 +278,7 @@ class OrderManagerService(Service):
             return CommandResult(command_id=getattr(msg, "command_id", "-"), ok=False, error=exc.text,
                                  reason_code=exc.reason_code)
         except BrokerUnavailable as exc:
-            self._set_connection(ConnectionState.DISCONNECTED, str(exc))
+            self._lost(time.monotonic(), str(exc))
             return CommandResult(command_id=getattr(msg, "command_id", "-"), ok=False, error=str(exc),
                                  reason_code=DeskReason.BROKER_DISCONNECTED)
         return CommandResult(command_id="-", ok=False, reason_code=UNSUPPORTED_REQUEST,
