@@ -412,10 +412,8 @@ class Backtest:
         self._session(SessionPhase.CLOSED, close_ns, "")
         for agent in self._agents.values():
             book = agent.ctx.portfolio
-            # finished orders of past days are never looked up again (client order ids carry the date);
-            # dropping them keeps the book's open-order scans short over a long run
-            for coid in [k for k, o in book.orders.items() if not o.is_open]:
-                del book.orders[coid]
+            # finished orders of past days are never looked up again (client order ids carry the date)
+            book.forget_finished_orders()
             holdings = book.holdings_value_won()
             agent.result.days.append(
                 DayRecord(date, book.cash_won + holdings, book.cash_won, holdings, book.realized_pnl_won,

@@ -155,6 +155,8 @@ class Portfolio:
     cash_on_hold_won: int = 0
     positions: dict[str, Position] = field(default_factory=dict)
     orders: dict[str, BookOrder] = field(default_factory=dict)
+    # the orders of ``orders`` still working, oldest first: open-order queries never scan finished orders
+    open_by_id: dict[str, BookOrder] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
     upper_limits: dict[str, int] = field(default_factory=dict)
     seen_exec_ids: set[str] = field(default_factory=set)
@@ -233,7 +235,9 @@ class Portfolio:
             pos.pending_sell_qty += qty
             pos.pending_sell_won += qty * order.unit_price
         self.orders[client_order_id] = order
-        self.last_ts_ns = max(self.last_ts_ns, ts_ns)
+        self.open_by_id[client_order_id] = order
+        if ts_ns > self.last_ts_ns:
+            self.last_ts_ns = ts_ns
         return None
 
     def on_cancel_requested(self, client_order_id: str) -> str | None:
@@ -249,10 +253,12 @@ class Portfolio:
         order = self.orders.get(client_order_id)
         if order is None:
             return UNKNOWN_ORDER
-        self.last_ts_ns = max(self.last_ts_ns, ts_ns)
+        if ts_ns > self.last_ts_ns:
+            self.last_ts_ns = ts_ns
         if status in _TERMINAL_EVENTS:
             self._release(order, order.remaining_qty, last=True)
             order.status = status
+            self.open_by_id.pop(client_order_id, None)
         elif order.status not in _RELEASING_STATUSES:
             order.status = status
         return None
@@ -290,7 +296,8 @@ class Portfolio:
         if exec_id in self.seen_exec_ids or qty <= 0 or price <= 0 or side not in ("buy", "sell"):
             return False
         self.seen_exec_ids.add(exec_id)
-        self.last_ts_ns = max(self.last_ts_ns, ts_ns)
+        if ts_ns > self.last_ts_ns:
+            self.last_ts_ns = ts_ns
         order = self.orders.get(client_order_id)
         if order is not None:
             self._release(order, qty, last=False)
@@ -299,6 +306,7 @@ class Portfolio:
                 order.filled_qty = order.qty
                 self._release(order, 0, last=True)
                 order.status = "filled"
+                self.open_by_id.pop(client_order_id, None)
         pos = self.position(code)
         notional = price * qty
         self.fees_won += fee_won
@@ -353,7 +361,26 @@ class Portfolio:
 
     def open_orders(self, code: str | None = None) -> list[BookOrder]:
         """Orders still working, oldest first."""
-        return [o for o in self.orders.values() if o.is_open and (code is None or o.code == code)]
+        if code is None:
+            return list(self.open_by_id.values())
+        return [o for o in self.open_by_id.values() if o.code == code]
+
+    def has_open_orders(self, code: str | None = None) -> bool:
+        """Whether any order (of one code, or of any) is still working."""
+        if code is None:
+            return bool(self.open_by_id)
+        return any(o.code == code for o in self.open_by_id.values())
+
+    def forget_finished_orders(self) -> int:
+        """Drop finished orders from ``orders`` (at the day roll: client order ids carry the date); returns how many.
+
+        Their fills stay booked and their exec ids stay known, so a repeated
+        execution notice is still ignored.
+        """
+        finished = [coid for coid in self.orders if coid not in self.open_by_id]
+        for coid in finished:
+            del self.orders[coid]
+        return len(finished)
 
     def cost_rates(self, code: str, ts_ns: int | None = None) -> tuple[float, float]:
         """(commission rate, sell tax rate) for a code on the date of ``ts_ns`` (default: last event)."""
