@@ -66,6 +66,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run every process under cProfile, writing <dir>/<module>.prof at its exit")
     opts = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
     (run_dir / "risk.toml").write_text(RISK)
@@ -77,7 +79,11 @@ def main() -> None:
     ctx = zmq.Context()
     try:
         for module in MODULES:
-            procs.append(subprocess.Popen([sys.executable, "-m", module], cwd=PROJECT_ROOT, env=env,
+            profile: list[str] = []
+            if opts.profile is not None:
+                opts.profile.mkdir(parents=True, exist_ok=True)
+                profile = ["-m", "cProfile", "-o", str(opts.profile / f"{module}.prof")]
+            procs.append(subprocess.Popen([sys.executable, *profile, "-m", module], cwd=PROJECT_ROOT, env=env,
                                           stdout=log, stderr=subprocess.STDOUT))
         settings = load_stack()
         oms = RpcClient(ctx, settings.endpoint("order_manager_rpc"), timeout_ms=5000, retries=0, sender="bench")

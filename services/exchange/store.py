@@ -11,7 +11,9 @@ survives the exchange process dying at any instant (kill -9 included): it is
 in the WAL file, which SQLite replays on the next open. An operating-system
 crash or power loss may lose the last transactions before the WAL is
 checkpointed (the file itself stays consistent); for a paper exchange that is
-the right trade against an fsync per order.
+the right trade against an fsync per order. Checkpoints (the only fsyncs) run
+on a thread of their own (``WalCheckpointer``), so no request waits on a disk
+flush.
 
 An older ``state.json`` (the previous whole-state format) is imported once.
 """
@@ -19,7 +21,9 @@ An older ``state.json`` (the previous whole-state format) is imported once.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -30,6 +34,10 @@ from core.matching import EngineChanges, Execution, MatchingEngine, Order
 STORE_FILE = "exchange.sqlite"
 LEGACY_STATE_FILE = "state.json"
 SCHEMA_VERSION = 1
+
+CHECKPOINT_INTERVAL_S = 1.0
+SAFETY_AUTOCHECKPOINT_PAGES = 20_000  # if checkpoints stopped, the writer folds the WAL in at about 80 MB
+_log = logging.getLogger(__name__)
 
 _ORDER_COLUMNS = tuple(f.name for f in fields(Order))
 _FILL_COLUMNS = tuple(f.name for f in fields(Execution))
@@ -61,6 +69,44 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+class WalCheckpointer:
+    """Folds a WAL file back into its database from a thread of its own, so that no writer waits on the fsync.
+
+    With ``synchronous=NORMAL`` a commit only appends to the WAL; the disk
+    flushes happen at checkpoints. SQLite's automatic checkpoint runs inside
+    the commit that crosses the threshold, which made one request in a few
+    hundred wait several milliseconds; here a PASSIVE checkpoint runs every
+    ``interval_s`` on a separate connection (sqlite3 releases the GIL while it
+    works), and the writer's automatic checkpoint is only a safety net.
+    """
+
+    def __init__(self, path: Path, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"checkpoint:{path.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self.interval_s):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # busy or locked: the next round tries again
+                    _log.warning("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        """Stop the thread (after its current checkpoint, if one is running)."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class ExchangeStore:
     """The exchange's SQLite file: load everything at start, then save increments."""
 
@@ -70,14 +116,19 @@ class ExchangeStore:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_AUTOCHECKPOINT_PAGES}")
         self.db.executescript(_SCHEMA)
+        self.checkpointer = WalCheckpointer(path)
+        # what the file holds of the small tables, so a save writes only the rows that differ
+        self._written: dict[str, Any] = {}
         self._upsert_order = (f"INSERT OR REPLACE INTO orders ({', '.join(_ORDER_COLUMNS)}) "
                               f"VALUES ({_placeholders(len(_ORDER_COLUMNS))})")
         self._insert_fill = (f"INSERT OR REPLACE INTO fills ({', '.join(_FILL_COLUMNS)}) "
                              f"VALUES ({_placeholders(len(_FILL_COLUMNS))})")
 
     def close(self) -> None:
-        """Close the file (a checkpoint folds the WAL back in)."""
+        """Stop the checkpoints and close the file (closing folds the WAL back in)."""
+        self.checkpointer.close()
         self.db.close()
 
     # --- loading -------------------------------------------------------------------
@@ -164,24 +215,38 @@ class ExchangeStore:
                            [(coid, json.dumps(ev, separators=(",", ":"))) for coid, ev in rejected])
             accounts = header.pop("accounts")
             markets = header.pop("markets")
-            db.execute("DELETE FROM accounts")
-            db.execute("DELETE FROM positions")
-            db.executemany(f"INSERT INTO accounts VALUES ({_placeholders(1 + len(_ACCOUNT_COLUMNS))})",
-                           [(a, *(acc[c] for c in _ACCOUNT_COLUMNS)) for a, acc in accounts.items()])
-            db.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)",
-                           [(a, code, q, cost) for a, acc in accounts.items()
-                            for code, (q, cost) in acc["holdings"].items()])
-            db.executemany(f"INSERT OR REPLACE INTO markets VALUES ({_placeholders(1 + len(_MARKET_COLUMNS))})",
-                           [(code, *(m[c] for c in _MARKET_COLUMNS)) for code, m in markets.items()])
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                ("schema", json.dumps(SCHEMA_VERSION)),
-                ("service", json.dumps(dict(service), separators=(",", ":"))),
-                ("engine_header", json.dumps(header, separators=(",", ":"))),
-            ])
+            rows = {
+                "accounts": [(a, *(acc[c] for c in _ACCOUNT_COLUMNS)) for a, acc in accounts.items()],
+                "positions": [(a, code, q, cost) for a, acc in accounts.items()
+                              for code, (q, cost) in acc["holdings"].items()],
+                "markets": [(code, *(m[c] for c in _MARKET_COLUMNS)) for code, m in markets.items()],
+                "meta": [("schema", json.dumps(SCHEMA_VERSION)),
+                         ("service", json.dumps(dict(service), separators=(",", ":"))),
+                         ("engine_header", json.dumps(header, separators=(",", ":")))],
+            }
+            if everything:
+                self._written.clear()
+                for table in rows:
+                    if table != "meta":
+                        db.execute(f"DELETE FROM {table}")
+            written = self._written
+            for table, table_rows in rows.items():
+                fresh = [r for r in table_rows if written.get(_row_key(table, r)) != r]
+                if fresh:
+                    db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({_placeholders(len(fresh[0]))})", fresh)
+            db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self._written.clear()  # unsure what the file holds now: the next save writes every row
             raise
-        db.execute("COMMIT")
+        for table, table_rows in rows.items():
+            for r in table_rows:
+                written[_row_key(table, r)] = r
+
+
+def _row_key(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The primary key of a row of one of the small tables."""
+    return (table, *row[:2]) if table == "positions" else (table, row[0])
 
 
 def _order_row(order: Order) -> tuple[Any, ...]:

@@ -599,6 +599,44 @@ def test_state_round_trips_through_json_and_behaves_the_same_afterwards() -> Non
     assert [f.exec_id for f in restored.fills_today()] == [f.exec_id for f in engine.fills_today()]
 
 
+def test_changes_taken_after_each_step_rebuild_the_orders_and_fills_exactly() -> None:
+    """An incremental store that writes only what take_changes() reports ends up with to_state()'s orders and fills."""
+    engine = _engine(cash=50_000_000, holdings={SAMSUNG: (100, 60_000)})
+    orders: dict[str, dict[str, Any]] = {}
+    fills: list[dict[str, Any]] = []
+
+    def store_changes() -> None:
+        changes = engine.take_changes()
+        if changes.new_day:
+            orders.clear()
+            fills.clear()
+        orders.update({o.broker_order_id: MatchingEngine.order_state(o) for o in changes.orders})
+        fills.extend(MatchingEngine.fill_state(f) for f in changes.fills)
+        state = engine.to_state()
+        assert list(orders.values()) == sorted(state["orders"], key=lambda o: o["seq"])
+        assert fills == state["fills"]
+
+    store_changes()
+    _buy(engine, "b1", 250, 71_100)  # walks the levels, rests the rest
+    store_changes()
+    _buy(engine, "b2", 30, 70_000, T0 + 1)
+    store_changes()
+    engine.on_trade(SAMSUNG, 70_000, 40, T0 + 2)  # only b2's queue position moves: no event, still a change
+    store_changes()
+    _sell(engine, "s1", 40, 72_000, T0 + 3)
+    engine.cancel("s1", 10, T0 + 4)
+    store_changes()
+    engine.on_trade(SAMSUNG, 69_900, 5_000, T0 + 5)  # fills resting buys
+    store_changes()
+    assert engine.take_changes().orders == [] and engine.take_changes().fills == []
+    engine.expire_day(T0 + 6)
+    store_changes()
+    engine.start_day(dt.date(2026, 1, 6), {SAMSUNG: 70_000})
+    assert engine.take_changes().new_day
+    restored = MatchingEngine.from_state(engine.to_state(), INSTRUMENTS)
+    assert restored.take_changes() == type(restored.take_changes())(new_day=False, orders=[], fills=[])
+
+
 def test_corrupt_state_is_refused_with_a_clear_error() -> None:
     state = _busy_engine().to_state()
     del state["accounts"]

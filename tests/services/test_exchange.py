@@ -372,3 +372,40 @@ def test_backoff_grows_with_jitter_to_its_ceiling_and_resets() -> None:
     assert len(set(delays)) == len(delays)  # jittered, not lockstep
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+def test_store_saves_increments_and_loads_back_the_whole_state(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from core.instruments import load_instruments
+    from core.krx import Session
+    from core.matching import MatchingEngine
+    from services.exchange.store import ExchangeStore
+
+    instruments = load_instruments(PROJECT_ROOT / "configs" / "instruments.csv")
+    engine = MatchingEngine(instruments)
+    engine.open_account("firm", 100_000_000)
+    engine.start_day(dt.date(2026, 3, 3), {}, 0)
+    engine.set_session(Session.CONTINUOUS, 1)
+    store = ExchangeStore(tmp_path / "exchange.sqlite")
+    service = {"version": 1, "seed": 7, "days_simulated": 1, "market_ns": 1}
+    store.save(service, engine, engine.take_changes(), [], everything=True)
+    last = engine.last_price("005930")
+    assert last is not None
+    for i in range(20):  # resting buys, then prints that fill some of them and move the rest in their queue
+        engine.submit("firm", f"t1-20260303-{i}", "005930", "buy", "limit", 10, last - (i % 3) * 100, 10 + i)
+        store.save({**service, "market_ns": 10 + i}, engine, engine.take_changes(),
+                   [(f"r-{i}", {"status": "rejected"})] if i % 7 == 0 else [])
+    engine.on_trade("005930", last - 100, 1_000, 100)
+    engine.cancel("t1-20260303-2", 0, 101)
+    store.save({**service, "market_ns": 101}, engine, engine.take_changes(), [])
+    store.close()
+
+    reopened = ExchangeStore(tmp_path / "exchange.sqlite")
+    saved = reopened.load()
+    reopened.close()
+    assert saved is not None and saved["market_ns"] == 101 and set(saved["rejected"]) == {"r-0", "r-7", "r-14"}
+    assert engine.fills_today()
+    restored = MatchingEngine.from_state(saved["engine"], instruments)
+    assert restored.to_state() == engine.to_state()
+    assert restored.account("firm") == engine.account("firm")
