@@ -60,6 +60,8 @@ CANCELED = OrderStatus.CANCELED
 REJECTED = OrderStatus.REJECTED
 EXPIRED = OrderStatus.EXPIRED
 
+_SIDE_OF: dict[str, Side] = {s.value: s for s in Side}
+_ORDER_TYPE_OF: dict[str, OrderType] = {t.value: t for t in OrderType}
 _UNACKNOWLEDGED = frozenset({NEW, SUBMITTED})
 _FILLABLE = frozenset({ACCEPTED, PARTIALLY_FILLED, CANCEL_PENDING})
 _CANCELABLE = frozenset({SUBMITTED, ACCEPTED, PARTIALLY_FILLED})
@@ -180,24 +182,79 @@ class HeldNotice:
     args: tuple[tuple[str, Any], ...]
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What one call did: the record to journal and every consequence."""
+# Field names of each journal record, in the order the record lists them (after "op").
+_RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    "create": ("client_order_id", "agent_id", "code", "side", "qty", "price", "now_ns", "order_type"),
+    "submit": ("client_order_id", "agent_id", "code", "side", "qty", "price", "now_ns", "order_type"),
+    "mark_submitted": ("client_order_id", "now_ns"),
+    "reject": ("client_order_id", "reason_code", "reason_text", "now_ns"),
+    "ack": ("client_order_id", "broker_order_id", "now_ns"),
+    "apply_fill": ("exec_id", "qty", "price", "now_ns", "client_order_id", "broker_order_id", "fee_won", "tax_won"),
+    "request_cancel": ("client_order_id", "qty", "now_ns"),
+    "cancel_confirmed": ("canceled_qty", "now_ns", "client_order_id", "broker_order_id"),
+    "cancel_rejected": ("client_order_id", "reason_code", "reason_text", "now_ns"),
+    "expire_open": ("now_ns",),
+}
 
-    record: dict[str, Any]
-    order: Order | None = None
-    transitions: list[Transition] = field(default_factory=list)
-    fills: list[AppliedFill] = field(default_factory=list)
-    alerts: list[OrderAlert] = field(default_factory=list)
-    held: bool = False
-    duplicate: bool = False
-    refused: str = ""  # a Refusal code when the call changed nothing it asked for
-    refused_text: str = ""
+
+class Outcome:
+    """What one call did: the record to journal and every consequence.
+
+    ``record`` is built on first read: the order manager journals every one,
+    the back-tester reads none, so its hot path never builds the dict.
+    """
+
+    __slots__ = ("_op", "_values", "_record", "order", "transitions", "fills", "alerts", "held", "duplicate",
+                 "refused", "refused_text")
+
+    def __init__(
+        self,
+        op: str,
+        values: tuple[Any, ...],
+        order: Order | None = None,
+        *,
+        duplicate: bool = False,
+        refused: str = "",
+        refused_text: str = "",
+    ) -> None:
+        self._op = op
+        self._values = values
+        self._record: dict[str, Any] | None = None
+        self.order = order
+        self.transitions: list[Transition] = []
+        self.fills: list[AppliedFill] = []
+        self.alerts: list[OrderAlert] = []
+        self.held = False
+        self.duplicate = duplicate
+        self.refused = refused  # a Refusal code when the call changed nothing it asked for
+        self.refused_text = refused_text
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The journal record of the call: ``{"op": <method>, <argument>: <value>, ...}``."""
+        if self._record is None:
+            self._record = {"op": self._op, **dict(zip(_RECORD_KEYS[self._op], self._values))}
+        return self._record
+
+    @record.setter
+    def record(self, record: dict[str, Any]) -> None:
+        self._record = record
+
+    def _relabel(self, op: str) -> None:
+        """Journal the call as ``op`` (``submit`` is journaled as one record, not create + mark)."""
+        self._op = op
+        if self._record is not None:
+            self._record["op"] = op
 
     @property
     def ok(self) -> bool:
         """Whether the call was applied (or held, or a harmless duplicate)."""
         return not self.refused
+
+    def __repr__(self) -> str:
+        return (f"Outcome(record={self.record!r}, order={self.order!r}, transitions={self.transitions!r}, "
+                f"fills={self.fills!r}, alerts={self.alerts!r}, held={self.held!r}, duplicate={self.duplicate!r}, "
+                f"refused={self.refused!r}, refused_text={self.refused_text!r})")
 
 
 class OrderBook:
@@ -250,16 +307,17 @@ class OrderBook:
         order_type: OrderType | str = OrderType.LIMIT,
     ) -> Outcome:
         """Record a new order in state NEW; a known client order id returns the original."""
-        record = {"op": "create", "client_order_id": client_order_id, "agent_id": agent_id, "code": code,
-                  "side": str(side), "qty": qty, "price": price, "now_ns": now_ns, "order_type": str(order_type)}
+        record = (client_order_id, agent_id, code, str(side), qty, price, now_ns, str(order_type))
         existing = self.orders.get(client_order_id)
         if existing is not None:
             self.counters["duplicate_order"] += 1
-            return Outcome(record, existing, duplicate=True)
+            return Outcome("create", record, existing, duplicate=True)
         try:
-            side, order_type = Side(side), OrderType(order_type)
+            # a dict lookup first: the enum call costs a microsecond per order on the back-tester's path
+            side = (_SIDE_OF.get(side) if isinstance(side, str) else None) or Side(side)
+            order_type = (_ORDER_TYPE_OF.get(order_type) if isinstance(order_type, str) else None) or OrderType(order_type)
         except ValueError as exc:
-            out = Outcome(record, refused=Refusal.INVALID_ORDER, refused_text=f"{client_order_id}: {exc}")
+            out = Outcome("create", record, refused=Refusal.INVALID_ORDER, refused_text=f"{client_order_id}: {exc}")
             self.counters["invalid_order"] += 1
             return out
         order = Order(client_order_id, agent_id, code, side, order_type, qty, price,
@@ -267,7 +325,7 @@ class OrderBook:
         self.orders[client_order_id] = order
         self._open_by_agent.setdefault(agent_id, {})[client_order_id] = order
         self.counters["orders"] += 1
-        out = Outcome(record, order)
+        out = Outcome("create", record, order)
         out.transitions.append(self._snapshot(order, "create", NEW, now_ns))
         problem = _entry_problem(order)
         if problem is not None:
@@ -276,8 +334,7 @@ class OrderBook:
 
     def mark_submitted(self, client_order_id: str, now_ns: int) -> Outcome:
         """Record that a NEW order was sent to the broker."""
-        record = {"op": "mark_submitted", "client_order_id": client_order_id, "now_ns": now_ns}
-        out = Outcome(record)
+        out = Outcome("mark_submitted", (client_order_id, now_ns))
         order = self._known(client_order_id, out)
         if order is None:
             return out
@@ -301,18 +358,16 @@ class OrderBook:
         """Create an order and mark it sent in one step (NEW then SUBMITTED)."""
         out = self.create(client_order_id, agent_id, code, side, qty, price, now_ns, order_type)
         if out.duplicate or out.order is None or out.order.status is not NEW:
-            out.record["op"] = "submit"
+            out._relabel("submit")
             return out
         sent = self.mark_submitted(client_order_id, now_ns)
         out.transitions.extend(sent.transitions)
-        out.record["op"] = "submit"
+        out._relabel("submit")
         return out
 
     def reject(self, client_order_id: str, reason_code: str, reason_text: str, now_ns: int) -> Outcome:
         """Refuse an order not yet acknowledged (by risk or by the broker), with a reason."""
-        record = {"op": "reject", "client_order_id": client_order_id, "reason_code": reason_code,
-                  "reason_text": reason_text, "now_ns": now_ns}
-        out = Outcome(record)
+        out = Outcome("reject", (client_order_id, reason_code, reason_text, now_ns))
         order = self._known(client_order_id, out)
         if order is None:
             return out
@@ -324,9 +379,7 @@ class OrderBook:
 
     def ack(self, client_order_id: str, broker_order_id: str, now_ns: int) -> Outcome:
         """Record the broker's acknowledgement and apply the notices held for this order."""
-        record = {"op": "ack", "client_order_id": client_order_id, "broker_order_id": broker_order_id,
-                  "now_ns": now_ns}
-        out = Outcome(record)
+        out = Outcome("ack", (client_order_id, broker_order_id, now_ns))
         order = self._known(client_order_id, out)
         if order is None:
             return out
@@ -377,10 +430,7 @@ class OrderBook:
         tax_won: int = 0,
     ) -> Outcome:
         """Apply an execution once, hold it if its order is not yet acknowledged, refuse an overfill."""
-        record = {"op": "apply_fill", "exec_id": exec_id, "qty": qty, "price": price, "now_ns": now_ns,
-                  "client_order_id": client_order_id, "broker_order_id": broker_order_id,
-                  "fee_won": fee_won, "tax_won": tax_won}
-        out = Outcome(record)
+        out = Outcome("apply_fill", (exec_id, qty, price, now_ns, client_order_id, broker_order_id, fee_won, tax_won))
         if not exec_id or qty <= 0 or price <= 0 or fee_won < 0 or tax_won < 0 or not (client_order_id or broker_order_id):
             text = f"fill {exec_id!r}: qty {qty}, price {price}, fee {fee_won}, tax {tax_won} (needs an exec id, an order id and positive figures)"
             out.refused, out.refused_text = Refusal.INVALID_FILL, text
@@ -442,8 +492,7 @@ class OrderBook:
 
     def request_cancel(self, client_order_id: str, qty: int, now_ns: int) -> Outcome:
         """Ask to cancel ``qty`` shares of an open order (0 = all that remains)."""
-        record = {"op": "request_cancel", "client_order_id": client_order_id, "qty": qty, "now_ns": now_ns}
-        out = Outcome(record)
+        out = Outcome("request_cancel", (client_order_id, qty, now_ns))
         order = self._known(client_order_id, out)
         if order is None:
             return out
@@ -469,9 +518,7 @@ class OrderBook:
         self, canceled_qty: int, now_ns: int, client_order_id: str = "", broker_order_id: str = ""
     ) -> Outcome:
         """Apply the broker's cancel confirmation of ``canceled_qty`` shares (0 = all that remains)."""
-        record = {"op": "cancel_confirmed", "canceled_qty": canceled_qty, "now_ns": now_ns,
-                  "client_order_id": client_order_id, "broker_order_id": broker_order_id}
-        out = Outcome(record)
+        out = Outcome("cancel_confirmed", (canceled_qty, now_ns, client_order_id, broker_order_id))
         if canceled_qty < 0 or not (client_order_id or broker_order_id):
             out.refused = Refusal.INVALID_QUANTITY
             out.refused_text = f"cancel confirmation of {canceled_qty} shares for {client_order_id or broker_order_id or 'no order'}"
@@ -503,9 +550,7 @@ class OrderBook:
 
     def cancel_rejected(self, client_order_id: str, reason_code: str, reason_text: str, now_ns: int) -> Outcome:
         """The broker refused a cancel: the order goes back to its previous live state."""
-        record = {"op": "cancel_rejected", "client_order_id": client_order_id, "reason_code": reason_code,
-                  "reason_text": reason_text, "now_ns": now_ns}
-        out = Outcome(record)
+        out = Outcome("cancel_rejected", (client_order_id, reason_code, reason_text, now_ns))
         order = self._known(client_order_id, out)
         if order is None:
             return out
@@ -520,7 +565,7 @@ class OrderBook:
 
     def expire_open(self, now_ns: int) -> Outcome:
         """Close out every open order at the day roll (KRX cancels day orders overnight)."""
-        out = Outcome({"op": "expire_open", "now_ns": now_ns})
+        out = Outcome("expire_open", (now_ns,))
         for order in self.open_orders():
             self._finish(order, EXPIRED, "expire_open", now_ns, out, Refusal.EXPIRED_AT_CLOSE,
                          "unfilled at the close")
@@ -568,8 +613,11 @@ class OrderBook:
         return out
 
     def _snapshot(self, order: Order, event: str, from_status: OrderStatus, now_ns: int) -> Transition:
-        return Transition(order.client_order_id, event, from_status, order.status, order.filled_qty,
-                          order.remaining_qty, order.avg_fill_price, now_ns)
+        # Order.remaining_qty and Order.avg_fill_price inlined: this runs for every transition
+        status, filled = order.status, order.filled_qty
+        remaining = 0 if status in TERMINAL_STATUSES else order.qty - filled - order.canceled_qty
+        avg = (2 * order.fill_value_won + filled) // (2 * filled) if filled else 0
+        return Transition(order.client_order_id, event, from_status, status, filled, remaining, avg, now_ns)
 
     def _move(self, order: Order, status: OrderStatus, event: str, now_ns: int, out: Outcome) -> None:
         before = order.status
