@@ -2,18 +2,20 @@
 
 Reads the broker's feed (the paper exchange's PUB by default, or a replay of
 recorded bars when ``market_data.source = "replay"``), republishes ``md.tick.*``,
-``md.bar.1m.*``, ``md.flow.*`` and ``md.session`` on the bus, keeps the last
+``md.bar.1m.*``, ``md.flow.*`` and ``md.session`` (on a change of phase or
+day only) on the bus, keeps the last
 value of everything on a :class:`MarketBoard` served over RPC (``snapshot``,
 ``status``), and records bars per day per code (flushed at each close and on
 stop, old days purged at start and at each close). A silent feed is dropped and
-reopened with backoff (:mod:`services.market_data.link`); drops and recoveries
-are announced on ``sys.alert`` and in the heartbeat.
+reopened with backoff (:mod:`services.market_data.link`, over the shared
+``services.broker.connection.ConnectionMonitor``); each change of connection
+state is an Alert ``broker_connection`` and the heartbeat's ``connection`` key,
+and drops and recoveries are also announced as ``feed_dropped`` / ``feed_recovered``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,9 +27,11 @@ from bus.service import Service
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
 from core.messages import AlertLevel, Bar, Command, CommandResult, Message, SessionEvent, SessionPhase
+from services.broker.base import ConnectionState
+from services.broker.connection import ALERT_KIND, broker_backoff
 from services.market_data import recorder, replay
 from services.market_data.board import MarketBoard, board_from_master
-from services.market_data.link import Backoff, FeedLink, LinkAction
+from services.market_data.link import FeedLink, LinkAction
 
 FEED_TOPICS = ["md.", "sys.heartbeat.exchange"]
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
@@ -48,7 +52,7 @@ class MarketDataService(Service):
         self.board: MarketBoard = MarketBoard(bars_kept=cfg.bars_kept)
         self.recorder = recorder.BarRecorder(settings.run_path / "bars")
         silence = cfg.silence_heartbeats * cfg.feed_heartbeat_s
-        self.link = FeedLink(silence_limit_s=silence, backoff=Backoff(initial_s=0.1, max_s=cfg.backoff_max_s, rng=random.Random()))
+        self.link = FeedLink(silence_limit_s=silence, backoff=broker_backoff(cfg.backoff_max_s))
         self.feed: Subscriber | None = None
         self.rpc: RpcServer | None = None
         self.garbage: Counter[str] = Counter()  # reason code -> bad frames from the feed
@@ -102,18 +106,28 @@ class MarketDataService(Service):
             return
         action = self.link.poll(now_monotonic)
         if action is LinkAction.CONNECT:
-            self._open_feed()
+            # A subscription that never delivered anything is kept: ZeroMQ goes on
+            # connecting it, and reopening it would only lose what is on its way.
+            if self.feed is None or self._feed_was_live:
+                self._open_feed()
             self.link.connecting(now_monotonic)
         elif action is LinkAction.DROP:
             was_connected = self._feed_was_live
-            self._close_feed()
-            if was_connected:
+            if was_connected:  # a live feed fell silent: its socket may be stuck, open a fresh one next time
+                self._close_feed()
                 silent = self.link.seconds_silent(now_monotonic) or 0.0
                 self.alert(
                     AlertLevel.WARNING,
                     "feed_dropped",
                     f"broker feed {self.settings.endpoint('exchange_feed')} silent for {silent:.1f} s; reconnecting",
                 )
+        self._announce_link()
+
+    def _announce_link(self) -> None:
+        """Publish each change of the feed's connection state as a ``broker_connection`` alert."""
+        for t in self.link.take_transitions():
+            level = AlertLevel.INFO if t.to_state is ConnectionState.CONNECTED else AlertLevel.WARNING
+            self.alert(level, ALERT_KIND, t.text)
 
     def _open_feed(self) -> None:
         assert self.ctx is not None
@@ -157,6 +171,7 @@ class MarketDataService(Service):
                 self.alert(AlertLevel.INFO, "feed_recovered", f"broker feed back after {self.link.drops} drop(s)")
             else:
                 self.log.info("broker feed connected")
+            self._announce_link()
         for env in envelopes:
             if env.topic.startswith("md."):
                 self.forward(env.topic, env.msg)
@@ -169,7 +184,16 @@ class MarketDataService(Service):
             self.forward(topic, msg)
 
     def forward(self, topic: str, msg: Message) -> None:
-        """Publish one market-data message on the bus, remember it, record bars, roll the day."""
+        """Publish one market-data message on the bus, remember it, record bars, roll the day.
+
+        The broker repeats the session in force with each feed heartbeat (so a
+        late joiner learns it); the bus hears of a session only when its phase
+        or trading date changes, so agents get one callback per change.
+        """
+        if isinstance(msg, SessionEvent) and self.board.session is not None and (
+            (self.board.session.phase, self.board.session.trading_date) == (msg.phase, msg.trading_date)
+        ):
+            return
         if not self.board.apply(msg):
             return
         self.publish(topic, msg)
@@ -244,7 +268,10 @@ class MarketDataService(Service):
 
     def heartbeat_info(self) -> dict[str, object]:
         st = self.status()
-        return {k: st[k] for k in ("source", "feed", "drops", "forwarded", "garbage", "gaps", "pending_bars")}
+        info: dict[str, object] = {k: st[k] for k in ("source", "feed", "drops", "forwarded", "garbage", "gaps", "pending_bars")}
+        if self.cursor is None:
+            info["connection"] = self.link.state.value
+        return info
 
     def queue_depth(self) -> int:
         return self.recorder.pending
