@@ -15,9 +15,10 @@ import pytest
 import zmq
 
 from bus.codec import decode, encode
-from bus.rpc import RpcClient, RpcError
+from bus.rpc import RpcClient, RpcError, RpcFailure
 from core.config import PROJECT_ROOT, StackSettings, load_stack
-from core.messages import CancelRequest, CommandResult, OrderRequest, OrderStatus, SessionPhase
+from bus.pubsub import Subscriber
+from core.messages import CancelRequest, Command, CommandResult, OrderRequest, OrderStatus, SessionEvent, SessionPhase
 from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
 from services.broker.paper import PaperBroker
 
@@ -409,3 +410,51 @@ def test_store_saves_increments_and_loads_back_the_whole_state(tmp_path: Path) -
     restored = MatchingEngine.from_state(saved["engine"], instruments)
     assert restored.to_state() == engine.to_state()
     assert restored.account("firm") == engine.account("firm")
+
+
+def test_market_data_started_mid_session_learns_the_session_and_forwards_it_once(
+    fresh_exchange: Callable[..., Exchange],
+) -> None:
+    ex = fresh_exchange(TRADER_CLOCK__SPEED="1", TRADER_CLOCK__START_TIME="10:00")
+    assert ex.broker.ping()["session"] == "open"  # the opening was announced before anyone listened
+    procs: list[subprocess.Popen[bytes]] = []
+    bus_sub = Subscriber(ex.ctx, ex.settings.endpoint("bus_out"), ["md.session"], linger_ms=0)
+    market_data = RpcClient(ex.ctx, ex.settings.endpoint("market_data_rpc"), timeout_ms=1000, retries=0)
+    try:
+        for module in ("bus.proxy", "services.market_data"):
+            log = open(ex.run_dir / f"{module}.log", "ab")
+            procs.append(subprocess.Popen([sys.executable, "-m", module], cwd=PROJECT_ROOT, env=ex.env,
+                                          stdout=log, stderr=log))
+            log.close()
+
+        def session_on_the_snapshot() -> dict[str, Any] | None:
+            assert all(p.poll() is None for p in procs), "a process died"
+            try:
+                reply = market_data.call(Command(command_id="s", name="snapshot", args={"bars": 0}))
+            except RpcFailure:  # not up yet
+                market_data.close()
+                return None
+            assert isinstance(reply, CommandResult) and reply.ok
+            return reply.result.get("session")  # type: ignore[no-any-return,union-attr]
+
+        session = wait_for(session_on_the_snapshot, START_TIMEOUT_S, "market data to know the session")
+        assert (session["phase"], session["trading_date"]) == ("open", "20260303")
+        # the exchange repeats the session each second; the bus hears it once
+        heard: list[SessionEvent] = []
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            env = bus_sub.recv(100)
+            if env is not None and isinstance(env.msg, SessionEvent):
+                heard.append(env.msg)
+        assert len(heard) <= 1 and all(m.phase is SessionPhase.OPEN for m in heard)
+    finally:
+        market_data.close()
+        bus_sub.close()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
