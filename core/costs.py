@@ -37,6 +37,8 @@ _TAX_TABLE: dict[str, tuple[tuple[dt.date, int], ...]] = {
         (dt.date(2026, 1, 1), 2000),
     ),
 }
+# the effective dates of each table, for bisecting without rebuilding the list on every fill
+_TAX_DATES: dict[str, list[dt.date]] = {m: [d for d, _ in table] for m, table in _TAX_TABLE.items()}
 TAX_DENOMINATOR = 1_000_000
 
 
@@ -68,7 +70,7 @@ def tax_rate_ppm(trade_date: dt.date, market: str = "KOSPI") -> int:
     table = _TAX_TABLE.get(market.upper())
     if table is None:
         raise ValueError(f"no sell tax table for market {market!r} (known: {', '.join(_TAX_TABLE)})")
-    i = bisect_right([d for d, _ in table], trade_date) - 1
+    i = bisect_right(_TAX_DATES[market.upper()], trade_date) - 1
     return table[max(i, 0)][1]
 
 

@@ -371,7 +371,9 @@ class RiskView:
     def on_order_event(self, event: Any, now_ns: int) -> None:
         """Follow an order event (status, filled and remaining quantities)."""
         coid = event.client_order_id
-        status = OrderStatus(event.status)
+        status = event.status
+        if type(status) is not OrderStatus:  # the enum call only for plain strings: this runs per order event
+            status = OrderStatus(status)
         if status in TERMINAL_STATUSES:
             self._remove_open(coid)
             return
@@ -758,8 +760,10 @@ def check_order(
     if order.client_order_id in view.open_orders:
         return APPROVED
     ref_price = view.reference_price(order.code, side, market, price)
+    if type(state) is not TradingState:
+        state = TradingState(state)
     c = _Ctx(order, view, limits, limits.for_agent(order.agent_id), book, side, market, ref_price,
-             TradingState(state), str(session), instrument, now_ns)
+             state, str(session), instrument, now_ns)
     for check in CHECKS:
         decision = check(c)
         if decision is not None:
