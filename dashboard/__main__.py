@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -13,6 +14,10 @@ from core.config import ConfigError, endpoint_is_loopback, load_stack
 from dashboard.app import create_app
 
 log = logging.getLogger("dashboard")
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main() -> int:
@@ -34,6 +39,10 @@ def main() -> int:
     except LockHeld as exc:
         log.error("refusing to start: %s", exc)
         return EXIT_LOCK_HELD
+    # uvicorn restores the handlers it found and re-raises the signal it caught once it
+    # has shut down; with these, that signal ends in SystemExit and the lock is released.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     try:
         app = create_app(settings)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
