@@ -209,9 +209,41 @@ class CalendarRangeError(ValueError):
     """A date outside the years the XKRX calendar is loaded for."""
 
 
+_CalendarData = tuple[frozenset[dt.date], tuple[dt.date, ...], dict[dt.date, tuple[int, int]]]
+_preloaded_calendar: _CalendarData | None = None
+
+
+def calendar_table() -> list[tuple[str, int, int]]:
+    """The XKRX calendar as plain rows (ISO date, open ns, close ns): what a process may cache for ``preload_calendar``."""
+    _, days, hours = _calendar()
+    return [(d.isoformat(), *hours[d]) for d in days]
+
+
+def preload_calendar(rows: list[tuple[str, int, int]]) -> bool:
+    """Use rows of ``calendar_table()`` instead of building the calendar (which takes about a second of CPU).
+
+    Returns False (and changes nothing) once the calendar is already loaded, or
+    for rows that do not cover ``CALENDAR_START``..``CALENDAR_END``; ValueError
+    for rows that are not dates and integer times in order.
+    """
+    global _preloaded_calendar
+    if _calendar.cache_info().currsize:
+        return False
+    days = tuple(dt.date.fromisoformat(d) for d, _, _ in rows)
+    hours = {day: (int(o), int(c)) for day, (_, o, c) in zip(days, rows)}
+    if list(days) != sorted(set(days)) or any(o >= c for o, c in hours.values()):
+        raise ValueError("calendar rows must be distinct dates in order, each opening before it closes")
+    if not days or (days[0] - CALENDAR_START).days > 7 or (CALENDAR_END - days[-1]).days > 7:
+        return False
+    _preloaded_calendar = (frozenset(days), days, hours)
+    return True
+
+
 @lru_cache(maxsize=1)
-def _calendar() -> tuple[frozenset[dt.date], tuple[dt.date, ...], dict[dt.date, tuple[int, int]]]:
+def _calendar() -> _CalendarData:
     """The XKRX trading days and their (open, close) in ns UTC, built once from exchange_calendars."""
+    if _preloaded_calendar is not None:
+        return _preloaded_calendar
     import exchange_calendars as xc  # slow import (pandas); only when sessions are first asked for
 
     with warnings.catch_warnings():

@@ -31,6 +31,7 @@ from core.instruments import Instrument, load_instruments
 from core.krx import KST
 from core.matching import MatchingEngine
 from core.messages import CancelRequest, Command, CommandResult, Heartbeat, Message, OrderRequest
+from services.exchange.calendar_cache import load_calendar
 from services.exchange.clock import MarketClock, first_market_day, kst_ns
 from services.exchange.desk import BAD_ARGS, Desk, unknown_request
 from services.exchange.faults import BAD_FAULT, FaultError, Faults
@@ -83,6 +84,7 @@ class ExchangeService(Service):
 
     def setup(self) -> None:
         s = self.settings
+        self.log.info("XKRX calendar %s", load_calendar(s.run_path / "exchange"))
         self.instruments = self._instruments()
         configured = s.exchange.faults
         self.faults = Faults(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -458,3 +459,25 @@ def test_market_data_started_mid_session_learns_the_session_and_forwards_it_once
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def test_calendar_cached_in_the_run_dir_gives_the_same_trading_days(tmp_path: Path) -> None:
+    probe = (
+        "import datetime as dt, json, sys; from pathlib import Path; from core import krx; "
+        "from services.exchange.calendar_cache import load_calendar; how = load_calendar(Path(sys.argv[1])); "
+        "days = krx.trading_days(dt.date(2024, 1, 1), dt.date(2026, 12, 31)); "
+        "print(json.dumps([how, len(days), [krx.market_hours(d) for d in days[::50]], "
+        "krx.next_trading_day(dt.date(2026, 2, 13)).isoformat()]))"
+    )
+
+    def run() -> list[Any]:
+        out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    first, second = run(), run()
+    assert (first[0], second[0]) == ("built", "cache")
+    assert first[1:] == second[1:]
+    (tmp_path / "xkrx-calendar.json").write_text("{not json")
+    assert run()[0] == "built"  # a damaged cache is rebuilt, never trusted
