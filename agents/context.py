@@ -150,7 +150,10 @@ class AgentContext:
         self._flows: dict[str, list[FlowData]] = {c: [] for c in self.codes}
         self._marks = portfolio.marks
         self._limits: dict[str, tuple[int, int]] = {}
+        # one list for the context's life (drained by copy and clear), so a shell may keep a reference
+        # and test it for pending intents without a call per event
         self._outbox: list[OrderIntent | CancelIntent] = []
+        self.outbox = self._outbox
         self._alerts: list[AlertRecord] = []
         self._logs: deque[tuple[int, str]] = deque(maxlen=log_depth)
         self._now = 0
@@ -249,6 +252,10 @@ class AgentContext:
     def open_orders(self, code: str | None = None) -> list[BookOrder]:
         """The agent's working orders (all codes, or one)."""
         return self.portfolio.open_orders(code)
+
+    def has_open_orders(self, code: str | None = None) -> bool:
+        """Whether the agent has a working order (of one code, or of any): ``open_orders`` without the list."""
+        return self.portfolio.has_open_orders(code)
 
     def cost_rates(self, code: str) -> tuple[float, float]:
         """(commission rate, sell tax rate) for a code today."""
@@ -354,7 +361,11 @@ class AgentContext:
 
     def drain_outbox(self) -> list[OrderIntent | CancelIntent]:
         """The intents queued since the last call, in the order they were made."""
-        out, self._outbox = self._outbox, []
+        outbox = self._outbox
+        if not outbox:
+            return []
+        out = outbox.copy()
+        outbox.clear()
         return out
 
     def drain_alerts(self) -> list[AlertRecord]:

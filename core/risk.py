@@ -474,7 +474,11 @@ class RiskView:
     def equity_won(self, agent_id: str) -> int:
         """An agent's cash plus its holdings at the mark price."""
         book = self.agents[agent_id]
-        return book.cash_won + sum(p.qty * self.mark_price(c, p) for c, p in book.positions.items())
+        last, base = self.last_prices, self.base_prices
+        value = book.cash_won
+        for code, pos in book.positions.items():  # mark_price inlined: this runs for every order and fill
+            value += pos.qty * (last.get(code) or base.get(code) or pos.avg_price)
+        return value
 
     def day_pnl_won(self, agent_id: str) -> int:
         """An agent's profit today, realised and unrealised, after costs."""

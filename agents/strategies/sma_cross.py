@@ -75,7 +75,7 @@ class SmaCross(Strategy):
         code = bar.code
         price = None if self._market else close
         if above:
-            if ctx.position(code) == 0 and not ctx.open_orders(code):
+            if ctx.position(code) == 0 and not ctx.has_open_orders(code):
                 ctx.buy(code, self.params.qty, price)
         else:
             qty = ctx.sellable(code)
