@@ -171,7 +171,10 @@ class Service:
         poll_ms = max(1, min(POLL_MS, int(self.timer_interval_s * 1000)))
         handlers = self._handlers
         while not self._stop_requested:
-            for sock, _ in self._poller.poll(poll_ms):
+            if not handlers:
+                # zmq's poll returns at once when it has no socket to watch: sleep instead of spinning.
+                time.sleep(poll_ms / 1000)
+            for sock, _ in self._poller.poll(poll_ms) if handlers else ():
                 handler = handlers.get(sock)
                 if handler is not None:
                     handler()
