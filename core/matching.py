@@ -62,6 +62,10 @@ STATE_VERSION = 1
 _MARKET_RANK = -(10**15)  # sorts resting market orders ahead of every limit
 _OPEN_STATUSES = frozenset({OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
 _ORDER_SESSIONS = frozenset({Session.PRE_OPEN, Session.CONTINUOUS, Session.CLOSING_AUCTION})
+# text -> member and member -> text by dict: the enum call and ``.value`` are slow on the per-order path
+_SIDE_OF: dict[str, Side] = {s.value: s for s in Side}
+_ORDER_TYPE_OF: dict[str, OrderType] = {t.value: t for t in OrderType}
+_TEXT: dict[Side | OrderType, str] = {**{s: s.value for s in Side}, **{t: t.value for t in OrderType}}
 
 
 class Reason(StrEnum):
@@ -413,7 +417,7 @@ class MatchingEngine:
             return refuse(Reason.INVALID_SIDE, f"side must be buy or sell, not {side!r}")
         if order_type not in (OrderType.LIMIT, OrderType.MARKET):
             return refuse(Reason.INVALID_ORDER_TYPE, f"order type must be limit or market, not {order_type!r}")
-        side_, type_ = Side(side), OrderType(order_type)
+        side_, type_ = _SIDE_OF[side], _ORDER_TYPE_OF[order_type]  # both checked just above
         if code not in self.instruments:
             return refuse(Reason.UNKNOWN_CODE, f"{code!r} is not in the instrument master")
         if type(qty) is not int or qty <= 0:
@@ -533,7 +537,8 @@ class MatchingEngine:
         """Feed one bar; resting orders its range trades through fill (a bare touch does not)."""
         market = self._markets.get(code)
         events: list[Event] = []
-        if market is None or volume < 0 or not market.lower <= l <= min(o, c) <= max(o, c) <= h <= market.upper:
+        # the range checks of lower <= l <= min(o, c) <= max(o, c) <= h <= upper, without min and max calls
+        if market is None or volume < 0 or not (market.lower <= l <= o <= h <= market.upper and l <= c <= h):
             return events
         if self.session is Session.CONTINUOUS and (market.bids or market.asks):
             cap = volume * self.params.participation_pct // 100
@@ -542,7 +547,15 @@ class MatchingEngine:
                 self._fill_resting(market, market.bids, l, o, 0, cap, now_ns, events)
             if market.asks:
                 self._fill_resting(market, market.asks, h, o, 0, cap, now_ns, events)
-        self._printed(market, c, volume, now_ns)
+        # _printed(market, c, volume, now_ns) inlined: this is the back-tester's per-bar path
+        recent, since = market.recent_volume, market.volume_ts_ns
+        if now_ns > since:
+            if recent:
+                recent *= 0.5 ** ((now_ns - since) / self.params.volume_half_life_ns)
+            market.volume_ts_ns = now_ns
+        market.recent_volume = recent + volume
+        market.last_price = c
+        market.bid_taken = market.ask_taken = 0
         return events
 
     def run_auction(self, code: str, price: int, volume: int, now_ns: int) -> list[Event]:
@@ -874,7 +887,7 @@ class MatchingEngine:
         notional = qty * price
         assert self.trading_date is not None  # orders exist only after start_day
         fee, tax = self.costs.fill_costs(
-            order.side.value, notional, self.trading_date, self.instruments[order.code].market
+            _TEXT[order.side], notional, self.trading_date, self.instruments[order.code].market
         )
         held = account.holdings.get(order.code)
         if held is None:
@@ -940,6 +953,6 @@ class MatchingEngine:
     def _update(order: Order, now_ns: int) -> OrderUpdate:
         return OrderUpdate(
             order.client_order_id, order.broker_order_id, order.account_id, order.agent_id, order.code,
-            order.side.value, order.order_type.value, order.status, order.qty, order.price,
+            _TEXT[order.side], _TEXT[order.order_type], order.status, order.qty, order.price,
             order.filled_qty, order.remaining_qty, order.canceled_qty, order.avg_fill_price, now_ns,
         )
