@@ -14,6 +14,7 @@ service. Time is passed in (``now_ns``, nanoseconds UTC).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class DeskReason:
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     NOT_YOUR_ORDER = "NOT_YOUR_ORDER"
     CANCEL_NOT_CONFIRMED = "CANCEL_NOT_CONFIRMED"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,17 @@ class DeskRefusal(Exception):
         super().__init__(f"{reason_code}: {text}")
         self.reason_code = reason_code
         self.text = text
+
+
+class JournalUnavailable(DeskRefusal):
+    """A journal write failed: the step did not happen, and the book went back to what the journal holds."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(DeskReason.JOURNAL_UNAVAILABLE, text)
+
+
+JOURNAL_ALERT = "journal_unavailable"
+JOURNAL_RECOVERED_ALERT = "journal_recovered"
 
 
 class OrderDesk:
@@ -104,6 +117,7 @@ class OrderDesk:
         self.trading_date = ""
         self.phase: SessionPhase | None = None
         self.accepting = False  # new orders go to the broker only while True (CONNECTED and reconciled)
+        self.journal_ok = True  # False from a failed journal write until a probe write succeeds and a reconcile ran
         self.chased: Counter[str] = Counter()  # client order id -> status queries of an order or cancel in flight
         self.counters: Counter[str] = Counter()
         self.faults = faults if faults is not None else FaultPoints()
@@ -129,6 +143,9 @@ class OrderDesk:
             self.counters["duplicate_request"] += 1
             reply = self.replies.get(req.client_order_id)
             return OrderEvent.model_validate_json(reply) if reply else to_event(known)
+        if not self.journal_ok:
+            return self._refuse_unjournaled(req, "the journal does not take writes; no order goes out unjournaled",
+                                            now_ns)
         refusal = check_order(req, agents=self.agents, instruments=self.instruments, phase=self.phase,
                               trading_date=self.trading_date)
         if refusal is None and not self.accepting:
@@ -138,15 +155,30 @@ class OrderDesk:
             answer = self.risk(req)
             if not answer.approved:
                 refusal = EntryRefusal(answer.reason_code or DeskReason.RISK_UNAVAILABLE, answer.text)
-        if refusal is not None:
-            return self._refuse_new(req, refusal, now_ns)
-        coid = req.client_order_id
-        sent = self.book.submit(coid, req.agent_id, req.code, req.side, req.qty, req.price, now_ns, req.order_type)
-        order = sent.order
-        if order is None or order.is_terminal:
-            return self._answer([sent], order, coid, now_ns)
-        self._commit([sent], now_ns)  # journaled before the broker sees the order
+        try:
+            if refusal is not None:
+                return self._refuse_new(req, refusal, now_ns)
+            coid = req.client_order_id
+            sent = self.book.submit(coid, req.agent_id, req.code, req.side, req.qty, req.price, now_ns,
+                                    req.order_type)
+            order = sent.order
+            if order is None or order.is_terminal:
+                return self._answer([sent], order, coid, now_ns)
+            self._commit([sent], now_ns)  # journaled before the broker sees the order
+        except JournalUnavailable as exc:
+            return self._refuse_unjournaled(req, exc.text, now_ns)
         self.faults.hit(AFTER_JOURNAL_BEFORE_BROKER)
+        try:
+            return self._send(req, order, now_ns)
+        except JournalUnavailable:
+            # the order is journaled as SUBMITTED and may be at the broker: the chase settles it by id
+            journaled = self.book.get(coid)
+            return to_event(journaled) if journaled is not None else self._refuse_unjournaled(
+                req, "the journal lost the order's entry", now_ns)
+
+    def _send(self, req: OrderRequest, order: Order, now_ns: int) -> OrderEvent:
+        """Send a journaled order to the broker and journal its answer."""
+        coid = req.client_order_id
         try:
             answer_event = self.broker.place(req)
         except BrokerUnavailable as exc:
@@ -158,6 +190,15 @@ class OrderDesk:
             return self._answer([out], order, coid, now_ns)
         self.faults.hit(AFTER_BROKER_BEFORE_JOURNAL)
         return self._answer(self._apply_broker_record(order, answer_event, now_ns), order, coid, now_ns)
+
+    def _refuse_unjournaled(self, req: OrderRequest, text: str, now_ns: int) -> OrderEvent:
+        """Refuse a new order that cannot be journaled: it never reaches the broker, and the agent is told."""
+        self.counters[f"rejected:{DeskReason.JOURNAL_UNAVAILABLE}"] += 1
+        event = OrderEvent(client_order_id=req.client_order_id, agent_id=req.agent_id, code=req.code, side=req.side,
+                           status=OrderStatus.REJECTED, qty=req.qty, price=req.price, remaining_qty=0,
+                           reason_code=DeskReason.JOURNAL_UNAVAILABLE, reason_text=text, ts_ns=now_ns)
+        self.publish(f"oms.event.{req.agent_id}", event)  # the risk guard lets go of what it approved
+        return event
 
     def _refuse_new(self, req: OrderRequest, refusal: EntryRefusal, now_ns: int) -> OrderEvent:
         created = self.book.create(req.client_order_id, req.agent_id, req.code, req.side, req.qty, req.price,
@@ -429,7 +470,11 @@ class OrderDesk:
         """Journal the step in one transaction, then publish its events, fills and alerts."""
         if not outs and not replies:
             return
-        self.journal.write(outs, self.book.orders, self.trading_date, replies, before_commit=before_commit)
+        try:
+            self.journal.write(outs, self.book.orders, self.trading_date, replies, before_commit=before_commit)
+        except sqlite3.Error as exc:
+            self._journal_lost(str(exc))
+            raise JournalUnavailable(f"the journal refused a write: {exc}") from exc
         orders = self.book.orders
         for out in outs:
             for t in out.transitions:
@@ -443,6 +488,37 @@ class OrderDesk:
                     broker_order_id=order.broker_order_id, ts_ns=f.ts_ns))
             for a in out.alerts:
                 self.alert(AlertLevel.ERROR, a.kind, f"{a.client_order_id}: {a.text}")
+
+    def _journal_lost(self, text: str) -> None:
+        """A write failed: the book goes back to what the journal holds, and new orders stop until it recovers."""
+        first = self.journal_ok
+        self.journal_ok = False
+        self.counters["journal_failures"] += 1
+        self.book = OrderBook()
+        self.rebuild()
+        if first:
+            log.error("journal write failed: %s", text)
+            self.alert(AlertLevel.CRITICAL, JOURNAL_ALERT,
+                       f"the journal refused a write ({text}); new orders are refused with "
+                       f"{DeskReason.JOURNAL_UNAVAILABLE} until it takes writes again")
+
+    def recover_journal(self, now_ns: int) -> bool:
+        """Probe the journal with a write; when it takes it, catch up with the broker and accept orders again.
+
+        Raises BrokerUnavailable when the broker does not answer the catch-up
+        (the connection's own reconcile then runs it); returns False while the
+        journal still refuses writes.
+        """
+        try:
+            self.journal.write_alert(self.trading_date, now_ns, JOURNAL_RECOVERED_ALERT,
+                                     "the journal takes writes again")
+        except sqlite3.Error:
+            return False
+        self.journal_ok = True
+        summary = self.reconcile(now_ns)  # what the failed writes dropped, the broker still knows
+        self.alert(AlertLevel.INFO, JOURNAL_RECOVERED_ALERT,
+                   f"the journal takes writes again; caught up with the broker: {summary}")
+        return self.journal_ok
 
     def _broker_lost(self, text: str) -> None:
         if self.accepting:

@@ -34,6 +34,7 @@ from services.order_manager.entry import parse_client_order_id
 
 JOURNAL_FILE = "journal.sqlite"
 SYNCHRONOUS = "NORMAL"
+DISK_FULL_TEXT = "database or disk is full"  # SQLite's own words for SQLITE_FULL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -141,6 +142,22 @@ class Journal:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
         self.commits = 0
+        self.failing_writes = 0  # injected: this many next writes fail as on a full disk (see ``fail_next_writes``)
+
+    def fail_next_writes(self, n: int) -> None:
+        """Make the next ``n`` writes raise ``sqlite3.OperationalError`` as SQLite does on a full disk.
+
+        For the durability and chaos tests (the order manager's ``fault`` command):
+        a write refused by the disk must stop new orders, not lose or invent any.
+        """
+        if n < 0:
+            raise ValueError(f"the number of failing writes must be >= 0, not {n}")
+        self.failing_writes = n
+
+    def _check_injected_failure(self) -> None:
+        if self.failing_writes > 0:
+            self.failing_writes -= 1
+            raise sqlite3.OperationalError(DISK_FULL_TEXT)
 
     # --- writing -------------------------------------------------------------
 
@@ -156,6 +173,7 @@ class Journal:
         (where the durability tests crash the process).
         An order's trading date is the one in its client order id, else ``default_date``.
         """
+        self._check_injected_failure()
         db = self.db
         db.execute("BEGIN")
         try:
@@ -202,6 +220,12 @@ class Journal:
             str(o.status), o.filled_qty, o.remaining_qty, o.avg_fill_price, o.fees_won, o.taxes_won,
             o.broker_order_id, o.reason_code, o.reason_text, o.created_ns, o.updated_ns,
         ))
+
+    def write_alert(self, trading_date: str, ts_ns: int, kind: str, text: str) -> None:
+        """Journal one alert of the order manager's own (also the probe that the disk takes writes again)."""
+        self._check_injected_failure()
+        self.db.execute(_INSERT_ALERT, (trading_date, ts_ns, kind, "", text))
+        self.commits += 1
 
     # --- reading -------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Binds ROUTER on ``order_manager_rpc`` and serves:
 * ``CancelRequest`` -> ``OrderEvent`` (cancels skip risk);
 * ``Command``: ``sync`` {agent_id, since}, ``cancel_all`` {agent_id?}, ``orders``
   {agent_id?, open?}, ``positions``, ``journal_state``, ``apply_missing_fill``
-  {a Fill}, ``resolve_order`` {client_order_id}, ``status``.
+  {a Fill}, ``resolve_order`` {client_order_id}, ``status``, and ``fault``
+  {kind: "journal_full", writes: N} | {kind: "clear"} (the next N journal writes
+  fail as on a full disk; for the durability and chaos tests).
 
 It follows the broker's execution notices (``exec.*`` on the broker feed) and
 the session (``md.session`` on the bus, and the broker's clock on each ping),
@@ -19,7 +21,10 @@ and the ``connection`` key of the heartbeat. Orders and cancels left without an
 answer are asked about by client order id (``OrderDesk.chase_in_flight``).
 Start-up is the recovery path: replay the journal, reconcile with the broker,
 then accept orders. ``TRADER_OMS_FAULT_POINT`` arms a crash point for the
-durability tests (``services.order_manager.faults``).
+durability tests (``services.order_manager.faults``). A journal write that
+fails (a full disk) stops new orders with JOURNAL_UNAVAILABLE and an alert
+``journal_unavailable``; a probe write each second brings them back after a
+catch-up with the broker (alert ``journal_recovered``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
 from services.broker.connection import ALERT_KIND, ConnectionLost, ConnectionMonitor, ReconnectHooks, broker_backoff
 from services.broker.connection import Transition
 from services.broker.paper import PaperBroker
-from services.order_manager.desk import DeskReason, DeskRefusal, OrderDesk, RiskAnswer
+from services.order_manager.desk import DeskReason, DeskRefusal, JournalUnavailable, OrderDesk, RiskAnswer
 from services.order_manager.faults import FaultPoints
 from services.order_manager.journal import JOURNAL_FILE, Journal
 
@@ -63,6 +68,8 @@ PING_INTERVAL_S = 1.0
 CHASE_INTERVAL_S = 0.5
 IN_FLIGHT_AGE_NS = 2_000_000_000  # an order or cancel without an answer this long is asked about by id
 DAY_ROLL_GRACE_S = 1.0  # closing-auction notices follow the closed event; let them land first
+JOURNAL_PROBE_INTERVAL_S = 1.0  # how often a journal that refused a write is tried again
+BAD_FAULT = "BAD_FAULT"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -88,6 +95,7 @@ class OrderManagerService(Service):
             silence_limit_s=md.silence_heartbeats * md.feed_heartbeat_s, backoff=broker_backoff(md.backoff_max_s))
         self._next_ping = 0.0
         self._next_chase = 0.0
+        self._next_journal_probe = 0.0
         self._roll_due: float | None = None
         self._rolled_date = ""
 
@@ -132,7 +140,7 @@ class OrderManagerService(Service):
     def heartbeat_info(self) -> dict[str, object]:
         d = self.desk
         return {"connection": self.monitor.state.value, "connection_detail": self.monitor.info(time.monotonic()),
-                "accepting": d.accepting, "trading_date": d.trading_date,
+                "accepting": d.accepting, "journal_ok": d.journal_ok, "trading_date": d.trading_date,
                 "phase": d.phase.value if d.phase else "", "orders": len(d.book.orders),
                 "open_orders": len(d.book.open_orders()), "held_notices": len(d.book.held),
                 "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
@@ -186,6 +194,8 @@ class OrderManagerService(Service):
             raise ConnectionLost(str(exc)) from exc
         except BrokerError as exc:
             return f"the broker refused a reconciliation query: {exc}"
+        except JournalUnavailable as exc:
+            return exc.text
         self.log.info("reconciled with the broker: %s", summary)
         return None
 
@@ -214,6 +224,9 @@ class OrderManagerService(Service):
                 self._next_ping = now_monotonic + PING_INTERVAL_S
                 self._follow_clock(self.broker.ping())
                 self.monitor.heard(time.monotonic())
+            if not self.desk.journal_ok and now_monotonic >= self._next_journal_probe:
+                self._next_journal_probe = now_monotonic + JOURNAL_PROBE_INTERVAL_S
+                self.desk.recover_journal(time.time_ns())
             if now_monotonic >= self._next_chase:
                 self._next_chase = now_monotonic + CHASE_INTERVAL_S
                 self.desk.chase_in_flight(time.time_ns(), IN_FLIGHT_AGE_NS)
@@ -221,13 +234,19 @@ class OrderManagerService(Service):
                 self._day_roll()
         except BrokerUnavailable as exc:
             self._lost(now_monotonic, str(exc))
+        except JournalUnavailable as exc:
+            self.log.warning("journal: %s", exc.text)
 
     def _day_roll(self) -> None:
         """At the close: apply the last notices from the broker, expire what is open, purge old days."""
         self._roll_due = None
         date = self.desk.trading_date
-        self.desk.reconcile(time.time_ns())
-        expired = self.desk.expire_open(time.time_ns())
+        try:
+            self.desk.reconcile(time.time_ns())
+            expired = self.desk.expire_open(time.time_ns())
+        except JournalUnavailable:
+            self._roll_due = time.monotonic() + JOURNAL_PROBE_INTERVAL_S  # again once the journal takes writes
+            raise
         self._rolled_date = date
         removed = self._purge(date)
         self.log.info("day roll %s: %d order(s) expired, %d old order(s) purged", date, expired, removed)
@@ -245,7 +264,11 @@ class OrderManagerService(Service):
         now = time.time_ns()
         self.monitor.heard(time.monotonic())  # any frame from the feed, its heartbeats included
         for env in self.notices.drain(1000):
-            self.desk.on_notice(env.msg, now)
+            try:
+                self.desk.on_notice(env.msg, now)
+            except JournalUnavailable as exc:
+                # not applied; the catch-up after the journal recovers asks the broker for it
+                self.log.warning("notice %s not journaled: %s", type(env.msg).__name__, exc.text)
 
     def _on_session(self) -> None:
         for env in self.session_sub.drain(100):
@@ -335,11 +358,25 @@ class OrderManagerService(Service):
             changed = desk.resolve(coid, now)
             order = desk.book.get(coid)
             return ok({"changed": bool(changed), "status": order.status.value if order else ""})
+        if name == "fault":
+            return self._fault(cmd)
         if name in ("status", "ping"):
             return ok(self.heartbeat_info())
         return CommandResult(command_id=cmd.command_id, ok=False, reason_code=UNKNOWN_COMMAND,
                              error=f"unknown command {name!r}: sync, cancel_all, orders, positions, journal_state, "
-                                   "apply_missing_fill, resolve_order, status")
+                                   "apply_missing_fill, resolve_order, fault, status")
+
+    def _fault(self, cmd: Command) -> CommandResult:
+        """Inject a journal failure: ``{kind: "journal_full", writes: N}`` or ``{kind: "clear"}``."""
+        kind, writes = cmd.args.get("kind"), cmd.args.get("writes", 1)
+        if kind == "clear":
+            writes = 0
+        elif kind != "journal_full" or isinstance(writes, bool) or not isinstance(writes, int) or not 0 <= writes <= 1000:
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=BAD_FAULT,
+                                 error="fault takes {kind: 'journal_full', writes: 0..1000} or {kind: 'clear'}")
+        self.journal.fail_next_writes(writes)
+        self.log.warning("fault injected: the next %d journal write(s) fail as on a full disk", writes)
+        return CommandResult(command_id=cmd.command_id, ok=True, result={"failing_writes": writes})
 
 
 def _project_path(path: str) -> Path:
