@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,9 @@ RPC_TOPIC: Final = "rpc"
 MALFORMED_REQUEST: Final = "MALFORMED_REQUEST"
 HANDLER_FAILED: Final = "HANDLER_FAILED"
 BAD_REPLY: Final = "BAD_REPLY"
+# Why a request was malformed, besides the codec's reasons (RpcServer.rejected).
+NO_REQUEST_ID: Final = "NO_REQUEST_ID"
+WRONG_FRAME_COUNT: Final = "WRONG_FRAME_COUNT"
 
 DEFAULT_IDEMPOTENCY_CAPACITY = 10_000
 
@@ -231,6 +234,7 @@ class RpcServer:
         self.replayed = 0
         self.malformed = 0
         self.failed = 0
+        self.rejected: Counter[str] = Counter()  # why malformed requests were refused -> how many
 
     def handle_ready(self, limit: int = 1000) -> int:
         """Answer the requests already waiting (up to ``limit``); returns how many."""
@@ -247,10 +251,12 @@ class RpcServer:
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
             self.malformed += 1
+            self.rejected[NO_REQUEST_ID] += 1
             log.warning("dropping a request of %d frame(s): no request id", len(frames))
             return
         identity, request_id = frames[0], frames[1]
         if len(frames) != 4:
+            self.rejected[WRONG_FRAME_COUNT] += 1
             self._refuse(identity, request_id, MALFORMED_REQUEST, f"expected 3 frames, got {len(frames) - 1}")
             return
         key = frames[2].decode(errors="replace") or None
@@ -263,6 +269,7 @@ class RpcServer:
         try:
             env = decode(frames[3])
         except DecodeError as exc:
+            self.rejected[exc.reason_code] += 1
             self._refuse(identity, request_id, MALFORMED_REQUEST, str(exc))
             return
         info = RequestInfo(request_id.decode(errors="replace"), key, env.sender, time.time_ns())

@@ -26,7 +26,8 @@ import psutil
 import zmq
 
 from bus.pidlock import LockHeld, PidLock, lock_path
-from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher
+from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
+from bus.rpc import RpcServer
 from core.config import ConfigError, StackSettings, load_stack
 from core.messages import Alert, AlertLevel, Heartbeat, Message
 
@@ -35,6 +36,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_LOCK_HELD = 3
+REJECTED_FRAMES_KEY = "rejected_frames"
 POLL_MS = 50  # longest a stop request waits for the loop to notice it
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -85,6 +87,20 @@ class Service:
     def heartbeat_info(self) -> dict[str, object]:
         """Extra facts for the heartbeat's ``info`` (subclasses add to it)."""
         return {}
+
+    def rejected_frames(self) -> dict[str, int]:
+        """Frames this process refused, by reason code (the heartbeat's ``info["rejected_frames"]``).
+
+        Sums the counters of every RpcServer and Subscriber held in an attribute of
+        the service, so a subclass reports what its inputs refused without code of its own.
+        """
+        total: dict[str, int] = {}
+        for value in vars(self).values():
+            if not isinstance(value, (RpcServer, Subscriber)):
+                continue
+            for reason, n in value.rejected.items():
+                total[reason] = total.get(reason, 0) + n
+        return total
 
     # --- tools for subclasses ----------------------------------------------
 
@@ -199,6 +215,7 @@ class Service:
             rss, cpu = 0, 0.0
         info: dict[str, object] = dict(self.heartbeat_info())
         info.update(self.publisher.heartbeat_info())
+        info.setdefault(REJECTED_FRAMES_KEY, self.rejected_frames())
         hb = Heartbeat(
             name=self.name,
             pid=os.getpid(),
