@@ -1,0 +1,140 @@
+"""The back-tester's hot path: indexes and lazy records give the same answers as the plain computations."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.context import AgentContext, CancelIntent, OrderIntent
+from agents.strategies import STRATEGIES
+from backtest.data import MarketData, from_simulator
+from backtest.engine import AgentSpec, run_backtest
+from core.instruments import load_instruments
+from core.orders import OrderBook
+from core.portfolio import Portfolio
+
+MASTER = load_instruments("configs/instruments.csv")
+CODES = ("005930", "000660")
+
+# one book event: (kind, order number, code index, qty, price)
+_event = st.tuples(
+    st.sampled_from(["place_buy", "place_sell", "fill", "canceled", "expired", "rejected", "accepted", "filled"]),
+    st.integers(0, 7),
+    st.integers(0, 1),
+    st.integers(1, 300),
+    st.sampled_from([50_000, 50_100, 70_000]),
+)
+
+
+def _scan(book: Portfolio, code: str | None = None) -> list[str]:
+    """Open orders found the slow way: every order ever placed, tested one by one."""
+    return [o.client_order_id for o in book.orders.values() if o.is_open and (code is None or o.code == code)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_event, max_size=40))
+def test_open_order_index_agrees_with_a_scan_of_every_order(events: list[tuple[str, int, int, int, int]]) -> None:
+    book = Portfolio(1_000_000_000, markets={c: "KOSPI" for c in CODES})
+    book.set_start_holding(CODES[0], 1_000, 50_000)
+    book.set_start_holding(CODES[1], 1_000, 50_000)
+    for code in CODES:
+        book.set_upper_limit(code, 65_000)
+    execs = 0
+    for t, (kind, n, c, qty, price) in enumerate(events):
+        coid, code = f"a-20260105-{n}", CODES[c]
+        if kind.startswith("place"):
+            book.on_order_placed(coid, code, kind[6:], qty, price, t)
+        elif kind == "fill":
+            order = book.orders.get(coid)
+            if order is not None:
+                execs += 1
+                book.on_fill(f"E{execs}", coid, order.code, order.side, qty, order.price or price, 10, 0, t)
+        else:
+            book.on_order_event(coid, kind, t)
+        for code_filter in (None, *CODES):
+            assert [o.client_order_id for o in book.open_orders(code_filter)] == _scan(book, code_filter)
+            assert book.has_open_orders(code_filter) == bool(_scan(book, code_filter))
+
+
+def test_forgetting_finished_orders_keeps_the_open_ones_and_still_ignores_a_repeated_fill() -> None:
+    book = Portfolio(100_000_000)
+    book.set_upper_limit("005930", 91_000)
+    book.on_order_placed("a-20260105-1", "005930", "buy", 10, 70_000, 1)
+    book.on_order_placed("a-20260105-2", "005930", "buy", 10, 69_000, 2)
+    assert book.on_fill("E1", "a-20260105-1", "005930", "buy", 10, 70_000, 100, 0, 3)
+    cash, hold = book.cash_won, book.cash_on_hold_won
+
+    assert book.forget_finished_orders() == 1
+
+    assert list(book.orders) == ["a-20260105-2"]
+    assert [o.client_order_id for o in book.open_orders()] == ["a-20260105-2"]
+    assert not book.on_fill("E1", "a-20260105-1", "005930", "buy", 10, 70_000, 100, 0, 4)
+    assert (book.cash_won, book.cash_on_hold_won, book.positions["005930"].qty) == (cash, hold, 10)
+
+
+def test_outcome_records_are_built_on_read_with_the_journal_layout() -> None:
+    book = OrderBook()
+    submitted = book.submit("a1-20260105-1", "a1", "005930", "buy", 100, 71_000, 10)
+    acked = book.ack("a1-20260105-1", "B1", 11)
+    filled = book.apply_fill("E1", 100, 71_000, 12, "a1-20260105-1", "B1", 1_000, 0)
+    expired = book.expire_open(13)
+
+    assert list(submitted.record.items()) == [
+        ("op", "submit"), ("client_order_id", "a1-20260105-1"), ("agent_id", "a1"), ("code", "005930"),
+        ("side", "buy"), ("qty", 100), ("price", 71_000), ("now_ns", 10), ("order_type", "limit"),
+    ]
+    assert acked.record == {"op": "ack", "client_order_id": "a1-20260105-1", "broker_order_id": "B1", "now_ns": 11}
+    assert filled.record == {"op": "apply_fill", "exec_id": "E1", "qty": 100, "price": 71_000, "now_ns": 12,
+                             "client_order_id": "a1-20260105-1", "broker_order_id": "B1", "fee_won": 1_000,
+                             "tax_won": 0}
+    assert expired.record == {"op": "expire_open", "now_ns": 13}
+    assert submitted.record is submitted.record  # built once, then the same dict (the journal may amend it)
+
+    replayed = OrderBook.replay([submitted.record, acked.record, filled.record, expired.record])
+    order = replayed.get("a1-20260105-1")
+    assert order is not None and (order.status, order.filled_qty, order.fees_won) == (book.get("a1-20260105-1").status, 100, 1_000)
+
+
+def test_a_refused_entry_is_journaled_as_given() -> None:
+    out = OrderBook().create("a1-20260105-9", "a1", "005930", "hold", 5, 100, 7)
+    assert out.refused and out.record["side"] == "hold" and out.record["op"] == "create"
+
+
+def test_the_outbox_is_one_list_that_a_drain_empties() -> None:
+    strategy = STRATEGIES["sma_cross"].from_params({"fast": 2, "slow": 3, "qty": 1})
+    ctx = AgentContext("a", ["005930"], strategy, Portfolio(100_000_000), MASTER)
+    kept = ctx.outbox
+    buy = ctx.buy("005930", 1, 70_000)
+    assert isinstance(buy, OrderIntent) and kept == [buy]
+    cancel = ctx.cancel(buy.client_order_id)
+    assert isinstance(cancel, CancelIntent)
+
+    assert ctx.drain_outbox() == [buy, cancel]
+    assert ctx.outbox is kept and kept == [] and ctx.drain_outbox() == []
+
+
+@pytest.fixture(scope="module")
+def data() -> MarketData:
+    return from_simulator(["005930"], 4, 3, MASTER)
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_a_run_leaves_the_cyclic_collector_as_it_found_it(data: MarketData, collecting: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if collecting else gc.disable)()
+        run_backtest(data, [AgentSpec("sma", "sma_cross", ("005930",), {"fast": 3, "slow": 8}, 500_000_000)])
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_run_sees_every_bar_and_ends_with_no_working_order(data: MarketData) -> None:
+    spec = AgentSpec("sma", "sma_cross", ("005930",), {"fast": 3, "slow": 8, "qty": 10}, 500_000_000)
+    bt_result = run_backtest(data, [spec])
+    assert bt_result.agents["sma"].orders > 10
+    assert bt_result.agents["sma"].book["open_orders"] == 0
+    assert bt_result.agents["sma"].bars_seen == len(data.bars)
