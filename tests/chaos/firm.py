@@ -1,0 +1,223 @@
+"""The whole firm for a chaos run: every Procfile process in a private run directory, kept alive like honcho.
+
+The services are started from the Procfile (the supervisor starts the
+agents of the default roster, copied with free status ports). A service that
+dies is started again by ``keep_alive`` after a short pause, the way honcho or
+systemd would; agents are the supervisor's to restart. ``stop`` asks the stack
+to go down (``trader down``), then kills whatever is left; ``leftovers``
+finds every process of this run directory (by its environment), so a run can
+prove it left no orphan and no lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from core.config import PROJECT_ROOT
+from services.cli.stack import read_procfile
+
+TRADER = str(Path(sys.executable).parent / "trader")
+RESTART_PAUSE_S = 0.5  # honcho/systemd-style pause before a dead service is started again
+TERMINAL = ("filled", "canceled", "rejected", "expired")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def roster_with_free_ports(source: Path, target: Path) -> dict[str, int]:
+    """Copy the roster with each agent's ``dp`` moved to a free port; returns agent id -> port."""
+    text = source.read_text()
+    ports: dict[str, int] = {}
+    out_lines = []
+    agent = ""
+    for line in text.splitlines():
+        m = re.match(r'^id\s*=\s*"([^"]+)"', line)
+        if m:
+            agent = m.group(1)
+        if re.match(r"^dp\s*=", line):
+            ports[agent] = free_port()
+            line = f"dp = {ports[agent]}"
+        out_lines.append(line)
+    target.write_text("\n".join(out_lines) + "\n")
+    return ports
+
+
+class Firm:
+    """The processes of one chaos run and the environment they share."""
+
+    def __init__(self, run_dir: Path, *, speed: float, start_time: str, start_date: str, seed: int) -> None:
+        self.run_dir = run_dir
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.ports = roster_with_free_ports(PROJECT_ROOT / "configs" / "agents.toml", run_dir / "agents.toml")
+        self.env = {
+            **os.environ,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",
+            "TRADER_RUN_DIR": str(run_dir),
+            "TRADER_ROSTER_FILE": str(run_dir / "agents.toml"),
+            "TRADER_CLOCK__SPEED": str(speed),
+            "TRADER_CLOCK__START_TIME": start_time,
+            "TRADER_CLOCK__START_DATE": start_date,
+            "TRADER_CLOCK__SEED": str(seed),
+            "TRADER_DASHBOARD__PORT": str(free_port()),
+            "TRADER_SUPERVISOR__RESTART_BACKOFF_S": "0.2",
+            "TRADER_SUPERVISOR__FLAP_RESTARTS": "50",
+            "TRADER_SUPERVISOR__KILL_TIMEOUT_S": "4",
+            "TRADER_RECONCILE__INTERVAL_S": "10",
+        }
+        self.commands = {name: cmd for name, cmd in read_procfile(PROJECT_ROOT / "Procfile")}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.seen_pids: set[int] = set()
+        self.restarts: dict[str, int] = {}
+        self._dead_since: dict[str, float] = {}
+
+    # --- services ------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start one Procfile process, its output appended to ``logs/<name>.log``."""
+        argv = self.commands[name].split()
+        argv[0] = sys.executable if argv[0] == "python" else argv[0]
+        with open(self.run_dir / "logs" / f"{name}.log", "ab") as log:
+            p = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        self.procs[name] = p
+        self.seen_pids.add(p.pid)
+
+    def start_all(self) -> None:
+        """Every process of the Procfile."""
+        for name in self.commands:
+            self.start(name)
+
+    def kill9(self, name: str) -> int | None:
+        """kill -9 one service (its pid only: agents the supervisor started live on); returns the pid."""
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return None
+        os.kill(p.pid, signal.SIGKILL)
+        return p.pid
+
+    def keep_alive(self, now: float) -> list[str]:
+        """Start again each service that died, after the restart pause; returns the names started."""
+        started = []
+        for name, p in list(self.procs.items()):
+            if p.poll() is None:
+                self._dead_since.pop(name, None)
+                continue
+            since = self._dead_since.setdefault(name, now)
+            if now - since >= RESTART_PAUSE_S:
+                del self._dead_since[name]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self.start(name)
+                started.append(name)
+        return started
+
+    # --- agents --------------------------------------------------------------------
+
+    def agent_pid(self, agent_id: str) -> int | None:
+        """The pid in an agent's lock file, if it is alive."""
+        try:
+            pid = int(json.loads((self.run_dir / "run" / f"{agent_id}.pid").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not psutil.pid_exists(pid):
+            return None
+        self.seen_pids.add(pid)
+        return pid
+
+    def agent_status(self, agent_id: str) -> dict[str, Any] | None:
+        """An agent's status page document (``GET /status``), or None when it does not answer."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[agent_id]}/status", timeout=2) as r:
+                doc = json.loads(r.read())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    # --- the CLI -------------------------------------------------------------------
+
+    def trader(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run ``trader`` against this run directory."""
+        return subprocess.run([TRADER, *args], cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    # --- the end -------------------------------------------------------------------
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Every live process whose environment names this run directory (the agents included)."""
+        found = []
+        mine = str(self.run_dir)
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                if proc.environ().get("TRADER_RUN_DIR") == mine:
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    def stop(self) -> tuple[bool, str]:
+        """``trader down``, then kill whatever is left; (whether it went down cleanly, what was left)."""
+        for name in list(self._dead_since):
+            self._dead_since.pop(name)
+        clean = True
+        detail = ""
+        try:
+            out = self.trader("down", timeout=120)
+            clean = out.returncode == 0
+            if not clean:
+                detail = f"trader down exited {out.returncode}: {out.stderr.strip()[-300:]}"
+        except subprocess.TimeoutExpired:
+            clean, detail = False, "trader down timed out"
+        for p in self.procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                clean = False
+        left = self.leftovers()
+        if left:
+            clean = False
+            detail += f" left running: {[p.pid for p in left]}"
+        locks = sorted(p.name for p in (self.run_dir / "run").glob("*.pid"))
+        if locks:
+            clean = False
+            detail += f" locks left: {locks}"
+        self.kill_everything()
+        return clean, detail.strip()
+
+    def kill_everything(self) -> None:
+        """SIGKILL every process this run started or found (safe to call twice)."""
+        # only processes proven ours (their environment names this run directory): a recycled pid is left alone
+        for proc in self.leftovers():
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + 5
+        while self.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.1)
