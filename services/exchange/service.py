@@ -15,7 +15,6 @@ day roll, before the reply or notice that reports it goes out, so a restart
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import os
 import time
 from collections import deque
@@ -106,9 +105,6 @@ class ExchangeService(Service):
         self._next_feed_hb = 0.0
         self._save(everything=True)
         self._publish(first_out)
-        # Start-up objects (modules, calendar, instruments) live as long as the process: keep them out of
-        # the cyclic collector, whose full passes over them took about 100 ms and stalled a request.
-        gc.freeze()
 
     # --- start-up ----------------------------------------------------------------
 

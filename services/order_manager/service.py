@@ -30,7 +30,6 @@ catch-up with the broker (alert ``journal_recovered``).
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import os
 import time
 from pathlib import Path
@@ -128,9 +127,6 @@ class OrderManagerService(Service):
         self.rpc = RpcServer(self.ctx, s.endpoint("order_manager_rpc"), self.handle_request, name=self.name)
         self.add_socket(self.rpc.socket, self.rpc.handle_ready)
         self._drive_connection(time.monotonic())  # recovery before the first new order: reconcile, then accept
-        # Start-up objects (modules, calendar, instruments) live as long as the process: keep them out of
-        # the cyclic collector, whose full passes over them took about 100 ms and stalled a request.
-        gc.freeze()
 
     def teardown(self) -> None:
         self.broker.close()

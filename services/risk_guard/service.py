@@ -17,7 +17,6 @@ on every change and every ``STATE_EVERY_S`` seconds.
 
 from __future__ import annotations
 
-import gc
 import time
 import uuid
 from pathlib import Path
@@ -103,9 +102,6 @@ class RiskGuardService(Service):
         self.market = RpcClient(self.ctx, s.endpoint("market_data_rpc"), timeout_ms=SYNC_TIMEOUT_MS, retries=0, sender=self.name)
         self.rpc = RpcServer(self.ctx, s.endpoint("risk_guard_rpc"), self.handle_request, name=self.name, linger_ms=s.bus.linger_ms)
         self.add_socket(self.rpc.socket, self.rpc.handle_ready)
-        # Start-up objects (modules, calendar, instruments) live as long as the process: keep them out of
-        # the cyclic collector, whose full passes over them took about 100 ms and stalled a request.
-        gc.freeze()
         self._publish_state(force=True)
 
     def teardown(self) -> None:
