@@ -12,8 +12,8 @@ context terminated and the lock released.
 
 from __future__ import annotations
 
-import logging
 import gc
+import logging
 import os
 import signal
 import sys
