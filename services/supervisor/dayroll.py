@@ -89,9 +89,16 @@ def run_day_roll(
     starts: Mapping[str, AgentStart],
     retention_days: int,
     alert: AlertFn,
+    *,
+    late: bool = False,
 ) -> dict[str, Any]:
-    """The whole roll for ``trading_date``; returns a summary of what it did."""
-    left = cancel_leftovers(oms, alert, "after the close")
+    """The whole roll for ``trading_date``; returns a summary of what it did.
+
+    ``late``: the roll of a close the supervisor missed (it was down), run on a
+    later day: today's open orders are not touched (the order manager expired
+    that day's at its own roll) and the closing prices are today's last ones.
+    """
+    left = {} if late else cancel_leftovers(oms, alert, "after the close")
     still_open = journal.open_orders(trading_date)
     codes = sorted({o["code"] for o in journal.orders(trading_date)})
     rows = daily_report(trading_date, journal.orders(trading_date), journal.fills(trading_date), starts,

@@ -78,6 +78,14 @@ class DayJournal:
         """The order manager's fill rows of every retained day up to ``until_date``, in journal order."""
         return sorted(self._rows("fills", until_date), key=lambda f: (f["ts_ns"], f["exec_id"]))
 
+    def unreported_days(self, before: str) -> list[str]:
+        """Trading days before ``before`` with orders in the journal but no daily report (a close nobody rolled)."""
+        if "orders" not in self._tables():
+            return []
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT trading_date FROM orders WHERE trading_date < ? AND trading_date NOT IN "
+            "(SELECT trading_date FROM daily_reports) ORDER BY trading_date", (before,))]
+
     def open_orders(self, trading_date: str) -> list[dict[str, Any]]:
         """Order rows of ``trading_date`` that are not in a final state."""
         return [o for o in self._rows("orders", trading_date)

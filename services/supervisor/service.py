@@ -83,6 +83,7 @@ class SupervisorService(Service):
         self.check_after_stop: set[str] = set()
         self.pending_orders_check: list[tuple[float, str, str | None]] = []  # (due, why, agent_id)
         self.pending_roll: tuple[float, str] | None = None
+        self._session_date = ""  # trading date of the last session event: a new one looks for missed closes
         self.last_roll: dict[str, Any] = {}
         self.session: dict[str, Any] = {}
         self._answers: OrderedDict[str, CommandResult] = OrderedDict()
@@ -262,6 +263,18 @@ class SupervisorService(Service):
             self.pending_orders_check.append((now + delay, "at the closing auction", None))
         elif ev.phase is SessionPhase.CLOSED:
             self.pending_roll = (now + delay + ROLL_AFTER_OMS_S, ev.trading_date)
+        if ev.trading_date and ev.trading_date != self._session_date:
+            self._session_date = ev.trading_date
+            self._roll_missed_days(ev.trading_date)
+
+    def _roll_missed_days(self, trading_date: str) -> None:
+        """Roll each earlier day that has orders but no report: its close came while the supervisor was down."""
+        assert self.journal is not None
+        pending = self.pending_roll[1] if self.pending_roll is not None else ""
+        for day in self.journal.unreported_days(before=trading_date):
+            if day != pending:
+                self.log.warning("day %s closed without a roll (the supervisor was down): rolling it now", day)
+                self.day_roll(day, late=True)
 
     # --- periodic work -------------------------------------------------------------------
 
@@ -314,13 +327,13 @@ class SupervisorService(Service):
             self.log.info("%s", ev.text)
             self._stopped(ev.agent_id, now)
 
-    def day_roll(self, trading_date: str) -> dict[str, Any]:
+    def day_roll(self, trading_date: str, *, late: bool = False) -> dict[str, Any]:
         """Run the day roll for ``trading_date`` (see ``dayroll``) and resync agents that are not in sync."""
         assert self.journal is not None and self.oms is not None and self.market_data is not None
         starts = {a.id: AgentStart(a.cash, {a.all_codes[0]: (a.start_qty, a.start_avg_price)} if a.start_qty else {})
                   for a in self.roster.values()}
         summary = dayroll.run_day_roll(trading_date, self.settings.run_path, self.journal, self.oms, self.market_data,
-                                       starts, self.settings.retention.retention_days, self.alert)
+                                       starts, self.settings.retention.retention_days, self.alert, late=late)
         resynced = []
         for agent_id, w in self.watchers.items():
             hb = self.heartbeats.last.get(agent_id)
