@@ -60,6 +60,7 @@ MAX_CASCADE = 100  # rounds of strategy reactions to fills within one event
 # enum member -> its text, without the enum ``.value`` property on the per-fill path
 _SIDE_TEXT = {s: s.value for s in Side}
 _STATUS_TEXT = {s: s.value for s in OrderStatus}
+_SESSION_TEXT = {s: s.value for s in krx.Session}
 
 
 class BacktestError(ValueError):
@@ -496,7 +497,7 @@ class Backtest:
         coid = intent.client_order_id
         agent.result.orders += 1
         self.oms.create(coid, intent.agent_id, intent.code, intent.side, intent.qty, intent.price, now, intent.order_type)
-        decision = check_order(intent, self.view, self.limits, self.state, self.venue.session.value, self.instruments, now)
+        decision = check_order(intent, self.view, self.limits, self.state, _SESSION_TEXT[self.venue.session], self.instruments, now)
         if not decision.approved:
             self.oms.reject(coid, decision.reason_code, decision.text, now)
             agent.result.rejected[decision.reason_code] += 1
