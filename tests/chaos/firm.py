@@ -179,13 +179,22 @@ class Firm:
             self._dead_since.pop(name)
         clean = True
         detail = ""
-        try:
-            out = self.trader("down", timeout=120)
-            clean = out.returncode == 0
-            if not clean:
-                detail = f"trader down exited {out.returncode}: {out.stderr.strip()[-300:]}"
-        except subprocess.TimeoutExpired:
+        # like honcho, reap each service as it exits, so that `trader down` sees it gone (not a zombie)
+        down = subprocess.Popen([TRADER, "down"], cwd=PROJECT_ROOT, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while down.poll() is None and time.monotonic() < deadline:
+            for p in self.procs.values():
+                p.poll()
+            time.sleep(0.1)
+        if down.poll() is None:
+            down.kill()
             clean, detail = False, "trader down timed out"
+        _, stderr = down.communicate()
+        if down.returncode != 0 and clean:
+            clean, detail = False, f"trader down exited {down.returncode}: {stderr.strip()[-300:]}"
+        elif "did not stop" in stderr:
+            clean, detail = False, f"trader down had to kill: {stderr.strip()[-300:]}"
         for p in self.procs.values():
             try:
                 p.wait(20)
