@@ -60,7 +60,8 @@ def is_on_tick(price: int, *, etf: bool = False) -> bool:
 
 def round_to_tick(price: float | int, how: Rounding | str = Rounding.NEAREST, *, etf: bool = False) -> int:
     """Round a price onto the tick grid (down for sells, up for buys, or nearest)."""
-    how = Rounding(how)
+    if type(how) is not Rounding:  # the enum call only for text: order entry rounds every price
+        how = Rounding(how)
     p = int(price) if how is Rounding.DOWN else price
     if p < 1:
         return 1
