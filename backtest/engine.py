@@ -36,7 +36,7 @@ import gc
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -90,9 +90,8 @@ class AgentSpec:
                    agent.start_qty, agent.start_avg_price)
 
 
-@dataclass(frozen=True, slots=True)
-class Trade:
-    """One fill of one agent, as the venue charged it."""
+class Trade(NamedTuple):
+    """One fill of one agent, as the venue charged it (immutable; a NamedTuple is built faster than a frozen dataclass)."""
 
     agent_id: str
     ts_ns: int
