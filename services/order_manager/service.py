@@ -20,7 +20,9 @@ CONNECTED. Each change of connection state is an Alert ``broker_connection``
 and the ``connection`` key of the heartbeat. Orders and cancels left without an
 answer are asked about by client order id (``OrderDesk.chase_in_flight``).
 Start-up is the recovery path: replay the journal, reconcile with the broker,
-then accept orders. ``TRADER_OMS_FAULT_POINT`` arms a crash point for the
+then accept orders. Everything it publishes (order events, fills, alerts) leaves
+in order right after the reply to the request that caused it, so the agent's
+acknowledgement never waits for the bus. ``TRADER_OMS_FAULT_POINT`` arms a crash point for the
 durability tests (``services.order_manager.faults``). A journal write that
 fails (a full disk) stops new orders with JOURNAL_UNAVAILABLE and an alert
 ``journal_unavailable``; a probe write each second brings them back after a
@@ -97,6 +99,7 @@ class OrderManagerService(Service):
         self._next_journal_probe = 0.0
         self._roll_due: float | None = None
         self._rolled_date = ""
+        self._outbox: list[tuple[str, Message]] = []  # published once the current request is answered
 
     # --- start and stop ------------------------------------------------------
 
@@ -125,10 +128,12 @@ class OrderManagerService(Service):
                                       linger_ms=s.bus.linger_ms)
         self.add_socket(self.session_sub.socket, self._on_session)
         self.rpc = RpcServer(self.ctx, s.endpoint("order_manager_rpc"), self.handle_request, name=self.name)
-        self.add_socket(self.rpc.socket, self.rpc.handle_ready)
+        self.add_socket(self.rpc.socket, self._on_requests)
         self._drive_connection(time.monotonic())  # recovery before the first new order: reconcile, then accept
+        self.flush_outbox()
 
     def teardown(self) -> None:
+        self.flush_outbox()
         self.broker.close()
         self.risk_client.close()
         self.journal.close()
@@ -141,6 +146,33 @@ class OrderManagerService(Service):
                 "open_orders": len(d.book.open_orders()), "held_notices": len(d.book.held),
                 "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
                 "counters": dict(d.counters)}
+
+    # --- publishing ------------------------------------------------------------
+
+    def publish(self, topic: str, msg: Message) -> int:
+        """Queue a message for the bus, sent in order by ``flush_outbox``; returns how many are waiting.
+
+        Every callback of the loop ends with a flush, and a request's flush
+        follows its reply, so the acknowledgement of an order does not wait for
+        its events to be published.
+        """
+        self._outbox.append((topic, msg))
+        return len(self._outbox)
+
+    def flush_outbox(self) -> None:
+        """Publish what is queued, oldest first."""
+        if not self._outbox:
+            return
+        out, self._outbox = self._outbox, []
+        send = super().publish
+        for topic, msg in out:
+            send(topic, msg)
+
+    def _on_requests(self) -> None:
+        """Answer the waiting requests one by one, publishing what each caused once its reply is sent."""
+        handle = self.rpc.handle_ready
+        while handle(1):
+            self.flush_outbox()
 
     # --- broker connection ---------------------------------------------------
 
@@ -210,6 +242,12 @@ class OrderManagerService(Service):
             self._roll_due = time.monotonic() + DAY_ROLL_GRACE_S
 
     def on_timer(self, now_monotonic: float) -> None:
+        try:
+            self._on_timer(now_monotonic)
+        finally:
+            self.flush_outbox()
+
+    def _on_timer(self, now_monotonic: float) -> None:
         if self.monitor.connected and not self.desk.accepting:
             self._lost(now_monotonic, "a request to the broker got no answer")
         self._drive_connection(now_monotonic)
@@ -259,17 +297,21 @@ class OrderManagerService(Service):
     def _on_notices(self) -> None:
         now = time.time_ns()
         self.monitor.heard(time.monotonic())  # any frame from the feed, its heartbeats included
-        for env in self.notices.drain(1000):
-            try:
-                self.desk.on_notice(env.msg, now)
-            except JournalUnavailable as exc:
-                # not applied; the catch-up after the journal recovers asks the broker for it
-                self.log.warning("notice %s not journaled: %s", type(env.msg).__name__, exc.text)
+        try:
+            for env in self.notices.drain(1000):
+                try:
+                    self.desk.on_notice(env.msg, now)
+                except JournalUnavailable as exc:
+                    # not applied; the catch-up after the journal recovers asks the broker for it
+                    self.log.warning("notice %s not journaled: %s", type(env.msg).__name__, exc.text)
+        finally:
+            self.flush_outbox()
 
     def _on_session(self) -> None:
         for env in self.session_sub.drain(100):
             if isinstance(env.msg, SessionEvent):
                 self._on_phase(env.msg.phase, env.msg.trading_date)
+        self.flush_outbox()
 
     # --- requests ------------------------------------------------------------------
 
