@@ -18,7 +18,8 @@ before a bar of the same stamp (a bar stamped at its start is complete only a
 minute later), bars of one stamp in code order. Each trading day runs the
 session events the exchange publishes: ``pre_open`` (day start, base prices =
 the previous close, limits), ``open`` (continuous trading), ``closing`` at the
-closing auction (agents cancel what is open), the auction bar crossed at its
+closing auction (agents cancel what is open; orders made on the last continuous
+bar, which live arrives with the auction begun, enter the auction first), the auction bar crossed at its
 single price, then ``closed``: day orders still open expire (venue, order
 book and agents), and each agent's equity is recorded. Nothing reads a clock
 and nothing is random, so the same data gives the same fills to the won.
@@ -316,6 +317,7 @@ class Backtest:
             auction_from = close_ns - CLOSING_AUCTION_NS
             self._start_day(date, {**base, **last_close}, min(open_ns, ts_l[a]))
             closing = False
+            self._delayed = delayed
             next_flow = f_ts[fi] if fi < fn else None
             for i, t, code, o, h, lo, c, v in zip(range(a, b), ts_l[a:b], code_l[a:b], o_l[a:b], h_l[a:b],
                                                   l_l[a:b], c_l[a:b], v_l[a:b]):
@@ -359,6 +361,10 @@ class Backtest:
                     evs = venue_on_bar(code, o, h, lo, c, v, t)
                     if evs:
                         dispatch(evs)
+                if not closing and t + NS_PER_MIN >= auction_from:
+                    # live, a bar is published when its minute is over: the last continuous bar reaches the
+                    # agents with the closing auction begun, so what they order on it waits for the auction
+                    self._delayed = True
                 view_prices[code] = c
                 last_close[code] = c
                 bar = new_bar(BarData, (code, t, o, h, lo, c, v))
@@ -412,9 +418,10 @@ class Backtest:
 
     def _closing(self, now_ns: int) -> None:
         self._now = now_ns
+        self._dispatch(self.venue.set_session(krx.Session.CLOSING_AUCTION, now_ns))
+        # orders held from the last continuous bar reach the venue in the auction, as they do live
         for code in sorted(self._pending):
             self._flush(self._pending.pop(code))
-        self._dispatch(self.venue.set_session(krx.Session.CLOSING_AUCTION, now_ns))
         self._session(SessionPhase.CLOSING, now_ns, "")
 
     def _end_day(self, date: dt.date, close_ns: int) -> None:

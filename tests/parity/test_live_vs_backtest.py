@@ -33,10 +33,14 @@ What is inherent to the live stack and how the scenario stands clear of it:
   strategy's ``bars_seen`` at the end), and the scenario gives the same margin
   and no signal on the day's last two bars for every first bar from 14:30 to
   14:42 (the live test fails plainly if the agent started later).
-- No signal falls on the last continuous bar (published together with the
-  closing auction) or the auction bar (published after the close), where the
-  back-tester still trades at a continuous close that the live stack can no
-  longer reach.
+- No signal falls on the day's last two bars. The last continuous bar is
+  published together with the closing auction, so live an order made on it
+  rests for the auction and the agent's closing cancel takes it back (the
+  back-tester now does the same:
+  ``test_an_order_on_the_last_continuous_bar_waits_for_the_auction_as_live``).
+  The auction bar is published after the close, where live the order is
+  refused (market closed) but the back-tester still accepts it and lets it
+  expire; neither fills, but the statuses differ.
 """
 
 from __future__ import annotations
@@ -135,6 +139,16 @@ def test_the_exchange_opens_each_minute_at_the_last_close() -> None:
     bars = day_data().bars
     continuous = bars.iloc[:-1]
     assert (continuous["open"].to_numpy()[1:] == continuous["close"].to_numpy()[:-1]).all()
+
+
+def test_an_order_on_the_last_continuous_bar_waits_for_the_auction_as_live() -> None:
+    # seed 0: sma_cross signals on the 15:19 bar; live that bar arrives with the closing auction begun
+    data = from_simulator([CODE], 1, 0, MASTER, DAY)
+    run, result = backtest(data)
+    last_continuous = kst_ns("15:19")
+    late = [o for o in run.oms.orders.values() if o.created_ns >= last_continuous]
+    assert [(o.status.value, o.filled_qty) for o in late] == [("canceled", 0)]
+    assert all(t.ts_ns < last_continuous for t in result.agents[AGENT_ID].trades)
 
 
 # --- the live run ----------------------------------------------------------------------------------
