@@ -34,6 +34,8 @@ from core.instruments import Instrument
 from core.messages import CancelRequest, OrderRequest, OrderType, SessionPhase
 from core.portfolio import BookOrder, Portfolio, kst_date
 
+_ORDER_TYPE_TEXT = {t: t.value for t in OrderType}  # without the enum ``.value`` property per order
+
 # Reason codes of refused intents.
 UNKNOWN_CODE = "UNKNOWN_CODE"
 BAD_QTY = "BAD_QTY"
@@ -338,7 +340,7 @@ class AgentContext:
             sellable = self.sellable(code)
             if qty > sellable:
                 return Refused(INSUFFICIENT_HOLDING, f"sell {qty} {code} exceeds the {sellable} shares that may be offered")
-        intent = OrderIntent(self._next_client_order_id(), self.agent_id, code, side, order_type.value, qty, px, self._now)
+        intent = OrderIntent(self._next_client_order_id(), self.agent_id, code, side, _ORDER_TYPE_TEXT[order_type], qty, px, self._now)
         book.on_order_placed(intent.client_order_id, code, side, qty, px, self._now)
         self._outbox.append(intent)
         return intent

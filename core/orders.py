@@ -325,7 +325,10 @@ class OrderBook:
         order = Order(client_order_id, agent_id, code, side, order_type, qty, price,
                       created_ns=now_ns, updated_ns=now_ns)
         self.orders[client_order_id] = order
-        self._open_by_agent.setdefault(agent_id, {})[client_order_id] = order
+        per_agent = self._open_by_agent.get(agent_id)
+        if per_agent is None:
+            per_agent = self._open_by_agent[agent_id] = {}
+        per_agent[client_order_id] = order
         self.counters["orders"] += 1
         out = Outcome("create", record, order)
         out.transitions.append(self._snapshot(order, "create", NEW, now_ns))
