@@ -24,13 +24,17 @@ from collections.abc import Callable, Mapping
 
 import zmq
 
-from bus.codec import DecodeError, Envelope, decode, encode_with_prefix, topic_prefix
+from bus.codec import BAD_ENVELOPE, DecodeError, Envelope, decode, encode_with_prefix, topic_prefix
 from core.messages import REGISTRY, Heartbeat, Message
 
 HEARTBEAT_TOPIC_PREFIX = "sys.heartbeat."
 HEARTBEAT_SEQS_KEY = "seqs"
 DEFAULT_HWM = 100_000
 DEFAULT_LINGER_MS = 200
+MAX_SEQ = 2**63 - 1  # sequence numbers are positive 64-bit integers
+# A forward jump beyond this is a new stream, not a gap: a garbled or hostile sequence
+# number must not count 2**63 messages as missed.
+MAX_GAP = 2**32
 
 GapCallback = Callable[[str, str, int, int], None]
 
@@ -170,6 +174,9 @@ class Subscriber:
         except DecodeError as exc:
             self._reject(exc)
             return None
+        if not 0 < env.seq <= MAX_SEQ:
+            self._reject(DecodeError(BAD_ENVELOPE, f"on {env.topic!r}: sequence number {env.seq} out of range", env.sender))
+            return None
         sender_streams = self._last.get(env.sender)
         if sender_streams is None:
             sender_streams = self._last[env.sender] = {}
@@ -177,7 +184,7 @@ class Subscriber:
         last = sender_streams.get(topic)
         seq = env.seq
         if last is not None and seq != last + 1:
-            if seq > last + 1:
+            if last + 1 < seq <= last + MAX_GAP:
                 self._gap(env.sender, topic, last + 1, seq - 1)
             else:
                 log.info("%s restarted its stream %r (seq %d after %d)", env.sender, topic, seq, last)
@@ -206,7 +213,7 @@ class Subscriber:
                 continue
             # Frames of one sender stay in order through the proxy: whatever the
             # heartbeat announces and has not arrived before it was dropped.
-            if announced > last:
+            if last < announced <= last + MAX_GAP:
                 self._gap(sender, topic, last + 1, announced)
                 streams[topic] = announced
 

@@ -19,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 CODE_PATTERN = r"^[0-9]{4}[0-9A-HJ-NP-TV-Z][0-9A-Z]$"
 
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
-Won = Annotated[int, Field(ge=0)]
+# Amounts, quantities and times fit a signed 64-bit integer, as every store and column
+# downstream (SQLite, Arrow) needs; a larger number on the wire is refused at decode.
+INT64_MAX = 2**63 - 1
+Won = Annotated[int, Field(ge=0, le=INT64_MAX)]
 SignedWon = int
-Qty = Annotated[int, Field(ge=0)]
-TsNs = Annotated[int, Field(ge=0)]
+Qty = Annotated[int, Field(ge=0, le=INT64_MAX)]
+TsNs = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 

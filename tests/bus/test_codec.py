@@ -138,4 +138,4 @@ def test_encode_refuses_unregistered_messages() -> None:
 
 def test_encode_refuses_integers_beyond_64_bits() -> None:
     with pytest.raises(EncodeError):
-        encode("md.tick.005930", "feed", 1, Tick(code="005930", ts_ns=2**70, price=1, qty=1))
+        encode("md.tick.005930", "feed", 1, Tick.model_construct(code="005930", ts_ns=2**70, price=1, qty=1))

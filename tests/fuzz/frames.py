@@ -21,7 +21,8 @@ from typing import Any
 
 import msgpack
 
-from bus.codec import DecodeError, decode, encode
+from bus.codec import BAD_ENVELOPE, DecodeError, decode, encode
+from bus.pubsub import MAX_SEQ
 from core.messages import (
     REGISTRY,
     Bar,
@@ -66,12 +67,18 @@ def sample_messages(ts_ns: int = 1_772_500_000_000_000_000) -> list[Message]:
     ]
 
 
-def expected_reason(frame: bytes) -> str | None:
-    """The codec's verdict on one frame: its DecodeError reason code, or None if it decodes."""
+def expected_reason(frame: bytes, *, subscribed: bool = False) -> str | None:
+    """The verdict on one frame: its reason code, or None if it decodes.
+
+    ``subscribed``: as a Subscriber judges it, which also refuses sequence numbers
+    outside 1..2**63-1 (an RPC request carries 0).
+    """
     try:
-        decode(frame)
+        env = decode(frame)
     except DecodeError as exc:
         return exc.reason_code
+    if subscribed and not 0 < env.seq <= MAX_SEQ:
+        return BAD_ENVELOPE
     return None
 
 
