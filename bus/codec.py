@@ -18,6 +18,7 @@ type, :class:`DecodeError`, carrying a reason code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -82,6 +83,20 @@ _packer = msgpack.Packer(default=_wire_value)
 _unpackb = msgpack.unpackb
 
 
+# type name -> (model class, its validator); filled on first use because later
+# modules may still register messages after this one is imported.
+_TYPES: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {}
+
+
+def _lookup(type_name: Any) -> tuple[type[Message], Callable[[Any], Message]] | None:
+    cls = REGISTRY.get(type_name) if type(type_name) is str else None
+    if cls is None:
+        return None
+    # The model's own validator: what model_validate calls, minus its overhead.
+    entry = _TYPES[type_name] = (cls, cls.__pydantic_validator__.validate_python)
+    return entry
+
+
 def topic_prefix(topic: str) -> bytes:
     """The leading bytes of every frame on ``topic`` (topic + separator)."""
     if not topic:
@@ -130,9 +145,12 @@ def decode(frame: bytes) -> Envelope:
         raise DecodeError(BAD_ENVELOPE, f"on {topic!r}: seq, ts_ns and version must be integers", sender)
     if type(payload) is not dict:
         raise DecodeError(BAD_ENVELOPE, f"on {topic!r}: payload is not a map", sender)
-    cls = REGISTRY.get(type_name) if type(type_name) is str else None
-    if cls is None:
-        raise DecodeError(UNKNOWN_TYPE, f"on {topic!r}: unknown message type {type_name!r}", sender)
+    entry = _TYPES.get(type_name) if type(type_name) is str else None
+    if entry is None:
+        entry = _lookup(type_name)
+        if entry is None:
+            raise DecodeError(UNKNOWN_TYPE, f"on {topic!r}: unknown message type {type_name!r}", sender)
+    cls, validate = entry
     if version != cls.VERSION:
         raise DecodeError(
             SCHEMA_VERSION_MISMATCH,
@@ -140,7 +158,7 @@ def decode(frame: bytes) -> Envelope:
             sender,
         )
     try:
-        msg = cls.model_validate(payload)
+        msg = validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '-'}: {err['msg']}" for err in exc.errors()
