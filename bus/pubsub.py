@@ -130,28 +130,27 @@ class Subscriber:
         self._last: dict[str, dict[str, int]] = {}  # sender -> topic -> last seq seen
         self._logged_reject: set[str] = set()
         self._recv = self.socket.recv
+        self._poller = zmq.Poller()
+        self._poller.register(self.socket, zmq.POLLIN)
 
     def recv(self, timeout_ms: int = 0) -> Envelope | None:
         """The next valid message, or None if none arrives within ``timeout_ms``.
 
         Invalid frames are counted and skipped; this never raises for bad input.
         """
-        deadline = None
+        deadline = time.monotonic() + timeout_ms / 1000
+        poll = self._poller.poll
         while True:
-            try:
-                frame = self._recv(zmq.NOBLOCK)
-            except zmq.Again:
-                if timeout_ms <= 0:
-                    return None
-                if deadline is None:
-                    deadline = time.monotonic() + timeout_ms / 1000
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1, zmq.POLLIN):
-                    return None
-                continue
-            env = self.handle_frame(frame)
+            # Poll first, as a plain PUB/SUB loop does: an empty non-blocking
+            # recv costs a raised exception on every wake-up.
+            remaining_ms = int((deadline - time.monotonic()) * 1000) + 1 if timeout_ms > 0 else 0
+            if not poll(remaining_ms):
+                return None
+            env = self.handle_frame(self._recv())
             if env is not None:
                 return env
+            if timeout_ms > 0 and time.monotonic() >= deadline:
+                return None
 
     def drain(self, limit: int = 10_000) -> list[Envelope]:
         """Every valid message that is already waiting, up to ``limit`` frames."""
