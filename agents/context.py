@@ -171,8 +171,13 @@ class AgentContext:
         self.ignored_events = 0
         for code, inst in self._instruments.items():
             self.set_base_price(code, inst.last_close)
-        # Bound once: the per-bar path stays short.
+        # Bound once: the per-bar path stays short. A fill or order-event hook the strategy does not
+        # override is the base class's no-op: it is not called.
         self._strategy_on_bar = strategy.on_bar
+        self._strategy_on_fill = None if type(strategy).on_fill is Strategy.on_fill else strategy.on_fill
+        self._strategy_on_order_event = (
+            None if type(strategy).on_order_event is Strategy.on_order_event else strategy.on_order_event
+        )
 
     # --- clock, prices, data ------------------------------------------------------
 
@@ -475,7 +480,11 @@ class AgentContext:
             fill.exec_id, fill.client_order_id, fill.code, fill.side, fill.qty, fill.price, fill.fee_won, fill.tax_won, fill.ts_ns
         )
         if applied:
-            self._call("on_fill", self.strategy.on_fill, fill)
+            if self._strategy_on_fill is None:
+                if not self.halted_by_errors:  # what the no-op call would do: a success ends a run of errors
+                    self.consecutive_errors = 0
+            else:
+                self._call("on_fill", self._strategy_on_fill, fill)
         return applied
 
     def on_order_event(self, event: OrderEventData) -> None:
@@ -484,7 +493,11 @@ class AgentContext:
         if self.portfolio.on_order_event(event.client_order_id, event.status, event.ts_ns) is None:
             if event.status == "rejected":
                 self.log(f"order {event.client_order_id} rejected: {event.reason_code}")
-            self._call("on_order_event", self.strategy.on_order_event, event)
+            if self._strategy_on_order_event is None:
+                if not self.halted_by_errors:  # as for on_fill
+                    self.consecutive_errors = 0
+            else:
+                self._call("on_order_event", self._strategy_on_order_event, event)
 
     def on_session(self, phase: SessionPhase | str, ts_ns: int, trading_date: str = "") -> None:
         """A change of trading phase; at ``closing`` open orders are cancelled after the strategy had its say.

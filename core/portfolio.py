@@ -220,7 +220,7 @@ class Portfolio:
         if side not in ("buy", "sell"):
             return BAD_SIDE
         order = BookOrder(client_order_id, code, side, qty, price, ts_ns)
-        pos = self.position(code)
+        pos = self.positions.get(code) or self.position(code)
         if side == "buy":
             hold = self.buy_hold_won(code, qty, price)
             if hold < 0:
@@ -256,7 +256,7 @@ class Portfolio:
         if ts_ns > self.last_ts_ns:
             self.last_ts_ns = ts_ns
         if status in _TERMINAL_EVENTS:
-            self._release(order, order.remaining_qty, last=True)
+            self._release(order, order.qty - order.filled_qty, last=True)
             order.status = status
             self.open_by_id.pop(client_order_id, None)
         elif order.status not in _RELEASING_STATUSES:
@@ -267,9 +267,9 @@ class Portfolio:
         """Release the pending quantity and the hold for ``qty`` shares of an open order."""
         if order.status in _RELEASING_STATUSES:
             return
-        remaining = order.remaining_qty
+        remaining = order.qty - order.filled_qty  # BookOrder.remaining_qty, inlined
         qty = min(qty, remaining)
-        pos = self.position(order.code)
+        pos = self.positions.get(order.code) or self.position(order.code)
         if order.side == "buy":
             freed = order.hold_won if (last or qty >= remaining) else order.hold_won * qty // remaining
             order.hold_won -= freed
@@ -307,7 +307,7 @@ class Portfolio:
                 self._release(order, 0, last=True)
                 order.status = "filled"
                 self.open_by_id.pop(client_order_id, None)
-        pos = self.position(code)
+        pos = self.positions.get(code) or self.position(code)
         notional = price * qty
         self.fees_won += fee_won
         self.taxes_won += tax_won
