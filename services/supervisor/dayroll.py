@@ -7,6 +7,9 @@
   write the daily report (journal table ``daily_reports`` and
   ``<run_dir>/reports/<date>.csv``), check the day's bars were recorded, and
   purge journal rows and dated files older than ``retention_days``.
+* a late roll: the same report for a day whose close has passed (missed while
+  the supervisor was down, or rewritten because rows of the day reached the
+  journal after its report), valued at the day's recorded closing prices.
 
 The order manager is reached over RPC (``orders``, ``cancel_all``); the
 figures of the report come from the journal itself.
@@ -80,6 +83,23 @@ def closing_prices(market_data: RpcClient, codes: list[str]) -> dict[str, int]:
     return out
 
 
+def recorded_closes(bars_dir: Path, codes: list[str]) -> dict[str, int]:
+    """Each code's last one-minute bar close recorded in ``bars_dir`` (a day's bar folder); codes without bars left out."""
+    from services.market_data.recorder import read_bars  # pyarrow: loaded only when a late roll needs it
+
+    out: dict[str, int] = {}
+    for code in codes:
+        for path in sorted(bars_dir.glob(f"{code}.*")):
+            try:
+                bars = read_bars(path)
+            except (OSError, ValueError):  # a half-written or foreign file: the price is missing, no crash
+                continue
+            if bars and bars[-1].close > 0:
+                out[code] = int(bars[-1].close)
+                break
+    return out
+
+
 def run_day_roll(
     trading_date: str,
     run_path: Path,
@@ -94,18 +114,27 @@ def run_day_roll(
 ) -> dict[str, Any]:
     """The whole roll for ``trading_date``; returns a summary of what it did.
 
-    ``late``: the roll of a close the supervisor missed (it was down), run on a
-    later day: today's open orders are not touched (the order manager expired
-    that day's at its own roll) and the closing prices are today's last ones.
+    ``late``: the roll of a close that has passed (the supervisor was down at
+    it, or the day's report is rewritten because rows reached the journal after
+    it): open orders are not touched (the order manager expired that day's at
+    its own roll) and the closing prices are the day's recorded bars' last
+    closes, market data's last prices only for codes without recorded bars.
+    Rolling a day again replaces its report: the same journal gives the same rows.
     """
     left = {} if late else cancel_leftovers(oms, alert, "after the close")
     still_open = journal.open_orders(trading_date)
-    codes = sorted({o["code"] for o in journal.orders(trading_date)})
-    rows = daily_report(trading_date, journal.orders(trading_date), journal.fills(trading_date), starts,
-                        closing_prices(market_data, codes) if codes else {})
+    orders = journal.orders(trading_date)
+    codes = sorted({o["code"] for o in orders})
+    bars_dir = run_path / "bars" / trading_date
+    prices: dict[str, int] = {}
+    if codes:
+        prices = recorded_closes(bars_dir, codes) if late and bars_dir.is_dir() else {}
+        missing = [c for c in codes if c not in prices]
+        if missing:
+            prices.update(closing_prices(market_data, missing))
+    rows = daily_report(trading_date, orders, journal.fills(trading_date), starts, prices)
     journal.write_report(rows, time.time_ns())
     csv_path = write_report_csv(run_path / "reports", trading_date, rows)
-    bars_dir = run_path / "bars" / trading_date
     bar_files = len(list(bars_dir.glob("*"))) if bars_dir.is_dir() else 0
     if codes and not bar_files:
         alert(AlertLevel.WARNING, "bars_missing", f"no bars recorded for {trading_date} under {bars_dir}")

@@ -3,7 +3,10 @@
 The journal is the stack's ``<run_dir>/journal.sqlite`` (WAL, shared with the
 order manager, the risk guard and the reconciler, hence the busy timeout). The
 supervisor reads the order manager's ``orders`` and ``fills`` tables (read
-only), keeps its own ``daily_reports`` table, and at the day roll deletes the
+only), keeps its own ``daily_reports`` table, finds reports the journal has
+moved past (rows of a reported day written after its report: an order refused
+after the close, a fill or a cancel confirmed late, a broker that re-opened the
+day after a restart), and at the day roll deletes the
 rows of every table that has a ``trading_date`` column older than the
 retention, and the dated files of the run directory (bars, reports, agents'
 day files) likewise.
@@ -21,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.supervisor.report import REPORT_COLUMNS
+from services.supervisor.report import ACCOUNT, OPEN_STATUSES, REPORT_COLUMNS
 
 JOURNAL_FILE = "journal.sqlite"
 BUSY_TIMEOUT_MS = 5000
@@ -85,6 +88,37 @@ class DayJournal:
         return [r[0] for r in self.db.execute(
             "SELECT DISTINCT trading_date FROM orders WHERE trading_date < ? AND trading_date NOT IN "
             "(SELECT trading_date FROM daily_reports) ORDER BY trading_date", (before,))]
+
+    def stale_reports(self) -> list[str]:
+        """Reported days whose journal rows no longer add up to their report (late rows: rewrite those reports).
+
+        A report is compared on its ACCOUNT row: orders, open orders, fills,
+        fees and taxes of the day against the same figures counted in the
+        journal now. A day whose rows are all gone (purged) is not stale.
+        """
+        tables = self._tables()
+        if "daily_reports" not in tables:
+            return []
+        journal: dict[str, list[int]] = {}
+        if "orders" in tables:
+            open_list = ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES))
+            for date, n, n_open in self.db.execute(
+                    f"SELECT trading_date, count(*), coalesce(sum(status IN ({open_list})), 0) FROM orders "  # noqa: S608
+                    "GROUP BY trading_date"):
+                journal[date] = [int(n), int(n_open), 0, 0, 0]
+        if "fills" in tables:
+            for date, n, fees, taxes in self.db.execute(
+                    "SELECT trading_date, count(*), coalesce(sum(fee_won), 0), coalesce(sum(tax_won), 0) FROM fills "
+                    "GROUP BY trading_date"):
+                journal.setdefault(date, [0, 0, 0, 0, 0])[2:] = [int(n), int(fees), int(taxes)]
+        stale = []
+        for date, *reported in self.db.execute(
+                "SELECT trading_date, orders, open_orders, fills, fees_won, taxes_won FROM daily_reports "
+                "WHERE agent_id = ? ORDER BY trading_date", (ACCOUNT,)):
+            now = journal.get(date)
+            if now is not None and now != [int(x) for x in reported]:
+                stale.append(date)
+        return stale
 
     def open_orders(self, trading_date: str) -> list[dict[str, Any]]:
         """Order rows of ``trading_date`` that are not in a final state."""

@@ -17,6 +17,7 @@ from typing import Any
 from core.portfolio import Portfolio
 
 ACCOUNT = "ACCOUNT"  # the report row that adds up every agent
+OPEN_STATUSES = frozenset({"new", "submitted", "accepted", "partially_filled", "cancel_pending"})  # counted open
 
 REPORT_COLUMNS = (
     "trading_date", "agent_id", "orders", "fills", "bought_qty", "sold_qty", "bought_won", "sold_won",
@@ -115,7 +116,7 @@ def daily_report(
             "taxes_won": sum(int(f["tax_won"]) for f in day_fills),
             "realized_pnl_won": end.realized_pnl_won - before.realized_pnl_won,
             "unrealized_pnl_won": end.unrealized_pnl_won(),
-            "open_orders": sum(1 for o in day_orders if o["status"] in _OPEN),
+            "open_orders": sum(1 for o in day_orders if o["status"] in OPEN_STATUSES),
             "end_positions": {code: {"qty": p.qty, "avg_price": round(p.avg_price)}
                               for code, p in sorted(end.positions.items()) if p.qty},
         })
@@ -123,7 +124,6 @@ def daily_report(
     return rows
 
 
-_OPEN = frozenset({"new", "submitted", "accepted", "partially_filled", "cancel_pending"})
 
 
 def account_row(trading_date: str, agent_rows: list[dict[str, Any]]) -> dict[str, Any]:

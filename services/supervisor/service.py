@@ -18,12 +18,19 @@ Every state-changing command is idempotent on its ``command_id``. It follows
 ``sys.heartbeat.*`` (a heartbeat late by more than ``heartbeat_late_intervals``
 raises an alert), ``md.session`` (closing check, day roll) and ``sys.alert``
 (delivered to the webhook when one is configured), and publishes ``sys.health``.
+
+A day's report is final only once the journal stops changing for that day:
+every ``REPORT_CHECK_INTERVAL_S`` and whenever a new trading day starts, a
+report the journal has moved past (rows of the day written after it) is
+rewritten from the journal, so the report always ends up counting what the
+journal holds.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections import OrderedDict
@@ -48,6 +55,7 @@ from services.supervisor.webhook import AlertWebhook
 
 HEALTH_TOPIC = "sys.health"
 ROLL_AFTER_OMS_S = 1.5  # the order manager expires day orders a second after closed; roll after it
+REPORT_CHECK_INTERVAL_S = 2.0  # how often reported days are compared with the journal (late rows)
 BAD_ARGS = "BAD_ARGS"
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 UNKNOWN_AGENT = "UNKNOWN_AGENT"
@@ -88,6 +96,7 @@ class SupervisorService(Service):
         self.session: dict[str, Any] = {}
         self._answers: OrderedDict[str, CommandResult] = OrderedDict()
         self._next_health = 0.0
+        self._next_report_check = 0.0
         self.webhook: AlertWebhook | None = None
         self.rpc: RpcServer | None = None
         self.sub: Subscriber | None = None
@@ -266,6 +275,7 @@ class SupervisorService(Service):
         if ev.trading_date and ev.trading_date != self._session_date:
             self._session_date = ev.trading_date
             self._roll_missed_days(ev.trading_date)
+            self._rewrite_stale_reports()
 
     def _roll_missed_days(self, trading_date: str) -> None:
         """Roll each earlier day that has orders but no report: its close came while the supervisor was down."""
@@ -275,6 +285,23 @@ class SupervisorService(Service):
             if day != pending:
                 self.log.warning("day %s closed without a roll (the supervisor was down): rolling it now", day)
                 self.day_roll(day, late=True)
+
+    def _rewrite_stale_reports(self) -> list[str]:
+        """Roll again each reported day whose journal rows changed after its report; the days rewritten."""
+        assert self.journal is not None
+        pending = self.pending_roll[1] if self.pending_roll is not None else ""
+        try:
+            stale = [d for d in self.journal.stale_reports() if d != pending]
+        except sqlite3.Error as exc:
+            self.log.warning("cannot compare the daily reports with the journal: %s", exc)
+            return []
+        for day in stale:
+            self.log.warning("rows of %s reached the journal after its report: rewriting the report", day)
+            try:
+                self.day_roll(day, late=True)
+            except (sqlite3.Error, OSError) as exc:
+                self.alert(AlertLevel.ERROR, "report_not_rewritten", f"cannot rewrite the report of {day}: {exc}")
+        return stale
 
     # --- periodic work -------------------------------------------------------------------
 
@@ -300,6 +327,9 @@ class SupervisorService(Service):
             _, date = self.pending_roll
             self.pending_roll = None
             self.day_roll(date)
+        if now >= self._next_report_check:
+            self._next_report_check = now + REPORT_CHECK_INTERVAL_S
+            self._rewrite_stale_reports()
         if now >= self._next_health:
             self._next_health = now + self.settings.supervisor.health_interval_s
             self.publish(HEALTH_TOPIC, Health(ts_ns=time.time_ns(), rows=tuple(self.rows(now))))
