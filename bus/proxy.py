@@ -15,6 +15,7 @@ import threading
 
 import zmq
 
+from bus import security
 from bus.service import Service
 
 CONTROL_ENDPOINT = "inproc://bus-proxy-control"
@@ -31,10 +32,10 @@ class BusProxy(Service):
         bus = self.settings.bus
         self.frontend = self.socket(zmq.XSUB)
         self.frontend.setsockopt(zmq.RCVHWM, bus.rcvhwm)
-        self.frontend.bind(self.settings.endpoint("bus_in"))
+        security.bind(self.frontend, self.settings.endpoint("bus_in"))
         self.backend = self.socket(zmq.XPUB)
         self.backend.setsockopt(zmq.SNDHWM, bus.sndhwm)
-        self.backend.bind(self.settings.endpoint("bus_out"))
+        security.bind(self.backend, self.settings.endpoint("bus_out"))
         proxy_control = self.socket(zmq.PAIR)
         proxy_control.bind(CONTROL_ENDPOINT)
         self.control = self.socket(zmq.PAIR)
@@ -64,6 +65,8 @@ class BusProxy(Service):
 
     def teardown(self) -> None:
         """Stop forwarding before the sockets are closed."""
+        if getattr(self, "thread", None) is None:
+            return  # setup did not get as far as starting it (e.g. an endpoint refused)
         if self.thread.is_alive():
             self.control.send(b"TERMINATE")
             self.thread.join(timeout=2.0)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 
 import zmq
 
+from bus import security
 from bus.codec import BAD_ENVELOPE, DecodeError, Envelope, decode, encode_with_prefix, topic_prefix
 from core.messages import REGISTRY, Heartbeat, Message
 
@@ -35,6 +36,9 @@ MAX_SEQ = 2**63 - 1  # sequence numbers are positive 64-bit integers
 # A forward jump beyond this is a new stream, not a gap: a garbled or hostile sequence
 # number must not count 2**63 messages as missed.
 MAX_GAP = 2**32
+# Senders whose sequence numbers a subscriber remembers: made-up sender names must not grow memory
+# without limit, so the least recently heard sender is forgotten beyond this.
+MAX_SENDERS = 10_000
 
 GapCallback = Callable[[str, str, int, int], None]
 
@@ -60,9 +64,9 @@ class Publisher:
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
         if bind:
-            self.socket.bind(endpoint)
+            security.bind(self.socket, endpoint)
         else:
-            self.socket.connect(endpoint)
+            security.connect(self.socket, endpoint)
         self.last_seq = 0  # messages published on all topics together
         self._streams: dict[str, list] = {}  # topic -> [prefix bytes, last seq]
         self._send = self.socket.send
@@ -121,13 +125,13 @@ class Subscriber:
         if self._hidden_heartbeats:
             self.socket.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC_PREFIX.encode())
         if bind:
-            self.socket.bind(endpoint)
+            security.bind(self.socket, endpoint)
         else:
-            self.socket.connect(endpoint)
+            security.connect(self.socket, endpoint)
         self.received = 0
         self.missed = 0
         self.rejected: Counter[str] = Counter()  # reason code -> frames dropped
-        self._last: dict[str, dict[str, int]] = {}  # sender -> topic -> last seq seen
+        self._last: OrderedDict[str, dict[str, int]] = OrderedDict()  # sender -> topic -> last seq seen (LRU)
         self._logged_reject: set[str] = set()
         self._recv = self.socket.recv
         self._poller = zmq.Poller()
@@ -176,9 +180,14 @@ class Subscriber:
         if not 0 < env.seq <= MAX_SEQ:
             self._reject(DecodeError(BAD_ENVELOPE, f"on {env.topic!r}: sequence number {env.seq} out of range", env.sender))
             return None
-        sender_streams = self._last.get(env.sender)
+        senders = self._last
+        sender_streams = senders.get(env.sender)
         if sender_streams is None:
-            sender_streams = self._last[env.sender] = {}
+            sender_streams = senders[env.sender] = {}
+            if len(senders) > MAX_SENDERS:
+                senders.popitem(last=False)
+        else:
+            senders.move_to_end(env.sender)
         topic = env.topic
         last = sender_streams.get(topic)
         seq = env.seq
@@ -226,5 +235,7 @@ class Subscriber:
         self.rejected[exc.reason_code] += 1
         key = exc.sender if exc.sender is not None else "?"
         if key not in self._logged_reject:
+            if len(self._logged_reject) >= MAX_SENDERS:
+                self._logged_reject.clear()  # bounded like the sequence records
             self._logged_reject.add(key)
             log.warning("dropping bad frame(s) from %s: %s", key, exc)

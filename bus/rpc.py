@@ -33,6 +33,7 @@ from typing import Final
 
 import zmq
 
+from bus import security
 from bus.codec import DecodeError, EncodeError, decode, encode
 from core.messages import CommandResult, Message
 
@@ -136,7 +137,7 @@ class RpcClient:
         if self._socket is None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, self.linger_ms)
-            sock.connect(self.endpoint)
+            security.connect(sock, self.endpoint)
             self._socket = sock
         return self._socket
 
@@ -225,9 +226,9 @@ class RpcServer:
         self.socket: zmq.Socket = ctx.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
         if bind:
-            self.socket.bind(endpoint)
+            security.bind(self.socket, endpoint)
         else:
-            self.socket.connect(endpoint)
+            security.connect(self.socket, endpoint)
         self.capacity = idempotency_capacity
         self._answers: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
         self.handled = 0

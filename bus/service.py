@@ -26,6 +26,7 @@ from typing import ClassVar, NoReturn
 import psutil
 import zmq
 
+from bus import security
 from bus.pidlock import LockHeld, PidLock, lock_path
 from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
 from bus.rpc import RpcServer
@@ -159,6 +160,7 @@ class Service:
         previous = self._install_signal_handlers()
         self.ctx = zmq.Context()
         code = EXIT_OK
+        security.configure(self.settings)
         try:
             self.publisher = Publisher(
                 self.ctx,
@@ -176,6 +178,9 @@ class Service:
             self.state = "running"
             self.log.info("running (pid %d)", os.getpid())
             self._loop()
+        except security.SecurityError as exc:
+            self.log.error("refusing to start: %s", exc)
+            code = EXIT_CONFIG
         except Exception:
             self.log.exception("stopping after an unexpected error")
             code = EXIT_FAILED
@@ -245,6 +250,7 @@ class Service:
                 if not sock.closed:
                     sock.close(linger=linger)
             if self.ctx is not None:
+                security.stop_authenticator(self.ctx)
                 # destroy() also closes sockets a subclass forgot (e.g. an RPC
                 # client's), each with a finite LINGER, so term() cannot block.
                 self.ctx.destroy(linger=linger)

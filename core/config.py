@@ -155,6 +155,60 @@ class Secrets(_Section):
     kis_app_secret: SecretStr = SecretStr("")
 
 
+Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+CURVE_KEY_LENGTH = 40  # a 32-byte CURVE key in Z85 text
+SECURITY_SECRET_KEYS = ("curve_server_secret_key", "curve_client_secret_key")
+
+
+def _z85_key_problem(key: str) -> str:
+    """Why ``key`` is not a Z85-encoded CURVE key ('' when it is one or is empty)."""
+    if key and (len(key) != CURVE_KEY_LENGTH or not set(key) <= Z85_ALPHABET):
+        return f"not a CURVE key: expected {CURVE_KEY_LENGTH} Z85 characters (zmq.curve_keypair()), got {len(key)}"
+    return ""
+
+
+class Security(_Section):
+    """CURVE keys for bus and RPC endpoints beyond loopback (see bus/security.py).
+
+    Every socket that binds a ``tcp://`` endpoint beyond loopback is a CURVE
+    server with the server key pair and accepts only the client public keys in
+    ``authorized_client_keys`` plus ``curve_client_public_key``; every socket
+    that connects to one uses the client key pair. Secret keys come only from
+    the environment or ``.env`` (``TRADER_SECURITY__CURVE_SERVER_SECRET_KEY``).
+    """
+
+    curve_server_public_key: str = ""
+    curve_server_secret_key: SecretStr = SecretStr("")
+    curve_client_public_key: str = ""
+    curve_client_secret_key: SecretStr = SecretStr("")
+    authorized_client_keys: list[str] = Field(default_factory=list)  # client public keys allowed to connect
+
+    @field_validator("curve_server_public_key", "curve_client_public_key")
+    @classmethod
+    def _public_key(cls, v: str) -> str:
+        problem = _z85_key_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("curve_server_secret_key", "curve_client_secret_key")
+    @classmethod
+    def _secret_key(cls, v: SecretStr) -> SecretStr:
+        problem = _z85_key_problem(v.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("authorized_client_keys")
+    @classmethod
+    def _authorized_keys(cls, v: list[str]) -> list[str]:
+        for i, key in enumerate(v):
+            problem = _z85_key_problem(key) or ("" if key else "an empty key")
+            if problem:
+                raise ValueError(f"entry {i}: {problem}")
+        return v
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
         super().__init__(settings_cls)
@@ -194,6 +248,7 @@ class StackSettings(BaseSettings):
     supervisor: Supervisor = Field(default_factory=Supervisor)
     alerts: Alerts = Field(default_factory=Alerts)
     secrets: Secrets = Field(default_factory=Secrets)
+    security: Security = Field(default_factory=Security)
     # Flat secret aliases read straight from the environment.
     dashboard_token: SecretStr = SecretStr("")
 
@@ -232,6 +287,8 @@ class StackSettings(BaseSettings):
             out[key] = "********" if getattr(self, key).get_secret_value() else ""
         for key, val in self.secrets:
             out["secrets"][key] = "********" if val.get_secret_value() else ""
+        for key in SECURITY_SECRET_KEYS:
+            out["security"][key] = "********" if getattr(self.security, key).get_secret_value() else ""
         return out
 
 
@@ -255,6 +312,10 @@ def load_stack(path: str | Path | None = None, **overrides: Any) -> StackSetting
     """Read the stack settings; a problem raises ConfigError naming file, key and reason."""
     p = Path(path) if path else stack_config_path()
     data = _read_toml(p)
+    in_file = [k for k in SECURITY_SECRET_KEYS if isinstance(data.get("security"), dict) and k in data["security"]]
+    if in_file:
+        raise ConfigError([(str(p), f"security.{k}", "a secret key belongs in the environment or .env, never in the file")
+                           for k in in_file])
     StackSettings._toml_data = data
     try:
         return StackSettings(**overrides)
