@@ -189,7 +189,10 @@ class RiskLimits(_Section):
 
     def for_agent(self, agent_id: str) -> AgentLimits:
         """The merged limits of one agent (cached)."""
-        got = self._resolved.get(agent_id)
+        # the cache read straight from pydantic's private-attribute store: ``self._resolved`` goes
+        # through BaseModel.__getattr__, which costs about ten microseconds per order
+        resolved: dict[str, AgentLimits] = self.__pydantic_private__["_resolved"]  # type: ignore[index]
+        got = resolved.get(agent_id)
         if got is not None:
             return got
         o = self.agents.get(agent_id) or AgentOverrides()
@@ -209,7 +212,7 @@ class RiskLimits(_Section):
             daily_loss_limit_won=pick(o.daily_loss_limit_won, self.loss.daily_loss_limit_agent_won),
             breach_state=pick(o.breach_state, self.loss.agent_breach_state),
         )
-        self._resolved[agent_id] = got
+        resolved[agent_id] = got
         return got
 
 
