@@ -130,10 +130,13 @@ _process_keys: CurveKeys | None = None
 _keys_lock = threading.Lock()
 
 
-def configure(settings: StackSettings) -> CurveKeys:
-    """Set this process's CURVE keys from its settings (once, before any socket is made)."""
+def configure(settings: StackSettings | None) -> CurveKeys | None:
+    """Set this process's CURVE keys from its settings, before any socket is made.
+
+    ``None`` forgets them: the next socket that needs keys reads ``load_stack()``.
+    """
     global _process_keys
-    keys = CurveKeys.from_settings(settings)
+    keys = CurveKeys.from_settings(settings) if settings is not None else None
     with _keys_lock:
         _process_keys = keys
     return keys

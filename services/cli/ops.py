@@ -378,6 +378,9 @@ def check_configs() -> list[tuple[str, str, str]]:
     why = _writable(settings.run_path)
     if why:
         problems.append((stack_file, "run_dir", why))
+    from bus.security import curve_problems
+
+    problems += [(stack_file, key, reason) for key, reason in curve_problems(settings)]
 
     # instruments
     instruments_file = path_of(settings.market.instruments_file)
