@@ -62,6 +62,8 @@ MAX_CASCADE = 100  # rounds of strategy reactions to fills within one event
 _SIDE_TEXT = {s: s.value for s in Side}
 _STATUS_TEXT = {s: s.value for s in OrderStatus}
 _SESSION_TEXT = {s: s.value for s in krx.Session}
+# NamedTuple records built from a tuple, without the Python-level __new__ their constructor runs
+_new_record = tuple.__new__
 
 
 class BacktestError(ValueError):
@@ -305,7 +307,6 @@ class Backtest:
         days: list[dt.date] = []
         dispatch = self._dispatch
         empty: list[tuple[_Agent, Any, dict[str, Any], list[Any]]] = []
-        new_bar = tuple.__new__  # BarData(...) without the NamedTuple's Python-level __new__
 
         for a, b in zip(starts, ends):
             date = krx.kst_date(ts_l[a])
@@ -367,7 +368,7 @@ class Backtest:
                     self._delayed = True
                 view_prices[code] = c
                 last_close[code] = c
-                bar = new_bar(BarData, (code, t, o, h, lo, c, v))
+                bar = _new_record(BarData, (code, t, o, h, lo, c, v))
                 for agent, on_bar, positions, outbox in by_code.get(code, empty):
                     on_bar(bar)
                     res = agent.result
@@ -541,10 +542,12 @@ class Backtest:
                 view.on_fill(ev, now)
                 agent = agents[ev.agent_id]
                 side = _SIDE_TEXT[ev.side]
-                agent.result.trades.append(
-                    Trade(ev.agent_id, ev.ts_ns, ev.code, side, ev.qty, ev.price, ev.fee_won, ev.tax_won, ev.client_order_id, ev.exec_id)
-                )
-                agent.ctx.on_fill(FillData(ev.exec_id, ev.client_order_id, ev.code, side, ev.qty, ev.price, ev.fee_won, ev.tax_won, ev.ts_ns))
+                agent.result.trades.append(_new_record(
+                    Trade, (ev.agent_id, ev.ts_ns, ev.code, side, ev.qty, ev.price, ev.fee_won, ev.tax_won, ev.client_order_id, ev.exec_id)
+                ))
+                agent.ctx.on_fill(_new_record(
+                    FillData, (ev.exec_id, ev.client_order_id, ev.code, side, ev.qty, ev.price, ev.fee_won, ev.tax_won, ev.ts_ns)
+                ))
             elif kind is OrderUpdate:
                 status = ev.status
                 coid = ev.client_order_id
@@ -560,9 +563,10 @@ class Backtest:
                     continue
                 if status is OrderStatus.REJECTED:
                     agent.result.rejected[ev.reason_code] += 1
-                agent.ctx.on_order_event(
-                    OrderEventData(coid, ev.code, ev.side, _STATUS_TEXT[status], ev.ts_ns, ev.filled_qty, ev.remaining_qty, ev.reason_code)
-                )
+                agent.ctx.on_order_event(_new_record(
+                    OrderEventData,
+                    (coid, ev.code, ev.side, _STATUS_TEXT[status], ev.ts_ns, ev.filled_qty, ev.remaining_qty, ev.reason_code),
+                ))
             elif kind is CancelRefused:
                 if ev.client_order_id:
                     oms.cancel_rejected(ev.client_order_id, ev.reason_code.value, ev.reason_text, now)
@@ -576,7 +580,8 @@ class Backtest:
             if moved is not None:
                 self.state = moved
         for agent in touched:
-            self._route(agent, agent.ctx.drain_outbox(), depth + 1)
+            if agent.ctx.outbox:
+                self._route(agent, agent.ctx.drain_outbox(), depth + 1)
 
     # --- the result -----------------------------------------------------------
 
