@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.context import AgentContext, CancelIntent, OrderIntent
+from agents.strategy import BarData, FillData, OrderEventData
 from agents.strategies import STRATEGIES
 from backtest.data import MarketData, from_simulator
 from backtest.engine import AgentSpec, run_backtest
@@ -138,3 +139,39 @@ def test_a_run_sees_every_bar_and_ends_with_no_working_order(data: MarketData) -
     assert bt_result.agents["sma"].orders > 10
     assert bt_result.agents["sma"].book["open_orders"] == 0
     assert bt_result.agents["sma"].bars_seen == len(data.bars)
+
+
+class _RaisesOnBar(STRATEGIES["sma_cross"]):  # type: ignore[misc,valid-type]
+    """Raises on every bar; keeps the base class's fill and order-event hooks."""
+
+    def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
+        raise RuntimeError("bar")
+
+
+class _CountsFills(_RaisesOnBar):
+    """Also overrides on_fill, which must then be called."""
+
+    fills_seen = 0
+
+    def on_fill(self, ctx: AgentContext, fill: FillData) -> None:
+        self.fills_seen += 1
+
+
+@pytest.mark.parametrize("cls", [_RaisesOnBar, _CountsFills])
+def test_a_fill_ends_a_run_of_strategy_errors_whether_or_not_the_strategy_hooks_fills(cls: type) -> None:
+    strategy = cls.from_params({"fast": 2, "slow": 3, "qty": 1})
+    ctx = AgentContext("a", ["005930"], strategy, Portfolio(100_000_000), MASTER)
+    buy = ctx.buy("005930", 10, 70_000)
+    assert isinstance(buy, OrderIntent)
+    for k in range(2):
+        ctx.on_bar(BarData("005930", k, 70_000, 70_000, 70_000, 70_000, 10))
+    assert ctx.consecutive_errors == 2
+
+    ctx.on_order_event(OrderEventData(buy.client_order_id, "005930", "buy", "accepted", 3, 0, 10, ""))
+    assert ctx.consecutive_errors == 0
+    for k in range(2):
+        ctx.on_bar(BarData("005930", 4 + k, 70_000, 70_000, 70_000, 70_000, 10))
+    assert ctx.on_fill(FillData("E1", buy.client_order_id, "005930", "buy", 10, 70_000, 100, 0, 6))
+
+    assert ctx.consecutive_errors == 0 and ctx.position("005930") == 10
+    assert getattr(strategy, "fills_seen", 1) == 1
