@@ -62,6 +62,7 @@ MAX_CASCADE = 100  # rounds of strategy reactions to fills within one event
 _SIDE_TEXT = {s: s.value for s in Side}
 _STATUS_TEXT = {s: s.value for s in OrderStatus}
 _SESSION_TEXT = {s: s.value for s in krx.Session}
+_NEVER = 2**63  # a time stamp after every event: no flow left
 # NamedTuple records built from a tuple, without the Python-level __new__ their constructor runs
 _new_record = tuple.__new__
 
@@ -319,14 +320,14 @@ class Backtest:
             self._start_day(date, {**base, **last_close}, min(open_ns, ts_l[a]))
             closing = False
             self._delayed = delayed
-            next_flow = f_ts[fi] if fi < fn else None
+            next_flow = f_ts[fi] if fi < fn else _NEVER
             for i, t, code, o, h, lo, c, v in zip(range(a, b), ts_l[a:b], code_l[a:b], o_l[a:b], h_l[a:b],
                                                   l_l[a:b], c_l[a:b], v_l[a:b]):
-                if next_flow is not None and next_flow <= t:
+                if next_flow <= t:
                     while fi < fn and f_ts[fi] <= t:
                         self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
                         fi += 1
-                    next_flow = f_ts[fi] if fi < fn else None
+                    next_flow = f_ts[fi] if fi < fn else _NEVER
                 self._now = t
                 if t >= auction_from:
                     if not closing:
@@ -367,7 +368,6 @@ class Backtest:
                     # agents with the closing auction begun, so what they order on it waits for the auction
                     self._delayed = True
                 view_prices[code] = c
-                last_close[code] = c
                 bar = _new_record(BarData, (code, t, o, h, lo, c, v))
                 for agent, on_bar, positions, outbox in by_code.get(code, empty):
                     on_bar(bar)
@@ -384,6 +384,7 @@ class Backtest:
                 if failure is not None:
                     break
             if failure is None:
+                last_close.update(zip(code_l[a:b], c_l[a:b]))  # each code's last close of the day
                 while fi < fn and f_ts[fi] < close_ns:
                     self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
                     fi += 1
