@@ -56,20 +56,22 @@ class SmaCross(Strategy):
         close = bar.close
         ring, slow, fast, i = self._ring, self._slow, self._fast, self._i
         slot = i % slow
-        self._sum_slow += close - ring[slot]
+        sum_slow = self._sum_slow = self._sum_slow + close - ring[slot]
         if i >= fast:
-            self._sum_fast += close - ring[(i - fast) % slow]
+            sum_fast = self._sum_fast = self._sum_fast + close - ring[(i - fast) % slow]
         else:
-            self._sum_fast += close
+            sum_fast = self._sum_fast = self._sum_fast + close
         ring[slot] = close
         self._i = i + 1
         if i + 1 < slow:
             return
         # fast mean > slow mean, compared exactly in integers
-        above = self._sum_fast * slow > self._sum_slow * fast
+        above = sum_fast * slow > sum_slow * fast
         was = self._above
+        if above is was:  # no cross (bools are singletons)
+            return
         self._above = above
-        if was is None or above == was:
+        if was is None:
             return
         self.signals += 1
         code = bar.code
