@@ -448,7 +448,7 @@ class OrderBook:
             out.order = self._resolve(client_order_id, broker_order_id)
             return out
         order = self._resolve(client_order_id, broker_order_id)
-        if order is None or (not order.is_acknowledged and not order.is_terminal):
+        if order is None or (order.broker_order_id == "" and order.status not in TERMINAL_STATUSES):  # unacknowledged
             args = (("exec_id", exec_id), ("qty", qty), ("price", price), ("fee_won", fee_won), ("tax_won", tax_won))
             self._hold("fill", client_order_id, broker_order_id, args, out)
             self._held_exec_ids.add(exec_id)
@@ -529,7 +529,7 @@ class OrderBook:
             out.refused_text = f"cancel confirmation of {canceled_qty} shares for {client_order_id or broker_order_id or 'no order'}"
             return out
         order = self._resolve(client_order_id, broker_order_id)
-        if order is None or (not order.is_acknowledged and not order.is_terminal):
+        if order is None or (order.broker_order_id == "" and order.status not in TERMINAL_STATUSES):  # unacknowledged
             self._hold("cancel_confirmed", client_order_id, broker_order_id, (("canceled_qty", canceled_qty),), out)
             out.order = order
             return out
@@ -628,7 +628,13 @@ class OrderBook:
         before = order.status
         order.status = status
         order.updated_ns = now_ns
-        out.transitions.append(self._snapshot(order, event, before, now_ns))
+        # _snapshot inlined: every state change of every order passes here
+        filled = order.filled_qty
+        remaining = 0 if status in TERMINAL_STATUSES else order.qty - filled - order.canceled_qty
+        avg = (2 * order.fill_value_won + filled) // (2 * filled) if filled else 0
+        out.transitions.append(
+            Transition(order.client_order_id, event, before, status, filled, remaining, avg, now_ns)
+        )
 
     def _finish(self, order: Order, status: OrderStatus, event: str, now_ns: int, out: Outcome,
                 reason_code: str = "", reason_text: str = "") -> None:
