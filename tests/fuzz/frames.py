@@ -220,7 +220,7 @@ class FrameFactory:
         if shape == 3:
             return [request_id, b"", self.rng.choice(valid_bodies), b"trailing"]
         if shape == 4:
-            return [request_id, b"\xff\xfe-key", self.frame()]  # key not UTF-8, body bad
+            return [request_id, b"\xff\xfe-key", self.frame()]  # the same key, not UTF-8, every time; body mostly bad
         body = self.frame()
         if shape == 5:
             body = self.rng.choice(valid_bodies)[: self.rng.randrange(0, 40)]

@@ -8,6 +8,11 @@ gets an ``error`` reply with MALFORMED_REQUEST, a decodable one reaches the
 handler and gets its answer (a business refusal at most, never HANDLER_FAILED),
 and a repeated idempotency key gets the first answer again. The server's
 heartbeat must then count exactly the malformed requests as rejected frames.
+
+A server remembers the answers to idempotency keys for as long as it runs, and
+the stack lives for the whole module, so the keys it has answered are tracked
+per server across tests (``KeyAnswers``): a key answered in an earlier test is
+replayed, not decoded, whatever body comes with it this time.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ RPC_SERVERS = {
 BATCH = 400
 REPLY_TIMEOUT_MS = 30_000
 
+# endpoint -> idempotency key -> the [status, body] the server first answered to it
+KeyAnswers = dict[str, dict[str, list[bytes]]]
+
 
 class Tally:
     """What one server answered to the fuzz, by outcome."""
@@ -57,13 +65,19 @@ def recv_reply(sock: zmq.Socket) -> list[bytes]:
     return sock.recv_multipart()
 
 
-def fuzz_server(stack: Stack, endpoint: str, requests: int, seed: int) -> Tally:
+@pytest.fixture(scope="module")
+def key_answers(stack: Stack) -> KeyAnswers:
+    """The idempotency keys each server of the module's stack has answered (they outlive a test)."""
+    return {endpoint: {} for endpoint in RPC_SERVERS}
+
+
+def fuzz_server(stack: Stack, key_answers: KeyAnswers, endpoint: str, requests: int, seed: int) -> Tally:
     """Send ``requests`` bad requests (plus one real one per batch) and check every reply."""
     name, command = RPC_SERVERS[endpoint]
     rng = random.Random(seed)
     factory = FrameFactory(seed, ["rpc"])
     tally = Tally()
-    answers_by_key: dict[str, list[bytes]] = {}
+    answers_by_key = key_answers[endpoint]
     before = sum(stack.rejected_frames(name).values())
     sock = stack.ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -122,17 +136,18 @@ def check_reply(frames: list[bytes], reply: list[bytes], tally: Tally,
 
 
 @pytest.mark.parametrize("endpoint", list(RPC_SERVERS))
-def test_garbage_requests_are_refused_with_a_reason_and_real_requests_still_answered(stack: Stack, endpoint: str) -> None:
-    tally = fuzz_server(stack, endpoint, requests=2_000, seed=zlib.crc32(endpoint.encode()))
+def test_garbage_requests_are_refused_with_a_reason_and_real_requests_still_answered(
+        stack: Stack, key_answers: KeyAnswers, endpoint: str) -> None:
+    tally = fuzz_server(stack, key_answers, endpoint, requests=2_000, seed=zlib.crc32(endpoint.encode()))
     assert tally.malformed > 1_000
     assert tally.valid_answered == 5
 
 
 @pytest.mark.slow
-def test_a_hundred_thousand_garbage_requests_across_the_rpc_servers(stack: Stack) -> None:
+def test_a_hundred_thousand_garbage_requests_across_the_rpc_servers(stack: Stack, key_answers: KeyAnswers) -> None:
     per_server = 100_000 // len(RPC_SERVERS) + 1
     for i, endpoint in enumerate(RPC_SERVERS):
-        tally = fuzz_server(stack, endpoint, requests=per_server, seed=1000 + i)
+        tally = fuzz_server(stack, key_answers, endpoint, requests=per_server, seed=1000 + i)
         assert tally.valid_answered == (per_server + BATCH - 1) // BATCH
 
 
