@@ -10,7 +10,13 @@ up counting what the journal holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,7 @@ import pytest
 import zmq
 
 from bus.rpc import RpcClient
+from core.config import PROJECT_ROOT
 from core.messages import AlertLevel, Side
 from core.orders import OrderBook
 from services.market_data.recorder import columns_to_table, write_table
@@ -193,3 +200,60 @@ def test_a_day_whose_rows_were_purged_or_a_day_of_no_report_is_not_stale(
     finally:
         day_journal.close()
         oms.close()
+
+
+def reported_orders(run_dir: Path) -> int | None:
+    """The ACCOUNT row's order count of DAY in the journal (None before there is one)."""
+    db = sqlite3.connect(f"file:{run_dir / 'journal.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT orders FROM daily_reports WHERE trading_date = ? AND agent_id = ?",
+                         (DAY, ACCOUNT)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else int(row[0])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
+               proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` (with the supervisor's log) at the deadline or its exit."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen (supervisor exit code {proc.poll()})\n"
+                                 f"{log.read_text(errors='replace')[-3000:] if log.exists() else ''}")
+        time.sleep(0.1)
+
+
+def test_the_running_supervisor_rewrites_a_report_when_rows_of_its_day_arrive_late(
+        tmp_path: Path, nobody: tuple[RpcClient, RpcClient]) -> None:
+    oms = OrderManagerDay(tmp_path)
+    oms.buy_filled(100, 70_000, fee=1_050)
+    oms.buy_filled(50, 70_100, fee=526)
+    day_journal = DayJournal(tmp_path)
+    roll(tmp_path, day_journal, nobody)  # the report at the close: 2 orders
+    day_journal.close()
+    oms.refused_after_close()  # one more while the supervisor was down: stale before it starts
+    roster = tmp_path / "agents.toml"
+    roster.write_text("# no agents\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADER_")}
+    env.update({"TRADER_RUN_DIR": str(tmp_path), "TRADER_ROSTER_FILE": str(roster),
+                "TRADER_BUS__RPC_TIMEOUT_MS": "200"})
+    log = tmp_path / "supervisor.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.supervisor"], cwd=PROJECT_ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: reported_orders(tmp_path) == 3, 30, "the report rewritten at start-up (3 orders)", proc, log)
+        oms.refused_after_close()  # and one more while it runs
+        wait_until(lambda: reported_orders(tmp_path) == 4, 30, "the report rewritten while running (4 orders)",
+                   proc, log)
+        assert proc.poll() is None
+    finally:
+        oms.close()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
