@@ -273,7 +273,7 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
         ok, _ = await authorize(request)
         if not ok:
             return refused(action)
-        return await run_action(action, {"id": agent_id})
+        return await run_action(action, {"agent_id": agent_id})
 
     @app.post("/api/risk/{action}")
     async def risk_action(action: str, request: Request) -> JSONResponse:

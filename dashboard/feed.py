@@ -29,6 +29,10 @@ log = logging.getLogger("dashboard.feed")
 TOPICS = ["md.", "oms.event.", "risk.state", "recon.report", "sys."]
 POLL_INTERVAL_S = 2.0
 RPC_POLL_TIMEOUT_MS = 500
+# A control action waits at least this long per attempt: the supervisor may be busy
+# (checking orders after an agent stopped) on a loaded machine, and the retries
+# carry the same command id, so a slow answer is never a second action.
+CONTROL_TIMEOUT_MS = 3_000
 
 # (state key, endpoint name, command name): what the poller asks each service.
 POLLS = (
@@ -112,7 +116,8 @@ class BusFeed:
     def command(self, action: str, args: dict[str, Any]) -> CommandResult:
         """Run a control action (spawn, kill, restart, halt, resume, reduce); call it from a worker thread."""
         endpoint_name, name = ACTIONS[action]
-        return call_command(self.ctx, self.settings, endpoint_name, name, args)
+        timeout_ms = max(CONTROL_TIMEOUT_MS, self.settings.bus.rpc_timeout_ms)
+        return call_command(self.ctx, self.settings, endpoint_name, name, args, timeout_ms=timeout_ms)
 
     def ask(self, endpoint_name: str, name: str, args: dict[str, Any] | None = None) -> CommandResult:
         """A read-only query to a service, failing fast (one attempt); call it from a worker thread."""

@@ -292,7 +292,8 @@ async function act(action, id) {
     const res = await fetch(url, {method: "POST", headers, body: ""});
     const data = await res.json();
     const what = `${action}${id ? " " + id : ""}`;
-    flash(res.ok ? `${what}: done` : `${what} refused (${res.status} ${data.reason_code || ""}): ${data.error || ""}`, res.ok);
+    const state = res.ok && data.result && data.result.state ? ` (${data.result.state})` : "";
+    flash(res.ok ? `${what}: done${state}` : `${what} refused (${res.status} ${data.reason_code || ""}): ${data.error || ""}`, res.ok);
   } catch (err) {
     flash(`${action} failed: ${err}`, false);
   }

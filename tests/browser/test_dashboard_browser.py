@@ -15,7 +15,7 @@ import pytest
 
 from core.config import PROJECT_ROOT
 from core.messages import Alert, AlertLevel, Tick
-from tests.dashboard.firm import Firm, wait_until
+from tests.dashboard.firm import Firm, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -130,10 +130,35 @@ def test_kill_without_the_token_is_refused(firm: Firm, page: object) -> None:
     page.wait_for_selector("#flash:text('refused (401')", timeout=5_000)
 
 
+class OneAgentFirm(Firm):
+    """A firm whose supervisor runs its own roster (one agent, status page on a free port)."""
+
+    def __init__(self, run_dir: Path, roster_file: Path, *, token: str) -> None:
+        super().__init__(run_dir, token=token)
+        self.roster_file = roster_file
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "TRADER_ROSTER_FILE": str(self.roster_file)}
+
+
+def one_agent_roster(path: Path) -> Path:
+    """A roster of sma-samsung alone, on a port no other stack on this machine holds."""
+    path.write_text(
+        "[[agents]]\n"
+        'id = "sma-samsung"\ncode = "005930"\n'
+        f"dp = {free_port()}\n"
+        'strategy = "sma_cross"\ncash = 30_000_000\n'
+        "[agents.params]\nfast = 10\nslow = 30\nqty = 100\n"
+    )
+    return path
+
+
 def test_kill_with_the_token_stops_the_agent(browser: object, tmp_path_factory: pytest.TempPathFactory) -> None:
     if importlib.util.find_spec("services.supervisor") is None or not (PROJECT_ROOT / "services/supervisor/service.py").exists():
         pytest.skip("the supervisor service is not in the tree yet: the positive kill path needs it")
-    own = Firm(Path(tmp_path_factory.mktemp("kill")), token=TOKEN)
+    run_dir = Path(tmp_path_factory.mktemp("kill"))
+    own = OneAgentFirm(run_dir, one_agent_roster(run_dir / "agents.toml"), token=TOKEN)
     ctx = browser.new_context()  # type: ignore[attr-defined]
     try:
         own.start_bus()
@@ -146,8 +171,9 @@ def test_kill_with_the_token_stops_the_agent(browser: object, tmp_path_factory: 
         page.click("#agent-grid tr[data-id='sma-samsung'] button[data-action='spawn']")
         page.wait_for_selector(running, timeout=20_000)
         page.click("#agent-grid tr[data-id='sma-samsung'] button[data-action='kill']")
-        page.wait_for_selector("#flash:text('kill sma-samsung: done')", timeout=10_000)
-        page.wait_for_selector(running, state="detached", timeout=10_000)
+        page.wait_for_selector("#flash:text('kill sma-samsung: done (stopping)')", timeout=15_000)
+        page.wait_for_selector(running, state="detached", timeout=20_000)
+        page.wait_for_selector("#agent-grid tr[data-id='sma-samsung'] td[data-k='state']:text('stopped')", timeout=20_000)
     finally:
         ctx.close()
         own.stop()
