@@ -76,7 +76,7 @@ log = logging.getLogger("agents.runtime")
 class AgentRuntime(Service):
     """The live shell of one agent: bus in, context, RPC out, status page."""
 
-    timer_interval_s: ClassVar[float] = 0.05
+    timer_interval_s: ClassVar[float] = 0.25
 
     def __init__(self, agent: AgentSettings, settings: StackSettings, instruments: dict[str, Instrument]) -> None:
         super().__init__(agent.id, settings)

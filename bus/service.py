@@ -39,7 +39,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_LOCK_HELD = 3
 REJECTED_FRAMES_KEY = "rejected_frames"
-POLL_MS = 50  # longest a stop request waits for the loop to notice it
+POLL_MS = 250  # longest a stop request waits for the loop to notice it
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
