@@ -13,9 +13,10 @@ simulator (``core.simulator``, seeded) and the matching engine
   ``md.bar.1m.<code>`` when its minute is over;
 * investor flows on ``md.flow.<code>`` at the provisional times and the close;
 * 15:20 ``closing`` (orders collect for the closing auction);
-* 15:30 ``closed``: the closing auction crosses at the closing price, every
-  open day order expires (EXPIRED notices), and after ``EVENING_NS`` of market
-  time the day is over and the next one can begin.
+* 15:30 the closing auction crosses at the closing price: its print, its
+  executions and the auction's 1-minute bar are published first, then
+  ``closed``, after which every open day order expires (EXPIRED notices); after
+  ``EVENING_NS`` of market time the day is over and the next one can begin.
 
 Prints per bar are capped (``max_ticks_per_bar``) so that a fast clock does not
 flood the feed. Engine events become execution notices on ``exec.event``
@@ -339,25 +340,41 @@ class PaperVenue:
                 for t, p, q in zip(ticks.ts_ns[1:].tolist(), ticks.price[1:].tolist(), ticks.qty[1:].tolist()):
                     self._push(t, _TICK, (code, p, q))
             self._push(ts + NS_PER_MIN, _BAR_END, 0)
-        out.append((SESSION_TOPIC, self._session_event(phase, ts)))
-        if feed and phase is not SessionPhase.CLOSED:
-            self._engine(self.engine.set_session(_ENGINE_SESSION[phase], ts), engine_out)
         if phase is SessionPhase.CLOSED:
-            m = len(day.ts_ns) - 1
-            if feed:
-                # the closing auction crosses first, then the session closes and the day's orders expire
-                for k, code in enumerate(day.codes):
-                    self._engine(self.engine.run_auction(code, int(day.close[k, m]), int(day.volume[k, m]), ts), engine_out)
-                self.engine.set_session(Session.CLOSED, ts)
-                self._engine(self.engine.expire_day(ts), engine_out)
-            for k, code in enumerate(day.codes):
-                self._cum_volume[code] += int(day.volume[k, m])
-                price = int(day.close[k, m])
-                out.append((f"md.tick.{code}", Tick(code=code, ts_ns=ts, price=price, qty=int(day.volume[k, m]),
-                                                    cum_volume=self._cum_volume[code], bid=price, ask=price)))
-                out.append((f"md.bar.1m.{code}", self._bar(k, m)))
-        # notices of the auctions and expiries follow the session event that caused them
+            self._close_day(ts, out)
+            return
+        out.append((SESSION_TOPIC, self._session_event(phase, ts)))
+        if feed:
+            self._engine(self.engine.set_session(_ENGINE_SESSION[phase], ts), engine_out)
+        # notices of the opening auction follow the session event that caused them
         out.extend(engine_out)
+
+    def _close_day(self, ts: int, out: Outbound) -> None:
+        """15:30: the closing auction crosses and is published, then the session closes and day orders expire.
+
+        The auction's single-price print, its executions and the 15:30 bar belong
+        to the closing auction, so they go out before ``closed``: a recorder that
+        writes the day at ``closed`` has the auction bar, and an order made on
+        that bar reaches the exchange after the close (refused MARKET_CLOSED, as
+        the back-tester refuses it).
+        """
+        day = self.day
+        assert day is not None
+        m = len(day.ts_ns) - 1
+        feed = self._feed_engine
+        for k, code in enumerate(day.codes):
+            price, qty = int(day.close[k, m]), int(day.volume[k, m])
+            self._cum_volume[code] += qty
+            out.append((f"md.tick.{code}", Tick(code=code, ts_ns=ts, price=price, qty=qty,
+                                                cum_volume=self._cum_volume[code], bid=price, ask=price)))
+            if feed:  # the print, then the executions at it, then the bar the print completes
+                self._engine(self.engine.run_auction(code, price, qty, ts), out)
+            out.append((f"md.bar.1m.{code}", self._bar(k, m)))
+        out.append((SESSION_TOPIC, self._session_event(SessionPhase.CLOSED, ts)))
+        if feed:
+            self.engine.set_session(Session.CLOSED, ts)
+            # the expiries follow the session event that caused them
+            self._engine(self.engine.expire_day(ts), out)
 
     def _session_event(self, phase: SessionPhase, ts: int) -> SessionEvent:
         return SessionEvent(phase=phase, trading_date=self.trading_date, ts_ns=ts, clock_speed=self.clock_speed)
