@@ -31,10 +31,19 @@ order manager uses when the guard does not answer (fail closed).
 The account's daily loss moves the trading state (``evaluate_loss_limits``);
 an agent's daily loss restricts that agent alone (check 13). Everything here is
 pure: time is passed in, and the hot path builds no pydantic model.
+
+No check walks the open orders: ``RiskView`` keeps running totals (shares
+working per agent, code and side and per code and side, each agent's working
+buys in won, the working price levels per code and side) and moves them by the
+change whenever an order is approved, or an order event or fill changes what
+remains of it, or it ends (filled, canceled, rejected, expired). A check costs
+the same with twenty resting orders or twenty thousand.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import tomllib
 from collections import deque
 from collections.abc import Mapping
@@ -293,8 +302,67 @@ class OpenOrder:
         self.refresh()
 
     def refresh(self) -> None:
-        """Recompute the shares still working, whichever of fills and order events arrived first."""
+        """Recompute the shares still working, whichever of fills and order events arrived first.
+
+        The view's running totals follow this only through ``RiskView`` (its
+        ``_refresh``): an order in a view is never refreshed directly.
+        """
         self.remaining_qty = max(0, self.qty - max(self.filled_by_fills, self.filled_by_events) - self.canceled_qty)
+
+
+class PriceLevels:
+    """The working limit prices on one side of one code, with the best one at hand.
+
+    Counts the open orders with shares still working at each limit price, and
+    the market orders apart (they cross anything). The best price (highest bid,
+    lowest offer) comes from a heap whose emptied levels are dropped lazily, so
+    the self-trade check never walks the open orders.
+    """
+
+    __slots__ = ("counts", "market", "_heap", "_sign")
+
+    def __init__(self, side: str) -> None:
+        self.counts: dict[int, int] = {}
+        self.market = 0
+        self._heap: list[int] = []
+        self._sign = -1 if side == "buy" else 1  # a min-heap of -price keeps the highest bid on top
+
+    def add(self, market: bool, price: int) -> None:
+        """One more working order at this price (or at market)."""
+        if market:
+            self.market += 1
+            return
+        n = self.counts.get(price, 0)
+        self.counts[price] = n + 1
+        if n == 0:
+            heapq.heappush(self._heap, self._sign * price)
+            if len(self._heap) > 2 * len(self.counts) + 16:  # emptied levels pile up: rebuild
+                self._heap = [self._sign * p for p in self.counts]
+                heapq.heapify(self._heap)
+
+    def remove(self, market: bool, price: int) -> None:
+        """One working order less at this price (or at market)."""
+        if market:
+            self.market -= 1
+            return
+        n = self.counts[price] - 1
+        if n:
+            self.counts[price] = n
+        else:
+            del self.counts[price]
+
+    def best(self) -> int | None:
+        """The best limit price working on this side, or None."""
+        heap, counts = self._heap, self.counts
+        while heap:
+            price = self._sign * heap[0]
+            if price in counts:
+                return price
+            heapq.heappop(heap)
+        return None
+
+    def __bool__(self) -> bool:
+        return self.market > 0 or bool(self.counts)
 
 
 @dataclass(slots=True)
@@ -310,6 +378,7 @@ class AgentBook:
     fees_won: int = 0
     taxes_won: int = 0
     order_times: deque[int] = field(default_factory=deque)
+    pending_buy_won: int = 0  # sum of remaining_qty x price over the open buys, kept by the view
 
 
 class RiskView:
@@ -322,6 +391,12 @@ class RiskView:
         self.suspended_codes: set[str] = set()
         self.open_orders: dict[str, OpenOrder] = {}
         self.open_by_code: dict[str, dict[str, OpenOrder]] = {}
+        # running totals over the open orders, kept by _add_open / _refresh / _remove_open so
+        # that no check walks the open orders: shares working per (agent, code, side) and
+        # per (code, side), and the working price levels per (code, side)
+        self.pending_by_agent: dict[tuple[str, str, str], int] = {}
+        self.pending_by_code: dict[tuple[str, str], int] = {}
+        self.levels: dict[tuple[str, str], PriceLevels] = {}
         self.account_order_times: deque[int] = deque()
         self.exec_ids: set[str] = set()
         self._limits_cache: dict[str, tuple[int, tuple[int, int]]] = {}
@@ -390,7 +465,7 @@ class RiskView:
             self._add_open(oo)
         oo.filled_by_events = max(oo.filled_by_events, event.filled_qty)
         oo.canceled_qty = max(oo.canceled_qty, event.qty - event.filled_qty - event.remaining_qty)
-        oo.refresh()
+        self._refresh(oo)
 
     def on_fill(self, fill: Any, now_ns: int) -> None:
         """Apply an execution once: position, average price, cash, realised PnL, costs."""
@@ -420,7 +495,7 @@ class RiskView:
         oo = self.open_orders.get(fill.client_order_id)
         if oo is not None:
             oo.filled_by_fills += qty
-            oo.refresh()
+            self._refresh(oo)
             if oo.remaining_qty == 0:
                 self._remove_open(oo.client_order_id)
         if price > 0:
@@ -462,17 +537,16 @@ class RiskView:
 
     def pending_qty(self, agent_id: str, code: str, side: str) -> int:
         """Shares an agent has working on one side of a code."""
-        book = self.agents.get(agent_id)
-        if book is None:
-            return 0
-        return sum(o.remaining_qty for o in book.open_orders.values() if o.code == code and o.side == side)
+        return self.pending_by_agent.get((agent_id, code, side), 0)
+
+    def pending_code_qty(self, code: str, side: str) -> int:
+        """Shares the whole firm has working on one side of a code."""
+        return self.pending_by_code.get((code, side), 0)
 
     def pending_buy_won(self, agent_id: str) -> int:
         """Value of an agent's working buys (before the commission reserve)."""
         book = self.agents.get(agent_id)
-        if book is None:
-            return 0
-        return sum(o.remaining_qty * o.price for o in book.open_orders.values() if o.side == "buy")
+        return book.pending_buy_won if book is not None else 0
 
     def equity_won(self, agent_id: str) -> int:
         """An agent's cash plus its holdings at the mark price."""
@@ -495,6 +569,14 @@ class RiskView:
         self.open_orders[oo.client_order_id] = oo
         self.agents[oo.agent_id].open_orders[oo.client_order_id] = oo
         self.open_by_code.setdefault(oo.code, {})[oo.client_order_id] = oo
+        self._count(oo, 0, oo.remaining_qty)
+
+    def _refresh(self, oo: OpenOrder) -> None:
+        """Recompute an open order's working shares and move the running totals by the change."""
+        before = oo.remaining_qty
+        oo.refresh()
+        if oo.remaining_qty != before and oo.client_order_id in self.open_orders:
+            self._count(oo, before, oo.remaining_qty)
 
     def _remove_open(self, client_order_id: str) -> None:
         oo = self.open_orders.pop(client_order_id, None)
@@ -504,6 +586,37 @@ class RiskView:
         if book is not None:
             book.open_orders.pop(client_order_id, None)
         self.open_by_code.get(oo.code, {}).pop(client_order_id, None)
+        self._count(oo, oo.remaining_qty, 0)
+
+    def _count(self, oo: OpenOrder, before: int, after: int) -> None:
+        """Move the running totals for an open order whose working shares went from before to after."""
+        delta = after - before
+        if delta == 0:
+            return
+        key = (oo.agent_id, oo.code, oo.side)
+        pending = self.pending_by_agent.get(key, 0) + delta
+        if pending:
+            self.pending_by_agent[key] = pending
+        else:
+            del self.pending_by_agent[key]
+        code_key = (oo.code, oo.side)
+        pending = self.pending_by_code.get(code_key, 0) + delta
+        if pending:
+            self.pending_by_code[code_key] = pending
+        else:
+            del self.pending_by_code[code_key]
+        if oo.side == "buy":
+            book = self.agents.get(oo.agent_id)
+            if book is not None:
+                book.pending_buy_won += delta * oo.price
+        if before == 0 or after == 0:  # the order starts or stops working at its price
+            levels = self.levels.get(code_key)
+            if levels is None:
+                levels = self.levels[code_key] = PriceLevels(oo.side)
+            if before == 0:
+                levels.add(oo.market, oo.price)
+            else:
+                levels.remove(oo.market, oo.price)
 
 
 # --- the checks --------------------------------------------------------------
@@ -628,6 +741,15 @@ def _check_agent_loss(c: _Ctx) -> Decision | None:
 def _check_self_trade(c: _Ctx) -> Decision | None:
     # Every agent trades through the one broker account, so crossing any of the
     # firm's own orders (another agent's or the same agent's) is a wash trade.
+    # The opposite side's price levels answer whether anything crosses; only a
+    # refusal walks the code's open orders, to name the order crossed.
+    opposite = c.view.levels.get((c.order.code, "sell" if c.side == "buy" else "buy"))
+    if not opposite:
+        return None
+    if not c.market and opposite.market == 0:
+        best = opposite.best()
+        if best is None or (c.order.price < best if c.side == "buy" else c.order.price > best):
+            return None
     for other in c.view.open_by_code.get(c.order.code, {}).values():
         if other.side == c.side or other.remaining_qty == 0:
             continue
@@ -680,8 +802,7 @@ def _check_code_position(c: _Ctx) -> Decision | None:
         return None
     code = c.order.code
     held = sum(b.positions[code].qty for b in c.view.agents.values() if code in b.positions)
-    pending = sum(o.remaining_qty for o in c.view.open_by_code.get(code, {}).values() if o.side == "buy")
-    total = held + pending + c.order.qty
+    total = held + c.view.pending_by_code.get((code, "buy"), 0) + c.order.qty
     if total > c.limits.position.max_qty_per_code:
         return _refuse(Reason.POSITION_EXCEEDS_MAX_PER_CODE, f"firm-wide {total} shares of {code} > {c.limits.position.max_qty_per_code}")
     return None
@@ -694,13 +815,8 @@ def _check_open_orders(c: _Ctx) -> Decision | None:
 
 
 def _in_window(times: deque[int], now_ns: int, window_ns: int) -> int:
-    since = now_ns - window_ns
-    n = 0
-    for t in reversed(times):
-        if t <= since:
-            break
-        n += 1
-    return n
+    """How many of the (ascending) order times fall after ``now_ns - window_ns``: a bisection, not a walk."""
+    return len(times) - bisect.bisect_right(times, now_ns - window_ns)
 
 
 def _check_rate(c: _Ctx) -> Decision | None:

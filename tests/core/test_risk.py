@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from core import krx
 from core.config import ConfigError
 from core.instruments import load_instruments
 from core.messages import Fill, OrderEvent, OrderRequest, OrderStatus, OrderType, Side
 from core.orders import Order
 from core.risk import (
+    Position,
     Reason,
     RiskLimits,
     RiskView,
@@ -332,3 +337,114 @@ def test_check_order_takes_any_order_like_object() -> None:
     order = SimpleNamespace(client_order_id="a1-1", agent_id="a1", code=SAMSUNG, side="buy",
                             order_type="limit", qty=10, price=71_000)
     assert _check(order).approved  # type: ignore[arg-type]
+
+
+# --- running totals ------------------------------------------------------------
+
+HYNIX = "000660"
+CODES = (SAMSUNG, HYNIX)
+STATUSES = (OrderStatus.NEW, OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.CANCEL_PENDING, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED,
+            OrderStatus.EXPIRED)
+
+# an order of the scenario: (agent, code, side, market, qty, ticks below or above the last price)
+order_specs = st.tuples(st.sampled_from(("a1", "a2")), st.sampled_from(CODES), st.sampled_from(("buy", "sell")),
+                        st.booleans(), st.integers(1, 50), st.integers(-3, 3))
+# what happens next, to order i of the scenario
+steps = st.one_of(
+    st.tuples(st.just("approve"), st.integers(0, 5)),
+    st.tuples(st.just("event"), st.integers(0, 5), st.sampled_from(STATUSES), st.integers(0, 50), st.integers(0, 50)),
+    st.tuples(st.just("fill"), st.integers(0, 5), st.integers(0, 7), st.integers(1, 20)),
+    st.tuples(st.just("again"),),  # the previous step delivered twice
+)
+
+
+def _recomputed(view: RiskView) -> dict[str, object]:
+    """Every running total of the view, recomputed by walking its open orders."""
+    by_agent: Counter[tuple[str, str, str]] = Counter()
+    by_code: Counter[tuple[str, str]] = Counter()
+    buy_won: Counter[str] = Counter()
+    prices: dict[tuple[str, str], Counter[int]] = {}
+    market: Counter[tuple[str, str]] = Counter()
+    for o in view.open_orders.values():
+        if o.remaining_qty == 0:
+            continue
+        by_agent[(o.agent_id, o.code, o.side)] += o.remaining_qty
+        by_code[(o.code, o.side)] += o.remaining_qty
+        if o.side == "buy":
+            buy_won[o.agent_id] += o.remaining_qty * o.price
+        if o.market:
+            market[(o.code, o.side)] += 1
+        else:
+            prices.setdefault((o.code, o.side), Counter())[o.price] += 1
+    best = {key: (max(c) if key[1] == "buy" else min(c)) for key, c in prices.items()}
+    return {"by_agent": dict(by_agent), "by_code": dict(by_code),
+            "buy_won": {a: buy_won.get(a, 0) for a in view.agents},
+            "levels": {k: dict(c) for k, c in prices.items()}, "market": dict(+market), "best": best}
+
+
+def _running(view: RiskView) -> dict[str, object]:
+    """The same figures as the view keeps them."""
+    return {"by_agent": dict(view.pending_by_agent), "by_code": dict(view.pending_by_code),
+            "buy_won": {a: b.pending_buy_won for a, b in view.agents.items()},
+            "levels": {k: dict(lv.counts) for k, lv in view.levels.items() if lv.counts},
+            "market": {k: lv.market for k, lv in view.levels.items() if lv.market},
+            "best": {k: lv.best() for k, lv in view.levels.items() if lv.counts}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(order_specs, min_size=6, max_size=6), st.lists(steps, max_size=40))
+def test_running_totals_always_equal_a_walk_over_the_open_orders(specs: list, script: list) -> None:
+    view = _view()
+    view.agents["a1"].positions[HYNIX] = Position(500, 170_000)
+    orders = []
+    for i, (agent, code, side, market, qty, ticks) in enumerate(specs):
+        last = INSTRUMENTS[code].last_close
+        price = 0 if market else last + ticks * krx.tick_size(last)
+        orders.append(_order(f"{agent}-{i}", agent, side, qty, price, code, "market" if market else "limit"))
+    previous = None
+    for n, step in enumerate(script):
+        if step[0] == "again":
+            step = previous
+            if step is None:
+                continue
+        previous = step
+        order = orders[step[1]]
+        now = T0 + n
+        if step[0] == "approve":
+            view.on_approved(order, now)
+        elif step[0] == "event":
+            _, _, status, filled, remaining = step
+            filled = min(filled, order.qty)
+            remaining = 0 if status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED,
+                                        OrderStatus.EXPIRED) else min(remaining, order.qty - filled)
+            view.on_order_event(OrderEvent(client_order_id=order.client_order_id, agent_id=order.agent_id,
+                                           code=order.code, side=order.side, status=status, qty=order.qty,
+                                           price=order.price, filled_qty=filled, remaining_qty=remaining), now)
+        else:  # a fill, perhaps before the order's events, perhaps a repeated execution id
+            _, _, exec_n, qty = step
+            view.on_fill(Fill(exec_id=f"E{step[1]}-{exec_n}", client_order_id=order.client_order_id,
+                              agent_id=order.agent_id, code=order.code, side=order.side, qty=qty,
+                              price=order.price or 71_000), now)
+        assert _running(view) == _recomputed(view), f"after step {n}: {step}"
+        for agent in view.agents:
+            for code in CODES:
+                for side in ("buy", "sell"):
+                    assert view.pending_qty(agent, code, side) == sum(
+                        o.remaining_qty for o in view.agents[agent].open_orders.values() if o.code == code and o.side == side)
+
+
+def test_self_trade_check_finds_the_crossing_order_among_many_resting_ones() -> None:
+    view = _view()
+    limits = _limits(open_orders={"max_per_agent": 1_000}, rate={"max_per_agent": 1_000, "max_account": 1_000})
+    for i in range(200):  # resting buys of a1 from 69,000 down, one per tick
+        view.on_approved(_order(f"a1-{i}", "a1", "buy", 1, 69_000 - 100 * i), T0)
+    assert _check(_order("a2-1", "a2", "sell", 1, 69_100), view, limits).approved
+    refused = _check(_order("a2-2", "a2", "sell", 1, 68_500), view, limits)
+    assert refused.reason_code == Reason.SELF_TRADE and "a1-0 of a1 (buy @ 69000)" in refused.text
+    for i in range(6):  # the best bids canceled: the best is now 68,400, so 68,500 passes
+        view.on_order_event(OrderEvent(client_order_id=f"a1-{i}", agent_id="a1", code=SAMSUNG, side=Side.BUY,
+                                       status=OrderStatus.CANCELED, qty=1, price=69_000 - 100 * i), T0 + 1)
+    assert _check(_order("a2-3", "a2", "sell", 1, 68_500), view, limits).approved
+    assert _check(_order("a2-4", "a2", "sell", 1, 68_400), view, limits).reason_code == Reason.SELF_TRADE
+    assert view.pending_qty("a1", SAMSUNG, "buy") == 194 and view.pending_code_qty(SAMSUNG, "buy") == 194
