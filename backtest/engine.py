@@ -20,8 +20,11 @@ session events the exchange publishes: ``pre_open`` (day start, base prices =
 the previous close, limits), ``open`` (continuous trading), ``closing`` at the
 closing auction (agents cancel what is open; orders made on the last continuous
 bar, which live arrives with the auction begun, enter the auction first), the auction bar crossed at its
-single price, then ``closed``: day orders still open expire (venue, order
-book and agents), and each agent's equity is recorded. Nothing reads a clock
+single price and handed to the agents, then ``closed``: day orders still open
+expire (venue, order book and agents), and only then do orders made on the
+auction bar reach the venue, refused ``MARKET_CLOSED`` as the live exchange
+refuses them (it publishes that bar just before ``closed``, so they arrive
+after it); each agent's equity is recorded. Nothing reads a clock
 and nothing is random, so the same data gives the same fills to the won.
 
 When and at what price orders meet bars is the fill model (``backtest.fills``).
@@ -333,6 +336,9 @@ class Backtest:
                     if not closing:
                         self._closing(t)
                         closing = True
+                        # live, the auction's bar reaches the agents just before ``closed``, so what
+                        # they order on it reaches the venue after the close (see _end_day)
+                        self._delayed = True
                     evs = venue.run_auction(code, c, v, t)
                     if evs:
                         dispatch(evs)
@@ -428,13 +434,13 @@ class Backtest:
 
     def _end_day(self, date: dt.date, close_ns: int) -> None:
         self._now = close_ns
-        # orders held for a next bar that never came enter after the auction crossed: they expire below
-        for code in sorted(self._pending):
-            self._flush(self._pending.pop(code))
         self._dispatch(self.venue.set_session(krx.Session.CLOSED, close_ns))
         self._dispatch(self.venue.expire_day(close_ns))
         self.oms.expire_open(close_ns)
         self._session(SessionPhase.CLOSED, close_ns, "")
+        # orders made on the auction's bars arrive after the close, as they do live: refused MARKET_CLOSED
+        for code in sorted(self._pending):
+            self._flush(self._pending.pop(code))
         for agent in self._agents.values():
             book = agent.ctx.portfolio
             # finished orders of past days are never looked up again (client order ids carry the date)
