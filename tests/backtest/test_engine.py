@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from agents.strategy import Strategy
 from backtest.data import MarketData, from_simulator
 from backtest.engine import AgentSpec, Backtest, BacktestError, run_backtest
 from backtest.fills import FillModel
+from core import krx
 from core.costs import DEFAULT_COSTS
 from core.instruments import load_instruments
 from core.portfolio import kst_date
@@ -130,3 +133,46 @@ def test_bad_params_unknown_strategy_and_missing_codes_are_named(data: MarketDat
         Backtest(data, [AgentSpec("a", "sma_cross", ("000660",))])
     with pytest.raises(BacktestError, match="fill"):
         Backtest(data, [SMA], fill_model="tomorrow")
+
+
+class _BuysOnTheAuctionBar(Strategy):
+    """Buys one share at the close on every bar from 15:19 KST on (the last continuous bar and the auction's)."""
+
+    name = "buys_on_the_auction_bar_for_test"
+
+    def on_bar(self, ctx, bar) -> None:  # type: ignore[no-untyped-def]
+        minute = ((bar.ts_ns // 60_000_000_000) + 9 * 60) % (24 * 60)
+        if minute >= 15 * 60 + 19:
+            ctx.buy(bar.code, 1, bar.close)
+
+
+def _auction_day(*, without_the_last_continuous_bar: bool = False) -> MarketData:
+    day = from_simulator(["005930"], 1, 8, MASTER, dt.date(2026, 3, 3))
+    bars = day.bars
+    if without_the_last_continuous_bar:
+        bars = bars.drop(index=len(bars) - 2).reset_index(drop=True)
+    return MarketData(bars, day.instruments, day.flows, dict(day.first_base_prices), day.source)
+
+
+@pytest.mark.parametrize("model", list(FillModel))
+@pytest.mark.parametrize("gap", [False, True], ids=["whole_day", "no_15_19_bar"])
+def test_an_order_on_the_auction_bar_arrives_after_the_close_and_is_refused(
+    model: FillModel, gap: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # live, the exchange publishes the 15:30 auction bar just before ``closed``: an order made on it meets a closed market
+    monkeypatch.setitem(STRATEGIES, _BuysOnTheAuctionBar.name, _BuysOnTheAuctionBar)
+    data = _auction_day(without_the_last_continuous_bar=gap)
+    close_ns = krx.market_hours(dt.date(2026, 3, 3))[1]
+    assert int(data.bars["ts_ns"].iloc[-1]) == close_ns
+    bt = Backtest(data, [AgentSpec("late", _BuysOnTheAuctionBar.name, ("005930",), {}, 10_000_000)], fill_model=model)
+    result = bt.run()
+    assert result.ok
+    on_auction_bar = [o for o in bt.oms.orders.values() if o.created_ns == close_ns and o.status.value == "rejected"]
+    assert [(o.qty, o.reason_code, o.filled_qty) for o in on_auction_bar] == [(1, "MARKET_CLOSED", 0)]
+    assert result.agents["late"].rejected == {"MARKET_CLOSED": 1}
+    assert not [t for t in result.agents["late"].trades if t.ts_ns >= close_ns - 11 * 60_000_000_000]
+    assert bt.venue.open_orders() == [] and bt.oms.open_orders() == []
+    assert result.agents["late"].book["cash_on_hold_won"] == 0
+    statuses = sorted(o.status.value for o in bt.oms.orders.values())
+    # the order on the 15:19 bar (when there is one) enters the auction and the agent's closing cancel takes it back
+    assert statuses == (["rejected"] if gap else ["canceled", "rejected"])
