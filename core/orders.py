@@ -43,12 +43,13 @@ the same state as the incremental calls did (crash-only start-up).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from core.messages import TERMINAL_STATUSES, OrderEvent, OrderStatus, OrderType, Side
+from core.messages import CODE_PATTERN, INT64_MAX, TERMINAL_STATUSES, OrderEvent, OrderStatus, OrderType, Side
 
 NEW = OrderStatus.NEW
 SUBMITTED = OrderStatus.SUBMITTED
@@ -707,26 +708,61 @@ def _entry_problem(order: Order) -> tuple[str, str] | None:
     return None
 
 
+_EVENT_FIELDS = frozenset(OrderEvent.model_fields)
+_CODE_SYNTAX = re.compile(CODE_PATTERN.removeprefix("^").removesuffix("$"))
+_MAX_INT = INT64_MAX
+
+
+def _is_count(x: object) -> bool:
+    """Whether a value is what OrderEvent's Qty / Won / TsNs fields accept as they are."""
+    return type(x) is int and 0 <= x <= _MAX_INT  # type: ignore[operator]
+
+
 def to_event(order: Order, at: Transition | None = None) -> OrderEvent:
-    """The bus message for an order, as it is now or as it was at one transition."""
+    """The bus message for an order, as it is now or as it was at one transition.
+
+    The book's figures were validated on their way in, so the event is built
+    from them without running pydantic's validation again (the order manager
+    makes several per order): every field is first checked against the
+    constraints of ``OrderEvent`` here, and anything unusual (an order created
+    with bad input and refused, say) goes through the validating constructor,
+    which gives the same event or the same ValidationError as before.
+    """
     if at is None:
         status, filled, remaining, avg, ts = (order.status, order.filled_qty, order.remaining_qty,
                                               order.avg_fill_price, order.updated_ns)
     else:
         status, filled, remaining, avg, ts = at.to_status, at.filled_qty, at.remaining_qty, at.avg_fill_price, at.ts_ns
-    return OrderEvent(
-        client_order_id=order.client_order_id,
-        agent_id=order.agent_id,
-        code=order.code,
-        side=order.side,
-        status=status,
-        qty=max(order.qty, 0),
-        price=max(order.price, 0),
-        filled_qty=filled,
-        remaining_qty=remaining,
-        avg_fill_price=avg,
-        broker_order_id=order.broker_order_id,
-        reason_code=order.reason_code,
-        reason_text=order.reason_text,
-        ts_ns=ts,
-    )
+    coid, agent_id, code, side = order.client_order_id, order.agent_id, order.code, order.side
+    qty, price = max(order.qty, 0), max(order.price, 0)
+    fields = {
+        "client_order_id": coid,
+        "agent_id": agent_id,
+        "code": code,
+        "side": side,
+        "status": status,
+        "qty": qty,
+        "price": price,
+        "filled_qty": filled,
+        "remaining_qty": remaining,
+        "avg_fill_price": avg,
+        "broker_order_id": order.broker_order_id,
+        "reason_code": order.reason_code,
+        "reason_text": order.reason_text,
+        "ts_ns": ts,
+    }
+    if (type(coid) is str and 0 < len(coid) <= 128 and type(agent_id) is str and 0 < len(agent_id) <= 128
+            and type(code) is str and _CODE_SYNTAX.fullmatch(code) is not None
+            and type(side) is Side and type(status) is OrderStatus
+            and _is_count(qty) and _is_count(price) and _is_count(filled) and _is_count(remaining)
+            and _is_count(avg) and _is_count(ts) and type(order.broker_order_id) is str
+            and type(order.reason_code) is str and type(order.reason_text) is str):
+        # what OrderEvent.model_construct does, minus its walk over the field defaults
+        # (every field is given), which costs more than the validation it skips
+        event = object.__new__(OrderEvent)
+        object.__setattr__(event, "__dict__", fields)
+        object.__setattr__(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        return event
+    return OrderEvent(**fields)

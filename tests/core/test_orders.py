@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from core.messages import TERMINAL_STATUSES, OrderStatus, OrderType, Side
+from bus.codec import decode, encode
+from core.messages import TERMINAL_STATUSES, OrderEvent, OrderStatus, OrderType, Side
 from core.orders import Order, OrderBook, Refusal, to_event
 
 T0 = 1_700_000_000_000_000_000
@@ -325,3 +328,35 @@ def test_replay_of_the_journal_gives_the_same_state() -> None:
     assert _state(rebuilt) == _state(book)
     order = rebuilt.get("a1-20260105-1")
     assert order is not None and (order.filled_qty, order.remaining_qty) == (30, 50)
+
+
+def _validated(event: OrderEvent) -> OrderEvent:
+    """The same event, built through pydantic's validation."""
+    return OrderEvent(**{name: getattr(event, name) for name in OrderEvent.model_fields})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_op, max_size=30))
+def test_events_built_without_validation_equal_the_validated_ones(ops: list[tuple[Any, ...]]) -> None:
+    book = OrderBook()
+    for i, op in enumerate(ops):
+        out = _run(book, op, T0 + i)
+        for t in out.transitions:
+            order = book.get(t.client_order_id)
+            assert order is not None
+            for event in (to_event(order, t), to_event(order)):
+                validated = _validated(event)
+                assert event == validated
+                assert event.model_dump() == validated.model_dump()
+                assert encode("oms.event.a1", "oms", 1, event) == encode("oms.event.a1", "oms", 1, validated)
+                assert decode(encode("oms.event.a1", "oms", 1, event)).msg == validated
+
+
+def test_an_order_with_fields_an_event_cannot_carry_still_fails_validation() -> None:
+    book = OrderBook()
+    out = book.submit("a1-20260105-1", "a1", "BAD", "buy", 10, 71_000, T0)
+    assert out.order is not None
+    with pytest.raises(ValidationError):
+        to_event(out.order)
+    out = book.submit("a1-20260105-2", "a1", "005930", "buy", 0, 71_000, T0)  # refused: no quantity
+    assert out.order is not None and to_event(out.order) == _validated(to_event(out.order))
