@@ -713,11 +713,6 @@ _CODE_SYNTAX = re.compile(CODE_PATTERN.removeprefix("^").removesuffix("$"))
 _MAX_INT = INT64_MAX
 
 
-def _is_count(x: object) -> bool:
-    """Whether a value is what OrderEvent's Qty / Won / TsNs fields accept as they are."""
-    return type(x) is int and 0 <= x <= _MAX_INT  # type: ignore[operator]
-
-
 def to_event(order: Order, at: Transition | None = None) -> OrderEvent:
     """The bus message for an order, as it is now or as it was at one transition.
 
@@ -754,8 +749,9 @@ def to_event(order: Order, at: Transition | None = None) -> OrderEvent:
     if (type(coid) is str and 0 < len(coid) <= 128 and type(agent_id) is str and 0 < len(agent_id) <= 128
             and type(code) is str and _CODE_SYNTAX.fullmatch(code) is not None
             and type(side) is Side and type(status) is OrderStatus
-            and _is_count(qty) and _is_count(price) and _is_count(filled) and _is_count(remaining)
-            and _is_count(avg) and _is_count(ts) and type(order.broker_order_id) is str
+            and type(qty) is int and type(price) is int and type(filled) is int and type(remaining) is int
+            and type(avg) is int and type(ts) is int and 0 <= min(qty, price, filled, remaining, avg, ts)
+            and max(qty, price, filled, remaining, avg, ts) <= _MAX_INT and type(order.broker_order_id) is str
             and type(order.reason_code) is str and type(order.reason_text) is str):
         # what OrderEvent.model_construct does, minus its walk over the field defaults
         # (every field is given), which costs more than the validation it skips
