@@ -481,3 +481,35 @@ def test_calendar_cached_in_the_run_dir_gives_the_same_trading_days(tmp_path: Pa
     assert first[1:] == second[1:]
     (tmp_path / "xkrx-calendar.json").write_text("{not json")
     assert run()[0] == "built"  # a damaged cache is rebuilt, never trusted
+
+
+def test_the_closing_auction_is_published_before_the_close_and_the_expiries_after_it() -> None:
+    # pure: the venue's output at 15:30, in order (what the feed carries, message by message)
+    import datetime as dt
+
+    from core.instruments import load_instruments
+    from core.matching import MatchingEngine
+    from core.messages import Bar, OrderEvent, Tick
+    from services.exchange.clock import kst_ns
+    from services.exchange.venue import PaperVenue
+
+    day = dt.date(2026, 3, 3)
+    master = load_instruments(PROJECT_ROOT / "configs" / "instruments.csv")
+    engine = MatchingEngine({"005930": master["005930"]})
+    engine.open_account("firm", 1_000_000_000)
+    venue = PaperVenue({"005930": master["005930"]}, engine, seed=8, first_day=day)
+    venue.begin_day(kst_ns(day, "15:25"))
+    lower = engine.price_limits("005930")[0]  # type: ignore[index]
+    assert engine.submit("firm", "t1-20260303-1", "005930", "buy", "limit", 10, lower, kst_ns(day, "15:25"), agent_id="t1")
+    out = [(topic, msg) for topic, msg in venue.advance(kst_ns(day, "15:31")) if not topic.startswith("md.flow.")]
+    kinds = [(topic, type(msg).__name__, getattr(msg, "phase", None) or getattr(msg, "status", None)) for topic, msg in out]
+    assert kinds == [
+        ("md.tick.005930", "Tick", None),  # the auction's single-price print
+        ("md.bar.1m.005930", "Bar", None),  # the 15:30 bar
+        ("md.session", "SessionEvent", SessionPhase.CLOSED),
+        ("exec.event", "OrderEvent", OrderStatus.EXPIRED),
+    ]
+    tick, bar = out[0][1], out[1][1]
+    assert isinstance(tick, Tick) and isinstance(bar, Bar) and isinstance(out[3][1], OrderEvent)
+    assert bar.ts_ns == tick.ts_ns == kst_ns(day, "15:30") and tick.price == bar.close and tick.qty == bar.volume
+    assert out[3][1].client_order_id == "t1-20260303-1"
