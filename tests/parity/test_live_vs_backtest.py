@@ -38,9 +38,9 @@ What is inherent to the live stack and how the scenario stands clear of it:
   rests for the auction and the agent's closing cancel takes it back (the
   back-tester now does the same:
   ``test_an_order_on_the_last_continuous_bar_waits_for_the_auction_as_live``).
-  The auction bar is published after the close, where live the order is
-  refused (market closed) but the back-tester still accepts it and lets it
-  expire; neither fills, but the statuses differ.
+  The auction bar is published just before the close, so live an order made on
+  it reaches the exchange after the close and is refused ``MARKET_CLOSED``; the
+  back-tester refuses it the same way (``tests/parity/test_closing_auction.py``).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def test_the_live_stack_places_and_fills_what_the_backtest_does(live_stack: tupl
     stack, port = live_stack
     day_file = stack.run_dir / "agents" / AGENT_ID / f"{TRADING_DATE}.json"
     wait_for(day_file.exists, timeout_s=150, what="the agent's day written at the close")
-    # the auction bar follows the close on the feed: wait until the agent has seen it
+    # the agent's day file is written at the close; the auction bar came just before it
     last_bar_ns = int(day_data().bars["ts_ns"].iloc[-1])
     status = wait_for(lambda: (s := get_status(port)) and s["now_ns"] >= last_bar_ns and s, timeout_s=20,
                       what="the closing auction's bar at the agent")
@@ -237,5 +237,5 @@ def _recorded(run_dir: Path) -> MarketData | None:
     if not (folder / f"{CODE}.parquet").exists():
         return None
     data = from_bar_dir(run_dir / "bars", MASTER, [CODE])
-    # written at the close; the auction bar comes after the close on the feed, so it joins the file at the next write
-    return data if int(data.bars["ts_ns"].iloc[-1]) >= kst_ns("15:19") else None
+    # written at the close, with the closing auction's bar (published just before the close)
+    return data if int(data.bars["ts_ns"].iloc[-1]) >= kst_ns("15:30") else None
