@@ -165,10 +165,13 @@ class ExchangeService(Service):
             out += self.venue.begin_day(landing)
             self.clock.jump(landing, time.monotonic_ns())
             self.log.info("overnight: now %s", self.venue.trading_date)
-        if self.venue.changed:
+        heartbeat_due = now_monotonic >= self._next_feed_hb
+        # The market clock is saved with every phase change and at least once a second, so a
+        # restarted exchange resumes where it was and never reopens a day it has closed.
+        if self.venue.changed or heartbeat_due or (self.venue.phase, self.venue.trading_date) != self._saved_phase:
             self._save()
         self._publish(out)
-        if now_monotonic >= self._next_feed_hb:
+        if heartbeat_due:
             self._next_feed_hb = now_monotonic + 1.0
             self._feed_heartbeat()
 
@@ -253,6 +256,7 @@ class ExchangeService(Service):
         refusals = list(self.desk.rejected.items()) if everything else self.desk.take_unsaved_refusals()
         self.store.save(service, venue.engine, venue.engine.take_changes(), refusals, everything=everything)
         venue.changed = False
+        self._saved_phase = (venue.phase, venue.trading_date)
 
     def teardown(self) -> None:
         store = getattr(self, "store", None)

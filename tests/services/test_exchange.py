@@ -513,3 +513,16 @@ def test_the_closing_auction_is_published_before_the_close_and_the_expiries_afte
     assert isinstance(tick, Tick) and isinstance(bar, Bar) and isinstance(out[3][1], OrderEvent)
     assert bar.ts_ns == tick.ts_ns == kst_ns(day, "15:30") and tick.price == bar.close and tick.qty == bar.volume
     assert out[3][1].client_order_id == "t1-20260303-1"
+
+
+def test_an_exchange_restarted_after_the_close_does_not_reopen_the_day(
+    fresh_exchange: Callable[..., Exchange],
+) -> None:
+    ex = fresh_exchange(TRADER_CLOCK__SPEED="60", TRADER_CLOCK__START_TIME="15:29")
+    b = ex.broker
+    closed = wait_for(lambda: (p := b.ping())["session"] == "closed" and p, 30, "the close")
+    ex.kill()
+    ex.start()
+    after = b.ping()
+    assert after["trading_date"] == closed["trading_date"]
+    assert after["session"] == "closed", after
