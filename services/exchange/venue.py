@@ -55,8 +55,9 @@ EXEC_EVENT_TOPIC = "exec.event"
 EXEC_FILL_TOPIC = "exec.fill"
 SESSION_TOPIC = "md.session"
 
-# Items of the timetable at the same instant run in this order.
-_BAR_END, _PHASE, _BAR_START, _TICK, _FLOW = range(5)
+# Items of the timetable at the same instant run in this order (a flow report stamped at the close
+# goes out before the closing auction, as the back-tester hands agents a flow before the bar of its stamp).
+_CLOSE_FLOW, _BAR_END, _PHASE, _BAR_START, _TICK, _FLOW = range(6)
 
 _ENGINE_SESSION = {
     SessionPhase.PRE_OPEN: Session.PRE_OPEN,
@@ -205,7 +206,7 @@ class PaperVenue:
         for i in range(1, last_continuous):
             self._push(int(day.ts_ns[i]), _BAR_START, i)
         for j, ts in enumerate(day.flow_ts_ns):
-            self._push(int(ts), _FLOW, j)
+            self._push(int(ts), _CLOSE_FLOW if int(ts) == self.close_ns else _FLOW, j)
 
     def _catch_up(self, now_ns: int, *, feed_engine: bool) -> Outbound:
         self._feed_engine = feed_engine
