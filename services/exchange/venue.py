@@ -11,7 +11,8 @@ simulator (``core.simulator``, seeded) and the matching engine
   (``ticks_from_bar``, deterministic by seed) that are published as
   ``md.tick.<code>`` and fed to the engine, and the bar itself is published on
   ``md.bar.1m.<code>`` when its minute is over;
-* investor flows on ``md.flow.<code>`` at the provisional times and the close;
+* investor flows on ``md.flow.<code>`` at the provisional times and the close
+  (the final report, stamped at the close, before the closing auction);
 * 15:20 ``closing`` (orders collect for the closing auction);
 * 15:30 the closing auction crosses at the closing price: its print, its
   executions and the auction's 1-minute bar are published first, then
