@@ -273,18 +273,31 @@ def test_a_strategy_that_keeps_raising_stops_trading_with_an_alert(stack_factory
     alerts = Subscriber(stack.zctx, stack.settings.endpoint("bus_out"), ["sys.alert"])
     pub = Publisher(stack.zctx, stack.settings.endpoint("bus_in"), "test-feed")
     try:
-        time.sleep(0.3)  # let both subscriptions reach the proxy
-        pub.publish("md.session", SessionEvent(phase=SessionPhase.OPEN, trading_date="20260303", ts_ns=T0))
-        for i in range(8):
-            pub.publish("md.tick.005930", Tick(code="005930", ts_ns=T0 + i, price=70_000 + 100 * i, qty=1))
-        status = wait_for(lambda: (s := get_status(port)) and s["trading"] == "halted_by_errors" and s, what="trading stopped")
+        sent = 0
+
+        def halted_after_more_ticks() -> dict[str, Any] | None:
+            # Ticks published before the subscriptions reach the proxy are lost, so keep
+            # the market going until the agent has stopped (a halted strategy is not called).
+            nonlocal sent
+            s = get_status(port)
+            if s and s["trading"] == "halted_by_errors":
+                return s
+            pub.publish("md.session", SessionEvent(phase=SessionPhase.OPEN, trading_date="20260303", ts_ns=T0 + sent))
+            for _ in range(8):
+                pub.publish("md.tick.005930", Tick(code="005930", ts_ns=T0 + sent, price=70_000 + 100 * (sent % 50), qty=1))
+                sent += 1
+            time.sleep(0.2)
+            return None
+
+        status = wait_for(halted_after_more_ticks, timeout_s=60, what="trading stopped")
         assert status["errors_total"] == 5
         assert "ZeroDivisionError" in status["last_error"]
         alert = wait_for(lambda: (a := alerts.recv(200)) is not None and a.msg.source == "buggy" and a, what="the agent's alert on sys.alert")
         assert alert.msg.kind == "strategy_halted" and alert.msg.level == "critical"
         # the process is still alive and answering
-        pub.publish("md.tick.005930", Tick(code="005930", ts_ns=T0 + 100, price=71_000, qty=1))
-        wait_for(lambda: (s := get_status(port)) and s["counters"]["ticks"] == 9, what="the ninth tick counted")
+        ticks = get_status(port)["counters"]["ticks"]  # type: ignore[index]
+        pub.publish("md.tick.005930", Tick(code="005930", ts_ns=T0 + sent + 1_000, price=71_000, qty=1))
+        wait_for(lambda: (s := get_status(port)) and s["counters"]["ticks"] > ticks, what="a tick counted after the halt")
         assert get_status(port)["errors_total"] == 5  # type: ignore[index]
     finally:
         alerts.close()
