@@ -89,6 +89,7 @@ class ReconcilerService(Service):
         self._next_run = 0.0
         self._broker_was_down = False
         self._oms_broker_state: object = None
+        self._http: httpx.Client | None = None  # one client for every run: each new one loads the CA store (~30 ms)
 
     # --- start and stop ------------------------------------------------------
 
@@ -118,6 +119,8 @@ class ReconcilerService(Service):
         for client in (self.broker, self.oms, self.risk):
             if client is not None:
                 client.close()
+        if self._http is not None:
+            self._http.close()
         if self.journal is not None:
             self.journal.close()
 
@@ -220,9 +223,11 @@ class ReconcilerService(Service):
         unreachable: list[str] = []
         if not self.cfg.agent_books:
             return books, unreachable
+        if self._http is None:
+            self._http = httpx.Client(timeout=AGENT_TIMEOUT_S, limits=httpx.Limits(max_keepalive_connections=0))
         for agent_id, port in sorted(self.agent_ports.items()):
             try:
-                data = httpx.get(f"http://127.0.0.1:{port}/status", timeout=AGENT_TIMEOUT_S).json()
+                data = self._http.get(f"http://127.0.0.1:{port}/status").json()
                 book = data.get("book") if isinstance(data, dict) and isinstance(data.get("book"), dict) else data
                 held = book.get("positions", {}) if isinstance(book, dict) else None
                 books[agent_id] = {str(c): int(v.get("qty", 0) if isinstance(v, dict) else v) for c, v in (held or {}).items()}
