@@ -574,9 +574,13 @@ class RiskView:
     def _refresh(self, oo: OpenOrder) -> None:
         """Recompute an open order's working shares and move the running totals by the change."""
         before = oo.remaining_qty
-        oo.refresh()
-        if oo.remaining_qty != before and oo.client_order_id in self.open_orders:
-            self._count(oo, before, oo.remaining_qty)
+        filled = oo.filled_by_fills if oo.filled_by_fills > oo.filled_by_events else oo.filled_by_events
+        after = oo.qty - filled - oo.canceled_qty  # OpenOrder.refresh inlined: this runs per event and fill
+        if after < 0:
+            after = 0
+        oo.remaining_qty = after
+        if after != before and oo.client_order_id in self.open_orders:
+            self._count(oo, before, after)
 
     def _remove_open(self, client_order_id: str) -> None:
         oo = self.open_orders.pop(client_order_id, None)
@@ -593,26 +597,29 @@ class RiskView:
         delta = after - before
         if delta == 0:
             return
-        key = (oo.agent_id, oo.code, oo.side)
-        pending = self.pending_by_agent.get(key, 0) + delta
+        side = oo.side
+        key = (oo.agent_id, oo.code, side)
+        by_agent = self.pending_by_agent
+        pending = by_agent.get(key, 0) + delta
         if pending:
-            self.pending_by_agent[key] = pending
+            by_agent[key] = pending
         else:
-            del self.pending_by_agent[key]
-        code_key = (oo.code, oo.side)
-        pending = self.pending_by_code.get(code_key, 0) + delta
+            del by_agent[key]
+        code_key = (oo.code, side)
+        by_code = self.pending_by_code
+        pending = by_code.get(code_key, 0) + delta
         if pending:
-            self.pending_by_code[code_key] = pending
+            by_code[code_key] = pending
         else:
-            del self.pending_by_code[code_key]
-        if oo.side == "buy":
+            del by_code[code_key]
+        if side == "buy":
             book = self.agents.get(oo.agent_id)
             if book is not None:
                 book.pending_buy_won += delta * oo.price
         if before == 0 or after == 0:  # the order starts or stops working at its price
             levels = self.levels.get(code_key)
             if levels is None:
-                levels = self.levels[code_key] = PriceLevels(oo.side)
+                levels = self.levels[code_key] = PriceLevels(side)
             if before == 0:
                 levels.add(oo.market, oo.price)
             else:
