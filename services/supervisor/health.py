@@ -16,23 +16,48 @@ import psutil
 
 from core.messages import Heartbeat
 
+FIGURES_MAX_AGE_S = 0.5  # a reading this young is reused (``list`` right after a health publication)
+OPEN_FILES_MAX_AGE_S = 5.0  # counting open files walks /proc/<pid>/fd: the costliest figure and the slowest to move
+MAX_PIDS_KEPT = 1000
+
 _procs: dict[int, psutil.Process] = {}  # kept so cpu_percent measures since the previous reading
+_readings: dict[int, tuple[float, dict[str, Any]]] = {}  # pid -> (monotonic time read, figures)
+_open_files: dict[int, tuple[float, int]] = {}  # pid -> (monotonic time counted, open files)
 
 
-def process_figures(pid: int) -> dict[str, Any]:
-    """cpu %, rss, threads, open files and uptime of a live pid; ``{"alive": False}`` when it is gone."""
+def process_figures(pid: int, now: float | None = None) -> dict[str, Any]:
+    """cpu %, rss, threads, open files and uptime of a live pid; ``{"alive": False}`` when it is gone.
+
+    With ``now`` (monotonic seconds) a reading younger than ``FIGURES_MAX_AGE_S``
+    is returned again and open files are counted at most every
+    ``OPEN_FILES_MAX_AGE_S``; without it every figure is read afresh.
+    """
+    if now is not None:
+        reading = _readings.get(pid)
+        if reading is not None and now - reading[0] < FIGURES_MAX_AGE_S:
+            return dict(reading[1])
     proc = _procs.get(pid)
     try:
         if proc is None or not proc.is_running():
             proc = _procs[pid] = psutil.Process(pid)
+            _open_files.pop(pid, None)  # a reused pid: count the new process's files
+            if len(_readings) > MAX_PIDS_KEPT:  # pids of processes long gone
+                _readings.clear()
+                _open_files.clear()
         with proc.oneshot():
             if proc.status() == psutil.STATUS_ZOMBIE:
                 raise psutil.NoSuchProcess(pid)
-            try:
-                open_files = len(proc.open_files())
-            except psutil.AccessDenied:
-                open_files = -1
-            return {
+            counted = _open_files.get(pid) if now is not None else None
+            if counted is not None and now is not None and now - counted[0] < OPEN_FILES_MAX_AGE_S:
+                open_files = counted[1]
+            else:
+                try:
+                    open_files = len(proc.open_files())
+                except psutil.AccessDenied:
+                    open_files = -1
+                if now is not None:
+                    _open_files[pid] = (now, open_files)
+            figures = {
                 "alive": True,
                 "cpu_pct": round(proc.cpu_percent(interval=None), 1),
                 "rss_bytes": proc.memory_info().rss,
@@ -41,8 +66,12 @@ def process_figures(pid: int) -> dict[str, Any]:
                 "uptime_s": round(max(0.0, time.time() - proc.create_time()), 1),
             }
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        _procs.pop(pid, None)
+        for known in (_procs, _readings, _open_files):
+            known.pop(pid, None)
         return {"alive": False}
+    if now is not None:
+        _readings[pid] = (now, figures)
+    return dict(figures)
 
 
 @dataclass(slots=True)

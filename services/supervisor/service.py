@@ -415,7 +415,7 @@ class SupervisorService(Service):
         return out
 
     def _figures(self, name: str, pid: int | None, now: float) -> dict[str, Any]:
-        figures: dict[str, Any] = process_figures(pid) if pid is not None else {"alive": False}
+        figures: dict[str, Any] = process_figures(pid, now) if pid is not None else {"alive": False}
         age = self.heartbeats.age(name, now)
         figures["heartbeat_age_s"] = None if age is None or pid is None else round(age, 2)
         figures["heartbeat_late"] = name in self.heartbeats.late
