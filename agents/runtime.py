@@ -67,6 +67,7 @@ EARLIEST_DATE = "19700101"  # sync from the agent's first day: the journal keeps
 SYNC_BACKOFF_FIRST_S = 0.2
 SYNC_BACKOFF_MAX_S = 5.0
 STATUS_REFRESH_S = 0.25
+STATUS_IDLE_REFRESH_S = 1.0  # with nothing heard or done since the last refresh, the status page is rebuilt this often
 STRATEGY_TIMER_S = 1.0
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
 
@@ -104,6 +105,8 @@ class AgentRuntime(Service):
         self._market_ts = 0
         self._market_mono = 0.0
         self._next_status_at = 0.0
+        self._idle_status_at = 0.0
+        self._status_dirty = True  # something happened since the status page was last rebuilt
         self._next_strategy_timer_at = 0.0
         self._command_seq = 0
         self.counters = {
@@ -294,6 +297,7 @@ class AgentRuntime(Service):
         envs = self.sub.drain(BATCH)
         if not envs:
             return
+        self._status_dirty = True
         in_sync = self.sync_state == SYNC_IN_SYNC
         ctx = self.context
         counters = self.counters
@@ -454,15 +458,19 @@ class AgentRuntime(Service):
     def on_timer(self, now_monotonic: float) -> None:
         """Sync retries, the strategy's timer in market time, status refresh, log lines."""
         if self.sync_state != SYNC_IN_SYNC and now_monotonic >= self._next_sync_at:
+            self._status_dirty = True
             self._try_sync(now_monotonic)
         if self.sync_state == SYNC_IN_SYNC and now_monotonic >= self._next_strategy_timer_at:
+            self._status_dirty = True
             self._next_strategy_timer_at = now_monotonic + STRATEGY_TIMER_S
             market_now = self.market_now(now_monotonic)
             if market_now > 0:
                 self.context.on_timer(market_now)
                 self._after_events()
-        if now_monotonic >= self._next_status_at:
+        if now_monotonic >= self._next_status_at and (self._status_dirty or now_monotonic >= self._idle_status_at):
             self._next_status_at = now_monotonic + STATUS_REFRESH_S
+            self._idle_status_at = now_monotonic + STATUS_IDLE_REFRESH_S
+            self._status_dirty = False
             self._refresh_status()
             for ts_ns, line in self.context.drain_logs():
                 self.log.info("[%d] %s", ts_ns, line)
