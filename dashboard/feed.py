@@ -139,7 +139,7 @@ class BusFeed:
         next_second = time.monotonic()
         try:
             while not self._stop.is_set():
-                env = sub.recv(timeout_ms=100)
+                env = sub.recv(timeout_ms=250)  # a stop waits at most this long
                 while env is not None:
                     self.state.apply(env.topic, env.sender, env.msg, time.time_ns())
                     env = sub.recv(timeout_ms=0)
