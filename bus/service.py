@@ -194,9 +194,12 @@ class Service:
         hb_interval = self.settings.bus.heartbeat_interval_s
         next_hb = time.monotonic()
         next_timer = time.monotonic() + self.timer_interval_s
-        poll_ms = max(1, min(POLL_MS, int(self.timer_interval_s * 1000)))
         handlers = self._handlers
         while not self._stop_requested:
+            # Wake for input, or when the timer or the heartbeat is next due, at most POLL_MS later
+            # (how long a stop request may wait); ``timer_interval_s`` may change between rounds.
+            due = min(next_timer, next_hb) - time.monotonic()
+            poll_ms = max(0, min(POLL_MS, int(due * 1000) + 1))
             if not handlers:
                 # zmq's poll returns at once when it has no socket to watch: sleep instead of spinning.
                 time.sleep(poll_ms / 1000)

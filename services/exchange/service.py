@@ -70,6 +70,10 @@ class _FaultyRpcServer(RpcServer):
                 self._handle(frames)
         return n
 
+    def has_delayed(self) -> bool:
+        """Whether replies held back by the delay fault are waiting."""
+        return bool(self._delayed)
+
     def release_due(self, now_ns: int) -> None:
         """Answer the delayed requests whose time has come."""
         while self._delayed and self._delayed[0][0] <= now_ns:
@@ -81,6 +85,8 @@ class ExchangeService(Service):
 
     service_name = "exchange"
     timer_interval_s = 0.02
+    TIMER_BUSY_S = 0.02  # while prints are due: the market moves smoothly
+    TIMER_IDLE_S = 0.25  # while nothing is due for a while (the night, a slow clock, delayed replies aside)
 
     def setup(self) -> None:
         s = self.settings
@@ -174,6 +180,9 @@ class ExchangeService(Service):
         if heartbeat_due:
             self._next_feed_hb = now_monotonic + 1.0
             self._feed_heartbeat()
+        wall_until_next_s = (self.venue.next_event_ns() - market_ns) / 1e9 / self.clock.speed
+        busy = wall_until_next_s < self.TIMER_IDLE_S or self.server.has_delayed() or self._pending
+        self.timer_interval_s = self.TIMER_BUSY_S if busy else min(self.TIMER_IDLE_S, wall_until_next_s)
 
     def _on_rpc(self) -> None:
         self.server.handle_ready()

@@ -227,6 +227,10 @@ class PaperVenue:
         self.now_ns = max(self.now_ns, now_ns)
         return out
 
+    def next_event_ns(self) -> int:
+        """Market time of the next scheduled print, bar, flow or phase change (or the day's end)."""
+        return min(self._heap[0][0], self.day_end_ns) if self._heap else self.day_end_ns
+
     def _run_until(self, now_ns: int, *, quiet: bool) -> Outbound:
         out: Outbound = []
         heap = self._heap

@@ -38,12 +38,14 @@ UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 BAD_ARGS = "BAD_ARGS"
 UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
 
+LIVE_TIMER_S = 0.25  # seconds between liveness checks of a live feed
+
 
 class MarketDataService(Service):
     """Forwards the broker's market data to the bus, remembers it, records bars."""
 
     service_name = "market-data"
-    timer_interval_s = 0.05
+    timer_interval_s = 0.05  # replay pace; live it slows to LIVE_TIMER_S
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
@@ -104,6 +106,8 @@ class MarketDataService(Service):
         if self.cursor is not None:
             self._replay_step(now_monotonic)
             return
+        # Live, the timer only watches the feed's liveness: a few times a second is plenty.
+        self.timer_interval_s = LIVE_TIMER_S
         action = self.link.poll(now_monotonic)
         if action is LinkAction.CONNECT:
             # A subscription that never delivered anything is kept: ZeroMQ goes on
