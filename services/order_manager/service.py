@@ -85,7 +85,7 @@ class OrderManagerService(Service):
     """Journals, risk-checks, sends and tracks every order; publishes ``oms.event.<agent_id>``."""
 
     service_name = "order-manager"
-    timer_interval_s = 0.05
+    timer_interval_s = 0.1  # pings, in-flight chases and journal probes run at 0.5-1 s
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
