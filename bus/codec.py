@@ -83,17 +83,17 @@ _packer = msgpack.Packer(default=_wire_value)
 _unpackb = msgpack.unpackb
 
 
-# type name -> (model class, its validator); filled on first use because later
-# modules may still register messages after this one is imported.
-_TYPES: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {}
+# type name -> (model class, its validator, its schema version); filled on first use
+# because later modules may still register messages after this one is imported.
+_TYPES: dict[str, tuple[type[Message], Callable[[Any], Message], int]] = {}
 
 
-def _lookup(type_name: Any) -> tuple[type[Message], Callable[[Any], Message]] | None:
+def _lookup(type_name: Any) -> tuple[type[Message], Callable[[Any], Message], int] | None:
     cls = REGISTRY.get(type_name) if type(type_name) is str else None
     if cls is None:
         return None
     # The model's own validator: what model_validate calls, minus its overhead.
-    entry = _TYPES[type_name] = (cls, cls.__pydantic_validator__.validate_python)
+    entry = _TYPES[type_name] = (cls, cls.__pydantic_validator__.validate_python, cls.VERSION)
     return entry
 
 
@@ -139,6 +139,32 @@ def decode(frame: bytes) -> Envelope:
         sender, seq, ts_ns, type_name, version, payload = head
     except (TypeError, ValueError):
         raise DecodeError(BAD_ENVELOPE, f"on {topic!r}: envelope is not a 6-item array") from None
+    entry = _TYPES.get(type_name) if type(type_name) is str else None
+    # One test for the common case; the slow path below names what is wrong.
+    if (
+        entry is None
+        or type(sender) is not str
+        or type(seq) is not int
+        or type(ts_ns) is not int
+        or type(version) is not int
+        or version != entry[2]
+        or type(payload) is not dict
+    ):
+        entry = _check_envelope(topic, sender, seq, ts_ns, type_name, version, payload)
+    try:
+        msg = entry[1](payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '-'}: {err['msg']}" for err in exc.errors()
+        )
+        raise DecodeError(INVALID_PAYLOAD, f"on {topic!r}: {type_name}: {problems}", sender) from None
+    return Envelope(topic, sender, seq, ts_ns, type_name, version, msg)
+
+
+def _check_envelope(
+    topic: str, sender: Any, seq: Any, ts_ns: Any, type_name: Any, version: Any, payload: Any
+) -> tuple[type[Message], Callable[[Any], Message], int]:
+    """The envelope's first problem as a DecodeError, or its type's entry if it has none."""
     if type(sender) is not str:
         raise DecodeError(BAD_ENVELOPE, f"on {topic!r}: sender is not a string")
     if type(seq) is not int or type(ts_ns) is not int or type(version) is not int:
@@ -150,18 +176,10 @@ def decode(frame: bytes) -> Envelope:
         entry = _lookup(type_name)
         if entry is None:
             raise DecodeError(UNKNOWN_TYPE, f"on {topic!r}: unknown message type {type_name!r}", sender)
-    cls, validate = entry
-    if version != cls.VERSION:
+    if version != entry[2]:
         raise DecodeError(
             SCHEMA_VERSION_MISMATCH,
-            f"on {topic!r}: {type_name} version {version}, this process speaks {cls.VERSION}",
+            f"on {topic!r}: {type_name} version {version}, this process speaks {entry[2]}",
             sender,
         )
-    try:
-        msg = validate(payload)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '-'}: {err['msg']}" for err in exc.errors()
-        )
-        raise DecodeError(INVALID_PAYLOAD, f"on {topic!r}: {type_name}: {problems}", sender) from None
-    return Envelope(topic, sender, seq, ts_ns, type_name, version, msg)
+    return entry

@@ -132,6 +132,7 @@ class Subscriber:
         self.missed = 0
         self.rejected: Counter[str] = Counter()  # reason code -> frames dropped
         self._last: OrderedDict[str, dict[str, int]] = OrderedDict()  # sender -> topic -> last seq seen (LRU)
+        self._latest_sender = ""  # the sender at the end of that LRU order
         self._logged_reject: set[str] = set()
         self._recv = self.socket.recv
         self._poller = zmq.Poller()
@@ -181,13 +182,15 @@ class Subscriber:
             self._reject(DecodeError(BAD_ENVELOPE, f"on {env.topic!r}: sequence number {env.seq} out of range", env.sender))
             return None
         senders = self._last
-        sender_streams = senders.get(env.sender)
+        sender = env.sender
+        sender_streams = senders.get(sender)
         if sender_streams is None:
-            sender_streams = senders[env.sender] = {}
+            sender_streams = senders[sender] = {}
             if len(senders) > MAX_SENDERS:
                 senders.popitem(last=False)
-        else:
-            senders.move_to_end(env.sender)
+        elif sender != self._latest_sender:  # already the most recent entry otherwise
+            senders.move_to_end(sender)
+        self._latest_sender = sender
         topic = env.topic
         last = sender_streams.get(topic)
         seq = env.seq

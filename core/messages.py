@@ -26,7 +26,8 @@ Won = Annotated[int, Field(ge=0, le=INT64_MAX)]
 SignedWon = int
 Qty = Annotated[int, Field(ge=0, le=INT64_MAX)]
 TsNs = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Name = Annotated[str, Field(min_length=1, max_length=128)]
+# Names end up in topics (``oms.event.<agent_id>``), file names and logs: no control characters.
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Side(StrEnum):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.settings import check_roster
+from bus.codec import EncodeError
 from bus.pubsub import Subscriber
 from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
 from bus.service import Service
@@ -166,7 +167,10 @@ class OrderManagerService(Service):
         out, self._outbox = self._outbox, []
         send = super().publish
         for topic, msg in out:
-            send(topic, msg)
+            try:
+                send(topic, msg)
+            except EncodeError as exc:  # a name from a request that cannot be a topic: never fatal
+                self.log.error("not published on %r: %s", topic, exc)
 
     def _on_requests(self) -> None:
         """Answer the waiting requests one by one, publishing what each caused once its reply is sent."""
