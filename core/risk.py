@@ -480,7 +480,12 @@ class RiskView:
         notional = qty * price
         if str(fill.side) == "buy":
             total = pos.qty + qty
-            pos.avg_price = (pos.qty * pos.avg_price + notional + total // 2) // total
+            if total <= 0:  # a sell applied before this buy (fills out of order): flat, no average
+                pos.avg_price = 0
+            elif pos.qty <= 0:
+                pos.avg_price = price
+            else:
+                pos.avg_price = (pos.qty * pos.avg_price + notional + total // 2) // total
             pos.qty = total
             book.cash_won -= notional + fee
             book.realised_pnl_won -= fee

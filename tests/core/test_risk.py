@@ -448,3 +448,19 @@ def test_self_trade_check_finds_the_crossing_order_among_many_resting_ones() -> 
     assert _check(_order("a2-3", "a2", "sell", 1, 68_500), view, limits).approved
     assert _check(_order("a2-4", "a2", "sell", 1, 68_400), view, limits).reason_code == Reason.SELF_TRADE
     assert view.pending_qty("a1", SAMSUNG, "buy") == 194 and view.pending_code_qty(SAMSUNG, "buy") == 194
+
+
+def test_a_sell_fill_seen_before_its_buy_fill_leaves_the_view_whole() -> None:
+    view = RiskView(INSTRUMENTS)
+    view.add_agent("a1", 100_000_000)
+
+    def fill(exec_id: str, side: Side) -> Fill:
+        return Fill(exec_id=exec_id, client_order_id=f"a1-{exec_id}", agent_id="a1", code="005930",
+                    side=side, qty=20, price=71_000)
+
+    view.on_fill(fill("E1", Side.SELL), 1)  # the notices of two fills arrived out of order
+    view.on_fill(fill("E2", Side.BUY), 2)
+    position = view.agents["a1"].positions["005930"]
+    assert (position.qty, position.avg_price) == (0, 0)
+    view.on_fill(fill("E3", Side.BUY), 3)
+    assert (position.qty, position.avg_price) == (20, 71_000)
