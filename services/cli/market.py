@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from pathlib import Path
 
 import typer
@@ -24,22 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core import krx
-from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
+from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
-from core.messages import Command, CommandResult
+from services.cli.service_call import call, load_settings
 
 console = Console()
 err = Console(stderr=True)
 
-HOW_TO_START = "start the stack with `trader up`, or only the feed with `python -m services.market_data`"
-
-
-def _settings() -> StackSettings:
-    try:
-        return load_stack()
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
 
 
 def _master_path(settings: StackSettings) -> Path:
@@ -62,7 +52,7 @@ def sim(
     if fmt not in recorder.FORMATS:
         err.print(f"[bold red]error:[/] --format must be one of {', '.join(recorder.FORMATS)}, not {fmt!r}")
         raise typer.Exit(2)
-    settings = _settings()
+    settings = load_settings()
     try:
         master = load_instruments(_master_path(settings))
     except (OSError, InstrumentError) as exc:
@@ -118,31 +108,10 @@ def sim(
 
 def market(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Print the current board from the market-data process (last, change, volume, VWAP, 005935 discount)."""
-    import zmq
-
-    from bus.rpc import RpcClient, RpcError, RpcFailure
     from services.market_data.board import preferred_discount_pct
 
-    settings = _settings()
-    endpoint = settings.endpoint("market_data_rpc")
-    ctx = zmq.Context()
-    client = RpcClient(ctx, endpoint, timeout_ms=settings.bus.rpc_timeout_ms, retries=1, sender="trader-cli")
-    try:
-        reply = client.call(Command(command_id=f"cli-{uuid.uuid4().hex[:12]}", name="snapshot", args={"bars": 0}))
-    except RpcError as exc:
-        err.print(f"[bold red]error:[/] market-data refused the snapshot: {exc}")
-        raise typer.Exit(1)
-    except RpcFailure as exc:
-        err.print(f"[bold red]error:[/] the market-data service is not running ({exc}).\n{HOW_TO_START}", soft_wrap=True)
-        raise typer.Exit(1)
-    finally:
-        client.close()
-        ctx.destroy(linger=0)
-    if not isinstance(reply, CommandResult) or not reply.ok:
-        text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
-        err.print(f"[bold red]error:[/] market-data did not give a snapshot: {text}")
-        raise typer.Exit(1)
-    snapshot = reply.result or {}
+    settings = load_settings()
+    snapshot = call("market_data_rpc", "snapshot", {"bars": 0}, settings=settings) or {}
     discount = preferred_discount_pct(snapshot)
     if as_json:
         print(json.dumps({**snapshot, "preferred_discount_pct": discount}, indent=2))

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,11 @@ from rich.console import Console
 from rich.table import Table
 
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack, stack_config_path
+from services.cli.service_call import call, load_settings
 
 console = Console()
 err = Console(stderr=True)
 
-SUPERVISOR_START = "python -m services.supervisor"
 KILL_WAIT_S = 30.0
 
 # Runs ``python -m <module> args...`` under cProfile or yappi and saves pstats-format stats when the module
@@ -70,50 +69,11 @@ finally:
 """
 
 
-def _settings() -> StackSettings:
-    try:
-        return load_stack()
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
-
-
 def supervisor_call(name: str, args: dict[str, Any] | None = None, timeout_ms: int | None = None) -> Any:
     """One Command to the supervisor; its result, or exit 1 naming the refusal or the service that is down."""
-    import zmq
-
-    from bus.rpc import RpcClient, RpcError, RpcFailure
-    from core.messages import Command, CommandResult
-
-    settings = _settings()
-    ctx = zmq.Context()
-    client = RpcClient(ctx, settings.endpoint("supervisor_rpc"), timeout_ms=timeout_ms or max(3000, settings.bus.rpc_timeout_ms),
-                       retries=1, sender="trader-cli")
-    command_id = f"cli-{uuid.uuid4().hex[:12]}"
-    try:
-        reply = client.call(Command(command_id=command_id, name=name, args=args or {}, who=_who(), ts_ns=time.time_ns()),
-                            idempotency_key=command_id)
-    except RpcError as exc:
-        err.print(f"[bold red]error:[/] the supervisor failed on {name}: {exc}")
-        raise typer.Exit(1)
-    except RpcFailure as exc:
-        err.print(f"[bold red]error:[/] the supervisor is not running ({exc}).\n"
-                  f"Start the stack with `trader up`, or only the supervisor with `{SUPERVISOR_START}`.")
-        raise typer.Exit(1)
-    finally:
-        client.close()
-        ctx.destroy(linger=0)
-    if not isinstance(reply, CommandResult) or not reply.ok:
-        text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
-        code = reply.reason_code if isinstance(reply, CommandResult) else ""
-        err.print(f"[bold red]error:[/] {name} refused ({code}): {text}")
-        raise typer.Exit(1)
-    return reply.result
-
-
-def _who() -> str:
-    return f"cli:{os.environ.get('USER', 'unknown')}"
-
+    settings = load_settings()
+    return call("supervisor_rpc", name, args, timeout_ms=timeout_ms or max(3000, settings.bus.rpc_timeout_ms),
+                settings=settings)
 
 def _mb(n: Any) -> str:
     return f"{n / 1e6:.0f}" if isinstance(n, int) and n > 0 else "-"
@@ -202,7 +162,7 @@ def logs(
     lines: int = typer.Option(50, "-n", "--lines", help="How many of the last lines to print first."),
 ) -> None:
     """Print one process's log (follow it with -f)."""
-    folder = _settings().run_path / "logs"
+    folder = load_settings().run_path / "logs"
     path = folder / f"{name}.log"
     if not path.exists():
         known = sorted(p.stem for p in folder.glob("*.log")) if folder.is_dir() else []
@@ -257,7 +217,7 @@ def profile(
     The process must not be running (it takes its own pid lock): stop it first
     (`trader kill ID` for an agent). The profile is kept under <run_dir>/profiles/.
     """
-    settings = _settings()
+    settings = load_settings()
     argv = _command_of(name, settings)
     if argv is None:
         err.print(f"[bold red]error:[/] {name!r} is neither a Procfile process nor an agent of the roster")

@@ -16,45 +16,21 @@ When the order manager is down the command says so, says how to start it, and ex
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import typer
-import zmq
 from rich.console import Console
 from rich.table import Table
 
-from bus.rpc import RpcClient, RpcFailure
-from core.config import ConfigError, load_stack
-from core.messages import Command, CommandResult
+from services.cli.service_call import call
 
 console = Console()
 err = Console(stderr=True)
-START_HINT = "start it with `python -m services.order_manager` (or the whole stack with `trader up`)"
 
 
 def _ask(name: str, args: dict[str, Any] | None = None) -> Any:
     """Run one order-manager command; exit 1 with a clear message when it cannot answer."""
-    try:
-        settings = load_stack()
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    ctx = zmq.Context()
-    client = RpcClient(ctx, settings.endpoint("order_manager_rpc"), timeout_ms=2000, retries=0, sender="trader-cli")
-    try:
-        reply = client.call(Command(command_id=uuid.uuid4().hex, name=name, args=args or {}, who="cli"))
-    except RpcFailure as exc:
-        err.print(f"[bold red]error:[/] the order manager is not answering ({exc}); {START_HINT}")
-        raise typer.Exit(1) from None
-    finally:
-        client.close()
-        ctx.destroy(linger=0)
-    if not isinstance(reply, CommandResult) or not reply.ok:
-        err.print(f"[bold red]error:[/] the order manager refused {name}: {getattr(reply, 'error', reply)}")
-        raise typer.Exit(1)
-    return reply.result
-
+    return call("order_manager_rpc", name, args, timeout_ms=2000, retries=0)
 
 def orders(
     agent: str = typer.Option(None, "--agent", help="Only this agent's orders."),

@@ -13,77 +13,26 @@ A service that is down is named with how to start it (exit 1).
 
 from __future__ import annotations
 
-import getpass
 import json
-import uuid
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import ConfigError, StackSettings, load_stack
-from core.messages import Command, CommandResult
+from services.cli.service_call import call, who
 
 console = Console()
 err = Console(stderr=True)
 
-SERVICES = {
-    "risk_guard_rpc": ("risk guard", "python -m services.risk_guard"),
-    "reconciler_rpc": ("reconciler", "python -m services.reconciler"),
-}
 RECON_TIMEOUT_MS = 15_000  # a run gathers from three sources and may wait to confirm a difference
 
 
-def _settings() -> StackSettings:
-    try:
-        return load_stack()
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
-
-
 def _call(endpoint_name: str, name: str, args: dict[str, Any], timeout_ms: int | None = None) -> Any:
-    """Send one Command to a service and return its result; exit 1 naming the service when it is down."""
-    import zmq
-
-    from bus.rpc import RpcClient, RpcError, RpcFailure
-
-    settings = _settings()
-    label, start = SERVICES[endpoint_name]
-    ctx = zmq.Context()
-    client = RpcClient(ctx, settings.endpoint(endpoint_name), timeout_ms=timeout_ms or settings.bus.rpc_timeout_ms,
-                       retries=0 if timeout_ms else 1, sender="trader-cli")
-    command_id = f"cli-{uuid.uuid4().hex[:12]}"
-    try:
-        reply = client.call(Command(command_id=command_id, name=name, args=args, who=args.get("who", "")),
-                            idempotency_key=command_id)
-    except RpcError as exc:
-        err.print(f"[bold red]error:[/] the {label} refused {name}: {exc}")
-        raise typer.Exit(1)
-    except RpcFailure as exc:
-        err.print(f"[bold red]error:[/] the {label} is not running ({exc}).\n"
-                  f"Start the stack with `trader up`, or only the {label} with `{start}`.")
-        raise typer.Exit(1)
-    finally:
-        client.close()
-        ctx.destroy(linger=0)
-    if not isinstance(reply, CommandResult) or not reply.ok:
-        text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
-        err.print(f"[bold red]error:[/] the {label} did not {name}: {text}")
-        raise typer.Exit(1)
-    return reply.result
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
-
+    return call(endpoint_name, name, args, timeout_ms=timeout_ms, retries=0 if timeout_ms else 1)
 
 def _state_command(name: str, why: str) -> None:
-    status = _call("risk_guard_rpc", name, {"who": _who(), "why": why})
+    status = _call("risk_guard_rpc", name, {"who": who(), "why": why})
     console.print(f"trading state: [bold]{status.get('state')}[/] ({status.get('reason') or name}, by {status.get('who')})")
 
 
