@@ -9,7 +9,6 @@ itself there, restart it, and check the journal against the exchange.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -24,28 +23,14 @@ from services.order_manager.faults import (
     ENV_VAR,
     MID_FILL,
 )
-from tests.services.test_order_manager import AGENT, CODE, Stack, accepting, wait_for
+from tests.services.test_order_manager import AGENT, CODE, Stack, accepting, running_stack, wait_for
 
 SETTLED = {"accepted", "partially_filled", "filled", "canceled", "rejected", "expired"}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    previous = os.environ.get("TRADER_RUN_DIR")
-    s = Stack(tmp_path_factory.mktemp("oms-durability"))
-    try:
-        for name in Stack.MODULES:
-            s.start(name)
-        wait_for(lambda: accepting(s), 60, "the order manager to connect to the exchange")
-        wait_for(lambda: s.order(s.resting_price()).status is OrderStatus.ACCEPTED, 30,
-                 "the risk guard to approve a first order")
-        yield s
-    finally:
-        s.close()
-        if previous is None:
-            os.environ.pop("TRADER_RUN_DIR", None)
-        else:
-            os.environ["TRADER_RUN_DIR"] = previous
+    yield from running_stack(tmp_path_factory.mktemp("oms-durability"))
 
 
 def restart_oms(stack: Stack, fault: str = "") -> None:

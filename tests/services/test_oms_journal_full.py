@@ -9,7 +9,6 @@ the exchange and accepts orders again.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,26 +18,12 @@ import pytest
 from bus.pubsub import Subscriber
 from core.messages import Alert, Command, OrderStatus
 from services.order_manager.desk import DeskReason
-from tests.services.test_order_manager import Stack, accepting, wait_for
+from tests.services.test_order_manager import Stack, running_stack, wait_for
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    previous = os.environ.get("TRADER_RUN_DIR")
-    s = Stack(tmp_path_factory.mktemp("oms-journal-full"))
-    try:
-        for name in Stack.MODULES:
-            s.start(name)
-        wait_for(lambda: accepting(s), 60, "the order manager to connect to the exchange")
-        wait_for(lambda: s.order(s.resting_price()).status is OrderStatus.ACCEPTED, 30,
-                 "the risk guard to approve a first order")
-        yield s
-    finally:
-        s.close()
-        if previous is None:
-            os.environ.pop("TRADER_RUN_DIR", None)
-        else:
-            os.environ["TRADER_RUN_DIR"] = previous
+    yield from running_stack(tmp_path_factory.mktemp("oms-journal-full"))
 
 
 def journal_ok(stack: Stack) -> bool:

@@ -162,10 +162,10 @@ def accepting(stack: Stack) -> bool:
     return bool(st and st["accepting"])
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def running_stack(run_dir: Path) -> Iterator[Stack]:
+    """Bus, exchange, market data, risk guard and order manager, ready for orders; all stopped at the end."""
     previous = os.environ.get("TRADER_RUN_DIR")
-    s = Stack(tmp_path_factory.mktemp("oms"))
+    s = Stack(run_dir)
     try:
         for name in Stack.MODULES:
             s.start(name)
@@ -179,6 +179,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             os.environ.pop("TRADER_RUN_DIR", None)
         else:
             os.environ["TRADER_RUN_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from running_stack(tmp_path_factory.mktemp("oms"))
 
 
 def test_order_goes_end_to_end_with_fill_event_and_journal_rows(stack: Stack) -> None:
