@@ -17,7 +17,7 @@ from rich.console import Console
 
 from core.config import ConfigError, StackSettings, load_stack
 
-err = Console(stderr=True)
+err = Console(stderr=True)  # messages are printed unwrapped (soft_wrap) so scripts can match them
 
 # endpoint setting -> (what a person calls the service, how to start it alone)
 SERVICES: dict[str, tuple[str, str]] = {
@@ -34,7 +34,7 @@ def load_settings() -> StackSettings:
     try:
         return load_stack()
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -72,7 +72,7 @@ def call(
     try:
         reply = client.call(command, idempotency_key=command_id)
     except RpcError as exc:
-        err.print(f"[bold red]error:[/] the {label} failed on {name}: {exc}")
+        err.print(f"[bold red]error:[/] the {label} failed on {name}: {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     except RpcFailure as exc:
         err.print(f"[bold red]error:[/] the {label} is not running ({exc}).\n"
@@ -84,6 +84,6 @@ def call(
     if not isinstance(reply, CommandResult) or not reply.ok:
         text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
         code = f" ({reply.reason_code})" if isinstance(reply, CommandResult) and reply.reason_code else ""
-        err.print(f"[bold red]error:[/] the {label} refused {name}{code}: {text}")
+        err.print(f"[bold red]error:[/] the {label} refused {name}{code}: {text}", soft_wrap=True)
         raise typer.Exit(1)
     return reply.result
