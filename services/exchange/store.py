@@ -29,6 +29,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from core.db import connect as open_db
 from core.matching import EngineChanges, Execution, MatchingEngine, Order
 
 STORE_FILE = "exchange.sqlite"
@@ -111,12 +112,9 @@ class ExchangeStore:
     """The exchange's SQLite file: load everything at start, then save increments."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_AUTOCHECKPOINT_PAGES}")
+        self.db = open_db(path, synchronous="NORMAL", check_same_thread=False,
+                          autocheckpoint_pages=SAFETY_AUTOCHECKPOINT_PAGES)
         self.db.executescript(_SCHEMA)
         self.checkpointer = WalCheckpointer(path)
         # what the file holds of the small tables, so a save writes only the rows that differ

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.db import connect as open_db
 from core.orders import Order, Outcome
 from services.exchange.store import SAFETY_AUTOCHECKPOINT_PAGES, WalCheckpointer
 from services.order_manager.entry import parse_client_order_id
@@ -135,15 +136,11 @@ class Journal:
     def __init__(self, path: Path, *, synchronous: str = SYNCHRONOUS) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"journal durability must be NORMAL or FULL, not {synchronous!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.synchronous = synchronous
         # autocommit mode: transactions are opened and closed explicitly, one per step
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_AUTOCHECKPOINT_PAGES}")
+        self.db = open_db(path, synchronous=synchronous, check_same_thread=False, cached_statements=64,
+                          autocheckpoint_pages=SAFETY_AUTOCHECKPOINT_PAGES)
         self.db.executescript(_SCHEMA)
         self.checkpointer = WalCheckpointer(path)
         self.commits = 0

@@ -8,11 +8,11 @@ of failing. One row per reconciliation, the report as JSON.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-BUSY_TIMEOUT_MS = 5000
+from core.db import connect as open_db
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recon_reports (
@@ -33,11 +33,7 @@ class ReconJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = open_db(self.path, synchronous="NORMAL")
         self.db.execute(SCHEMA)
 
     def record(self, report: dict[str, Any]) -> None:

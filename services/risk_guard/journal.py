@@ -2,7 +2,7 @@
 
 The guard shares the stack's journal file with the order manager and the
 reconciler, each in its own tables. The file is in WAL mode so readers never
-block the writer, and every connection waits up to ``BUSY_TIMEOUT_MS`` for
+block the writer, and every connection waits up to ``core.db.BUSY_TIMEOUT_MS`` for
 another process's write lock instead of failing. A state change is committed
 (synchronous=FULL: there are few, and a halt must survive a crash) before it
 is published or answered, so the last row is the state to restore at start.
@@ -10,13 +10,12 @@ is published or answered, so the last row is the state to restore at start.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
+from core.db import connect as open_db
 from core.risk import TradingState
 from services.risk_guard.guard import StateChange
 
-BUSY_TIMEOUT_MS = 5000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS risk_state_changes (
@@ -34,11 +33,7 @@ class RiskJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = open_db(self.path, synchronous="FULL")
         self.db.execute(SCHEMA)
 
     def record(self, change: StateChange) -> None:

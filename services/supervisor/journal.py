@@ -19,15 +19,14 @@ import datetime as dt
 import json
 import re
 import shutil
-import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.db import connect as open_db
 from services.supervisor.report import ACCOUNT, OPEN_STATUSES, REPORT_COLUMNS
 
 JOURNAL_FILE = "journal.sqlite"
-BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS daily_reports (
@@ -57,10 +56,7 @@ class DayJournal:
 
     def __init__(self, run_path: Path) -> None:
         self.path = run_path / JOURNAL_FILE
-        run_path.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db = open_db(self.path, synchronous="FULL")
         self.db.executescript(_SCHEMA)
 
     def _tables(self) -> set[str]:
