@@ -67,6 +67,7 @@ class Stack:
         self.ctx = zmq.Context()
         self.alerts: list[Any] = []
         self.sub: Subscriber | None = None
+        self.started = time.time()
 
     def start(self) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -104,6 +105,20 @@ class Stack:
             db.close()
 
     def kill_everything(self) -> None:
+        """Kill every process of the stack, agents started by the supervisor included, then reap them."""
+        for pid in list(self.seen_pids):  # the supervisor's children first, so nothing restarts them
+            try:
+                self.seen_pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+            except psutil.Error:
+                pass
+        for lock in (self.run_dir / "run").glob("*.pid"):
+            try:
+                text = lock.read_text().strip()
+                owner = psutil.Process(int(json.loads(text)["pid"]) if text.startswith("{") else int(text))
+                if owner.create_time() >= self.started - 1:  # not a pid reused by a process from before the stack
+                    self.seen_pids.add(owner.pid)
+            except (OSError, ValueError, KeyError, psutil.Error):
+                pass
         for pid in self.seen_pids:
             try:
                 os.killpg(pid, signal.SIGKILL)

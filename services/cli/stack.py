@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -99,57 +100,74 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _first_pids(run_dir: Path) -> set[int]:
-    """Pids of the supervisor and of every agent (locks not named by a Procfile line)."""
-    services = {name for name, _ in read_procfile(PROJECT_ROOT / "Procfile")} - {"supervisor"}
-    return {pid for lock, pid in _lock_pids(run_dir) if lock.stem not in services}
+def _procs(pids: list[int]) -> list[psutil.Process]:
+    out = []
+    for pid in dict.fromkeys(pids):
+        try:
+            if pid != os.getpid():
+                out.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _stop_group(group: list[psutil.Process], timeout: float) -> int:
+    """SIGTERM every process of ``group``, wait, kill what is left; returns how many there were."""
+    for proc in group:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _gone, alive = psutil.wait_procs(group, timeout=timeout)
+    for proc in alive:
+        err.print(f"[yellow]warning:[/] pid {proc.pid} did not stop in {timeout:.0f} s; killing it")
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return len(group)
 
 
 def down(timeout: float = typer.Option(15.0, help="Seconds to wait before killing what is left.")) -> None:
-    """Stop the stack cleanly: SIGTERM to the stack, then to any process still holding a lock."""
+    """Stop the stack cleanly: the supervisor (which stops its agents), any agent left, then the services."""
     try:
         settings = load_stack()
     except ConfigError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
     run = settings.run_path
-    targets: list[psutil.Process] = []
     pid_file = run / "run" / UP_PID_FILE
+    services = {name for name, _ in read_procfile(PROJECT_ROOT / "Procfile")}
+
+    def owners(which: Callable[[str], bool]) -> list[psutil.Process]:
+        return [p for p in _procs([pid for lock, pid in _lock_pids(run) if which(lock.stem)]) if _alive(p.pid)]
+
+    up: list[psutil.Process] = []
     if pid_file.exists():
         try:
-            targets.append(psutil.Process(int(pid_file.read_text().strip())))
-        except (ValueError, psutil.NoSuchProcess):
+            up = _procs([int(pid_file.read_text().strip())])
+        except ValueError:
             pass
-    for _lock, pid in _lock_pids(run):
-        try:
-            targets.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    if not targets:
+    if not up and not owners(lambda _name: True):
         console.print("nothing is running")
         pid_file.unlink(missing_ok=True)
         return
-    # The supervisor and the agents first, while the order manager is still there to take their cancels.
-    first = [p for p in targets if p.pid in _first_pids(run)]
-    rest = [p for p in targets if p not in first]
-    gone, alive = [], []
-    for group in (first, rest):
-        for proc in group:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
-        g, a = psutil.wait_procs(group, timeout=timeout)
-        for proc in a:
-            err.print(f"[yellow]warning:[/] pid {proc.pid} did not stop in {timeout:.0f} s; killing it")
-            proc.kill()
-        psutil.wait_procs(a, timeout=5)
-        gone += g
-        alive += a
+    # In order, each phase reading the locks afresh: the supervisor stops its agents (they cancel their
+    # orders while the order manager is still there) and restarts nothing after that; then any agent
+    # left; then the launcher and the services. Last, whatever still holds a lock.
+    stopped = _stop_group(owners(lambda name: name == "supervisor"), timeout)
+    stopped += _stop_group(owners(lambda name: name not in services), timeout)
+    stopped += _stop_group(up + owners(lambda name: name in services), timeout)
+    for _ in range(3):
+        left = owners(lambda _name: True)
+        if not left:
+            break
+        stopped += _stop_group(left, timeout)
     time.sleep(0.2)
     # A lock whose owner is gone is stale now; the owner removes its own on a clean stop.
     for lock, pid in _lock_pids(run):
         if not _alive(pid):
             lock.unlink(missing_ok=True)
     pid_file.unlink(missing_ok=True)
-    console.print(f"stopped {len(gone) + len(alive)} process(es)")
+    console.print(f"stopped {stopped} process(es)")

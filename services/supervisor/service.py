@@ -132,12 +132,13 @@ class SupervisorService(Service):
         for w in self.watchers.values():
             if w.pid is not None:
                 self.log.info("stopping agent %s (pid %s)", w.agent_id, w.pid)
-                w.stop(time.monotonic())
+            w.stop(time.monotonic())  # one waiting to be restarted is just stopped: nothing starts from here on
         deadline = time.monotonic() + timeout + 1
         while any(w.state == STOPPING for w in self.watchers.values()) and time.monotonic() < deadline:
             for w in self.watchers.values():
-                for ev in w.poll(time.monotonic()):
-                    self.log.info("%s", ev.text)
+                if w.state == STOPPING:
+                    for ev in w.poll(time.monotonic()):
+                        self.log.info("%s", ev.text)
             time.sleep(0.02)
         for client in (self.oms, self.market_data):
             if client is not None:
