@@ -14,6 +14,14 @@ dropped it, and a subscriber can tell which numbers are missing.
 Decoding validates the payload into the model registered under ``type`` in
 ``core.messages.REGISTRY``. Anything wrong with a frame raises one exception
 type, :class:`DecodeError`, carrying a reason code.
+
+Two paths decode a frame, and they agree. The fast path (msgspec, in C) reads
+the envelope and, for message types whose fields are all scalars, validates the
+payload against a msgspec mirror of the model (:mod:`bus.fastpath`); it only
+ever accepts what pydantic would accept, with the same values. Whatever it does
+not accept (an unusual but valid encoding, a type with nested fields, or a bad
+frame) goes through the reference path: msgpack, the envelope checks and the
+pydantic model, which gives the canonical result or error.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from enum import Enum
 from typing import Any, Final
 
 import msgpack
+import msgspec
 from pydantic import BaseModel, ValidationError
 
+from bus.fastpath import fast_decoder
 from core.messages import REGISTRY, Message
 
 TOPIC_SEPARATOR: Final = b"\x00"
@@ -79,13 +89,16 @@ def _wire_value(obj: Any) -> Any:
     raise TypeError(f"cannot put {type(obj).__name__} on the bus")
 
 
-_packer = msgpack.Packer(default=_wire_value)
+_encode = msgspec.msgpack.Encoder(enc_hook=_wire_value).encode
 _unpackb = msgpack.unpackb
+_decode_head = msgspec.msgpack.Decoder(tuple[str, int, int, str, int, msgspec.Raw]).decode
 
 
 # type name -> (model class, its validator, its schema version); filled on first use
 # because later modules may still register messages after this one is imported.
 _TYPES: dict[str, tuple[type[Message], Callable[[Any], Message], int]] = {}
+# type name -> (schema version, msgspec payload decoder -> model) for the fast path; None: no fast path
+_FAST: dict[str, tuple[int, Callable[[Any], Message]] | None] = {}
 
 
 def _lookup(type_name: Any) -> tuple[type[Message], Callable[[Any], Message], int] | None:
@@ -110,8 +123,8 @@ def encode_with_prefix(prefix: bytes, sender: str, seq: int, ts_ns: int, msg: Me
     """Encode a message after a topic prefix made by :func:`topic_prefix` (the hot path)."""
     cls = msg.__class__
     try:
-        return prefix + _packer.pack([sender, seq, ts_ns, cls.TYPE, cls.VERSION, msg.__dict__])
-    except (TypeError, ValueError, OverflowError) as exc:
+        return prefix + _encode([sender, seq, ts_ns, cls.TYPE, cls.VERSION, msg.__dict__])
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise EncodeError(f"cannot encode {cls.__name__}: {exc}") from exc
 
 
@@ -125,6 +138,24 @@ def encode(topic: str, sender: str, seq: int, msg: Message, ts_ns: int = 0) -> b
 def decode(frame: bytes) -> Envelope:
     """Validate a frame into an Envelope, or raise DecodeError with the reason."""
     sep = frame.find(TOPIC_SEPARATOR)
+    if sep >= 0:
+        try:
+            sender, seq, ts_ns, type_name, version, payload = _decode_head(frame[sep + 1 :])
+            fast = _FAST[type_name]
+            if fast is not None and fast[0] == version:
+                return Envelope(frame[:sep].decode(), sender, seq, ts_ns, type_name, version, fast[1](payload))
+        except KeyError:  # a type not seen yet: this frame takes the reference path
+            cls = REGISTRY.get(type_name)
+            if cls is not None:  # a made-up type name is not remembered
+                build = fast_decoder(cls)
+                _FAST[type_name] = None if build is None else (cls.VERSION, build)
+        except Exception:  # msgspec's decode and validation errors, too deep nesting, bad UTF-8 in the topic
+            pass  # the reference path names the problem (or accepts what only pydantic's lax mode takes)
+    return _decode_reference(frame, sep)
+
+
+def _decode_reference(frame: bytes, sep: int) -> Envelope:
+    """The reference decoder: every check in order, the pydantic model, the canonical error."""
     if sep < 0:
         raise DecodeError(NO_TOPIC_SEPARATOR, f"no topic separator in {len(frame)}-byte frame")
     try:

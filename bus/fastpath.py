@@ -1,0 +1,136 @@
+"""msgspec mirrors of the message models: validation in C for the messages the bus carries most.
+
+``fast_decoder(Model)`` builds, from the pydantic model's own fields and
+constraints, a msgspec struct that validates a msgpack payload in one pass, and
+returns a function turning that payload into a ``Model`` instance without
+validating it a second time. It only handles what it can mirror exactly:
+scalar fields (int, float, bool, str, string enums) with bounds, lengths and
+anchored patterns, immutable defaults, no custom validators. Anything else
+gives ``None`` and the codec keeps using pydantic for that type.
+
+The mirror is stricter than pydantic, never looser: msgspec does not coerce
+(``"5"`` or ``5.0`` for an int, bytes for a str), so such a payload fails here
+and the codec hands it to pydantic, which decides as it always does. The
+property tests in ``tests/bus/test_fastpath.py`` hold the two to that.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import annotated_types as at
+import msgspec
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+_SCALARS = (int, float, bool, str)
+
+
+def _pattern(pattern: str) -> str | None:
+    """The pattern for Python's ``re.search`` that matches what pydantic's anchored pattern matches.
+
+    ``$`` in Python also matches before a trailing newline, in pydantic's regex engine it does not;
+    ``\\Z`` is the end of the text in both senses. Patterns with ``$`` elsewhere are not mirrored.
+    """
+    if not pattern.startswith("^") or not pattern.endswith("$") or pattern.endswith("\\$"):
+        return None
+    body = pattern[:-1]
+    if "$" in body:
+        return None
+    return body + r"\Z"
+
+
+def _field_type(annotation: Any, metadata: list[Any]) -> Any:
+    """The msgspec type of one field, or None when it cannot be mirrored exactly."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        if not issubclass(annotation, str) or metadata:
+            return None
+        return annotation
+    if annotation not in _SCALARS:
+        return None
+    meta: dict[str, Any] = {}
+    for m in metadata:
+        if isinstance(m, at.Ge):
+            meta["ge"] = m.ge
+        elif isinstance(m, at.Gt):
+            meta["gt"] = m.gt
+        elif isinstance(m, at.Le):
+            meta["le"] = m.le
+        elif isinstance(m, at.Lt):
+            meta["lt"] = m.lt
+        elif isinstance(m, at.MinLen):
+            meta["min_length"] = m.min_length
+        elif isinstance(m, at.MaxLen):
+            meta["max_length"] = m.max_length
+        elif type(m).__name__ == "_PydanticGeneralMetadata" and set(vars(m)) == {"pattern"} and annotation is str:
+            pattern = _pattern(m.pattern)
+            if pattern is None:
+                return None
+            meta["pattern"] = pattern
+        else:
+            return None
+    if annotation is bool and meta:
+        return None
+    if annotation is float and meta:  # pydantic's float bounds and NaN handling are not mirrored
+        return None
+    if annotation is not str and ({"min_length", "max_length", "pattern"} & set(meta)):
+        return None
+    return Annotated[annotation, msgspec.Meta(**meta)] if meta else annotation
+
+
+def _mirror(cls: type[BaseModel]) -> type[msgspec.Struct] | None:
+    if cls.model_config.get("extra") != "forbid" or cls.model_config.get("strict"):
+        return None
+    decorators = cls.__pydantic_decorators__
+    if (decorators.validators or decorators.field_validators or decorators.root_validators
+            or decorators.model_validators or decorators.field_serializers or decorators.model_serializers):
+        return None
+    if cls.__pydantic_post_init__ is not None or cls.__pydantic_root_model__:
+        return None
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for name, info in cls.model_fields.items():
+        if info.alias not in (None, name) or info.validation_alias not in (None, name) or info.default_factory:
+            return None
+        ftype = _field_type(info.annotation, info.metadata)
+        if ftype is None:
+            return None
+        if info.default is PydanticUndefined:
+            fields.append((name, ftype))
+        else:
+            if type(info.default) not in _SCALARS and not isinstance(info.default, enum.Enum):
+                return None
+            fields.append((name, ftype, info.default))
+    return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, forbid_unknown_fields=True)
+
+
+def fast_decoder(cls: type[BaseModel]) -> Callable[[Any], Any] | None:
+    """A function from a msgpack payload (bytes or ``msgspec.Raw``) to a validated ``cls``; None if not mirrored.
+
+    Raises ``msgspec.ValidationError`` or ``msgspec.DecodeError`` (both ``ValueError``) for a payload
+    the mirror does not accept; the caller then asks pydantic.
+    """
+    struct = _mirror(cls)
+    if struct is None:
+        return None
+    decode = msgspec.msgpack.Decoder(struct).decode
+    asdict = msgspec.structs.asdict
+    names = frozenset(cls.model_fields)
+    new = object.__new__
+    set_dict = object.__setattr__
+    # BaseModel's slots, set through their descriptors as pydantic's own validator does
+    set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+    set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+    set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+    def build(payload: Any) -> Any:
+        values = asdict(decode(payload))
+        inst = new(cls)
+        set_dict(inst, "__dict__", values)
+        set_fields(inst, set(names))
+        set_extra(inst, None)
+        set_private(inst, None)
+        return inst
+
+    return build
