@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from time import time_ns
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 
@@ -79,8 +80,7 @@ class Publisher:
                 raise TypeError(f"{msg.__class__.__name__} is not a registered message type")
             stream = self._streams[topic] = [topic_prefix(topic), 0]
         seq = stream[1] + 1
-        frame = encode_with_prefix(stream[0], self.sender, seq, time.time_ns(), msg)
-        self._send(frame)
+        self._send(encode_with_prefix(stream[0], self.sender, seq, time_ns(), msg))
         stream[1] = seq
         self.last_seq += 1
         return seq
@@ -132,7 +132,8 @@ class Subscriber:
         self.missed = 0
         self.rejected: Counter[str] = Counter()  # reason code -> frames dropped
         self._last: OrderedDict[str, dict[str, int]] = OrderedDict()  # sender -> topic -> last seq seen (LRU)
-        self._latest_sender = ""  # the sender at the end of that LRU order
+        self._latest_sender: str | None = None  # the sender at the end of that LRU order, and its streams
+        self._latest_streams: dict[str, int] = {}
         self._logged_reject: set[str] = set()
         self._recv = self.socket.recv
         self._poller = zmq.Poller()
@@ -181,16 +182,20 @@ class Subscriber:
         if not 0 < env.seq <= MAX_SEQ:
             self._reject(DecodeError(BAD_ENVELOPE, f"on {env.topic!r}: sequence number {env.seq} out of range", env.sender))
             return None
-        senders = self._last
         sender = env.sender
-        sender_streams = senders.get(sender)
-        if sender_streams is None:
-            sender_streams = senders[sender] = {}
-            if len(senders) > MAX_SENDERS:
-                senders.popitem(last=False)
-        elif sender != self._latest_sender:  # already the most recent entry otherwise
-            senders.move_to_end(sender)
-        self._latest_sender = sender
+        if sender == self._latest_sender:  # a run of frames from one sender: the common case
+            sender_streams = self._latest_streams
+        else:
+            senders = self._last
+            sender_streams = senders.get(sender)
+            if sender_streams is None:
+                sender_streams = senders[sender] = {}
+                if len(senders) > MAX_SENDERS:
+                    senders.popitem(last=False)
+            else:
+                senders.move_to_end(sender)
+            self._latest_sender = sender
+            self._latest_streams = sender_streams
         topic = env.topic
         last = sender_streams.get(topic)
         seq = env.seq
