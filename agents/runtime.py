@@ -70,6 +70,8 @@ STATUS_REFRESH_S = 0.25
 AGENT_RCVHWM = 10_000  # messages queued for an agent that is busy, at most
 STATUS_IDLE_REFRESH_S = 1.0  # with nothing heard or done since the last refresh, the status page is rebuilt this often
 STRATEGY_TIMER_S = 1.0
+# Who publishes what an agent listens to (md.*, oms.event.<id>, sys.command.<id>): only their heartbeats matter here.
+TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
 
 log = logging.getLogger("agents.runtime")
@@ -153,7 +155,8 @@ class AgentRuntime(Service):
         bus = self.settings.bus
         # A bounded queue keeps an agent that falls behind small; what it drops is seen as a gap
         # (a gap in its order events makes it re-sync its book from the order manager).
-        self.sub = Subscriber(self.zmq_context, self.settings.endpoint("bus_out"), topics, rcvhwm=min(bus.rcvhwm, AGENT_RCVHWM), linger_ms=bus.linger_ms, on_gap=self._on_gap)
+        self.sub = Subscriber(self.zmq_context, self.settings.endpoint("bus_out"), topics, rcvhwm=min(bus.rcvhwm, AGENT_RCVHWM), linger_ms=bus.linger_ms, on_gap=self._on_gap,
+                              heartbeats_from=TOPIC_PUBLISHERS)
         self.add_socket(self.sub.socket, self._on_bus)
         self.oms = RpcClient(self.zmq_context, self.settings.endpoint("order_manager_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=bus.rpc_retries, sender=self.name)
         self.market_data = RpcClient(self.zmq_context, self.settings.endpoint("market_data_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=0, sender=self.name)

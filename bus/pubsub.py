@@ -111,7 +111,11 @@ class Subscriber:
         linger_ms: int = DEFAULT_LINGER_MS,
         bind: bool = False,
         on_gap: GapCallback | None = None,
+        heartbeats_from: tuple[str, ...] | list[str] | None = None,
     ) -> None:
+        """``heartbeats_from`` names the senders whose heartbeats are listened to for tail drops
+        (the publishers of ``topics``); None listens to every heartbeat. Naming them spares a
+        process the wake-ups for every other process's heartbeat each second."""
         self.endpoint = endpoint
         self.topics = tuple(topics)
         self.on_gap = on_gap
@@ -123,7 +127,11 @@ class Subscriber:
         # Heartbeats reveal tail drops; listen to them even if the caller did not ask.
         self._hidden_heartbeats = not any(HEARTBEAT_TOPIC_PREFIX.startswith(t) for t in self.topics)
         if self._hidden_heartbeats:
-            self.socket.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC_PREFIX.encode())
+            if heartbeats_from is None:
+                self.socket.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC_PREFIX.encode())
+            for sender in heartbeats_from or ():
+                # the whole topic and its separator: ``market-data`` must not also match ``market-data-2``
+                self.socket.setsockopt(zmq.SUBSCRIBE, topic_prefix(HEARTBEAT_TOPIC_PREFIX + sender))
         if bind:
             security.bind(self.socket, endpoint)
         else:

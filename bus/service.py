@@ -12,14 +12,16 @@ context terminated and the lock released.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import ClassVar, NoReturn
 
@@ -39,7 +41,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_LOCK_HELD = 3
 REJECTED_FRAMES_KEY = "rejected_frames"
-POLL_MS = 250  # longest a stop request waits for the loop to notice it
+POLL_MS = 1000  # longest the loop sleeps; a stop (signal or ``stop()``) wakes it at once
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -66,6 +68,7 @@ class Service:
         self.ctx: zmq.Context | None = None
         self.publisher: Publisher | None = None
         self._handlers: dict[zmq.Socket, Callable[[], object]] = {}
+        self._wake_w: socket.socket | None = None  # see ``_wakeup``
         self._sockets: list[zmq.Socket] = []
         self._poller = zmq.Poller()
         self._stop_requested = False
@@ -140,8 +143,14 @@ class Service:
         self.publish(ALERT_TOPIC, Alert(level=AlertLevel(level), source=self.name, kind=kind, text=text, ts_ns=time.time_ns()))
 
     def stop(self) -> None:
-        """Ask the loop to finish (safe from a signal handler or a handler callback)."""
+        """Ask the loop to finish (safe from a signal handler, a handler callback or another thread)."""
         self._stop_requested = True
+        wake = self._wake_w
+        if wake is not None:
+            try:
+                wake.send(b"\0")
+            except OSError:  # closed, or full: the loop is awake already
+                pass
 
     @property
     def stopping(self) -> bool:
@@ -177,7 +186,8 @@ class Service:
             gc.freeze()
             self.state = "running"
             self.log.info("running (pid %d)", os.getpid())
-            self._loop()
+            with self._wakeup():
+                self._loop()
         except security.SecurityError as exc:
             self.log.error("refusing to start: %s", exc)
             code = EXIT_CONFIG
@@ -259,6 +269,41 @@ class Service:
                 self.ctx.destroy(linger=linger)
             self.lock.release()
             self.log.info("stopped")
+
+    @contextlib.contextmanager
+    def _wakeup(self) -> Iterator[None]:
+        """A socket pair the loop also polls: a signal or ``stop()`` ends its sleep at once.
+
+        So the loop can sleep until its next timer or heartbeat instead of waking
+        every few hundred milliseconds to look at the stop flag.
+        """
+        r, w = socket.socketpair()
+        r.setblocking(False)
+        w.setblocking(False)
+
+        def drain() -> None:
+            try:
+                while r.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+        self._handlers[r] = drain  # type: ignore[index]
+        self._poller.register(r, zmq.POLLIN)
+        self._wake_w = w
+        previous_fd = None
+        if threading.current_thread() is threading.main_thread():
+            previous_fd = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            if previous_fd is not None:
+                signal.set_wakeup_fd(previous_fd)
+            self._wake_w = None
+            self._handlers.pop(r, None)  # type: ignore[call-overload]
+            self._poller.unregister(r)
+            r.close()
+            w.close()
 
     def _install_signal_handlers(self) -> dict[int, object]:
         def request_stop(signum: int, frame: FrameType | None) -> None:

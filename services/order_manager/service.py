@@ -86,7 +86,7 @@ class OrderManagerService(Service):
     """Journals, risk-checks, sends and tracks every order; publishes ``oms.event.<agent_id>``."""
 
     service_name = "order-manager"
-    timer_interval_s = 0.1  # pings, in-flight chases and journal probes run at 0.5-1 s
+    timer_interval_s = 0.25  # pings, in-flight chases and journal probes run at 0.5-1 s
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
@@ -126,7 +126,7 @@ class OrderManagerService(Service):
         self.notices = self.broker.subscribe_notices()
         self.add_socket(self.notices.socket, self._on_notices)
         self.session_sub = Subscriber(self.ctx, s.endpoint("bus_out"), ["md.session"], rcvhwm=s.bus.rcvhwm,
-                                      linger_ms=s.bus.linger_ms)
+                                      linger_ms=s.bus.linger_ms, heartbeats_from=["market-data"])
         self.add_socket(self.session_sub.socket, self._on_session)
         self.rpc = RpcServer(self.ctx, s.endpoint("order_manager_rpc"), self.handle_request, name=self.name)
         self.add_socket(self.rpc.socket, self._on_requests)

@@ -71,7 +71,7 @@ class ReconcilerService(Service):
     """The process around ``core.reconcile``."""
 
     service_name = "reconciler"
-    timer_interval_s = 0.2
+    timer_interval_s = 0.5
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
@@ -109,7 +109,8 @@ class ReconcilerService(Service):
         self.broker = PaperBroker(self.ctx, s, sender=self.name)
         self.oms = RpcClient(self.ctx, s.endpoint("order_manager_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
         self.risk = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
-        self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms)
+        self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms,
+                              heartbeats_from=["order-manager", "market-data"])
         self.add_socket(self.bus.socket, self._on_bus)
         self.rpc = RpcServer(self.ctx, s.endpoint("reconciler_rpc"), self.handle_request, name=self.name, linger_ms=s.bus.linger_ms)
         self.add_socket(self.rpc.socket, self.rpc.handle_ready)

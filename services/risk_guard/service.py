@@ -96,7 +96,8 @@ class RiskGuardService(Service):
             self.log.info("restoring the persisted state %s (%s, by %s)", persisted.state, persisted.reason, persisted.who)
         self.guard = RiskGuard(limits, instruments, allocations, persisted)
         assert self.ctx is not None
-        self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms)
+        self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms,
+                              heartbeats_from=["order-manager", "market-data"])
         self.add_socket(self.bus.socket, self._on_bus)
         self.oms = RpcClient(self.ctx, s.endpoint("order_manager_rpc"), timeout_ms=SYNC_TIMEOUT_MS, retries=0, sender=self.name)
         self.market = RpcClient(self.ctx, s.endpoint("market_data_rpc"), timeout_ms=SYNC_TIMEOUT_MS, retries=0, sender=self.name)

@@ -122,6 +122,31 @@ def test_in_process_publisher_to_subscriber(ctx: zmq.Context) -> None:
     assert sub.recv(50) is None
 
 
+def test_heartbeats_from_names_whose_heartbeats_reach_the_socket(ctx: zmq.Context) -> None:
+    """Only the named senders' heartbeats are delivered (for their tail drops); others never wake the process."""
+    gaps: list = []
+    sub = Subscriber(ctx, "inproc://hb-from", ["md.tick."], bind=True, heartbeats_from=["feed"],
+                     on_gap=lambda *g: gaps.append(g))
+    feed = Publisher(ctx, "inproc://hb-from", "feed")
+    other = Publisher(ctx, "inproc://hb-from", "feed-2")  # a longer name sharing the prefix
+    deadline = time.monotonic() + 5
+    while sub.recv(10) is None:
+        feed.publish("md.tick.warmup", tick(0))
+        assert time.monotonic() < deadline
+    sub.drain()
+    feed.publish(TOPIC, tick(1))
+    other.publish("sys.heartbeat.feed-2", heartbeat({}))
+    other.publish("sys.heartbeat.agent", heartbeat({}))
+    feed.publish("sys.heartbeat.feed", heartbeat({TOPIC: 3}))  # announces two ticks this subscriber never got
+    frames = []
+    while sub.socket.poll(200):
+        frames.append(sub.socket.recv())
+    topics = [f.split(b"\x00", 1)[0] for f in frames]
+    assert topics == [TOPIC.encode(), b"sys.heartbeat.feed"]
+    assert [sub.handle_frame(f) is not None for f in frames] == [True, False]
+    assert gaps == [("feed", TOPIC, 2, 3)]
+
+
 # --- real processes through the real proxy -------------------------------------
 
 
