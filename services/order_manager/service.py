@@ -161,7 +161,10 @@ class OrderManagerService(Service):
         return len(self._outbox)
 
     def flush_outbox(self) -> None:
-        """Publish what is queued, oldest first."""
+        """Journal the steps held back until their reply left, then publish what is queued, oldest first."""
+        desk = getattr(self, "desk", None)  # None before setup
+        if desk is not None and desk.deferred:
+            desk.run_deferred()
         if not self._outbox:
             return
         out, self._outbox = self._outbox, []
