@@ -17,6 +17,7 @@ property tests in ``tests/bus/test_fastpath.py`` hold the two to that.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -26,6 +27,9 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 _SCALARS = (int, float, bool, str)
+# A pattern is checked after msgspec's pass, with the values that matched remembered (a stock code, an
+# agent id): a set lookup instead of a regular expression for every message. Bounded: cleared when full.
+PATTERN_CACHE_SIZE = 4096
 
 
 def _pattern(pattern: str) -> str | None:
@@ -42,15 +46,16 @@ def _pattern(pattern: str) -> str | None:
     return body + r"\Z"
 
 
-def _field_type(annotation: Any, metadata: list[Any]) -> Any:
-    """The msgspec type of one field, or None when it cannot be mirrored exactly."""
+def _field_type(annotation: Any, metadata: list[Any]) -> tuple[Any, str | None]:
+    """The msgspec type of one field and its pattern (checked apart), or (None, None) when not mirrored."""
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         if not issubclass(annotation, str) or metadata:
-            return None
-        return annotation
+            return None, None
+        return annotation, None
     if annotation not in _SCALARS:
-        return None
+        return None, None
     meta: dict[str, Any] = {}
+    pattern: str | None = None
     for m in metadata:
         if isinstance(m, at.Ge):
             meta["ge"] = m.ge
@@ -67,20 +72,20 @@ def _field_type(annotation: Any, metadata: list[Any]) -> Any:
         elif type(m).__name__ == "_PydanticGeneralMetadata" and set(vars(m)) == {"pattern"} and annotation is str:
             pattern = _pattern(m.pattern)
             if pattern is None:
-                return None
-            meta["pattern"] = pattern
+                return None, None
         else:
-            return None
-    if annotation is bool and meta:
-        return None
+            return None, None
+    if annotation is bool and (meta or pattern):
+        return None, None
     if annotation is float and meta:  # pydantic's float bounds and NaN handling are not mirrored
-        return None
-    if annotation is not str and ({"min_length", "max_length", "pattern"} & set(meta)):
-        return None
-    return Annotated[annotation, msgspec.Meta(**meta)] if meta else annotation
+        return None, None
+    if annotation is not str and ({"min_length", "max_length"} & set(meta)):
+        return None, None
+    return (Annotated[annotation, msgspec.Meta(**meta)] if meta else annotation), pattern
 
 
-def _mirror(cls: type[BaseModel]) -> type[msgspec.Struct] | None:
+def _mirror(cls: type[BaseModel]) -> tuple[type[msgspec.Struct], dict[str, str]] | None:
+    """The msgspec struct of ``cls`` and the patterns of its fields (name -> pattern), or None."""
     if cls.model_config.get("extra") != "forbid" or cls.model_config.get("strict"):
         return None
     decorators = cls.__pydantic_decorators__
@@ -90,19 +95,39 @@ def _mirror(cls: type[BaseModel]) -> type[msgspec.Struct] | None:
     if cls.__pydantic_post_init__ is not None or cls.__pydantic_root_model__:
         return None
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    patterns: dict[str, str] = {}
     for name, info in cls.model_fields.items():
         if info.alias not in (None, name) or info.validation_alias not in (None, name) or info.default_factory:
             return None
-        ftype = _field_type(info.annotation, info.metadata)
+        ftype, pattern = _field_type(info.annotation, info.metadata)
         if ftype is None:
             return None
+        if pattern is not None:
+            if info.default is not PydanticUndefined and not re.search(pattern, str(info.default)):
+                return None  # a default pydantic would not check: keep that to pydantic
+            patterns[name] = pattern
         if info.default is PydanticUndefined:
             fields.append((name, ftype))
         else:
             if type(info.default) not in _SCALARS and not isinstance(info.default, enum.Enum):
                 return None
             fields.append((name, ftype, info.default))
-    return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, forbid_unknown_fields=True)
+    return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, forbid_unknown_fields=True), patterns
+
+
+def _pattern_check(pattern: str, field: str) -> tuple[set[str], Callable[[str], None]]:
+    """The values known to match, and the check of a new value (it raises, or remembers the value)."""
+    search = re.compile(pattern).search
+    seen: set[str] = set()
+
+    def check(value: str) -> None:
+        if search(value) is None:
+            raise msgspec.ValidationError(f"Expected `str` matching regex {pattern!r} - at `$.{field}`")
+        if len(seen) >= PATTERN_CACHE_SIZE:
+            seen.clear()
+        seen.add(value)
+
+    return seen, check
 
 
 def fast_decoder(cls: type[BaseModel]) -> Callable[[Any], Any] | None:
@@ -111,10 +136,12 @@ def fast_decoder(cls: type[BaseModel]) -> Callable[[Any], Any] | None:
     Raises ``msgspec.ValidationError`` or ``msgspec.DecodeError`` (both ``ValueError``) for a payload
     the mirror does not accept; the caller then asks pydantic.
     """
-    struct = _mirror(cls)
-    if struct is None:
+    mirrored = _mirror(cls)
+    if mirrored is None:
         return None
+    struct, patterns = mirrored
     decode = msgspec.msgpack.Decoder(struct).decode
+    checks = tuple((name, *_pattern_check(pattern, name)) for name, pattern in patterns.items())
     asdict = msgspec.structs.asdict
     names = frozenset(cls.model_fields)
     new = object.__new__
@@ -126,6 +153,10 @@ def fast_decoder(cls: type[BaseModel]) -> Callable[[Any], Any] | None:
 
     def build(payload: Any) -> Any:
         values = asdict(decode(payload))
+        for name, seen, check in checks:
+            value = values[name]
+            if value not in seen:
+                check(value)
         inst = new(cls)
         set_dict(inst, "__dict__", values)
         set_fields(inst, set(names))
