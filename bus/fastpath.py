@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 _SCALARS = (int, float, bool, str)
+# annotated-types constraints and the msgspec.Meta keyword (also the constraint's attribute) of each
+_BOUNDS = {at.Ge: "ge", at.Gt: "gt", at.Le: "le", at.Lt: "lt", at.MinLen: "min_length", at.MaxLen: "max_length"}
 # A pattern is checked after msgspec's pass, with the values that matched remembered (a stock code, an
 # agent id): a set lookup instead of a regular expression for every message. Bounded: cleared when full.
 PATTERN_CACHE_SIZE = 4096
@@ -57,18 +59,9 @@ def _field_type(annotation: Any, metadata: list[Any]) -> tuple[Any, str | None]:
     meta: dict[str, Any] = {}
     pattern: str | None = None
     for m in metadata:
-        if isinstance(m, at.Ge):
-            meta["ge"] = m.ge
-        elif isinstance(m, at.Gt):
-            meta["gt"] = m.gt
-        elif isinstance(m, at.Le):
-            meta["le"] = m.le
-        elif isinstance(m, at.Lt):
-            meta["lt"] = m.lt
-        elif isinstance(m, at.MinLen):
-            meta["min_length"] = m.min_length
-        elif isinstance(m, at.MaxLen):
-            meta["max_length"] = m.max_length
+        bound = _BOUNDS.get(type(m))
+        if bound is not None:
+            meta[bound] = getattr(m, bound)
         elif type(m).__name__ == "_PydanticGeneralMetadata" and set(vars(m)) == {"pattern"} and annotation is str:
             pattern = _pattern(m.pattern)
             if pattern is None:
