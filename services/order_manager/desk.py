@@ -35,13 +35,7 @@ from core.messages import (
 from core.orders import Order, OrderBook, Outcome, to_event
 from services.broker.base import Broker, BrokerError, BrokerUnavailable
 from services.order_manager.entry import EntryRefusal, check_order, parse_client_order_id
-from services.order_manager.faults import (
-    AFTER_BROKER_BEFORE_JOURNAL,
-    AFTER_JOURNAL_BEFORE_BROKER,
-    AFTER_REPLY_BEFORE_JOURNAL,
-    MID_FILL,
-    FaultPoints,
-)
+from services.order_manager.faults import AFTER_BROKER_BEFORE_JOURNAL, AFTER_JOURNAL_BEFORE_BROKER, MID_FILL, FaultPoints
 from services.order_manager.journal import Journal, trading_date_of
 from services.order_manager.positions import positions_from_fills
 
@@ -137,7 +131,6 @@ class OrderDesk:
         """Journal the steps held back until a reply was sent (their events are published after)."""
         while self.deferred:
             step = self.deferred.pop(0)
-            self.faults.hit(AFTER_REPLY_BEFORE_JOURNAL)
             try:
                 step()
             except JournalUnavailable:  # already alerted; the book went back to what the journal holds

@@ -7,8 +7,6 @@ N-th time (default the first) it passes ``<point>``:
   broker has not been asked;
 * ``after_broker_before_journal``: the broker answered a new order, the answer
   is not journaled;
-* ``after_reply_before_journal``: the agent has the broker's answer, the order
-  manager has not journaled it yet;
 * ``mid_fill``: a fill is written inside its journal transaction, not committed.
 
 A kill -9 is what a power cut or the OOM killer does: no handler, no flush,
@@ -24,9 +22,8 @@ import signal
 ENV_VAR = "TRADER_OMS_FAULT_POINT"
 AFTER_JOURNAL_BEFORE_BROKER = "after_journal_before_broker"
 AFTER_BROKER_BEFORE_JOURNAL = "after_broker_before_journal"
-AFTER_REPLY_BEFORE_JOURNAL = "after_reply_before_journal"
 MID_FILL = "mid_fill"
-POINTS = (AFTER_JOURNAL_BEFORE_BROKER, AFTER_BROKER_BEFORE_JOURNAL, AFTER_REPLY_BEFORE_JOURNAL, MID_FILL)
+POINTS = (AFTER_JOURNAL_BEFORE_BROKER, AFTER_BROKER_BEFORE_JOURNAL, MID_FILL)
 
 log = logging.getLogger("order-manager.faults")
 

@@ -20,7 +20,6 @@ from core.messages import CancelRequest, OrderEvent, OrderRequest, OrderStatus, 
 from services.order_manager.faults import (
     AFTER_BROKER_BEFORE_JOURNAL,
     AFTER_JOURNAL_BEFORE_BROKER,
-    AFTER_REPLY_BEFORE_JOURNAL,
     ENV_VAR,
     MID_FILL,
 )
@@ -193,8 +192,7 @@ def test_order_lost_in_a_disconnect_is_rejected_never_reached_broker(stack: Stac
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", [AFTER_JOURNAL_BEFORE_BROKER, AFTER_BROKER_BEFORE_JOURNAL, AFTER_REPLY_BEFORE_JOURNAL,
-                                   MID_FILL])
+@pytest.mark.parametrize("point", [AFTER_JOURNAL_BEFORE_BROKER, AFTER_BROKER_BEFORE_JOURNAL, MID_FILL])
 def test_oms_killed_at_a_fault_point_loses_and_duplicates_nothing(stack: Stack, point: str) -> None:
     restart_oms(stack, f"{point}:2")
     crossing = stack.crossing_price()
