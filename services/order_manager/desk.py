@@ -18,7 +18,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from core.instruments import Instrument
@@ -122,19 +121,6 @@ class OrderDesk:
         self.chased: Counter[str] = Counter()  # client order id -> status queries of an order or cancel in flight
         self.counters: Counter[str] = Counter()
         self.faults = faults if faults is not None else FaultPoints()
-        # The broker's answer to a new order is journaled just after the reply leaves (``run_deferred``):
-        # the order itself was journaled before it went out, so a crash in between loses nothing; the
-        # start-up chase asks the broker about every order journaled as submitted.
-        self.deferred: list[Callable[[], None]] = []
-
-    def run_deferred(self) -> None:
-        """Journal the steps held back until a reply was sent (their events are published after)."""
-        while self.deferred:
-            step = self.deferred.pop(0)
-            try:
-                step()
-            except JournalUnavailable:  # already alerted; the book went back to what the journal holds
-                pass
 
     # --- start-up ------------------------------------------------------------
 
@@ -203,7 +189,7 @@ class OrderDesk:
             out = self.book.reject(coid, exc.reason_code or DeskReason.BROKER_REJECTED, exc.text, now_ns)
             return self._answer([out], order, coid, now_ns)
         self.faults.hit(AFTER_BROKER_BEFORE_JOURNAL)
-        return self._answer(self._apply_broker_record(order, answer_event, now_ns), order, coid, now_ns, defer=True)
+        return self._answer(self._apply_broker_record(order, answer_event, now_ns), order, coid, now_ns)
 
     def _refuse_unjournaled(self, req: OrderRequest, text: str, now_ns: int) -> OrderEvent:
         """Refuse a new order that cannot be journaled: it never reaches the broker, and the agent is told."""
@@ -223,21 +209,14 @@ class OrderDesk:
         self.counters[f"rejected:{refusal.reason_code}"] += 1
         return self._answer(outs, created.order, req.client_order_id, now_ns)
 
-    def _answer(self, outs: list[Outcome], order: Order | None, client_order_id: str, now_ns: int, *,
-                defer: bool = False) -> OrderEvent:
-        """Journal the last step of an entry together with the answer kept for repeated requests.
-
-        ``defer``: journal it right after the reply is sent instead of before (see ``deferred``).
-        """
+    def _answer(self, outs: list[Outcome], order: Order | None, client_order_id: str, now_ns: int) -> OrderEvent:
+        """Journal the last step of an entry together with the answer kept for repeated requests."""
         if order is None:
             raise DeskRefusal(DeskReason.UNKNOWN_ORDER, f"no order {client_order_id!r} after entry")
         event = to_event(order)
         body = event.model_dump_json()
         self.replies[client_order_id] = body
-        if defer:
-            self.deferred.append(partial(self._commit, outs, now_ns, {client_order_id: body}))
-        else:
-            self._commit(outs, now_ns, {client_order_id: body})
+        self._commit(outs, now_ns, {client_order_id: body})
         return event
 
     # --- cancels -----------------------------------------------------------------

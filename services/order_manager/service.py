@@ -161,10 +161,7 @@ class OrderManagerService(Service):
         return len(self._outbox)
 
     def flush_outbox(self) -> None:
-        """Journal the steps held back until their reply left, then publish what is queued, oldest first."""
-        desk = getattr(self, "desk", None)  # None before setup
-        if desk is not None and desk.deferred:
-            desk.run_deferred()
+        """Publish what is queued, oldest first."""
         if not self._outbox:
             return
         out, self._outbox = self._outbox, []
