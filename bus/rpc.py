@@ -149,6 +149,22 @@ class RpcClient:
         timeout_ms: int | None = None,
     ) -> Message:
         """Send ``msg`` and return the reply; raises RpcTimeout, RpcUnavailable or RpcError."""
+        return self.start(msg, idempotency_key=idempotency_key, timeout_ms=timeout_ms)()
+
+    def start(
+        self,
+        msg: Message,
+        *,
+        idempotency_key: str | None = None,
+        timeout_ms: int | None = None,
+    ) -> Callable[[], Message]:
+        """Send ``msg`` now and wait later: returns the function that waits for the reply.
+
+        The caller can work while the server does (the order manager journals an
+        order while the risk guard decides on it). Waiting raises what ``call``
+        raises; a reply never waited for is discarded by the next call. Sending
+        raises RpcUnavailable at once when the server's socket file is missing.
+        """
         timeout_ms = self.timeout_ms if timeout_ms is None else timeout_ms
         path = _ipc_path(self.endpoint)
         if path is not None and self._socket is None:
@@ -161,20 +177,27 @@ class RpcClient:
         except EncodeError as exc:
             raise RpcFailure(f"cannot send {type(msg).__name__} to {self.endpoint}: {exc}") from exc
         frames = [request_id, (idempotency_key or "").encode(), body]
-        for attempt in range(self.retries + 1):
-            sock = self.socket
-            sock.send_multipart(frames)
-            reply = self._await(sock, request_id, timeout_ms)
-            if reply is not None:
-                return self._unpack(reply)
-            # Lazy Pirate: the socket may hold a half-sent request or a late
-            # reply; throw it away and start clean.
-            self.close()
-            if attempt < self.retries:
-                log.info("no reply from %s in %d ms, retrying (%d/%d)", self.endpoint, timeout_ms, attempt + 1, self.retries)
-        raise RpcTimeout(
-            f"no reply from {self.endpoint} after {self.retries + 1} attempt(s) of {timeout_ms} ms"
-        )
+        self.socket.send_multipart(frames)
+
+        def wait() -> Message:
+            for attempt in range(self.retries + 1):
+                sock = self.socket
+                if attempt:
+                    sock.send_multipart(frames)
+                reply = self._await(sock, request_id, timeout_ms)
+                if reply is not None:
+                    return self._unpack(reply)
+                # Lazy Pirate: the socket may hold a half-sent request or a late
+                # reply; throw it away and start clean.
+                self.close()
+                if attempt < self.retries:
+                    log.info("no reply from %s in %d ms, retrying (%d/%d)", self.endpoint, timeout_ms, attempt + 1,
+                             self.retries)
+            raise RpcTimeout(
+                f"no reply from {self.endpoint} after {self.retries + 1} attempt(s) of {timeout_ms} ms"
+            )
+
+        return wait
 
     def close(self) -> None:
         """Close the socket; the next call opens a new one."""

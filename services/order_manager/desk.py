@@ -65,7 +65,9 @@ class RiskAnswer:
     text: str = ""
 
 
-RiskCheck = Callable[[OrderRequest], RiskAnswer]
+# Asks the risk guard about an order and returns the function that waits for its answer: the order
+# is journaled while the risk guard decides.
+RiskCheck = Callable[[OrderRequest], Callable[[], RiskAnswer]]
 Publish = Callable[[str, Message], object]
 Alert = Callable[[AlertLevel, str, str], None]
 
@@ -151,10 +153,10 @@ class OrderDesk:
         if refusal is None and not self.accepting:
             refusal = EntryRefusal(DeskReason.BROKER_DISCONNECTED,
                                    "the broker connection is down or being reconciled; try again shortly")
-        if refusal is None:
-            answer = self.risk(req)
-            if not answer.approved:
-                refusal = EntryRefusal(answer.reason_code or DeskReason.RISK_UNAVAILABLE, answer.text)
+        # The risk guard decides while the order is journaled as submitted: the journal's commit and
+        # the risk round trip overlap. A refusal then rejects the submitted order; a crash before the
+        # answer leaves it submitted, and the start-up chase finds it never reached the broker.
+        risk_answer = self.risk(req) if refusal is None else None
         try:
             if refusal is not None:
                 return self._refuse_new(req, refusal, now_ns)
@@ -167,6 +169,17 @@ class OrderDesk:
             self._commit([sent], now_ns)  # journaled before the broker sees the order
         except JournalUnavailable as exc:
             return self._refuse_unjournaled(req, exc.text, now_ns)
+        assert risk_answer is not None
+        answer = risk_answer()
+        try:
+            if not answer.approved:
+                reason = answer.reason_code or DeskReason.RISK_UNAVAILABLE
+                self.counters[f"rejected:{reason}"] += 1
+                return self._answer([self.book.reject(coid, reason, answer.text, now_ns)], order, coid, now_ns)
+        except JournalUnavailable:
+            journaled = self.book.get(coid)  # submitted in the journal: the chase settles it
+            return to_event(journaled) if journaled is not None else self._refuse_unjournaled(
+                req, "the journal lost the order's entry", now_ns)
         self.faults.hit(AFTER_JOURNAL_BEFORE_BROKER)
         try:
             return self._send(req, order, now_ns)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -319,17 +320,31 @@ class OrderManagerService(Service):
 
     # --- requests ------------------------------------------------------------------
 
-    def _ask_risk(self, req: OrderRequest) -> RiskAnswer:
-        """The risk guard's decision; silence or a garbled answer refuses the order (fail closed)."""
+    def _ask_risk(self, req: OrderRequest) -> Callable[[], RiskAnswer]:
+        """Send the order to the risk guard; the function returned waits for its decision.
+
+        Silence or a garbled answer refuses the order (fail closed).
+        """
         try:
-            reply = self.risk_client.call(req, idempotency_key=f"risk:{req.client_order_id}")
+            wait = self.risk_client.start(req, idempotency_key=f"risk:{req.client_order_id}")
         except RpcFailure as exc:
             self.risk_client.close()
-            return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard did not answer: {exc}")
-        result = reply.result if isinstance(reply, CommandResult) and reply.ok else None
-        if not isinstance(result, dict) or not isinstance(result.get("approved"), bool):
-            return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard answered {type(reply).__name__} without a decision")
-        return RiskAnswer(result["approved"], str(result.get("reason_code", "")), str(result.get("text", "")))
+            refused = RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard did not answer: {exc}")
+            return lambda: refused
+
+        def answer() -> RiskAnswer:
+            try:
+                reply = wait()
+            except RpcFailure as exc:
+                self.risk_client.close()
+                return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard did not answer: {exc}")
+            result = reply.result if isinstance(reply, CommandResult) and reply.ok else None
+            if not isinstance(result, dict) or not isinstance(result.get("approved"), bool):
+                return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE,
+                                  f"the risk guard answered {type(reply).__name__} without a decision")
+            return RiskAnswer(result["approved"], str(result.get("reason_code", "")), str(result.get("text", "")))
+
+        return answer
 
     def _alert(self, level: AlertLevel, kind: str, text: str) -> None:
         self.alert(level, kind, text)
