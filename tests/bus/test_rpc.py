@@ -51,6 +51,15 @@ def test_a_call_returns_the_servers_answer(client: RpcClient) -> None:
     assert reply == CommandResult(command_id="c-echo", ok=True, result={"a": 1, "b": "two"})
 
 
+def test_start_sends_at_once_and_the_answer_waits_for_the_caller(client: RpcClient) -> None:
+    wait = client.start(command("echo", n=1))
+    time.sleep(0.1)  # the caller works meanwhile; the reply waits in the socket
+    assert wait() == CommandResult(command_id="c-echo", ok=True, result={"n": 1})
+    abandoned = client.start(command("echo", n=2))
+    del abandoned  # never waited for: the next call skips its reply
+    assert client.call(command("echo", n=3)).result == {"n": 3}  # type: ignore[attr-defined]
+
+
 def test_a_business_refusal_is_an_ordinary_reply(client: RpcClient) -> None:
     reply = client.call(command("no_such_command"))
     assert isinstance(reply, CommandResult) and not reply.ok and reply.reason_code == "UNKNOWN_COMMAND"
