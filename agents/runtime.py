@@ -43,7 +43,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from agents.context import AgentContext, CancelIntent, OrderIntent
 from agents.settings import AgentSettings, check_roster
@@ -70,6 +70,8 @@ STATUS_REFRESH_S = 0.25
 AGENT_RCVHWM = 10_000  # messages queued for an agent that is busy, at most
 STATUS_IDLE_REFRESH_S = 1.0  # with nothing heard or done since the last refresh, the status page is rebuilt this often
 STRATEGY_TIMER_S = 1.0
+BUSY_TIMER_S = 0.25
+IDLE_TIMER_S = 1.0  # nothing heard or done since the last round: the next round comes this much later
 # Who publishes what an agent listens to (md.*, oms.event.<id>, sys.command.<id>): only their heartbeats matter here.
 TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
@@ -80,7 +82,7 @@ log = logging.getLogger("agents.runtime")
 class AgentRuntime(Service):
     """The live shell of one agent: bus in, context, RPC out, status page."""
 
-    timer_interval_s: ClassVar[float] = 0.25
+    timer_interval_s = BUSY_TIMER_S  # IDLE_TIMER_S once a whole round was quiet (see on_timer)
 
     def __init__(self, agent: AgentSettings, settings: StackSettings, instruments: dict[str, Instrument]) -> None:
         super().__init__(agent.id, settings)
@@ -480,6 +482,9 @@ class AgentRuntime(Service):
             self._refresh_status()
             for ts_ns, line in self.context.drain_logs():
                 self.log.info("[%d] %s", ts_ns, line)
+        # An idle agent wakes once a second (its strategy's timer); after any event, four times.
+        quiet = self.sync_state == SYNC_IN_SYNC and not self._status_dirty
+        self.timer_interval_s = IDLE_TIMER_S if quiet else BUSY_TIMER_S
 
     def market_now(self, now_monotonic: float) -> int:
         """Market time: the last market event's time advanced at the clock's speed since then."""

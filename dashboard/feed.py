@@ -62,26 +62,34 @@ def call_command(
     *,
     timeout_ms: int | None = None,
     retries: int | None = None,
+    client: RpcClient | None = None,
 ) -> CommandResult:
-    """Send one Command to a service and return its CommandResult; failures become ok=False results."""
+    """Send one Command to a service and return its CommandResult; failures become ok=False results.
+
+    With ``client`` (a read-only query from the poller) that client's socket is used and kept open,
+    and no idempotency key is sent; without, a client is made for this one state-changing command.
+    """
     command_id = f"dashboard-{uuid.uuid4().hex}"
-    client = RpcClient(
-        ctx,
-        settings.endpoint(endpoint_name),
-        timeout_ms=timeout_ms or settings.bus.rpc_timeout_ms,
-        retries=settings.bus.rpc_retries if retries is None else retries,
-        sender="dashboard",
-    )
+    own = client is None
+    if client is None:
+        client = RpcClient(
+            ctx,
+            settings.endpoint(endpoint_name),
+            timeout_ms=timeout_ms or settings.bus.rpc_timeout_ms,
+            retries=settings.bus.rpc_retries if retries is None else retries,
+            sender="dashboard",
+        )
     try:
         reply = client.call(
             Command(command_id=command_id, name=name, args=args or {}, who="dashboard", ts_ns=time.time_ns()),
-            idempotency_key=command_id,
+            idempotency_key=command_id if own else None,
         )
     except RpcFailure as exc:
         reason = getattr(exc, "reason_code", type(exc).__name__.upper())
         return CommandResult(command_id=command_id, ok=False, error=str(exc), reason_code=f"RPC_{reason}".upper())
     finally:
-        client.close()
+        if own:
+            client.close()
     if isinstance(reply, CommandResult):
         return reply
     return CommandResult(command_id=command_id, ok=True, result=reply.model_dump(mode="json"))
@@ -139,7 +147,7 @@ class BusFeed:
         next_second = time.monotonic()
         try:
             while not self._stop.is_set():
-                env = sub.recv(timeout_ms=250)  # a stop waits at most this long
+                env = sub.recv(timeout_ms=1000)  # a stop waits at most this long
                 while env is not None:
                     self.state.apply(env.topic, env.sender, env.msg, time.time_ns())
                     env = sub.recv(timeout_ms=0)
@@ -175,12 +183,22 @@ class BusFeed:
         )
 
     def _poll(self) -> None:
+        # one connection per service, kept between rounds (a client closes its socket after a timeout)
+        clients = {endpoint_name: RpcClient(self.ctx, self.settings.endpoint(endpoint_name), timeout_ms=RPC_POLL_TIMEOUT_MS,
+                                            retries=0, sender="dashboard") for _, endpoint_name, _ in POLLS}
+        try:
+            self._poll_rounds(clients)
+        finally:
+            for client in clients.values():
+                client.close()
+
+    def _poll_rounds(self, clients: dict[str, RpcClient]) -> None:
         while not self._stop.is_set():
             for key, endpoint_name, name in POLLS:
                 if self._stop.is_set():
                     return
                 try:
-                    res = self.ask(endpoint_name, name)
+                    res = call_command(self.ctx, self.settings, endpoint_name, name, client=clients[endpoint_name])
                 except zmq.ContextTerminated:
                     return
                 self.state.set_rpc(key, res.ok, res.result, res.error, time.time_ns())

@@ -59,7 +59,7 @@ class RiskGuardService(Service):
     """The process around :class:`RiskGuard`."""
 
     service_name = "risk-guard"
-    timer_interval_s = 0.25  # the state is published every STATE_EVERY_S; sync retries each SYNC_EVERY_S
+    timer_interval_s = 0.5  # the state is published every STATE_EVERY_S; sync retries each SYNC_EVERY_S
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)

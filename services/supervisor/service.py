@@ -77,7 +77,7 @@ class SupervisorService(Service):
     """Operations: the agents' processes, the stack's health, the end of the day."""
 
     service_name: ClassVar[str] = "supervisor"
-    timer_interval_s: ClassVar[float] = 0.25  # how often agents' deaths, due checks and health are looked at
+    timer_interval_s: ClassVar[float] = 0.5  # how often agents' deaths, due checks and health are looked at
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
