@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -14,6 +15,26 @@ from core.config import ConfigError, endpoint_is_loopback, load_stack
 from dashboard.app import create_app
 
 log = logging.getLogger("dashboard")
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server, waking twice a second instead of ten times when nothing happens.
+
+    Its main loop only refreshes the Date header (once a second) and looks for
+    a shutdown request; a tenth of a second between looks cost an idle stack
+    more CPU than the dashboard's real work.
+    """
+
+    TICK_S = 0.5
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        step = round(self.TICK_S * 10)  # on_tick counts tenths of a second: counter % 10 == 0 is each second
+        while not should_exit:
+            counter = (counter + step) % 864000
+            await asyncio.sleep(self.TICK_S)
+            should_exit = await self.on_tick(counter)
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:
@@ -45,7 +66,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, _exit_cleanly)
     try:
         app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=2)
+        QuietServer(config).run()
     finally:
         lock.release()
     return 0

@@ -17,7 +17,7 @@ import psutil
 from core.messages import Heartbeat
 
 FIGURES_MAX_AGE_S = 0.5  # a reading this young is reused (``list`` right after a health publication)
-OPEN_FILES_MAX_AGE_S = 5.0  # counting open files walks /proc/<pid>/fd: the costliest figure and the slowest to move
+OPEN_FILES_MAX_AGE_S = 30.0  # counting open files walks /proc/<pid>/fd and fdinfo: the costliest figure and the slowest to move
 MAX_PIDS_KEPT = 1000
 
 _procs: dict[int, psutil.Process] = {}  # kept so cpu_percent measures since the previous reading
