@@ -690,22 +690,18 @@ class MatchingEngine:
             cached = self._params_cache = (self.params, asdict(self.params))
         return dict(cached[1])
 
-    def header_state(self) -> dict[str, Any]:
-        """``to_state()`` without its orders and fills: session, counters, markets and accounts."""
-        return {
+    def header_state(self, *, markets: bool = True) -> dict[str, Any]:
+        """``to_state()`` without its orders and fills: session, counters, markets and accounts.
+
+        ``markets=False`` leaves the markets out (the key is absent).
+        """
+        state: dict[str, Any] = {
             "version": STATE_VERSION,
             "params": self._params_state(),
             "session": self.session.value,
             "trading_date": self.trading_date.isoformat() if self.trading_date else None,
             "order_seq": self._order_seq,
             "exec_seq": self._exec_seq,
-            "markets": {
-                code: {
-                    "base_price": m.base_price, "last_price": m.last_price, "recent_volume": m.recent_volume,
-                    "volume_ts_ns": m.volume_ts_ns, "bid_taken": m.bid_taken, "ask_taken": m.ask_taken,
-                }
-                for code, m in self._markets.items()
-            },
             "accounts": {
                 a.account_id: {
                     "cash_won": a.cash_won, "fees_won": a.fees_won, "taxes_won": a.taxes_won,
@@ -715,6 +711,15 @@ class MatchingEngine:
                 for a in self._accounts.values()
             },
         }
+        if markets:
+            state["markets"] = {
+                code: {
+                    "base_price": m.base_price, "last_price": m.last_price, "recent_volume": m.recent_volume,
+                    "volume_ts_ns": m.volume_ts_ns, "bid_taken": m.bid_taken, "ask_taken": m.ask_taken,
+                }
+                for code, m in self._markets.items()
+            }
+        return state
 
     @classmethod
     def from_state(

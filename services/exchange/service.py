@@ -201,7 +201,9 @@ class ExchangeService(Service):
         else:
             return unknown_request(msg)
         if self.venue.changed:
-            self._save()  # before the reply leaves: an acknowledged order survives a crash
+            # before the reply leaves: an acknowledged order survives a crash (the market's prices
+            # follow with the next timer's save)
+            self._save(markets=False)
         if self.faults.notice_before_reply:
             self._publish(out)
         else:
@@ -255,7 +257,7 @@ class ExchangeService(Service):
         return {"trading_date": self.venue.trading_date, "session": self.venue.session_name(),
                 "dropped_requests": self.server.dropped}
 
-    def _save(self, *, everything: bool = False) -> None:
+    def _save(self, *, everything: bool = False, markets: bool = True) -> None:
         """Write what changed since the last save (one transaction)."""
         venue = self.venue
         service = {
@@ -263,8 +265,9 @@ class ExchangeService(Service):
             "codes": list(venue.instruments), "days_simulated": venue.days_simulated, "market_ns": venue.now_ns,
         }
         refusals = list(self.desk.rejected.items()) if everything else self.desk.take_unsaved_refusals()
-        self.store.save(service, venue.engine, venue.engine.take_changes(), refusals, everything=everything)
-        venue.changed = False
+        self.store.save(service, venue.engine, venue.engine.take_changes(), refusals, everything=everything,
+                        markets=markets)
+        venue.changed = not markets  # the markets' rows are still to be written
         self._saved_phase = (venue.phase, venue.trading_date)
 
     def teardown(self) -> None:

@@ -189,15 +189,18 @@ class ExchangeStore:
         rejected: Iterable[tuple[str, Mapping[str, Any]]],
         *,
         everything: bool = False,
+        markets: bool = True,
     ) -> None:
         """Write one increment in one transaction.
 
         ``service`` is the shell's own small state (seed, days, clock);
         ``changes`` comes from ``engine.take_changes()``; ``rejected`` holds
         today's refusals not saved yet. ``everything`` rewrites all of today's
-        orders and fills (the first save, or after an import).
+        orders and fills (the first save, or after an import). ``markets=False``
+        leaves the simulated market's prices to the next save that has them (an
+        order's own save: orders, accounts and counters are what must not wait).
         """
-        header = engine.header_state()
+        header = engine.header_state(markets=markets or everything)
         db = self.db
         db.execute("BEGIN")
         try:
@@ -207,17 +210,19 @@ class ExchangeStore:
                 db.execute("DELETE FROM rejected")
             orders: Iterable[Order] = engine.orders_today() if everything else changes.orders
             fills: Iterable[Execution] = engine.fills_today() if everything else changes.fills
-            db.executemany(self._upsert_order, [_order_row(o) for o in orders])
-            db.executemany(self._insert_fill, [_fill_row(f) for f in fills])
-            db.executemany("INSERT OR REPLACE INTO rejected VALUES (?, ?)",
-                           [(coid, json.dumps(ev, separators=(",", ":"))) for coid, ev in rejected])
+            for sql, new_rows in ((self._upsert_order, [_order_row(o) for o in orders]),
+                                  (self._insert_fill, [_fill_row(f) for f in fills]),
+                                  ("INSERT OR REPLACE INTO rejected VALUES (?, ?)",
+                                   [(coid, json.dumps(ev, separators=(",", ":"))) for coid, ev in rejected])):
+                if new_rows:
+                    db.executemany(sql, new_rows)
             accounts = header.pop("accounts")
-            markets = header.pop("markets")
+            market_states = header.pop("markets", None)
             rows = {
                 "accounts": [(a, *(acc[c] for c in _ACCOUNT_COLUMNS)) for a, acc in accounts.items()],
                 "positions": [(a, code, q, cost) for a, acc in accounts.items()
                               for code, (q, cost) in acc["holdings"].items()],
-                "markets": [(code, *(m[c] for c in _MARKET_COLUMNS)) for code, m in markets.items()],
+                "markets": [(code, *(m[c] for c in _MARKET_COLUMNS)) for code, m in (market_states or {}).items()],
                 "meta": [("schema", json.dumps(SCHEMA_VERSION)),
                          ("service", json.dumps(dict(service), separators=(",", ":"))),
                          ("engine_header", json.dumps(header, separators=(",", ":")))],
