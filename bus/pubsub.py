@@ -12,7 +12,8 @@ every ``Heartbeat`` carries the publisher's per-topic last sequence numbers in
 ``info["seqs"]``, so a subscriber that sees a heartbeat whose number for a
 stream is beyond what it received counts that tail as missed. A subscriber
 listens to ``sys.heartbeat.`` for this even when the caller did not ask for
-heartbeats; those are consumed silently.
+heartbeats (or, given ``heartbeats_from``, only to the heartbeats of the senders
+named there, the publishers of its topics); those are consumed silently.
 """
 
 from __future__ import annotations
