@@ -16,7 +16,7 @@ import psutil
 
 from core.messages import Heartbeat
 
-FIGURES_MAX_AGE_S = 0.5  # a reading this young is reused (``list`` right after a health publication)
+FIGURES_MAX_AGE_S = 1.0  # a reading this young is reused (``list`` between two health publications)
 OPEN_FILES_MAX_AGE_S = 30.0  # counting open files walks /proc/<pid>/fd and fdinfo: the costliest figure and the slowest to move
 MAX_PIDS_KEPT = 1000
 
