@@ -26,6 +26,8 @@ import msgspec
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from core.messages import from_checked
+
 _SCALARS = (int, float, bool, str)
 # annotated-types constraints and the msgspec.Meta keyword (also the constraint's attribute) of each
 _BOUNDS = {at.Ge: "ge", at.Gt: "gt", at.Le: "le", at.Lt: "lt", at.MinLen: "min_length", at.MaxLen: "max_length"}
@@ -136,25 +138,12 @@ def fast_decoder(cls: type[BaseModel]) -> Callable[[Any], Any] | None:
     decode = msgspec.msgpack.Decoder(struct).decode
     checks = tuple((name, *_pattern_check(pattern, name)) for name, pattern in patterns.items())
     asdict = msgspec.structs.asdict
-    names = frozenset(cls.model_fields)
-    new = object.__new__
-    set_dict = object.__setattr__
-    # BaseModel's slots, set through their descriptors as pydantic's own validator does
-    set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-    set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-    set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-
     def build(payload: Any) -> Any:
         values = asdict(decode(payload))
         for name, seen, check in checks:
             value = values[name]
             if value not in seen:
                 check(value)
-        inst = new(cls)
-        set_dict(inst, "__dict__", values)
-        set_fields(inst, set(names))
-        set_extra(inst, None)
-        set_private(inst, None)
-        return inst
+        return from_checked(cls, values)
 
     return build

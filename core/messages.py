@@ -12,7 +12,7 @@ Later capabilities extend this catalogue; they do not invent side channels.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +27,8 @@ SignedWon = int
 Qty = Annotated[int, Field(ge=0, le=INT64_MAX)]
 TsNs = Annotated[int, Field(ge=0, le=INT64_MAX)]
 # Names end up in topics (``oms.event.<agent_id>``), file names and logs: no control characters.
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 
 
 class Side(StrEnum):
@@ -86,6 +87,27 @@ class Message(BaseModel):
 
 
 REGISTRY: dict[str, type[Message]] = {}
+
+M = TypeVar("M", bound=BaseModel)
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def from_checked(cls: type[M], values: dict[str, Any]) -> M:
+    """An instance of ``cls`` holding ``values``, which the caller has already checked against its fields.
+
+    What pydantic's own validator does once it has validated the fields, without
+    validating them a second time (``model_construct`` walks the field defaults
+    and costs more than the validation it skips). ``values`` must name every
+    field; it becomes the instance's ``__dict__``.
+    """
+    inst = object.__new__(cls)
+    object.__setattr__(inst, "__dict__", values)
+    _set_fields(inst, set(values))
+    _set_extra(inst, None)
+    _set_private(inst, None)
+    return inst
 
 
 def register(cls: type[Message]) -> type[Message]:

@@ -49,7 +49,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from core.messages import CODE_PATTERN, INT64_MAX, TERMINAL_STATUSES, OrderEvent, OrderStatus, OrderType, Side
+from core.messages import (
+    CODE_PATTERN,
+    INT64_MAX,
+    NAME_PATTERN,
+    TERMINAL_STATUSES,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    Side,
+    from_checked,
+)
 
 NEW = OrderStatus.NEW
 SUBMITTED = OrderStatus.SUBMITTED
@@ -449,7 +459,7 @@ class OrderBook:
             out.order = self._resolve(client_order_id, broker_order_id)
             return out
         order = self._resolve(client_order_id, broker_order_id)
-        if order is None or (order.broker_order_id == "" and order.status not in TERMINAL_STATUSES):  # unacknowledged
+        if order is None or (not order.is_acknowledged and not order.is_terminal):
             args = (("exec_id", exec_id), ("qty", qty), ("price", price), ("fee_won", fee_won), ("tax_won", tax_won))
             self._hold("fill", client_order_id, broker_order_id, args, out)
             self._held_exec_ids.add(exec_id)
@@ -530,7 +540,7 @@ class OrderBook:
             out.refused_text = f"cancel confirmation of {canceled_qty} shares for {client_order_id or broker_order_id or 'no order'}"
             return out
         order = self._resolve(client_order_id, broker_order_id)
-        if order is None or (order.broker_order_id == "" and order.status not in TERMINAL_STATUSES):  # unacknowledged
+        if order is None or (not order.is_acknowledged and not order.is_terminal):
             self._hold("cancel_confirmed", client_order_id, broker_order_id, (("canceled_qty", canceled_qty),), out)
             out.order = order
             return out
@@ -619,23 +629,14 @@ class OrderBook:
         return out
 
     def _snapshot(self, order: Order, event: str, from_status: OrderStatus, now_ns: int) -> Transition:
-        # Order.remaining_qty and Order.avg_fill_price inlined: this runs for every transition
-        status, filled = order.status, order.filled_qty
-        remaining = 0 if status in TERMINAL_STATUSES else order.qty - filled - order.canceled_qty
-        avg = (2 * order.fill_value_won + filled) // (2 * filled) if filled else 0
-        return Transition(order.client_order_id, event, from_status, status, filled, remaining, avg, now_ns)
+        return Transition(order.client_order_id, event, from_status, order.status, order.filled_qty,
+                          order.remaining_qty, order.avg_fill_price, now_ns)
 
     def _move(self, order: Order, status: OrderStatus, event: str, now_ns: int, out: Outcome) -> None:
         before = order.status
         order.status = status
         order.updated_ns = now_ns
-        # _snapshot inlined: every state change of every order passes here
-        filled = order.filled_qty
-        remaining = 0 if status in TERMINAL_STATUSES else order.qty - filled - order.canceled_qty
-        avg = (2 * order.fill_value_won + filled) // (2 * filled) if filled else 0
-        out.transitions.append(
-            Transition(order.client_order_id, event, before, status, filled, remaining, avg, now_ns)
-        )
+        out.transitions.append(self._snapshot(order, event, before, now_ns))
 
     def _finish(self, order: Order, status: OrderStatus, event: str, now_ns: int, out: Outcome,
                 reason_code: str = "", reason_text: str = "") -> None:
@@ -708,8 +709,8 @@ def _entry_problem(order: Order) -> tuple[str, str] | None:
     return None
 
 
-_EVENT_FIELDS = frozenset(OrderEvent.model_fields)
 _CODE_SYNTAX = re.compile(CODE_PATTERN.removeprefix("^").removesuffix("$"))
+_NAME_SYNTAX = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _MAX_INT = INT64_MAX
 
 
@@ -746,19 +747,13 @@ def to_event(order: Order, at: Transition | None = None) -> OrderEvent:
         "reason_text": order.reason_text,
         "ts_ns": ts,
     }
-    if (type(coid) is str and 0 < len(coid) <= 128 and type(agent_id) is str and 0 < len(agent_id) <= 128
+    if (type(coid) is str and 0 < len(coid) <= 128 and _NAME_SYNTAX.fullmatch(coid) is not None
+            and type(agent_id) is str and 0 < len(agent_id) <= 128 and _NAME_SYNTAX.fullmatch(agent_id) is not None
             and type(code) is str and _CODE_SYNTAX.fullmatch(code) is not None
             and type(side) is Side and type(status) is OrderStatus
             and type(qty) is int and type(price) is int and type(filled) is int and type(remaining) is int
             and type(avg) is int and type(ts) is int and 0 <= min(qty, price, filled, remaining, avg, ts)
             and max(qty, price, filled, remaining, avg, ts) <= _MAX_INT and type(order.broker_order_id) is str
             and type(order.reason_code) is str and type(order.reason_text) is str):
-        # what OrderEvent.model_construct does, minus its walk over the field defaults
-        # (every field is given), which costs more than the validation it skips
-        event = object.__new__(OrderEvent)
-        object.__setattr__(event, "__dict__", fields)
-        object.__setattr__(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
-        object.__setattr__(event, "__pydantic_extra__", None)
-        object.__setattr__(event, "__pydantic_private__", None)
-        return event
+        return from_checked(OrderEvent, fields)
     return OrderEvent(**fields)

@@ -579,11 +579,8 @@ class RiskView:
     def _refresh(self, oo: OpenOrder) -> None:
         """Recompute an open order's working shares and move the running totals by the change."""
         before = oo.remaining_qty
-        filled = oo.filled_by_fills if oo.filled_by_fills > oo.filled_by_events else oo.filled_by_events
-        after = oo.qty - filled - oo.canceled_qty  # OpenOrder.refresh inlined: this runs per event and fill
-        if after < 0:
-            after = 0
-        oo.remaining_qty = after
+        oo.refresh()
+        after = oo.remaining_qty
         if after != before and oo.client_order_id in self.open_orders:
             self._count(oo, before, after)
 
@@ -603,20 +600,9 @@ class RiskView:
         if delta == 0:
             return
         side = oo.side
-        key = (oo.agent_id, oo.code, side)
-        by_agent = self.pending_by_agent
-        pending = by_agent.get(key, 0) + delta
-        if pending:
-            by_agent[key] = pending
-        else:
-            del by_agent[key]
         code_key = (oo.code, side)
-        by_code = self.pending_by_code
-        pending = by_code.get(code_key, 0) + delta
-        if pending:
-            by_code[code_key] = pending
-        else:
-            del by_code[code_key]
+        _move(self.pending_by_agent, (oo.agent_id, oo.code, side), delta)
+        _move(self.pending_by_code, code_key, delta)
         if side == "buy":
             book = self.agents.get(oo.agent_id)
             if book is not None:
@@ -629,6 +615,15 @@ class RiskView:
                 levels.add(oo.market, oo.price)
             else:
                 levels.remove(oo.market, oo.price)
+
+
+def _move(totals: dict[Any, int], key: Any, delta: int) -> None:
+    """Add ``delta`` to ``totals[key]``; a total back at zero leaves the dict (it stays as small as the open orders)."""
+    total = totals.get(key, 0) + delta
+    if total:
+        totals[key] = total
+    else:
+        del totals[key]
 
 
 # --- the checks --------------------------------------------------------------
