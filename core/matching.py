@@ -312,7 +312,7 @@ class MatchingEngine:
         self.instruments = dict(instruments)
         self.costs = costs
         self.params = params
-        self._params_cache: tuple[MatchingParams, dict[str, Any]] | None = None
+        self._params_plain = asdict(params)  # saved with every order: worked out once (params are frozen)
         self.session = Session.CLOSED
         self.trading_date: dt.date | None = None
         self._markets: dict[str, _Market] = {}
@@ -683,13 +683,6 @@ class MatchingEngine:
             "fills": [self.fill_state(f) for f in self._fills],
         }
 
-    def _params_state(self) -> dict[str, Any]:
-        """``asdict(self.params)``, worked out once per params object (saved with every order)."""
-        cached = self._params_cache
-        if cached is None or cached[0] is not self.params:
-            cached = self._params_cache = (self.params, asdict(self.params))
-        return dict(cached[1])
-
     def header_state(self, *, markets: bool = True) -> dict[str, Any]:
         """``to_state()`` without its orders and fills: session, counters, markets and accounts.
 
@@ -697,7 +690,7 @@ class MatchingEngine:
         """
         state: dict[str, Any] = {
             "version": STATE_VERSION,
-            "params": self._params_state(),
+            "params": dict(self._params_plain),
             "session": self.session.value,
             "trading_date": self.trading_date.isoformat() if self.trading_date else None,
             "order_seq": self._order_seq,
