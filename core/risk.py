@@ -33,12 +33,9 @@ The account's daily loss moves the trading state (``evaluate_loss_limits``);
 an agent's daily loss restricts that agent alone (check 13). Everything here is
 pure: time is passed in, and the hot path builds no pydantic model.
 
-No check walks the open orders: ``RiskView`` keeps running totals (shares
-working per agent, code and side and per code and side, each agent's working
-buys in won, the working price levels per code and side) and moves them by the
-change whenever an order is approved, or an order event or fill changes what
-remains of it, or it ends (filled, canceled, rejected, expired). A check costs
-the same with twenty resting orders or twenty thousand.
+No check walks the open orders: the view keeps running totals over them (see
+``core.risk_view``), so a check costs the same with twenty resting orders or
+twenty thousand.
 """
 
 from __future__ import annotations
