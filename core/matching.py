@@ -334,6 +334,42 @@ class MatchingEngine:
             self._reduce(order, cut)
         return [self._update(order, now_ns)]
 
+    def adjust_account(self, account_id: str, code: str, qty: int, cash_won: int) -> None:
+        """Change an account without a fill: holding of ``code`` += ``qty``, cash += ``cash_won``.
+
+        Shares come in at zero cost (the book cost stays, the average falls);
+        shares taken out leave with their average book cost. Nothing is
+        booked as realised PnL, fees or taxes. Raises ValueError, naming why,
+        when the account or code is unknown, an amount is not a whole number,
+        or the holding would fall below the shares open sells offer (or below
+        zero) or the cash below what open buys hold (or below zero); the
+        account is then unchanged.
+        """
+        account = self._accounts.get(account_id)
+        if account is None:
+            raise ValueError(f"unknown account {account_id!r}")
+        if code not in self.instruments:
+            raise ValueError(f"unknown code {code!r}")
+        for name, value in (("qty", qty), ("cash_won", cash_won)):
+            if type(value) is not int:
+                raise ValueError(f"{name} must be a whole number, not {value!r}")
+        held = account.holdings.get(code) or Holding()
+        new_qty = held.qty + qty
+        floor_qty = account.offered_qty.get(code, 0)
+        if new_qty < floor_qty:
+            raise ValueError(f"holding of {code} would be {new_qty} shares, below the {floor_qty} open sells offer"
+                             if floor_qty else f"holding of {code} would be {new_qty} shares (negative)")
+        new_cash = account.cash_won + cash_won
+        if new_cash < account.cash_on_hold_won:
+            raise ValueError(f"cash would be {new_cash} won, below the {account.cash_on_hold_won} open buys hold"
+                             if account.cash_on_hold_won else f"cash would be {new_cash} won (negative)")
+        if qty < 0:
+            held.book_cost_won -= held.book_cost_won if new_qty == 0 else held.book_cost_won * -qty // held.qty
+        held.qty = new_qty
+        if code not in account.holdings and new_qty:
+            account.holdings[code] = held
+        account.cash_won = new_cash
+
     def expire_day(self, now_ns: int) -> list[Event]:
         """Expire every open day order at the close and release what it held."""
         events: list[Event] = []

@@ -10,7 +10,17 @@ Kinds (the ``fault`` command's ``args``):
 * ``{"kind": "notice_before_reply", "on": bool}``: publish an order's notices
   before its RPC reply (the race the real broker has);
 * ``{"kind": "duplicate_notice", "on": bool}``: publish every notice twice;
-* ``{"kind": "clear"}``: back to normal.
+* ``{"kind": "clear"}``: back to normal (a phantom change stays: it is not a fault in force);
+* ``{"kind": "phantom", "code": "000660", "qty": 3, "cash_won": -12345}``: change
+  the account without any fill, order or notice, as a trade made outside the
+  firm would: the holding of ``code`` grows by ``qty`` shares (negative: shrinks)
+  and cash by ``cash_won``. Shares come in at zero cost (the holding's book cost
+  stays, its average price falls); shares taken out leave at their average book
+  cost. The change is saved like any other account change, so a restart keeps
+  it. Refused (``BAD_FAULT``) when the code is not traded here, ``qty`` or
+  ``cash_won`` is not a whole number, or the holding would fall below zero (or
+  below what open sells offer) or the cash below zero (or below what open buys
+  hold). Reconciliation tests use it to prove a break is caught.
 
 The exchange starts with the faults of ``[exchange.faults]`` in the stack
 settings (``TRADER_EXCHANGE__FAULTS__*``). Pure: wall time (monotonic ns) is passed in.
@@ -70,7 +80,7 @@ class Faults:
         else:
             raise FaultError(
                 f"unknown fault kind {kind!r}: disconnect, delay, reject_fraction, "
-                "notice_before_reply, duplicate_notice or clear"
+                "notice_before_reply, duplicate_notice, clear or phantom"
             )
         return self.describe(now_ns)
 
@@ -91,6 +101,32 @@ class Faults:
             "notice_before_reply": self.notice_before_reply,
             "duplicate_notice": self.duplicate_notice,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Phantom:
+    """An account change no fill explains: ``qty`` shares of ``code`` and ``cash_won`` won (either may be negative)."""
+
+    code: str
+    qty: int
+    cash_won: int
+
+
+def phantom_from_args(args: dict[str, Any]) -> Phantom:
+    """The phantom change a ``{"kind": "phantom", ...}`` command asks for; FaultError names what is wrong."""
+    code = args.get("code")
+    if not isinstance(code, str) or not code:
+        raise FaultError(f"phantom: 'code' must be a stock code, not {code!r}")
+    amounts = {}
+    for key in ("qty", "cash_won"):
+        value = args.get(key, 0)
+        if type(value) is not int:
+            raise FaultError(f"phantom: {key!r} must be a whole number, not {value!r}")
+        amounts[key] = value
+    unknown = sorted(set(args) - {"kind", "code", "qty", "cash_won"})
+    if unknown:
+        raise FaultError(f"phantom: unknown argument(s) {', '.join(unknown)}; it takes code, qty and cash_won")
+    return Phantom(code=code, qty=amounts["qty"], cash_won=amounts["cash_won"])
 
 
 def _number(args: dict[str, Any], key: str, low: float, high: float) -> float:

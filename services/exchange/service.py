@@ -34,7 +34,7 @@ from core.messages import CancelRequest, Command, CommandResult, Heartbeat, Mess
 from services.exchange.calendar_cache import load_calendar
 from services.exchange.clock import MarketClock, first_market_day, kst_ns
 from services.exchange.desk import BAD_ARGS, Desk, unknown_request
-from services.exchange.faults import BAD_FAULT, FaultError, Faults
+from services.exchange.faults import BAD_FAULT, FaultError, Faults, phantom_from_args
 from services.exchange.store import ExchangeStore, store_path
 from services.exchange.venue import SESSION_TOPIC, Outbound, PaperVenue
 
@@ -211,6 +211,8 @@ class ExchangeService(Service):
         return reply
 
     def _fault(self, cmd: Command) -> CommandResult:
+        if cmd.args.get("kind") == "phantom":
+            return self._phantom(cmd)
         try:
             result = self.faults.apply(dict(cmd.args), time.monotonic_ns())
         except FaultError as exc:
@@ -219,6 +221,24 @@ class ExchangeService(Service):
             return CommandResult(command_id=cmd.command_id, ok=False, error=str(exc), reason_code=BAD_ARGS)
         self.log.warning("fault injected: %s", cmd.args)
         return CommandResult(command_id=cmd.command_id, ok=True, result=result)
+
+    def _phantom(self, cmd: Command) -> CommandResult:
+        """Change the account without a fill (see ``services.exchange.faults``), saved before the reply."""
+        try:
+            change = phantom_from_args(dict(cmd.args))
+        except FaultError as exc:
+            return CommandResult(command_id=cmd.command_id, ok=False, error=str(exc), reason_code=BAD_FAULT)
+        try:
+            self.venue.engine.adjust_account(ACCOUNT_ID, change.code, change.qty, change.cash_won)
+        except ValueError as exc:
+            return CommandResult(command_id=cmd.command_id, ok=False, error=f"phantom: {exc}", reason_code=BAD_FAULT)
+        self._save(markets=False)
+        self.log.warning("fault injected: phantom account change %s", cmd.args)
+        held = self.venue.engine.positions(ACCOUNT_ID).get(change.code)
+        view = self.venue.engine.account(ACCOUNT_ID)
+        assert view is not None
+        return CommandResult(command_id=cmd.command_id, ok=True, result={
+            "code": change.code, "qty": held.qty if held else 0, "cash_won": view.cash_won})
 
     # --- output ------------------------------------------------------------------
 
