@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.strategies.churn import Churn
 from agents.strategies.foreign_follower import ForeignFollower
 from agents.strategies.pair_arbitrage import PairArbitrage
 from agents.strategies.per_valuation import PerValuation
@@ -21,5 +22,6 @@ STRATEGIES: dict[str, type[Strategy]] = {
         PerValuation,
         SlowTrend,
         SmaCross,
+        Churn,
     )
 }
