@@ -8,8 +8,9 @@ drives). In order, it:
 2. subscribes to its codes' market data (``md.tick/bar.1m/flow.<code>``,
    ``md.session``), its own ``oms.event.<id>`` and ``sys.command.<id>`` BEFORE
    asking for anything, so nothing published after the snapshots is missed;
-3. syncs: asks the order manager for its orders and fills (Command ``sync``)
-   and rebuilds its book with ``Portfolio.rebuild``; until that succeeds it
+3. syncs: asks the order manager for its book of record (Command ``sync``:
+   the ledger's opening of the day, and its orders, fills and adjustments
+   since) and rebuilds its book with ``Portfolio.rebuild``; until that succeeds it
    keeps the book it has, retries with backoff and jitter and hands the
    strategy nothing (trading starts only in sync);
 4. asks market data for a snapshot (Clone pattern: late joiner) for the
@@ -55,6 +56,7 @@ from bus.rpc import RpcClient, RpcFailure
 from bus.service import EXIT_CONFIG, Service, configure_logging
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import Instrument, InstrumentError, load_instruments
+from core.ledger import Book, LedgerError
 from core.messages import Command, CommandResult, Fill, Message, OrderEvent, SessionPhase
 from core.portfolio import Portfolio, kst_date
 
@@ -63,7 +65,7 @@ SYNC_WAITING = "waiting"  # never synced yet: the strategy has not started
 SYNC_IN_SYNC = "in_sync"
 SYNC_RESYNCING = "resyncing"  # lost sync (an unanswered order, a gap in its events): not trading
 
-EARLIEST_DATE = "19700101"  # sync from the agent's first day: the journal keeps its whole history
+EARLIEST_DATE = "19700101"  # the sync starts from the ledger's opening, whatever the date asked
 SYNC_BACKOFF_FIRST_S = 0.2
 SYNC_BACKOFF_MAX_S = 5.0
 STATUS_REFRESH_S = 0.25
@@ -204,7 +206,7 @@ class AgentRuntime(Service):
         assert self.oms is not None, "setup() makes the RPC clients"
         try:
             reply = self.oms.call(self._command("sync", {"agent_id": self.agent.id, "since": EARLIEST_DATE}))
-            orders, fills, last_seq = _parse_sync(reply, self.agent.id)
+            orders, fills, last_seq, opening, adjustments = _parse_sync(reply, self.agent.id)
         except (RpcFailure, SyncError) as exc:
             self.counters["rpc_failures"] += isinstance(exc, RpcFailure)
             self.sync_error = str(exc)
@@ -220,6 +222,8 @@ class AgentRuntime(Service):
             orders,
             fills,
             markets=self.markets,
+            opening=opening,
+            adjustments=adjustments,
         )
         book.marks.update(ctx.portfolio.marks)
         ctx.load_book(book)
@@ -593,8 +597,14 @@ class SyncError(Exception):
     """A sync answer that cannot be used (refused, or malformed records)."""
 
 
-def _parse_sync(reply: Message, agent_id: str) -> tuple[list[OrderEvent], list[Fill], int]:
-    """Orders, fills and the last client order number from the order manager's sync answer."""
+def _parse_sync(reply: Message, agent_id: str) -> tuple[list[OrderEvent], list[Fill], int, dict[str, Any] | None,
+                                                       list[dict[str, Any]]]:
+    """Orders, fills, the last client order number, the ledger's opening and the adjustments since it.
+
+    The opening (the book of record's cash and holdings at the start of the
+    ledger date) is what the book starts from; the orders, fills and
+    adjustments are those since.
+    """
     if not isinstance(reply, CommandResult):
         raise SyncError(f"sync answered with {type(reply).__name__}")
     if not reply.ok:
@@ -611,7 +621,17 @@ def _parse_sync(reply: Message, agent_id: str) -> tuple[list[OrderEvent], list[F
     last_seq = result.get("max_client_order_n", result.get("last_seq")) or 0
     if not isinstance(last_seq, int):
         raise SyncError(f"last_seq is not an integer: {last_seq!r}")
-    return [o for o in orders if o.agent_id == agent_id], [f for f in fills if f.agent_id == agent_id], last_seq
+    opening = result.get("opening")
+    adjustments = result.get("adjustments") or []
+    try:
+        if opening is not None:
+            opening = Book.from_plain(opening, "sync opening").to_plain()
+        adjustments = [a for a in adjustments if a["agent_id"] == agent_id and type(a["qty"]) is int
+                       and type(a["cash_won"]) is int and type(a.get("cost_won", 0)) is int and isinstance(a["code"], str)]
+    except (LedgerError, KeyError, TypeError) as exc:
+        raise SyncError(f"sync carried a malformed opening or adjustment: {exc}") from None
+    return ([o for o in orders if o.agent_id == agent_id], [f for f in fills if f.agent_id == agent_id], last_seq,
+            opening, adjustments)
 
 
 def _key(intent: OrderIntent | CancelIntent) -> str:

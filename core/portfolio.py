@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.costs import DEFAULT_COSTS, TAX_DENOMINATOR, CostModel, tax_rate_ppm
+from core.ledger import book_shares, book_trade
 
 KST = dt.timezone(dt.timedelta(hours=9))
 
@@ -164,6 +165,7 @@ class Portfolio:
     taxes_won: int = 0
     realized_pnl_won: int = 0
     start_cost_won: int = 0
+    adjustments_won: int = 0  # cash booked in (or out) by adjustments, part of the capital
     last_ts_ns: int = 0
 
     def __post_init__(self) -> None:
@@ -193,6 +195,42 @@ class Portfolio:
         self.start_cost_won += qty * avg_price
         if code not in self.marks and avg_price:
             self.marks[code] = avg_price
+        return None
+
+    def load_opening(self, opening: Mapping[str, Any], start_holding: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """Start from the ledger's opening of the day (``core.ledger.Book.to_plain``), before any order.
+
+        The opening carries the cash and, per code, the shares, book cost and the
+        PnL, fees and taxes realised to date; ``start_holding`` (the roster's)
+        is kept only as the capital the agent was given, for its returns.
+        """
+        self.cash_won = int(opening["cash_won"])
+        self.realized_pnl_won = self.fees_won = self.taxes_won = 0
+        for code, h in (opening.get("positions") or {}).items():
+            pos = self.position(code)
+            pos.qty, pos.cost_won = int(h["qty"]), int(h["cost_won"])
+            pos.realized_pnl_won, pos.fees_won, pos.taxes_won = (
+                int(h.get("realized_pnl_won", 0)), int(h.get("fees_won", 0)), int(h.get("taxes_won", 0)))
+            self.realized_pnl_won += pos.realized_pnl_won
+            self.fees_won += pos.fees_won
+            self.taxes_won += pos.taxes_won
+            if pos.qty and code not in self.marks:
+                self.marks[code] = round(pos.cost_won / pos.qty)
+        self.start_cost_won = 0
+        for code, (qty, avg) in (start_holding or {}).items():
+            pos = self.position(code)
+            pos.start_qty, pos.start_avg_price = qty, avg
+            self.start_cost_won += qty * avg
+
+    def on_adjustment(self, code: str, qty: int, cash_won: int, cost_won: int = 0) -> str | None:
+        """A journaled change of the book no fill explains (shares and cash in or out); None or a reason."""
+        pos = self.position(code)
+        if pos.qty + qty < 0 or cost_won < 0:
+            return BAD_QTY
+        if qty or cost_won:
+            book_shares(pos, qty, cost_won)
+        self.cash_won += cash_won
+        self.adjustments_won += cash_won
         return None
 
     def set_upper_limit(self, code: str, upper_limit_price: int) -> None:
@@ -308,30 +346,16 @@ class Portfolio:
                 order.status = "filled"
                 self.open_by_id.pop(client_order_id, None)
         pos = self.positions.get(code) or self.position(code)
-        notional = price * qty
         self.fees_won += fee_won
         self.taxes_won += tax_won
-        pos.fees_won += fee_won
-        pos.taxes_won += tax_won
         if side == "buy":
-            self.cash_won -= notional + fee_won
-            pos.qty += qty
-            pos.cost_won += notional
             pos.bought_qty += qty
-            pos.bought_won += notional
-            pnl = -fee_won - tax_won
+            pos.bought_won += price * qty
         else:
-            self.cash_won += notional - fee_won - tax_won
-            if qty >= pos.qty:
-                removed = pos.cost_won
-            else:
-                removed = pos.cost_won * qty // pos.qty
-            pos.qty -= qty
-            pos.cost_won -= removed
             pos.sold_qty += qty
-            pos.sold_won += notional
-            pnl = notional - removed - fee_won - tax_won
-        pos.realized_pnl_won += pnl
+            pos.sold_won += price * qty
+        cash, pnl = book_trade(pos, side, qty, price, fee_won, tax_won)
+        self.cash_won += cash
         self.realized_pnl_won += pnl
         self.marks.setdefault(code, price)
         return True
@@ -404,8 +428,8 @@ class Portfolio:
 
     @property
     def capital_won(self) -> int:
-        """What the agent was given: cash allocation plus its starting holdings at cost."""
-        return self.allocation_won + self.start_cost_won
+        """What the agent was given: cash allocation, its starting holdings at cost, and cash booked in by adjustments."""
+        return self.allocation_won + self.start_cost_won + self.adjustments_won
 
     def snapshot(self) -> dict[str, Any]:
         """The book as plain data, for status pages and the reconciler."""
@@ -470,16 +494,26 @@ class Portfolio:
         costs: CostModel = DEFAULT_COSTS,
         markets: Mapping[str, str] | None = None,
         upper_limits: Mapping[str, int] | None = None,
+        opening: Mapping[str, Any] | None = None,
+        adjustments: Iterable[Mapping[str, Any]] = (),
     ) -> Portfolio:
         """The book from a sync: start values, every order (its latest state) and fills in journal order.
+
+        With the ledger's ``opening`` of the day the book starts from it (and
+        ``orders`` / ``fills`` are those since that opening); without one it
+        starts from the allocation and ``start_holding``. ``adjustments`` since
+        the opening are booked after the fills.
 
         Orders are placed in time order, fills are applied in the order given
         (the order they were journalled), then terminal states release what is
         left, which gives the same book as applying the events one by one.
         """
         book = cls(allocation_won=allocation_won, costs=costs, markets=dict(markets or {}))
-        for code, (qty, avg) in start_holding.items():
-            book.set_start_holding(code, qty, avg)
+        if opening is not None:
+            book.load_opening(opening, start_holding)
+        else:
+            for code, (qty, avg) in start_holding.items():
+                book.set_start_holding(code, qty, avg)
         for code, upper in (upper_limits or {}).items():
             book.set_upper_limit(code, upper)
         order_list = sorted(orders, key=lambda o: o.ts_ns)
@@ -489,4 +523,6 @@ class Portfolio:
             book.on_fill(f.exec_id, f.client_order_id, f.code, str(f.side), f.qty, f.price, f.fee_won, f.tax_won, f.ts_ns)
         for o in order_list:
             book.on_order_event(o.client_order_id, str(o.status), o.ts_ns)
+        for a in adjustments:
+            book.on_adjustment(str(a["code"]), int(a["qty"]), int(a["cash_won"]), int(a.get("cost_won", 0)))
         return book

@@ -36,7 +36,6 @@ from services.broker.base import Broker, BrokerError, BrokerUnavailable
 from services.order_manager.entry import EntryRefusal, check_order, parse_client_order_id
 from services.order_manager.faults import AFTER_BROKER_BEFORE_JOURNAL, AFTER_JOURNAL_BEFORE_BROKER, MID_FILL, FaultPoints
 from services.order_manager.journal import Journal, trading_date_of
-from services.order_manager.positions import positions_from_fills
 
 log = logging.getLogger("order-manager.desk")
 IN_FLIGHT_MAX_QUERIES = 3  # status queries of an order or cancel in flight before its absence decides
@@ -450,31 +449,6 @@ class OrderDesk:
             return []
         return [o for o in self.book.open_orders()
                 if trading_date_of(o.client_order_id, self.trading_date) < self.trading_date]
-
-    # --- queries -------------------------------------------------------------------
-
-    def sync(self, agent_id: str, since: str) -> dict[str, Any]:
-        """An agent's orders and fills since a date, and the highest client order number it used."""
-        orders = self.journal.orders(agent_id=agent_id, since=since)
-        highest = 0
-        for o in orders:
-            parsed = parse_client_order_id(o["client_order_id"])
-            if parsed is not None:
-                highest = max(highest, parsed.n)
-        return {"agent_id": agent_id, "since": since, "orders": [order_row_as_event(o) for o in orders],
-                "fills": [fill_row_as_fill(f) for f in self.journal.fills(agent_id=agent_id, since=since)],
-                "max_client_order_n": highest}
-
-    def positions(self) -> dict[str, Any]:
-        """Holdings and cash flows implied by every retained fill, per agent and for the account."""
-        return positions_from_fills(self.journal.fills())
-
-    def journal_state(self) -> dict[str, Any]:
-        """Today's orders and fills as plain data, with the positions and cash flows they imply."""
-        since = self.trading_date
-        fills = self.journal.fills(since=since)
-        return {"trading_date": since, "orders": [order_row_as_event(o) for o in self.journal.orders(since=since)],
-                "fills": [fill_row_as_fill(f) for f in fills], **positions_from_fills(fills)}
 
     # --- internals -----------------------------------------------------------------
 

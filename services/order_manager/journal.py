@@ -35,6 +35,7 @@ from core.db import connect as open_db
 from core.orders import Order, Outcome
 from services.exchange.store import SAFETY_AUTOCHECKPOINT_PAGES, WalCheckpointer
 from services.order_manager.entry import parse_client_order_id
+from services.order_manager.ledger import LedgerStore, migrate_fills
 
 JOURNAL_FILE = "journal.sqlite"
 SYNCHRONOUS = "NORMAL"
@@ -84,7 +85,8 @@ CREATE TABLE IF NOT EXISTS fills (
     fee_won INTEGER NOT NULL,
     tax_won INTEGER NOT NULL,
     broker_order_id TEXT NOT NULL,
-    ts_ns INTEGER NOT NULL
+    ts_ns INTEGER NOT NULL,
+    ledger_date TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS fills_agent_date ON fills (agent_id, trading_date);
 CREATE TABLE IF NOT EXISTS alerts (
@@ -110,7 +112,7 @@ ON CONFLICT (client_order_id) DO UPDATE SET status = excluded.status, filled_qty
 """
 _INSERT_FILL = """
 INSERT OR IGNORE INTO fills (exec_id, client_order_id, agent_id, trading_date, code, side, qty, price,
-    fee_won, tax_won, broker_order_id, ts_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    fee_won, tax_won, broker_order_id, ts_ns, ledger_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_ALERT = "INSERT INTO alerts (trading_date, ts_ns, kind, client_order_id, text) VALUES (?, ?, ?, ?, ?)"
 _ORDER_COLUMNS = (
@@ -120,7 +122,7 @@ _ORDER_COLUMNS = (
 )
 _FILL_COLUMNS = (
     "exec_id", "client_order_id", "agent_id", "trading_date", "code", "side", "qty", "price", "fee_won",
-    "tax_won", "broker_order_id", "ts_ns",
+    "tax_won", "broker_order_id", "ts_ns", "ledger_date",
 )
 
 
@@ -142,6 +144,8 @@ class Journal:
         self.db = open_db(path, synchronous=synchronous, check_same_thread=False, cached_statements=64,
                           autocheckpoint_pages=SAFETY_AUTOCHECKPOINT_PAGES)
         self.db.executescript(_SCHEMA)
+        migrate_fills(self.db)
+        self.ledger = LedgerStore(self.db)
         self.checkpointer = WalCheckpointer(path)
         self.commits = 0
         self.failing_writes = 0  # injected: this many next writes fail as on a full disk (see ``fail_next_writes``)
@@ -209,10 +213,11 @@ class Journal:
             order = orders.get(f.client_order_id)
             if order is None:
                 continue
-            db.execute(_INSERT_FILL, (f.exec_id, f.client_order_id, order.agent_id,
-                                      trading_date_of(f.client_order_id, default_date), order.code,
+            fill_date = trading_date_of(f.client_order_id, default_date)
+            # a fill counts on its day, or on the day the ledger is open on when its day is already rolled
+            db.execute(_INSERT_FILL, (f.exec_id, f.client_order_id, order.agent_id, fill_date, order.code,
                                       str(order.side), f.qty, f.price, f.fee_won, f.tax_won,
-                                      order.broker_order_id, f.ts_ns))
+                                      order.broker_order_id, f.ts_ns, max(fill_date, self.ledger.open_date)))
         for a in out.alerts:
             db.execute(_INSERT_ALERT, (date, int(record.get("now_ns", 0)), a.kind, a.client_order_id, a.text))
 
@@ -240,10 +245,11 @@ class Journal:
         """The answer given to each order's request (JSON of an OrderEvent), where one was given."""
         return dict(self.db.execute("SELECT client_order_id, reply FROM orders WHERE reply IS NOT NULL"))
 
-    def orders(self, *, agent_id: str | None = None, since: str = "", open_only: bool = False) -> list[dict[str, Any]]:
-        """Order rows as plain data, oldest first."""
-        sql = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE trading_date >= ?"
-        args: list[Any] = [since]
+    def orders(self, *, agent_id: str | None = None, since: str = "", until: str = "99999999",
+               open_only: bool = False) -> list[dict[str, Any]]:
+        """Order rows of trading dates ``since`` to ``until`` (both included) as plain data, oldest first."""
+        sql = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE trading_date >= ? AND trading_date <= ?"
+        args: list[Any] = [since, until]
         if agent_id is not None:
             sql += " AND agent_id = ?"
             args.append(agent_id)
@@ -252,14 +258,20 @@ class Journal:
         sql += " ORDER BY created_ns, client_order_id"
         return [dict(zip(_ORDER_COLUMNS, row)) for row in self.db.execute(sql, args)]
 
-    def fills(self, *, agent_id: str | None = None, since: str = "") -> list[dict[str, Any]]:
-        """Fill rows as plain data, oldest first."""
-        sql = f"SELECT {', '.join(_FILL_COLUMNS)} FROM fills WHERE trading_date >= ?"
-        args: list[Any] = [since]
+    def fills(self, *, agent_id: str | None = None, since: str = "", until: str = "99999999",
+              by_ledger_date: bool = False) -> list[dict[str, Any]]:
+        """Fill rows of trading dates (or ledger dates) ``since`` to ``until`` as plain data, in journal order.
+
+        Journal order is the order the fills were applied and published in,
+        which is the order every book (the ledger's, the agent's) applies them.
+        """
+        column = "ledger_date" if by_ledger_date else "trading_date"
+        sql = f"SELECT {', '.join(_FILL_COLUMNS)} FROM fills WHERE {column} >= ? AND {column} <= ?"
+        args: list[Any] = [since, until]
         if agent_id is not None:
             sql += " AND agent_id = ?"
             args.append(agent_id)
-        sql += " ORDER BY ts_ns, exec_id"
+        sql += " ORDER BY rowid"
         return [dict(zip(_FILL_COLUMNS, row)) for row in self.db.execute(sql, args)]
 
     def alerts(self) -> list[dict[str, Any]]:

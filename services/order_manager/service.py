@@ -4,8 +4,13 @@ Binds ROUTER on ``order_manager_rpc`` and serves:
 
 * ``OrderRequest`` -> ``OrderEvent`` (ACCEPTED, or REJECTED with a reason code);
 * ``CancelRequest`` -> ``OrderEvent`` (cancels skip risk);
-* ``Command``: ``sync`` {agent_id, since}, ``cancel_all`` {agent_id?}, ``orders``
-  {agent_id?, open?}, ``positions``, ``journal_state``, ``apply_missing_fill``
+* ``Command``: ``sync`` {agent_id} (the agent's ledger opening, and its orders,
+  fills and adjustments since), ``cancel_all`` {agent_id?}, ``orders``
+  {agent_id?, open?, date?, since?, until?} (journal and archive alike),
+  ``positions`` (the ledger's books now), ``journal_state`` (openings, and the
+  orders, fills and books since: what the risk guard and reconciler start
+  from), ``ledger_day`` {date}, ``ledger_adjust`` {agent_id, code, qty,
+  cash_won, cost_won?, reason, adjustment_id?}, ``apply_missing_fill``
   {a Fill}, ``resolve_order`` {client_order_id}, ``status``, and ``fault``
   {kind: "journal_full", writes: N} | {kind: "clear"} (the next N journal writes
   fail as on a full disk; for the durability and chaos tests).
@@ -19,8 +24,12 @@ as disconnected), and refuses new orders with BROKER_DISCONNECTED unless
 CONNECTED. Each change of connection state is an Alert ``broker_connection``
 and the ``connection`` key of the heartbeat. Orders and cancels left without an
 answer are asked about by client order id (``OrderDesk.chase_in_flight``).
-Start-up is the recovery path: replay the journal, reconcile with the broker,
-then accept orders. Everything it publishes (order events, fills, alerts) leaves
+Start-up is the recovery path: replay the journal, open the ledger on the
+market's date (rolling every date missed while the stack was down), reconcile
+with the broker, then accept orders. At the close it expires what is open,
+rolls the ledger into the next trading date and archives days older than the
+retention (``services.order_manager.bookkeeper``); a ledger that does not add
+up halts the firm (alert ``ledger_inconsistent``). Everything it publishes (order events, fills, alerts) leaves
 in order right after the reply to the request that caused it, so the agent's
 acknowledgement never waits for the bus. ``TRADER_OMS_FAULT_POINT`` arms a crash point for the
 durability tests (``services.order_manager.faults``). A journal write that
@@ -31,7 +40,6 @@ catch-up with the broker (alert ``journal_recovered``).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +53,7 @@ from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
 from bus.service import Service
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import load_instruments
+from core.ledger import LedgerError
 from core.messages import (
     AlertLevel,
     CancelRequest,
@@ -62,6 +71,7 @@ from services.broker.connection import Transition
 from services.broker.paper import PaperBroker
 from services.order_manager.desk import DeskReason, DeskRefusal, JournalUnavailable, OrderDesk, RiskAnswer
 from services.order_manager.faults import FaultPoints
+from services.order_manager.bookkeeper import AdjustmentRefused, Bookkeeper, BookStart
 from services.order_manager.journal import JOURNAL_FILE, Journal
 
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
@@ -73,6 +83,8 @@ IN_FLIGHT_AGE_NS = 2_000_000_000  # an order or cancel without an answer this lo
 DAY_ROLL_GRACE_S = 1.0  # closing-auction notices follow the closed event; let them land first
 JOURNAL_PROBE_INTERVAL_S = 1.0  # how often a journal that refused a write is tried again
 BAD_FAULT = "BAD_FAULT"
+LEDGER_ALERT = "ledger_inconsistent"
+ADJUSTMENT_REFUSED = "ADJUSTMENT_REFUSED"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -101,6 +113,7 @@ class OrderManagerService(Service):
         self._next_journal_probe = 0.0
         self._roll_due: float | None = None
         self._rolled_date = ""
+        self._ledger_seen_date = ""
         self._outbox: list[tuple[str, Message]] = []  # published once the current request is answered
 
     # --- start and stop ------------------------------------------------------
@@ -116,6 +129,10 @@ class OrderManagerService(Service):
         if faults.point:
             self.log.warning("fault point armed: %s on hit %d", faults.point, faults.on_hit)
         self.journal = Journal(s.run_path / JOURNAL_FILE)
+        starts = {a.id: BookStart(a.cash, {a.all_codes[0]: (a.start_qty, a.start_avg_price)} if a.start_qty else {})
+                  for a in roster.valid_agents}
+        self.books = Bookkeeper(self.journal, s.run_path, starts, s.broker.account_cash_won, set(instruments),
+                                s.retention.retention_days)
         self.broker = PaperBroker(self.ctx, s, timeout_ms=min(s.bus.rpc_timeout_ms, 500), retries=1, sender=self.name)
         self.risk_client = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=self.risk_timeout_ms,
                                      retries=0, sender=self.name)
@@ -147,6 +164,7 @@ class OrderManagerService(Service):
                 "phase": d.phase.value if d.phase else "", "orders": len(d.book.orders),
                 "open_orders": len(d.book.open_orders()), "held_notices": len(d.book.held),
                 "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
+                "ledger_date": self.books.open_date, "ledger_problem": self.books.problem,
                 "counters": dict(d.counters)}
 
     # --- publishing ------------------------------------------------------------
@@ -243,6 +261,9 @@ class OrderManagerService(Service):
 
     def _on_phase(self, phase: SessionPhase, trading_date: str) -> None:
         self.desk.on_session(phase, trading_date)
+        if trading_date and trading_date != self._ledger_seen_date:
+            if self._keep_books(lambda: self.books.open_day(trading_date, time.time_ns())) is not None:
+                self._ledger_seen_date = trading_date
         if phase is SessionPhase.CLOSED and self._rolled_date != trading_date and self._roll_due is None:
             self._roll_due = time.monotonic() + DAY_ROLL_GRACE_S
 
@@ -287,15 +308,30 @@ class OrderManagerService(Service):
             self._roll_due = time.monotonic() + JOURNAL_PROBE_INTERVAL_S  # again once the journal takes writes
             raise
         self._rolled_date = date
-        removed = self._purge(date)
-        self.log.info("day roll %s: %d order(s) expired, %d old order(s) purged", date, expired, removed)
+        rolled = self._keep_books(lambda: self.books.close_day(date, time.time_ns()))
+        self.log.info("day roll %s: %d order(s) expired; ledger %s", date, expired, rolled)
 
-    def _purge(self, trading_date: str) -> int:
-        if not trading_date:
-            return 0
-        day = dt.datetime.strptime(trading_date, "%Y%m%d").date()
-        cutoff = (day - dt.timedelta(days=self.settings.retention.retention_days)).strftime("%Y%m%d")
-        return self.journal.purge_before(cutoff)
+    def _keep_books(self, step: Callable[[], Any]) -> Any:
+        """Run a ledger step; a ledger that does not add up halts the firm and alerts once, naming the row."""
+        try:
+            return step()
+        except LedgerError as exc:
+            text = str(exc)
+            if text != self.books.problem:
+                self.books.problem = text
+                self.log.error("ledger: %s", text)
+                self.alert(AlertLevel.CRITICAL, LEDGER_ALERT, f"the ledger does not add up ({text}); trading is halted "
+                           "until an operator looks at it")
+                self._halt(f"ledger: {text}")
+            return None
+
+    def _halt(self, why: str) -> None:
+        try:
+            self.risk_client.call(Command(command_id=f"{self.name}-halt-{time.time_ns()}", name="halt",
+                                          args={"who": "ledger", "why": why[:500]}, who=self.name))
+        except RpcFailure as exc:
+            self.risk_client.close()
+            self.alert(AlertLevel.CRITICAL, "ledger_halt_failed", f"could not halt trading: {exc}")
 
     # --- feeds -------------------------------------------------------------------
 
@@ -380,8 +416,8 @@ class OrderManagerService(Service):
         if name == "sync":
             agent_id, since = args.get("agent_id"), args.get("since", "")
             if not isinstance(agent_id, str) or not agent_id or not isinstance(since, str) or not (since == "" or (len(since) == 8 and since.isdigit())):
-                return bad("sync needs args {agent_id: str, since: YYYYMMDD}")
-            return ok(desk.sync(agent_id, since))
+                return bad("sync needs args {agent_id: str, since?: YYYYMMDD}")
+            return ok(self.books.sync(agent_id))
         if name == "cancel_all":
             agent_id = args.get("agent_id")
             if agent_id is not None and not isinstance(agent_id, str):
@@ -389,14 +425,27 @@ class OrderManagerService(Service):
             events = desk.cancel_all(agent_id, now)
             return ok([e.model_dump(mode="json") for e in events])
         if name == "orders":
-            agent_id = args.get("agent_id")
-            if agent_id is not None and not isinstance(agent_id, str):
-                return bad("orders takes args {agent_id?: str, open?: bool}")
-            return ok(self.journal.orders(agent_id=agent_id, since=desk.trading_date, open_only=bool(args.get("open"))))
+            agent_id, date, since, until = (args.get(k) for k in ("agent_id", "date", "since", "until"))
+            dates = [d for d in (date, since, until) if d is not None]
+            if (agent_id is not None and not isinstance(agent_id, str)) or not all(_is_date(d) for d in dates):
+                return bad("orders takes args {agent_id?: str, open?: bool, date?: YYYYMMDD, since?: YYYYMMDD, "
+                           "until?: YYYYMMDD}")
+            if date is not None:
+                since = until = date
+            since = since if since is not None else desk.trading_date
+            until = until if until is not None else "99999999"
+            return ok(self.books.orders(agent_id=agent_id, since=since, until=until, open_only=bool(args.get("open"))))
         if name == "positions":
-            return ok(desk.positions())
+            return ok(self.books.positions())
         if name == "journal_state":
-            return ok(desk.journal_state())
+            return ok(self.books.journal_state(desk.trading_date))
+        if name == "ledger_day":
+            date = args.get("date")
+            if not _is_date(date):
+                return bad("ledger_day needs args {date: YYYYMMDD}")
+            return ok(self.books.day(date))
+        if name == "ledger_adjust":
+            return self._adjust(cmd, now)
         if name == "apply_missing_fill":
             try:
                 fill = Fill.model_validate(args)
@@ -421,7 +470,23 @@ class OrderManagerService(Service):
             return ok(self.heartbeat_info())
         return CommandResult(command_id=cmd.command_id, ok=False, reason_code=UNKNOWN_COMMAND,
                              error=f"unknown command {name!r}: sync, cancel_all, orders, positions, journal_state, "
-                                   "apply_missing_fill, resolve_order, fault, status")
+                                   "ledger_day, ledger_adjust, apply_missing_fill, resolve_order, fault, status")
+
+    def _adjust(self, cmd: Command, now: int) -> CommandResult:
+        """Book an adjustment, tell the agent to re-sync its book, and say so on the bus."""
+        try:
+            booked = self.books.adjust({**cmd.args, "who": cmd.args.get("who") or cmd.who or "operator"}, now)
+        except AdjustmentRefused as exc:
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=ADJUSTMENT_REFUSED, error=str(exc))
+        if not booked["duplicate"]:
+            agent_id = booked["agent_id"]
+            self.log.warning("adjustment %s booked: %s", booked["adjustment_id"], booked)
+            self.alert(AlertLevel.WARNING, "ledger_adjustment",
+                       f"adjustment {booked['adjustment_id']} by {booked['who']}: {agent_id} {booked['code']} "
+                       f"{booked['qty']:+,} shares, {booked['cash_won']:+,} won ({booked['reason']})")
+            self.publish(f"sys.command.{agent_id}", Command(command_id=f"{self.name}-sync-{now}", name="sync",
+                                                            who=self.name, args={"why": "ledger adjustment"}))
+        return CommandResult(command_id=cmd.command_id, ok=True, result=booked)
 
     def _fault(self, cmd: Command) -> CommandResult:
         """Inject a journal failure: ``{kind: "journal_full", writes: N}`` or ``{kind: "clear"}``."""
@@ -434,6 +499,10 @@ class OrderManagerService(Service):
         self.journal.fail_next_writes(writes)
         self.log.warning("fault injected: the next %d journal write(s) fail as on a full disk", writes)
         return CommandResult(command_id=cmd.command_id, ok=True, result={"failing_writes": writes})
+
+
+def _is_date(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 8 and value.isdigit()
 
 
 def _project_path(path: str) -> Path:
