@@ -102,11 +102,19 @@ from services.cli import orders as _orders  # noqa: E402
 app.command()(_orders.orders)
 app.command()(_orders.positions)
 
+from services.cli.ledger import ledger_app  # noqa: E402
+
+app.add_typer(ledger_app, name="ledger")
+
 from services.cli import backtest as _backtest  # noqa: E402
 
 app.command()(_backtest.backtest)
 app.command()(_backtest.sweep)
 
+
+from services.cli import kis_sim as _kis_sim  # noqa: E402
+
+app.add_typer(_kis_sim.app, name="kis-sim")
 
 from services.cli import ops as _ops  # noqa: E402
 
