@@ -161,6 +161,7 @@ class KisMarket:
         start_ns = kst_ns(venue.sim.next_date, start_time)
         out = venue.begin_day(start_ns)
         market = cls(instruments, venue, MarketClock(start_ns, wall_ns, speed), trades_per_print)
+        market._replay_bars(start_ns)
         return market, market._step(out)
 
     @classmethod
