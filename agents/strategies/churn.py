@@ -8,8 +8,10 @@ order that has rested ``replace_after_min`` minutes of market time (counted
 from its own time stamp, so the rule holds after a restart) is cancelled, and
 a fresh one goes out at the next bar once the cancel is confirmed. Buys stay
 within the cash available and ``max_position``; sells never exceed what may be
-offered. Everything follows from the events it is given: the same bars give
-the same orders.
+offered. A refused order (the firm halted, a limit reached) quiets it for
+``replace_after_min`` minutes from the refusal's time stamp, so a halt is not
+met with an order on every bar. Everything follows from the events it is
+given: the same events give the same orders.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from pydantic import Field
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, OrderEventData, Strategy, StrategyParams
 from core.krx import tick_size
 from core.messages import SessionPhase
 
@@ -63,6 +65,13 @@ class Churn(Strategy):
         super().__init__(params)
         self.placed = 0
         self.replaced = 0
+        self.refused = 0
+        self._quiet_until_ns = 0
+
+    def on_order_event(self, ctx: AgentContext, event: OrderEventData) -> None:
+        if event.status == "rejected":
+            self.refused += 1
+            self._quiet_until_ns = max(self._quiet_until_ns, event.ts_ns + self.params.replace_after_min * NS_PER_MIN)
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         if ctx.phase is not SessionPhase.OPEN:
@@ -81,6 +90,8 @@ class Churn(Strategy):
                 ctx.cancel(order.client_order_id)
                 self.replaced += 1
             working[order.side] = True
+        if bar.ts_ns < self._quiet_until_ns:
+            return
         if not working["buy"]:
             price = ticks_below(bar.close, p.ticks_away)
             room = p.max_position - ctx.position(code) - pending_buy_qty
@@ -93,4 +104,4 @@ class Churn(Strategy):
                 self.placed += 1
 
     def state(self) -> dict[str, Any]:
-        return {"placed": self.placed, "replaced": self.replaced}
+        return {"placed": self.placed, "replaced": self.replaced, "refused": self.refused}
