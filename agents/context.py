@@ -16,6 +16,15 @@ code must be the agent's, the quantity a positive whole number, a limit price
 is rounded onto the tick grid for its side (buys up, sells down) and clipped to
 the day's limits, a buy must fit in the cash available, and a sell may not
 exceed the holding less the shares already offered (no short selling).
+
+Crash-only start-up, the same live and in the back-tester: the shell hands the
+context the strategy's saved state (``resume``) and the recorded bars it can
+get (``queue_warm_up``) before ``start``. ``start`` then takes the state back
+(a state that does not fit is refused with the reason and an alert: the
+strategy starts fresh), fills the bar windows from the bars, replays to the
+strategy the bars newer than its state with every order refused
+(``WARMING_UP``: it catches up on what it missed, it does not trade on the
+past), and only then calls ``on_start``.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from agents.strategy import BarData, FillData, FlowData, OrderEventData, Strategy, TickData
+from agents import state_store
+from agents.state_store import SavedState
+from agents.strategy import BarData, FillData, FlowData, OrderEventData, StateError, Strategy, TickData
 from core import krx
 from core.instruments import Instrument
 from core.messages import CancelRequest, OrderRequest, OrderType, SessionPhase
@@ -46,6 +57,9 @@ INSUFFICIENT_HOLDING = "INSUFFICIENT_HOLDING"
 HALTED_BY_ERRORS = "HALTED_BY_ERRORS"
 UNKNOWN_ORDER = "UNKNOWN_ORDER"
 CANCEL_ALREADY_REQUESTED = "CANCEL_ALREADY_REQUESTED"
+WARMING_UP = "WARMING_UP"
+
+HISTORY_BARS = 1024  # bars kept per code (``ctx.bars`` sees at most this many)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +149,7 @@ class AgentContext:
         portfolio: Portfolio,
         instruments: Mapping[str, Instrument] | None = None,
         *,
-        history: int = 1024,
+        history: int = HISTORY_BARS,
         max_consecutive_errors: int = 5,
         order_seq: int = 0,
         order_seq_date: str = "",
@@ -171,6 +185,16 @@ class AgentContext:
         self.ignored_events = 0
         for code, inst in self._instruments.items():
             self.set_base_price(code, inst.last_close)
+        self._bind(strategy)
+        self._saved: SavedState | None = None  # handed in by ``resume``, taken back by ``start``
+        self._refused = ""
+        self._warm_up: list[BarData] = []
+        self._warming = False
+        self.warmed_through: dict[str, int] = {}  # per code: the newest bar the warm-up gave (a later copy is not new)
+        self.resumed: dict[str, Any] = {"restored": False, "reason": "not started"}
+
+    def _bind(self, strategy: Strategy) -> None:
+        self.strategy = strategy
         # Bound once: the per-bar path stays short. A fill or order-event hook the strategy does not
         # override is the base class's no-op: it is not called.
         self._strategy_on_bar = strategy.on_bar
@@ -296,6 +320,8 @@ class AgentContext:
 
     def cancel(self, client_order_id: str) -> CancelIntent | Refused:
         """Ask to cancel what remains of an open order."""
+        if self._warming:
+            return Refused(WARMING_UP, "catching up on recorded bars: no cancel")
         order = self.portfolio.orders.get(client_order_id)
         if order is None or not order.is_open:
             return Refused(UNKNOWN_ORDER, f"no open order {client_order_id}")
@@ -317,6 +343,8 @@ class AgentContext:
         return out
 
     def _order(self, code: str, side: str, qty: Any, price: float | int | None) -> OrderIntent | Refused:
+        if self._warming:
+            return Refused(WARMING_UP, "catching up on recorded bars: no order")
         if self.halted_by_errors:
             return Refused(HALTED_BY_ERRORS, f"{self.agent_id} stopped trading after {self.consecutive_errors} strategy errors")
         if code not in self._bars:
@@ -356,6 +384,10 @@ class AgentContext:
             self._order_seq_date, self._order_seq = date, 0
         self._order_seq += 1
         return f"{self.agent_id}-{date}-{self._order_seq}"
+
+    def order_seq(self) -> tuple[str, int]:
+        """The trading date of the last client order id made and its number."""
+        return self._order_seq_date, self._order_seq
 
     def resume_order_seq(self, trading_date: str, last_n: int) -> None:
         """Continue client order numbers after a restart from the last ``n`` the sync returned."""
@@ -400,6 +432,7 @@ class AgentContext:
             "last_error": self.last_error,
             "book": self.portfolio.snapshot(),
             "strategy_state": self.strategy.state(),
+            "resumed": dict(self.resumed),
         }
 
     def _failed(self, where: str, exc: Exception) -> None:
@@ -428,8 +461,104 @@ class AgentContext:
             portfolio.set_upper_limit(code, upper)
 
     def start(self) -> None:
-        """Hand control to the strategy once the book is rebuilt."""
+        """Hand control to the strategy once the book is rebuilt: resume its state, warm up, then ``on_start``."""
+        self._resume()
         self._call("on_start", lambda ctx, _: self.strategy.on_start(ctx), None)
+
+    # --- saved state and warm-up ---------------------------------------------------
+
+    def save_state(self) -> SavedState:
+        """The strategy's state with what identifies it, how far it had seen each code, and the recent flows."""
+        strategy = self.strategy
+        return SavedState(
+            strategy=strategy.name,
+            version=strategy.state_version,
+            params_hash=state_store.params_hash(strategy.params),
+            trading_date=self.trading_date,
+            saved_ns=self._now,
+            through_ns={code: rows[-1].ts_ns for code, rows in self._bars.items() if rows},
+            flows={code: [tuple(f[1:]) for f in rows[-self._history:]] for code, rows in self._flows.items() if rows},  # type: ignore[misc]
+            state=strategy.save_state(),
+        )
+
+    def resume(self, saved: SavedState | None, refused: str = "") -> None:
+        """The saved state ``start`` gives back to the strategy (None: start fresh; ``refused``: why a file was unusable)."""
+        self._saved, self._refused = saved, refused
+
+    def queue_warm_up(self, bars: Iterable[BarData]) -> None:
+        """Recorded bars for ``start`` to warm the windows with (any order; repeats are dropped)."""
+        self._warm_up.extend(bars)
+        limit = 2 * self._history * len(self.codes)
+        if len(self._warm_up) > 2 * limit:
+            del self._warm_up[:-limit]
+
+    def _resume(self) -> None:
+        saved, reason = self._saved, self._refused
+        self._saved, self._refused = None, ""
+        if saved is not None:
+            reason = state_store.mismatch(saved, self.strategy) or self._load(saved)
+        through: Mapping[str, int] | None = None  # None: a fresh strategy, whose past bars only fill the windows
+        if saved is not None and not reason:
+            through = saved.through_ns
+            self.resumed = {"restored": True, "reason": "", "trading_date": saved.trading_date, "saved_ns": saved.saved_ns}
+            self.log(f"strategy state of {saved.trading_date or '-'} restored")
+        elif reason:
+            self.resumed = {"restored": False, "reason": reason, "refused": True}
+            self.log(f"saved strategy state refused: {reason}; starting fresh")
+            self._alerts.append(AlertRecord("warning", "strategy_state_refused",
+                                            f"{self.agent_id}: saved strategy state refused ({reason}); the strategy starts fresh", self._now))
+        else:
+            self.resumed = {"restored": False, "reason": "no saved state"}
+        warmed, replayed = self._warm(through)
+        self.resumed.update(warm_up_bars=warmed, replayed_bars=replayed)
+
+    def _load(self, saved: SavedState) -> str:
+        """Give the saved state to a fresh copy of the strategy and take its flows back; "" if it fitted, else why not."""
+        fresh = type(self.strategy)(self.strategy.params)
+        try:
+            fresh.load_state(saved.state, saved.version)
+        except StateError as exc:
+            return str(exc)
+        self._bind(fresh)
+        for code, rows in saved.flows.items():
+            if code in self._flows:
+                self._flows[code] = [FlowData(code, *row) for row in rows]
+        return ""
+
+    def _warm(self, through: Mapping[str, int] | None) -> tuple[int, int]:
+        """Fill the windows from the queued bars; bars newer than ``through`` also go to the strategy, trading refused."""
+        bars, self._warm_up = self._warm_up, []
+        if not bars:
+            return 0, 0
+        latest: dict[tuple[int, str], BarData] = {}
+        for b in bars:
+            latest[(b.ts_ns, b.code)] = b  # a later copy of a bar (a correction) replaces the earlier
+        marks, now = dict(self._marks), self._now
+        warmed = replayed = 0
+        self._warming = True
+        try:
+            for key in sorted(latest):
+                bar = latest[key]
+                rows = self._bars.get(bar.code)
+                if rows is None or (rows and bar.ts_ns <= rows[-1].ts_ns):
+                    continue
+                warmed += 1
+                if through is None or bar.ts_ns <= through.get(bar.code, 0):
+                    rows.append(bar)
+                    if len(rows) > self._trim_at:
+                        del rows[: -self._history]
+                    self._marks[bar.code] = bar.close
+                else:
+                    self.on_bar(bar)
+                    replayed += 1
+        finally:
+            self._warming = False
+        self._marks.update(marks)  # prices known at start (the book's, a snapshot's) are newer than any recorded bar
+        self._now = max(now, self._now)
+        self.warmed_through = {code: rows[-1].ts_ns for code, rows in self._bars.items() if rows}
+        if replayed:
+            self.log(f"warm-up: {warmed} recorded bar(s), {replayed} of them newer than the saved state replayed")
+        return warmed, replayed
 
     def on_bar(self, bar: BarData) -> None:
         """A new bar: keep it, mark the book, then the strategy's ``on_bar``."""

@@ -9,8 +9,9 @@ NamedTuples, cheap enough for the back-tester's hot path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.messages import SessionPhase
@@ -93,17 +94,44 @@ class ParamsError(ValueError):
         super().__init__(f"{strategy}: " + "; ".join(f"{k}: {r}" for k, r in problems))
 
 
+class StateError(ValueError):
+    """A saved strategy state that does not fit the strategy (shape, types or version)."""
+
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def read_state(state: dict[str, Any], version: int, expected_version: int, shape: type[_S]) -> _S:
+    """A saved state checked against its declared shape (a ``msgspec.Struct``); raises StateError."""
+    if version != expected_version:
+        raise StateError(f"state version {version}, this strategy reads version {expected_version}")
+    try:
+        return msgspec.convert(state, shape)
+    except msgspec.ValidationError as exc:
+        raise StateError(f"state does not fit {shape.__name__}: {exc}") from None
+
+
 class Strategy:
-    """Base of all strategies: typed params, callbacks, and a status view.
+    """Base of all strategies: typed params, callbacks, a status view and the state it keeps.
 
     Subclasses set ``name``, ``Params`` and ``n_codes`` (how many codes the
     strategy trades, in the order of the agent's ``codes``) and override the
     callbacks they need; the defaults do nothing.
+
+    A strategy that keeps state across events (counters, ladders, trailing
+    highs, indicator rings) declares it: ``save_state`` returns it as plain
+    msgpack-able data and ``load_state`` takes it back, and ``state_version``
+    changes whenever its shape does. The runtime saves it and restores it
+    before ``on_start`` (``agents.state_store``); bars that came after the save
+    are then replayed to it with trading refused, so rings and averages catch
+    up. The bar windows of the context (``ctx.bars``) are not part of the
+    state: they are warmed from the recorded bars.
     """
 
     name: ClassVar[str] = ""
     n_codes: ClassVar[int] = 1
     Params: ClassVar[type[StrategyParams]] = StrategyParams
+    state_version: ClassVar[int] = 1
 
     def __init__(self, params: StrategyParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -163,6 +191,15 @@ class Strategy:
     def state(self) -> dict[str, Any]:
         """The strategy's own state as plain data, for status pages."""
         return {}
+
+    def save_state(self) -> dict[str, Any]:
+        """Everything the strategy keeps across events, as plain msgpack-able data (default: nothing)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        """Take back what ``save_state`` gave (saved under ``version``); raises StateError if it does not fit."""
+        if state:
+            raise StateError(f"{self.name} keeps no state, got {sorted(state)}")
 
 
 class UnknownStrategy(KeyError):

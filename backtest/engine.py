@@ -31,6 +31,13 @@ When and at what price orders meet bars is the fill model (``backtest.fills``).
 A strategy that raises is caught by its context as live; the engine then stops
 the run at that bar and returns what it had, with the agent, the bar and the
 error in ``BacktestResult.failure``.
+
+``restarts`` tears agents down mid-run and starts them again as the live
+runtime does after a crash (``Restart``): a new strategy and context around
+the same book, given back the state the agent saved (through its msgpack
+form) and the bars recorded so far; bars between the save and the restart are
+replayed to it with trading refused. With the save at the restart, the run's
+orders are those of the run left alone.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from agents.context import AgentContext, CancelIntent, OrderIntent
+from agents import state_store
+from agents.context import HISTORY_BARS, AgentContext, CancelIntent, OrderIntent
 from agents.settings import AgentSettings
 from agents.strategy import BarData, FillData, FlowData, OrderEventData, ParamsError, UnknownStrategy, get_strategy
 from backtest.data import MarketData
@@ -76,6 +84,20 @@ class BacktestError(ValueError):
     def __init__(self, where: str, key: str, reason: str) -> None:
         self.where, self.key, self.reason = where, key, reason
         super().__init__(f"{where}: {key}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """An agent torn down before the first bar at or after ``at_ns`` and started again.
+
+    It comes back with the state it saved before the first bar at or after
+    ``saved_ns`` (default: ``at_ns``, a save just before the crash), the way a
+    live agent comes back from its last periodic save.
+    """
+
+    agent_id: str
+    at_ns: int
+    saved_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +217,7 @@ class Backtest:
         matching_params: MatchingParams = MatchingParams(),
         risk_limits: RiskLimits | None = None,
         costs: CostModel = DEFAULT_COSTS,
+        restarts: Sequence[Restart] = (),
     ) -> None:
         try:
             self.fill_model = FillModel(fill_model)
@@ -214,6 +237,16 @@ class Backtest:
         data_codes = set(data.bars["code"].unique().tolist())
         for spec in agents:
             self._agents[spec.agent_id] = self._build_agent(spec, data_codes)
+        self._restarts: list[tuple[int, int, str, Restart]] = []  # (when, 0 save / 1 restart, agent, restart)
+        for r in restarts:
+            if r.agent_id not in self._agents:
+                raise BacktestError("restarts", r.agent_id, "no such agent")
+            saved_ns = r.at_ns if r.saved_ns is None else r.saved_ns
+            if saved_ns > r.at_ns:
+                raise BacktestError("restarts", r.agent_id, "the state cannot be saved after the restart")
+            self._restarts += [(saved_ns, 0, r.agent_id, r), (r.at_ns, 1, r.agent_id, r)]
+        self._restarts.sort(key=lambda e: e[:3])
+        self._saved: dict[Restart, bytes] = {}
         self._pending: dict[str, list[tuple[_Agent, OrderIntent | CancelIntent]]] = {}
         self._delayed = False
         self._now = 0
@@ -311,6 +344,8 @@ class Backtest:
         days: list[dt.date] = []
         dispatch = self._dispatch
         empty: list[tuple[_Agent, Any, dict[str, Any], list[Any]]] = []
+        restarts = self._restarts
+        next_restart = restarts[0][0] if restarts else _NEVER
 
         for a, b in zip(starts, ends):
             date = krx.kst_date(ts_l[a])
@@ -326,6 +361,8 @@ class Backtest:
             next_flow = f_ts[fi] if fi < fn else _NEVER
             for i, t, code, o, h, lo, c, v in zip(range(a, b), ts_l[a:b], code_l[a:b], o_l[a:b], h_l[a:b],
                                                   l_l[a:b], c_l[a:b], v_l[a:b]):
+                if t >= next_restart:
+                    next_restart = self._restarts_due(t, by_code)
                 if next_flow <= t:
                     while fi < fn and f_ts[fi] <= t:
                         self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
@@ -402,6 +439,49 @@ class Backtest:
             if failure is not None:
                 break
         return self._result(days, failure, ts, codes, c_l)
+
+    # --- restarts --------------------------------------------------------------
+
+    def _restarts_due(self, now_ns: int, by_code: dict[str, list[tuple[_Agent, Any, dict[str, Any], list[Any]]]]) -> int:
+        """Save and restart the agents due by ``now_ns``; returns when the next one is due."""
+        restarts = self._restarts
+        while restarts and restarts[0][0] <= now_ns:
+            _, kind, agent_id, r = restarts.pop(0)
+            agent = self._agents[agent_id]
+            if kind == 0:
+                self._saved[r] = state_store.encode(agent.ctx.save_state())
+            else:
+                self._restart(agent, state_store.decode(self._saved.pop(r)), now_ns, by_code)
+        return restarts[0][0] if restarts else _NEVER
+
+    def _restart(self, agent: _Agent, saved: state_store.SavedState, now_ns: int,
+                 by_code: dict[str, list[tuple[_Agent, Any, dict[str, Any], list[Any]]]]) -> None:
+        """Tear an agent's strategy and context down and start them again as the live runtime does."""
+        old, spec = agent.ctx, agent.spec
+        strategy = get_strategy(spec.strategy).from_params(dict(spec.params))
+        ctx = AgentContext(spec.agent_id, spec.codes, strategy, old.portfolio, self.instruments)
+        for code in spec.codes:  # today's limits, as the market-data snapshot gives them live
+            if code in self.view.base_prices:
+                ctx.set_base_price(code, self.view.base_prices[code])
+        ctx.trading_date = old.trading_date
+        ctx.resume_order_seq(*old.order_seq())
+        bars = self.data.bars
+        recorded = bars[(bars["ts_ns"] < now_ns) & bars["code"].isin(list(spec.codes))]
+        ctx.queue_warm_up(
+            BarData(r.code, r.ts_ns, r.open, r.high, r.low, r.close, r.volume)
+            for r in recorded.groupby("code").tail(HISTORY_BARS).itertuples(index=False)
+        )
+        ctx.resume(saved)
+        agent.ctx, agent.errors_seen = ctx, 0
+        ctx.start()
+        if old.phase is not None:
+            ctx.on_session(old.phase, max(ctx.now(), now_ns), old.trading_date)
+        for code in spec.codes:
+            entries = by_code.get(code, [])
+            for n, entry in enumerate(entries):
+                if entry[0] is agent:
+                    entries[n] = (agent, ctx.on_bar, ctx.portfolio.positions, ctx.outbox)
+        self._route(agent, ctx.drain_outbox())
 
     # --- sessions --------------------------------------------------------------
 
@@ -613,6 +693,8 @@ def run_backtest(
     matching_params: MatchingParams = MatchingParams(),
     risk_limits: RiskLimits | None = None,
     costs: CostModel = DEFAULT_COSTS,
+    restarts: Sequence[Restart] = (),
 ) -> BacktestResult:
     """Build and run one back-test (see ``Backtest``)."""
-    return Backtest(data, agents, fill_model=fill_model, matching_params=matching_params, risk_limits=risk_limits, costs=costs).run()
+    return Backtest(data, agents, fill_model=fill_model, matching_params=matching_params, risk_limits=risk_limits, costs=costs,
+                    restarts=restarts).run()

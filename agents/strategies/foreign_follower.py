@@ -5,16 +5,24 @@ strategy sums foreign net buying over the last few flow reports and scales it
 by the volume traded over the recent bars; when that share is large and most
 reports were net purchases it buys. It sells when the cumulated flow turns to
 net selling or when the price falls a set fraction below its peak since entry.
+
+State kept across restarts and days: the trailing peak since entry (it
+survives the overnight while the holding does; the sale of the last share
+resets it), the last score and the exit counters. The flow reports and the
+volume window are the context's (``ctx.flows``, ``ctx.bars``): the flows are
+saved with the strategy's state by the context, the bars warmed from the
+recorded bars.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from pydantic import Field
 
 from agents.context import AgentContext
-from agents.strategy import BarData, FillData, FlowData, Strategy, StrategyParams
+from agents.strategy import BarData, FillData, FlowData, Strategy, StrategyParams, StateError, read_state
 
 
 class ForeignFollowerParams(StrategyParams):
@@ -27,6 +35,15 @@ class ForeignFollowerParams(StrategyParams):
     min_positive_fraction: float = Field(default=0.75, ge=0, le=1)
     trail_pct: float = Field(default=0.05, gt=0, lt=0.5)
     invest_fraction: float = Field(default=0.5, gt=0, le=1)
+
+
+class ForeignFollowerState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved trailing peak, last score and exit counters."""
+
+    score: float
+    positive_fraction: float
+    peak: int
+    exits: dict[str, int]
 
 
 class ForeignFollower(Strategy):
@@ -84,3 +101,13 @@ class ForeignFollower(Strategy):
 
     def state(self) -> dict[str, Any]:
         return {"score": self.score, "positive_fraction": self.positive_fraction, "peak": self.peak, "exits": dict(self.exits)}
+
+    def save_state(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(ForeignFollowerState(score=self.score, positive_fraction=self.positive_fraction,
+                                                           peak=self.peak, exits=dict(self.exits)))
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, ForeignFollowerState)
+        if set(s.exits) != set(self.exits):
+            raise StateError(f"exit counters {sorted(s.exits)}, expected {sorted(self.exits)}")
+        self.score, self.positive_fraction, self.peak, self.exits = s.score, s.positive_fraction, s.peak, s.exits

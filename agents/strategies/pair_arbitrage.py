@@ -6,6 +6,11 @@ switches its holding to the relatively cheap leg when the discount is unusually
 wide (hold the preferred) or narrow (hold the common), provided the deviation
 also beats the round-trip cost of switching there and back, and returns to its
 home leg once the discount has reverted.
+
+State kept across restarts and days: the ring of the last ``window``
+discounts with its running sums, the last discount and z-score, and the leg it
+holds (``target``), so a restarted agent keeps the leg it switched to instead
+of going home. The statistics run across the overnight, as in the back-tester.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, Strategy, StrategyParams, StateError, read_state
 from core import krx
 
 
@@ -35,6 +41,18 @@ class PairArbitrageParams(StrategyParams):
         if self.exit_z >= self.entry_z:
             raise ValueError(f"exit_z ({self.exit_z}) must be below entry_z ({self.entry_z})")
         return self
+
+
+class PairArbitrageState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved ring of log discounts, its sums and the leg held."""
+
+    ring: list[float]
+    samples: int
+    discount_sum: float
+    discount_sumsq: float
+    discount: float
+    z: float
+    target: Literal["common", "pref", "cash"]
 
 
 class PairArbitrage(Strategy):
@@ -64,9 +82,6 @@ class PairArbitrage(Strategy):
         if not krx.is_preferred(pref) or krx.common_of(pref) != common:
             return f"codes must be [common, its preferred], got {codes}"
         return None
-
-    def on_start(self, ctx: AgentContext) -> None:
-        self.target = self.params.home_leg
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         common, pref = ctx.codes
@@ -136,3 +151,16 @@ class PairArbitrage(Strategy):
             "z": self.z,
             "target_leg": self.target,
         }
+
+    def save_state(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(PairArbitrageState(
+            ring=list(self._ring), samples=self._n, discount_sum=self._sum, discount_sumsq=self._sumsq,
+            discount=self.discount, z=self.z, target=self.target,  # type: ignore[arg-type]
+        ))
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, PairArbitrageState)
+        if len(s.ring) != self.params.window:
+            raise StateError(f"ring of {len(s.ring)} discounts, window is {self.params.window}")
+        self._ring, self._n, self._sum, self._sumsq = s.ring, s.samples, s.discount_sum, s.discount_sumsq
+        self.discount, self.z, self.target = s.discount, s.z, s.target

@@ -5,6 +5,11 @@ Below the band's floor the strategy buys one slice per level, each level a
 further ``step_pct`` below the previous; above the ceiling it sells one slice
 per level up, the last level selling what is left. Counters reset once PER is
 back at the middle of the band, so the ladder can be climbed again.
+
+State kept across restarts and days: the ladder (buy and sell steps taken) and
+the last PER. The ladder is a story of price levels, not of days: it survives
+the overnight, so an agent restarted while holding does not buy its steps
+again; only PER's return to the middle of the band resets it.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, Strategy, StrategyParams, read_state
 
 
 class PerValuationParams(StrategyParams):
@@ -32,6 +38,15 @@ class PerValuationParams(StrategyParams):
         if self.low_per >= self.high_per:
             raise ValueError(f"low_per ({self.low_per}) must be below high_per ({self.high_per})")
         return self
+
+
+class PerValuationState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved ladder."""
+
+    per: float
+    buy_steps: int
+    sell_steps: int
+    no_eps_logged: bool
 
 
 class PerValuation(Strategy):
@@ -80,3 +95,11 @@ class PerValuation(Strategy):
 
     def state(self) -> dict[str, Any]:
         return {"per": self.per, "buy_steps": self.buy_steps, "sell_steps": self.sell_steps}
+
+    def save_state(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(PerValuationState(per=self.per, buy_steps=self.buy_steps, sell_steps=self.sell_steps,
+                                                        no_eps_logged=self._no_eps_logged))
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, PerValuationState)
+        self.per, self.buy_steps, self.sell_steps, self._no_eps_logged = s.per, s.buy_steps, s.sell_steps, s.no_eps_logged

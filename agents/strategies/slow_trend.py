@@ -5,6 +5,12 @@ long window; it enters when the slope is positive and significant (t-stat), the
 fit is tight (high R-squared, small residual volatility) and volume is not
 trending down significantly. It exits when the t-stat fades, or as soon as a
 close falls several residual deviations below the extrapolated trend line.
+
+State kept across restarts and days: the bars seen, the bars since the last
+fit and the fitted line (so the break rule keeps extrapolating it), and the
+last fit's figures. The regression window itself is the context's bar window
+(``ctx.bars``), warmed from the recorded bars at start, not saved. The trend
+runs across the overnight, as in the back-tester.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, Strategy, StrategyParams, read_state
 
 
 class SlowTrendParams(StrategyParams):
@@ -55,6 +62,18 @@ def _fit(y: np.ndarray) -> tuple[float, float, float, float, float]:
     t = slope / se if se > 0 else (math.inf if slope > 0 else -math.inf if slope < 0 else 0.0)
     r2 = 1 - ssr / syy if syy > 0 else 0.0
     return float(intercept), slope, t, r2, math.sqrt(s2)
+
+
+class SlowTrendState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved cadence counters and the last fitted line."""
+
+    bars_seen: int
+    since_fit: int
+    line: tuple[float, float, float] | None  # level at the fit's last bar, slope, residual std
+    t_stat: float
+    r2: float
+    resid_vol: float
+    volume_t: float
 
 
 class SlowTrend(Strategy):
@@ -111,3 +130,16 @@ class SlowTrend(Strategy):
 
     def state(self) -> dict[str, Any]:
         return {"t_stat": self.t_stat, "r2": self.r2, "resid_vol": self.resid_vol, "volume_t": self.volume_t}
+
+    def save_state(self) -> dict[str, Any]:
+        state = msgspec.structs.asdict(SlowTrendState(
+            bars_seen=self._seen, since_fit=self._since_fit, line=self._line, t_stat=self.t_stat, r2=self.r2,
+            resid_vol=self.resid_vol, volume_t=self.volume_t,
+        ))
+        state["line"] = None if self._line is None else list(self._line)  # as msgpack gives it back
+        return state
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, SlowTrendState)
+        self._seen, self._since_fit, self._line = s.bars_seen, s.since_fit, s.line
+        self.t_stat, self.r2, self.resid_vol, self.volume_t = s.t_stat, s.r2, s.resid_vol, s.volume_t

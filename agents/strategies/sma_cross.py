@@ -6,16 +6,23 @@ whole holding. The order is a limit at the signal bar's close (rounded onto the
 grid for its side), or a market order with ``order_type = "market"``. Both
 averages are running sums over a ring of closes, so ``on_bar`` is O(1): this is
 the back-tester's reference strategy and benchmark load.
+
+State kept across restarts and days: the ring of the last ``slow`` closes with
+its two running sums, the bars seen and which average was above at the last
+bar, so a restarted agent neither waits ``slow`` bars again nor takes a cross
+it had already acted on for a new one. The averages run across the overnight,
+as in the back-tester: nothing resets per day.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, Strategy, StrategyParams, StateError, read_state
 
 
 class SmaCrossParams(StrategyParams):
@@ -31,6 +38,17 @@ class SmaCrossParams(StrategyParams):
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
         return self
+
+
+class SmaCrossState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved ring of closes and cross state."""
+
+    ring: list[int]
+    bars_seen: int
+    sum_fast: int
+    sum_slow: int
+    above: bool | None
+    signals: int
 
 
 class SmaCross(Strategy):
@@ -93,3 +111,14 @@ class SmaCross(Strategy):
             "fast_above_slow": self._above,
             "signals": self.signals,
         }
+
+    def save_state(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(SmaCrossState(ring=list(self._ring), bars_seen=self._i, sum_fast=self._sum_fast,
+                                                    sum_slow=self._sum_slow, above=self._above, signals=self.signals))
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, SmaCrossState)
+        if len(s.ring) != self._slow:
+            raise StateError(f"ring of {len(s.ring)} closes, slow is {self._slow}")
+        self._ring, self._i, self._sum_fast, self._sum_slow = s.ring, s.bars_seen, s.sum_fast, s.sum_slow
+        self._above, self.signals = s.above, s.signals

@@ -6,6 +6,11 @@ averages of squared one-bar log returns; the target holding is the equity times
 target volatility over fast volatility (capped). The strategy adds toward the
 target only while the price is below value and volatility is falling, and cuts
 down to the target when volatility spikes above its slow average.
+
+State kept across restarts and days: both exponential averages of squared
+returns, the previous close, the returns seen (the warm-up) and the last
+figures shown. The overnight return counts as one more return, as in the
+back-tester: nothing resets per day.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, Strategy, StrategyParams, read_state
 
 
 class VolatilityTrackerParams(StrategyParams):
@@ -39,6 +45,19 @@ class VolatilityTrackerParams(StrategyParams):
         if self.fast_halflife >= self.slow_halflife:
             raise ValueError(f"fast_halflife ({self.fast_halflife}) must be shorter than slow_halflife ({self.slow_halflife})")
         return self
+
+
+class VolatilityTrackerState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved volatility averages and the previous close."""
+
+    var_fast: float
+    var_slow: float
+    prev_close: int
+    returns_seen: int
+    vol_fast: float
+    vol_slow: float
+    value: float
+    target_won: int
 
 
 class VolatilityTracker(Strategy):
@@ -111,3 +130,14 @@ class VolatilityTracker(Strategy):
             "target_won": self.target_won,
             "returns_seen": self._n,
         }
+
+    def save_state(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(VolatilityTrackerState(
+            var_fast=self._var_fast, var_slow=self._var_slow, prev_close=self._prev, returns_seen=self._n,
+            vol_fast=self.vol_fast, vol_slow=self.vol_slow, value=self.value, target_won=self.target_won,
+        ))
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, VolatilityTrackerState)
+        self._var_fast, self._var_slow, self._prev, self._n = s.var_fast, s.var_slow, s.prev_close, s.returns_seen
+        self.vol_fast, self.vol_slow, self.value, self.target_won = s.vol_fast, s.vol_slow, s.value, s.target_won

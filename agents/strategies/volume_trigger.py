@@ -4,16 +4,23 @@ A bar whose volume is several times the recent average, with the close up by
 at least a set fraction on the previous close, signals informed buying; the
 strategy buys at that close. It sells when the return after buy and sell costs
 reaches the take-profit, or falls to the stop loss.
+
+State kept across restarts and days: the ring of the last ``lookback``
+volumes with its sum, the previous close and the counters. The average runs
+across the overnight as in the back-tester (the opening bar is compared with
+yesterday's last bars). The exits need no state of their own: they read the
+holding's cost from the book.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from pydantic import Field
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams
+from agents.strategy import BarData, Strategy, StrategyParams, StateError, read_state
 
 
 class VolumeTriggerParams(StrategyParams):
@@ -25,6 +32,17 @@ class VolumeTriggerParams(StrategyParams):
     take_profit: float = Field(default=0.01, gt=0, le=1)
     stop_loss: float = Field(default=0.01, gt=0, le=1)
     invest_fraction: float = Field(default=0.5, gt=0, le=1)
+
+
+class VolumeTriggerState(msgspec.Struct, forbid_unknown_fields=True):
+    """The saved ring of volumes, previous close and counters."""
+
+    ring: list[int]
+    bars_seen: int
+    volume_sum: int
+    prev_close: int
+    surges: int
+    exits: dict[str, int]
 
 
 class VolumeTrigger(Strategy):
@@ -69,3 +87,16 @@ class VolumeTrigger(Strategy):
     def state(self) -> dict[str, Any]:
         n = min(self._n, self.params.lookback)
         return {"avg_volume": self._sum / n if n else 0.0, "surges": self.surges, "exits": dict(self.exits)}
+
+    def save_state(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(VolumeTriggerState(ring=list(self._ring), bars_seen=self._n, volume_sum=self._sum,
+                                                         prev_close=self._prev_close, surges=self.surges, exits=dict(self.exits)))
+
+    def load_state(self, state: dict[str, Any], version: int) -> None:
+        s = read_state(state, version, self.state_version, VolumeTriggerState)
+        if len(s.ring) != self.params.lookback:
+            raise StateError(f"ring of {len(s.ring)} volumes, lookback is {self.params.lookback}")
+        if set(s.exits) != set(self.exits):
+            raise StateError(f"exit counters {sorted(s.exits)}, expected {sorted(self.exits)}")
+        self._ring, self._n, self._sum, self._prev_close = s.ring, s.bars_seen, s.volume_sum, s.prev_close
+        self.surges, self.exits = s.surges, s.exits
