@@ -14,7 +14,12 @@ drives). In order, it:
    keeps the book it has, retries with backoff and jitter and hands the
    strategy nothing (trading starts only in sync);
 4. asks market data for a snapshot (Clone pattern: late joiner) for the
-   session, base prices and last prices, then calls the strategy's ``on_start``;
+   session, base prices, last prices and the bars it keeps; the context then
+   gives the strategy back its saved state
+   (``<run_dir>/agents/<id>/strategy_state.msgpack``, see
+   ``agents.state_store``), warms its bar windows with those bars (and with any
+   heard on the bus before the sync), replays to it, trading refused, the bars
+   newer than its state, and only then calls its ``on_start``;
 5. runs the loop: market data and order events into the context, the
    context's outbox to the order manager over RPC (client order ids
    ``<id>-<YYYYMMDD>-<n>``, ``n`` continuing after every number the sync
@@ -25,6 +30,13 @@ No call waits forever: every RPC has a timeout and bounded retries. An order or
 cancel whose answer does not come puts the agent out of sync: it stops
 trading and resyncs; the rebuilt book says whether the order reached the order
 manager. An order is never sent again, under its own or a new id.
+
+The strategy's state is saved at ``closed``, on a graceful stop, before any
+order goes out (write-ahead: after a kill -9 the state never lacks a step that
+reached the order manager) and once a minute of market time, at most once a
+wall second (the state changes with market events, and a faster clock must not
+turn saves into a write per bar; a save is only a bound on how many bars the
+warm-up replays). Nothing is saved before the saved state has been given back.
 
 At ``closing`` the context cancels what is open; at ``closed`` the agent writes
 its day to ``<run_dir>/agents/<id>/<YYYYMMDD>.json``. On SIGTERM or Command
@@ -46,6 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agents import state_store
 from agents.context import AgentContext, CancelIntent, OrderIntent
 from agents.settings import AgentSettings, check_roster
 from agents.status_page import StatusPage
@@ -57,7 +70,7 @@ from bus.service import EXIT_CONFIG, Service, configure_logging
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import Instrument, InstrumentError, load_instruments
 from core.ledger import Book, LedgerError
-from core.messages import Command, CommandResult, Fill, Message, OrderEvent, SessionPhase
+from core.messages import Bar, Command, CommandResult, Fill, Message, OrderEvent, SessionPhase
 from core.portfolio import Portfolio, kst_date
 
 # Sync states shown on the status page and in heartbeats.
@@ -77,6 +90,8 @@ IDLE_TIMER_S = 1.0  # nothing heard or done since the last round: the next round
 # Who publishes what an agent listens to (md.*, oms.event.<id>, sys.command.<id>): only their heartbeats matter here.
 TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
+NS_PER_MIN = 60_000_000_000
+STATE_SAVE_MIN_INTERVAL_S = 1.0  # the minute's save of the strategy state waits at least this long after the last
 
 log = logging.getLogger("agents.runtime")
 
@@ -94,6 +109,10 @@ class AgentRuntime(Service):
         self.instruments = instruments
         strategy = get_strategy(agent.strategy).from_params(agent.params)
         self._agent_ctx = AgentContext(agent.id, self.codes, strategy, self._fresh_book(), instruments)
+        self.state_path = state_store.state_path(settings.run_path, agent.id)
+        self._state_minute = -1  # market minute of the last save of the strategy state
+        self._state_saved_at = 0.0  # monotonic time of that save
+        self._refused_state_kept = False
         self.sync_state = SYNC_WAITING
         self.sync_attempts = 0
         self.sync_error = ""
@@ -133,6 +152,9 @@ class AgentRuntime(Service):
             "bus_gaps": 0,
             "alerts": 0,
             "days_written": 0,
+            "state_saves": 0,
+            "state_save_errors": 0,
+            "bars_already_warmed": 0,
         }
         self.page: StatusPage | None = None
         self.sub: Subscriber | None = None
@@ -165,15 +187,18 @@ class AgentRuntime(Service):
         self.oms = RpcClient(self.zmq_context, self.settings.endpoint("order_manager_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=bus.rpc_retries, sender=self.name)
         self.market_data = RpcClient(self.zmq_context, self.settings.endpoint("market_data_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=0, sender=self.name)
         self._refresh_status()
+        saved, refused = state_store.read(self.state_path)
+        self.context.resume(saved, refused=refused)  # given back when the first sync starts the strategy
         self._try_sync(time.monotonic())
 
     def teardown(self) -> None:
-        """Graceful stop: cancel what is open, write the state file, close the page."""
+        """Graceful stop: cancel what is open, write the state file and the strategy's state, close the page."""
         try:
             if self.sync_state == SYNC_IN_SYNC and self.oms is not None:
                 self.context.cancel_all()
                 self._flush_outbox()
             self._write_book("state", "stop")
+            self._save_strategy_state("stop")
         finally:
             for client in (self.oms, self.market_data):
                 if client is not None:
@@ -263,7 +288,7 @@ class AgentRuntime(Service):
         """Session, base and last prices from market data (a late joiner's state request)."""
         assert self.market_data is not None, "setup() makes the RPC clients"
         try:
-            reply = self.market_data.call(self._command("snapshot", {"codes": self.codes, "bars": 0}))
+            reply = self.market_data.call(self._command("snapshot", {"codes": self.codes}))
         except RpcFailure as exc:
             self.log.info("no market-data snapshot (%s); waiting for the feed", exc)
             return
@@ -284,6 +309,21 @@ class AgentRuntime(Service):
                 self.context.set_base_price(code, line["base_price"])
             if isinstance(line.get("last"), int) and line["last"] > 0:
                 self.context.portfolio.mark(code, line["last"])
+            if isinstance(line.get("bars"), list):
+                self.context.queue_warm_up(self._snapshot_bars(code, line["bars"]))
+
+    def _snapshot_bars(self, code: str, rows: list[Any]) -> list[BarData]:
+        """The snapshot's bars of a code, checked at the boundary; a malformed one is logged and skipped."""
+        out = []
+        for row in rows:
+            try:
+                b = Bar.model_validate(row)
+            except ValueError as exc:
+                self.log.warning("market-data snapshot: a malformed bar of %s skipped: %s", code, exc)
+                continue
+            if b.code == code:
+                out.append(BarData(b.code, b.ts_ns, b.open, b.high, b.low, b.close, b.volume))
+        return out
 
     def _note_client_order_id(self, client_order_id: str) -> None:
         head, _, n = client_order_id.rpartition("-")
@@ -328,11 +368,16 @@ class AgentRuntime(Service):
             elif kind == "bar":
                 counters["bars"] += 1
                 if in_sync:
+                    if msg.ts_ns <= ctx.warmed_through.get(msg.code, 0):
+                        counters["bars_already_warmed"] += 1  # the snapshot's warm-up gave it already
+                        continue
                     if not ctx.trading_date:
                         self._date_from_market(msg.ts_ns)
                     ctx.on_bar(BarData(msg.code, msg.ts_ns, msg.open, msg.high, msg.low, msg.close, msg.volume))
                 else:
                     ctx.portfolio.mark(msg.code, msg.close)
+                    if not self._started:  # the warm-up gives it to the strategy once the first sync starts it
+                        ctx.queue_warm_up((BarData(msg.code, msg.ts_ns, msg.open, msg.high, msg.low, msg.close, msg.volume),))
             elif kind == "investor_flow":
                 counters["flows"] += 1
                 if in_sync:
@@ -344,6 +389,10 @@ class AgentRuntime(Service):
                 self._on_order_event(msg)
             elif kind == "fill":
                 self._on_fill(msg)
+            elif kind == "ledger_adjustment":
+                if msg.agent_id == self.agent.id:  # the book of record changed: rebuild the book from it
+                    self._lose_sync(f"ledger adjustment {msg.adjustment_id} by {msg.who}: {msg.reason}")
+                    in_sync = False
             elif kind == "command":
                 self._on_command(env)
         self._after_events()
@@ -371,6 +420,7 @@ class AgentRuntime(Service):
         if event.phase is SessionPhase.CLOSED:
             self._write_book(event.trading_date, "closed")
             self.counters["days_written"] += 1
+            self._save_strategy_state("closed")
 
     def _on_order_event(self, e: OrderEvent) -> None:
         if e.agent_id != self.agent.id:
@@ -425,10 +475,39 @@ class AgentRuntime(Service):
             for a in ctx.drain_alerts():
                 self.counters["alerts"] += 1
                 self.alert(a.level, a.kind, a.text)
+        if self._started and ctx.now() // NS_PER_MIN != self._state_minute and (
+            time.monotonic() - self._state_saved_at >= STATE_SAVE_MIN_INTERVAL_S
+        ):
+            self._save_strategy_state("minute")
+
+    def _save_strategy_state(self, why: str) -> None:
+        """Write the strategy's state atomically; never before the saved one was given back to the strategy."""
+        if not self._started:
+            return
+        ctx = self.context
+        try:
+            if ctx.resumed.get("refused") and not self._refused_state_kept:
+                self._refused_state_kept = True
+                aside = state_store.set_aside(self.state_path)
+                if aside is not None:
+                    self.log.warning("the refused strategy state is kept as %s", aside)
+            state_store.write(self.state_path, ctx.save_state())
+        except (OSError, TypeError) as exc:
+            self.counters["state_save_errors"] += 1
+            if self.counters["state_save_errors"] == 1:
+                self.alert("error", "strategy_state_unsaved", f"{self.agent.id}: cannot save the strategy state ({why}): {exc}")
+            else:
+                self.log.warning("cannot save the strategy state (%s): %s", why, exc)
+            return
+        self.counters["state_saves"] += 1
+        self._state_minute = ctx.now() // NS_PER_MIN
+        self._state_saved_at = time.monotonic()
 
     def _flush_outbox(self) -> None:
         """Send the context's intents to the order manager; an unanswered one costs the sync."""
         assert self.oms is not None, "setup() makes the RPC clients"
+        if any(type(i) is OrderIntent for i in self.context.outbox):
+            self._save_strategy_state("order")  # write-ahead: the step the strategy just took is saved before it goes out
         for intent in self.context.drain_outbox():
             if self.sync_state != SYNC_IN_SYNC:
                 # The book already counts it as placed; the resync's rebuild drops it.

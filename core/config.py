@@ -112,6 +112,7 @@ class Reconcile(_Section):
     confirm_delay_s: float = Field(default=0.5, ge=0)  # a difference that needs a halt must still be there this much later
     unmanaged: dict[str, int] = Field(default_factory=dict)  # code -> shares in the account that are not the firm's
     agent_books: bool = True  # also compare each agent's own book (GET http://127.0.0.1:<dp>/status)
+    break_policy: Literal["halt", "reduce"] = "halt"  # what a break that needs a halt does: halt, or reduce-only
 
 
 class ExchangeFaults(_Section):

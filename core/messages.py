@@ -245,6 +245,22 @@ class Fill(Message):
     ts_ns: TsNs = 0
 
 
+@register
+class LedgerAdjustment(Message):
+    """A change of an agent's book that no fill explains, booked in the ledger (``oms.event.<agent_id>``)."""
+
+    TYPE: ClassVar[str] = "ledger_adjustment"
+    adjustment_id: Name
+    agent_id: Name
+    code: Code
+    qty: int = 0
+    cash_won: SignedWon = 0
+    cost_won: Won = 0
+    reason: str = ""
+    who: str = ""
+    ts_ns: TsNs = 0
+
+
 # --- books -------------------------------------------------------------------
 
 
@@ -369,6 +385,8 @@ class ReconReport(Message):
     healed: tuple[dict[str, Any], ...] = ()
     halted: bool = False
     sources: dict[str, Any] = Field(default_factory=dict)
+    breaks: tuple[dict[str, Any], ...] = ()  # differences nothing in flight explains, until resolved or adjusted
+    pending: tuple[dict[str, Any], ...] = ()  # differences an order in flight or a fill not yet applied explains
 
 
 @register

@@ -21,8 +21,10 @@ ORDER_OPEN_IN_OMS_GONE_AT_BROKER    open in the journal, not open at the       R
 POSITION_DIFFERENCE                 broker holding != journal holding, after   HALT
                                     the missing fills are accounted for
 CASH_DIFFERENCE                     broker cash != journal cash, likewise      HALT
-AGENT_BOOK_DIFFERENCE               an agent's book != the journal's holdings  ALERT
-                                    of that agent plus its starting holding    (the agent re-syncs)
+AGENT_BOOK_DIFFERENCE               an agent's book (holdings, cash) != its    ALERT
+                                    entry in the ledger                         (the agent re-syncs)
+LEDGER_DIFFERENCE                   the ledger's account moved otherwise than  HALT
+                                    the sum of its agents since they opened
 ==================================  =========================================  ====================
 
 Healing is safe only where the broker's own record settles the question: a
@@ -35,9 +37,13 @@ are given as ``unmanaged`` {code: shares}: that many shares are left out of the
 broker's holding, and the broker's orders and executions in such a code that do
 not carry a firm client order id are left out too.
 
-The agents' starting holdings (``start_qty`` in the roster) are the agents'
-own and are not at the broker; an agent's book is compared with its starting
-holding plus its executions in the journal.
+The journal side is the ledger (the book of record, kept independently of
+the broker): the account's holdings and cash now, each agent's, and the
+opening each book was created with (``origins``). The account must have moved
+exactly as the sum of its agents since (a fill or an adjustment moves both);
+the agents' starting holdings (``start_qty`` in the roster) are the agents'
+own and are not at the broker, which is why the check compares movements, not
+levels. An agent's book is compared with its ledger entry, holdings and cash.
 
 Inputs are plain data (what the RPC calls return); ``broker_state_from_plain``
 and ``journal_state_from_plain`` validate them and raise ``ReconcileInputError``
@@ -67,6 +73,7 @@ class DiffClass(StrEnum):
     POSITION_DIFFERENCE = "POSITION_DIFFERENCE"
     CASH_DIFFERENCE = "CASH_DIFFERENCE"
     AGENT_BOOK_DIFFERENCE = "AGENT_BOOK_DIFFERENCE"
+    LEDGER_DIFFERENCE = "LEDGER_DIFFERENCE"
 
 
 class Action(StrEnum):
@@ -110,6 +117,9 @@ class JournalState:
     positions: Mapping[str, int] | None = None
     cash_won: int | None = None
     agent_positions: Mapping[str, Mapping[str, int]] | None = None
+    agent_cash: Mapping[str, int] | None = None
+    ledger: Mapping[str, Mapping[str, Any]] | None = None  # book -> core.ledger.Book plain form, now
+    origins: Mapping[str, Mapping[str, Any]] | None = None  # book -> the opening it was created with
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +253,7 @@ def journal_state_from_plain(
         raise ReconcileInputError(f"journal state must be a mapping, got {type(raw).__name__}")
     agents = raw.get("agents")
     agent_positions: dict[str, dict[str, int]] | None = None
+    agent_cash: dict[str, int] | None = None
     day_cash_flow = 0
     if agents is not None:
         if not isinstance(agents, Mapping):
@@ -253,6 +264,9 @@ def journal_state_from_plain(
                 raise ReconcileInputError(f"journal agents[{agent_id}] must be a mapping")
             agent_positions[str(agent_id)] = _positions(book.get("positions", {}), f"journal agents[{agent_id}].positions")
             day_cash_flow += _int(book.get("cash_flow_won", 0), f"journal agents[{agent_id}].cash_flow_won")
+            if book.get("cash_won") is not None:
+                agent_cash = agent_cash if agent_cash is not None else {}
+                agent_cash[str(agent_id)] = _int(book["cash_won"], f"journal agents[{agent_id}].cash_won")
     positions: dict[str, int] | None = None
     if raw.get("positions") is not None:
         positions = _positions(raw["positions"], "journal positions")
@@ -266,12 +280,19 @@ def journal_state_from_plain(
         cash = _int(raw["cash_won"], "journal cash_won")
     elif agents is not None and baseline_cash_won is not None:
         cash = baseline_cash_won + day_cash_flow
+    ledger, origins = raw.get("ledger"), raw.get("origins")
+    for what, value in (("ledger", ledger), ("origins", origins)):
+        if value is not None and (not isinstance(value, Mapping) or not all(isinstance(b, Mapping) for b in value.values())):
+            raise ReconcileInputError(f"journal {what} must be a mapping of book to book")
     return JournalState(
         orders=_records(raw.get("orders"), "journal orders", ORDER_KEYS),
         fills=_records(raw.get("fills"), "journal fills", FILL_KEYS),
         positions=positions,
         cash_won=cash,
         agent_positions=agent_positions,
+        agent_cash=agent_cash,
+        ledger=ledger or None,
+        origins=origins or None,
     )
 
 
@@ -310,12 +331,16 @@ def reconcile(
     agent_books: Mapping[str, Mapping[str, int]] | None = None,
     agent_starts: Mapping[str, Mapping[str, int]] | None = None,
     unmanaged: Mapping[str, int] | None = None,
+    agent_cash: Mapping[str, int] | None = None,
 ) -> Report:
     """Compare the broker with the journal (and the agents' books when given) and classify each difference.
 
     ``agent_books``: agent -> code -> shares as each agent reports it (agents
     that could not be reached are simply absent). ``agent_starts``: the
-    roster's starting holdings, agent -> code -> shares.
+    roster's starting holdings, agent -> code -> shares, added to the
+    journal's holdings of the agent (empty when those come from the ledger,
+    which holds them already). ``agent_cash``: agent -> cash as each agent
+    reports it, compared with the journal's when it reports agents' cash.
     """
     unmanaged = unmanaged or {}
     report = Report()
@@ -395,9 +420,59 @@ def reconcile(
                                     f"(difference {broker.cash_won - expected_cash:+,} won)",
                                     broker=broker.cash_won, oms=expected_cash))
 
+    if journal.ledger is not None and journal.origins is not None:
+        diffs.extend(ledger_differences(journal.ledger, journal.origins))
     if agent_books:
         _compare_agent_books(report, journal, agent_books, agent_starts or {}, missing_in_oms)
+    if agent_cash and journal.agent_cash is not None:
+        for agent_id in sorted(agent_cash):
+            implied = journal.agent_cash.get(agent_id)
+            if implied is None:
+                continue
+            implied += sum(_cash_effect(f) for f in missing_in_oms if str(f["agent_id"]) == agent_id)
+            if agent_cash[agent_id] != implied:
+                diffs.append(Difference(
+                    DiffClass.AGENT_BOOK_DIFFERENCE, Action.ALERT, f"{agent_id}/cash",
+                    f"agent {agent_id} books {agent_cash[agent_id]:,} won of cash, the ledger {implied:,} won",
+                    broker=None, oms=implied, data={"agent_id": agent_id, "agent": agent_cash[agent_id]}))
     return report
+
+
+def ledger_differences(ledger: Mapping[str, Mapping[str, Any]], origins: Mapping[str, Mapping[str, Any]],
+                       account: str = "@account") -> list[Difference]:
+    """Where the ledger's account moved otherwise than the sum of its agents since each book opened."""
+    def moved(book: str) -> tuple[dict[str, int], int]:
+        now, start = ledger.get(book) or {}, origins.get(book) or {}
+        qty: dict[str, int] = {}
+        for sign, b in ((1, now), (-1, start)):
+            for code, h in (b.get("positions") or {}).items():
+                qty[code] = qty.get(code, 0) + sign * int(h.get("qty", 0))
+        return qty, int(now.get("cash_won", 0)) - int(start.get("cash_won", 0))
+
+    if account not in ledger:
+        return []
+    account_qty, account_cash = moved(account)
+    agents_qty: dict[str, int] = {}
+    agents_cash = 0
+    for book in set(ledger) | set(origins):
+        if book == account:
+            continue
+        qty, cash = moved(book)
+        agents_cash += cash
+        for code, q in qty.items():
+            agents_qty[code] = agents_qty.get(code, 0) + q
+    out = []
+    for code in sorted(set(account_qty) | set(agents_qty)):
+        a, b = account_qty.get(code, 0), agents_qty.get(code, 0)
+        if a != b:
+            out.append(Difference(DiffClass.LEDGER_DIFFERENCE, Action.HALT, f"ledger/{code}",
+                                  f"{code}: the ledger's account moved {a:+,} shares, its agents {b:+,}",
+                                  broker=None, oms={"account": a, "agents": b}))
+    if account_cash != agents_cash:
+        out.append(Difference(DiffClass.LEDGER_DIFFERENCE, Action.HALT, "ledger/cash",
+                              f"the ledger's account cash moved {account_cash:+,} won, its agents {agents_cash:+,} won",
+                              broker=None, oms={"account": account_cash, "agents": agents_cash}))
+    return out
 
 
 def _compare_agent_books(
@@ -423,5 +498,5 @@ def _compare_agent_books(
             if own != implied:
                 report.differences.append(Difference(
                     DiffClass.AGENT_BOOK_DIFFERENCE, Action.ALERT, f"{agent_id}/{code}",
-                    f"agent {agent_id} books {own} shares of {code}, the journal implies {implied}",
+                    f"agent {agent_id} books {own} shares of {code}, the ledger {implied}",
                     broker=None, oms=implied, data={"agent_id": agent_id, "code": code, "agent": own}))

@@ -7,8 +7,8 @@ and RPC poller on threads of their own) and serves:
 - pages ``/``, ``/agents``, ``/agents/{id}``, ``/market``, ``/risk``, ``/recon``, ``/config``;
 - ``/api/stream``: Server-Sent Events carrying the sections of the state that changed;
 - ``/api/state``, ``/api/agents`` (+ ``.csv``, ``.xlsx``), ``/api/agents/{id}``;
-- control: ``POST /api/agents/{id}/{spawn|kill|restart}`` and ``POST /api/risk/{halt|resume|reduce}``,
-  each needing the token (``Authorization: Bearer <token>`` or a ``token`` form field);
+- control: ``POST /api/agents/{id}/{spawn|kill|restart}``, ``POST /api/risk/{halt|resume|reduce}`` and
+  ``POST /api/ledger/adjust`` (agent_id, code, qty, cash_won, reason: a ledger adjustment), each needing the token (``Authorization: Bearer <token>`` or a ``token`` form field);
 - ``/metrics`` (Prometheus text format) and ``/healthz``.
 
 RPC calls run in the thread pool, never on the event loop.
@@ -285,6 +285,24 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
         args = {"reason": fields.get("reason", "from the dashboard")}
         return await run_action(action, args)
 
+    @app.post("/api/ledger/adjust")
+    async def ledger_adjust(request: Request) -> JSONResponse:
+        """Book a ledger adjustment (agent_id, code, qty, cash_won, cost_won?, reason): the token is needed."""
+        ok, fields = await authorize(request)
+        if not ok:
+            return refused("ledger_adjust")
+        args: dict[str, Any] = {"agent_id": fields.get("agent_id", ""), "code": fields.get("code", ""),
+                                "reason": fields.get("reason", ""), "who": "dashboard",
+                                "adjustment_id": fields.get("adjustment_id") or f"adj-dash-{_now_ns()}"}
+        for key in ("qty", "cash_won", "cost_won"):
+            raw = fields.get(key, "0") or "0"
+            try:
+                args[key] = int(raw)
+            except ValueError:
+                return JSONResponse({"ok": False, "reason_code": "BAD_ARGS", "error": f"{key} must be a whole number, not {raw!r}"},
+                                    status_code=422)
+        return await run_action("ledger_adjust", args)
+
     # --- operations -----------------------------------------------------------
 
     @app.get("/metrics")
@@ -297,7 +315,7 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
         text = "ok" if age is not None and age < 5 else "ok (no bus message yet)" if age is None else f"ok (bus silent {age}s)"
         return PlainTextResponse(text)
 
-    assert set(ACTIONS) == set(AGENT_ACTIONS) | set(RISK_ACTIONS)
+    assert set(ACTIONS) == set(AGENT_ACTIONS) | set(RISK_ACTIONS) | {"ledger_adjust"}
     return app
 
 

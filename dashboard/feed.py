@@ -50,6 +50,7 @@ ACTIONS = {
     "halt": ("risk_guard_rpc", "halt"),
     "resume": ("risk_guard_rpc", "resume"),
     "reduce": ("risk_guard_rpc", "reduce"),
+    "ledger_adjust": ("order_manager_rpc", "ledger_adjust"),
 }
 
 

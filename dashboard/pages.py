@@ -174,6 +174,9 @@ def risk_body() -> str:
 def recon_body() -> str:
     """The reconciler's latest report and open differences."""
     return """
+<h2>Breaks</h2><div id="recon-breaks"></div>
+<h2>The ledger (book of record)</h2><div id="ledger-books"></div>
+<h2>Adjustments</h2><div id="ledger-adjustments"></div>
 <h2>Latest report (reconciler)</h2><div id="recon-latest"></div>
 <h2>Reports on the bus</h2><div id="recon-reports"></div>
 """

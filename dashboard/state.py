@@ -549,6 +549,11 @@ class FirmState:
         """One line of the agent grid."""
         book = a.reported_book
         source = "agent"
+        ledger = self._ledger_book(a.id)
+        if book is None and ledger is not None:
+            book = {"cash_won": ledger["cash_won"], "realized_pnl_won": ledger["realized_pnl_won"],
+                    "positions": ledger["positions"]}
+            source = "ledger"
         if book is None and a.shadow is not None:
             for code in a.codes:
                 q = self.quotes.get(code)
@@ -652,8 +657,34 @@ class FirmState:
                     break
         return {"trading_state": trading_state, "bus": self.risk_state, "status": status}
 
+    def _ledger_book(self, agent_id: str) -> dict[str, Any] | None:
+        """An agent's book in the ledger (the book of record), as the order manager last answered."""
+        entry = self.rpc.get("order_manager.positions")
+        if not entry or not entry["ok"] or not isinstance(entry["result"], Mapping):
+            return None
+        book = (entry["result"].get("agents") or {}).get(agent_id)
+        return book if isinstance(book, Mapping) and isinstance(book.get("cash_won"), int) else None
+
     def _view_recon(self, now_ns: int) -> dict[str, Any]:
-        return {"reports": list(self.recon_reports)[:20], "latest": self.rpc.get("reconciler.latest")}
+        latest = self.rpc.get("reconciler.latest")
+        report = latest["result"] if latest and latest["ok"] and isinstance(latest["result"], Mapping) else {}
+        entry = self.rpc.get("order_manager.positions")
+        ledger = entry["result"] if entry and entry["ok"] and isinstance(entry["result"], Mapping) else {}
+        books = []
+        for name, book in [*(ledger.get("agents") or {}).items(), ("ACCOUNT", ledger.get("account_book"))]:
+            if not isinstance(book, Mapping):
+                continue
+            books.append({"book": name, "cash_won": book.get("cash_won"),
+                          "holdings": ", ".join(f"{c} {p.get('qty', 0):,}" for c, p in (book.get("positions") or {}).items()),
+                          "realized_pnl_won": book.get("realized_pnl_won"), "fees_won": book.get("fees_won"),
+                          "taxes_won": book.get("taxes_won"), "adjustments": len(book.get("adjustments") or [])})
+        adjustments = [{k: a.get(k) for k in ("adjustment_id", "agent_id", "code", "qty", "cash_won", "reason", "who")}
+                       for a in ((ledger.get("account_book") or {}).get("adjustments") or [])]
+        breaks = [{"kind": b.get("kind"), "key": b.get("key"), "what": b.get("text"), "since": b.get("first_seen_ns")}
+                  for b in (report.get("breaks") or []) if isinstance(b, Mapping)]
+        return {"reports": list(self.recon_reports)[:20], "latest": latest, "breaks": breaks,
+                "pending": len(report.get("pending") or []), "ledger_date": ledger.get("ledger_date", ""),
+                "books": books, "adjustments": adjustments}
 
     def _view_alerts(self, now_ns: int) -> dict[str, Any]:
         failures = []

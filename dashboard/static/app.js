@@ -144,6 +144,14 @@ function renderRisk(s) {
 }
 
 function renderRecon(s) {
+  const b = document.getElementById("recon-breaks");
+  if (b) setHTML(b, s.breaks && s.breaks.length
+    ? `<p class="warn">${s.breaks.length} break(s): shown until gone or booked as an adjustment</p>` + kv(s.breaks)
+    : `<p class="muted">no break${s.pending ? ` (${s.pending} difference(s) pending)` : ""}</p>`);
+  const lb = document.getElementById("ledger-books");
+  if (lb) setHTML(lb, s.books && s.books.length ? `<p class="muted">open on ${esc(s.ledger_date || "-")}</p>` + kv(s.books) : '<p class="muted">not asked yet</p>');
+  const la = document.getElementById("ledger-adjustments");
+  if (la) setHTML(la, kv(s.adjustments || []));
   const l = document.getElementById("recon-latest");
   if (l) setHTML(l, s.latest ? (s.latest.ok ? kv(s.latest.result) : `<p class="warn">reconciler unavailable: ${esc(s.latest.error)}</p>`) : '<p class="muted">not asked yet</p>');
   const r = document.getElementById("recon-reports");

@@ -102,6 +102,10 @@ from services.cli import orders as _orders  # noqa: E402
 app.command()(_orders.orders)
 app.command()(_orders.positions)
 
+from services.cli.ledger import ledger_app  # noqa: E402
+
+app.add_typer(ledger_app, name="ledger")
+
 from services.cli import backtest as _backtest  # noqa: E402
 
 app.command()(_backtest.backtest)

@@ -2,12 +2,13 @@
 
 Wire (RPC on ``order_manager_rpc``)::
 
-    Command(name="orders", args={"agent_id"?: str, "open"?: bool}) -> CommandResult(result=[order rows])
-    Command(name="positions") -> CommandResult(result={"agents": {...}, "account": {code: qty}})
+    Command(name="orders", args={"agent_id"?: str, "open"?: bool, "date"?: YYYYMMDD, "since"?: YYYYMMDD})
+        -> CommandResult(result=[order rows, journal and archive alike])
+    Command(name="positions") -> CommandResult(result={"agents": {...}, "account": {code: qty}, "account_book": {...}})
 
 Usage::
 
-    trader orders [--agent ID] [--open] [--json]
+    trader orders [--agent ID] [--open] [--date YYYYMMDD | --since YYYYMMDD] [--json]
     trader positions [--json]
 
 When the order manager is down the command says so, says how to start it, and exits 1.
@@ -32,41 +33,66 @@ def _ask(name: str, args: dict[str, Any] | None = None) -> Any:
     """Run one order-manager command; exit 1 with a clear message when it cannot answer."""
     return call("order_manager_rpc", name, args, timeout_ms=2000, retries=0)
 
+def _date(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    text = value.replace("-", "")
+    if len(text) != 8 or not text.isdigit():
+        err.print(f"[bold red]error:[/] {option} takes a date as YYYYMMDD (or YYYY-MM-DD), not {value!r}")
+        raise typer.Exit(2)
+    return text
+
+
 def orders(
     agent: str = typer.Option(None, "--agent", help="Only this agent's orders."),
     open_only: bool = typer.Option(False, "--open", help="Only orders still working."),
+    date: str = typer.Option(None, "--date", help="The orders of one trading date (YYYYMMDD), archived or not."),
+    since: str = typer.Option(None, "--since", help="Every order from this trading date (YYYYMMDD) on, archived or not."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """List today's orders from the order manager's journal."""
+    """List orders from the order manager's journal and its archive (today's unless --date or --since)."""
     args: dict[str, Any] = {"open": open_only}
     if agent:
         args["agent_id"] = agent
+    if date is not None and since is not None:
+        err.print("[bold red]error:[/] give --date or --since, not both")
+        raise typer.Exit(2)
+    if date is not None:
+        args["date"] = _date(date, "--date")
+    if since is not None:
+        args["since"] = _date(since, "--since")
     rows = _ask("orders", args)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title=f"orders ({len(rows)})")
+    table.add_column("date")
     for col in ("client order id", "agent", "code", "side", "qty", "price", "status", "filled", "avg", "reason"):
         table.add_column(col, justify="right" if col in ("qty", "price", "filled", "avg") else "left")
     for o in rows:
-        table.add_row(o["client_order_id"], o["agent_id"], o["code"], o["side"], f"{o['qty']:,}", f"{o['price']:,}",
+        table.add_row(o.get("trading_date", ""), o["client_order_id"], o["agent_id"], o["code"], o["side"], f"{o['qty']:,}", f"{o['price']:,}",
                       o["status"], f"{o['filled_qty']:,}", f"{o['avg_fill_price']:,}", o["reason_code"])
     console.print(table)
 
 
 def positions(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Holdings implied by the journal's fills, per agent and for the account."""
+    """Holdings and cash in the ledger (the book of record), per agent and for the account."""
     data = _ask("positions")
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    table = Table(title="positions (from the order manager's fills)")
-    for col in ("agent", "code", "qty", "avg price", "cash flow (won)", "fees", "taxes"):
+    table = Table(title=f"positions (the ledger, open on {data.get('ledger_date') or '-'})")
+    for col in ("agent", "code", "qty", "avg price", "cost (won)", "realised (won)", "cash (won)"):
         table.add_column(col, justify="left" if col in ("agent", "code") else "right")
     for agent_id, book in sorted(data["agents"].items()):
-        for code, pos in sorted(book["positions"].items()):
-            table.add_row(agent_id, code, f"{pos['qty']:,}", f"{pos['avg_price']:,}", f"{book['cash_flow_won']:,}",
-                          f"{book['fees_won']:,}", f"{book['taxes_won']:,}")
+        rows = sorted(book["positions"].items()) or [("-", None)]
+        for code, pos in rows:
+            table.add_row(agent_id, code, f"{pos['qty']:,}" if pos else "", f"{pos['avg_price']:,}" if pos else "",
+                          f"{pos['cost_won']:,}" if pos else "", f"{book['realized_pnl_won']:,}", f"{book['cash_won']:,}")
     console.print(table)
     account = ", ".join(f"{code} {qty:,}" for code, qty in sorted(data["account"].items())) or "nothing"
-    console.print(f"account: {account}")
+    cash = (data.get("account_book") or {}).get("cash_won")
+    console.print(f"account: {account}" + (f"; cash {cash:,} won" if isinstance(cash, int) else ""))
+    adjustments = (data.get("account_book") or {}).get("adjustments") or []
+    if adjustments:
+        console.print(f"{len(adjustments)} adjustment(s) booked; see `trader ledger show`")

@@ -6,7 +6,8 @@ Wire and usage:
 * ``trader reduce --why TEXT`` -> ``Command(name="reduce", ...)``: only orders that reduce exposure
 * ``trader resume``           -> ``Command(name="resume", ...)``: back to ACTIVE
 * ``trader recon [--json]``   -> reconciler ``Command(name="run")``: reconcile now and print the
-  differences; exit 0 when clean, 1 when differences remain (or it could not run)
+  breaks (differences nothing in flight explains) and what is pending; exit 1 while a break
+  remains (or when it could not run), 0 otherwise
 
 A service that is down is named with how to start it (exit 1).
 """
@@ -52,13 +53,17 @@ def resume(why: str = typer.Option("resume", "--why", help="Why trading resumes.
 
 
 def recon(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON for scripts.")) -> None:
-    """Reconcile the broker with the order journal and the agents' books now; exit 1 if differences remain."""
+    """Reconcile the broker with the ledger and the agents' books now; exit 1 while a break remains.
+
+    A break stays until it is gone or booked with `trader ledger adjust`; a
+    difference something in flight explains is shown as pending.
+    """
     report = _call("reconciler_rpc", "run", {}, timeout_ms=RECON_TIMEOUT_MS) or {}
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
         _print_report(report)
-    if not report.get("clean"):
+    if report.get("error") or report.get("breaks"):
         raise typer.Exit(1)
 
 
@@ -69,18 +74,23 @@ def _print_report(report: dict[str, Any]) -> None:
     for healed in report.get("healed") or []:
         console.print(f"healed {healed.get('kind')} {healed.get('key')} with {healed.get('command')}"
                       + (f" [red](failed: {healed['error']})[/]" if healed.get("error") else ""))
-    diffs = report.get("differences") or []
-    if not diffs:
-        console.print("[green]clean:[/] the broker, the order journal and the agents' books agree")
-    else:
-        table = Table(title=f"{len(diffs)} difference(s)")
+    breaks, pending = report.get("breaks") or [], report.get("pending") or []
+    if not breaks and not pending and not report.get("differences"):
+        console.print("[green]clean:[/] the broker, the ledger and the agents' books agree")
+    for title, rows in ((f"[bold red]{len(breaks)} break(s)[/]", breaks), (f"{len(pending)} pending", pending)):
+        if not rows:
+            continue
+        table = Table(title=title)
         for col in ("class", "action", "key", "what"):
             table.add_column(col)
-        for d in diffs:
+        for d in rows:
             table.add_row(d.get("kind", ""), d.get("action", ""), d.get("key", ""), d.get("text", ""))
         console.print(table)
-        if report.get("halted"):
-            console.print("[bold red]trading was halted[/] (resume with `trader resume` once resolved)")
+    if breaks:
+        console.print("a break stays until it is gone or booked with `trader ledger adjust AGENT CODE --qty N "
+                      "--cash-won W --reason TEXT`")
+    if report.get("halted"):
+        console.print("[bold red]trading was halted[/] (resume with `trader resume` once resolved)")
     for skipped in report.get("skipped") or []:
         console.print(f"[dim]not checked: {skipped}[/]")
     unreachable = (report.get("sources") or {}).get("agents_unreachable") or []

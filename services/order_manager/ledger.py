@@ -194,6 +194,9 @@ class LedgerStore:
         starting holding; the account's configured cash). A book opens on the
         ledger's open date; returns the books created.
         """
+        if not self.open_date:  # a journal from before the ledger: open on its first day, the rolls catch up
+            first = self.db.execute("SELECT min(ledger_date) FROM fills WHERE ledger_date != ''").fetchone()[0]
+            date = min(date, first) if first else date
         date = self.open_date or date
         have = {r[0] for r in self.db.execute("SELECT book FROM ledger_origins")}
         missing = {b: bk for b, bk in fresh.items() if b not in have}

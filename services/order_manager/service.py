@@ -60,6 +60,7 @@ from core.messages import (
     Command,
     CommandResult,
     Fill,
+    LedgerAdjustment,
     Message,
     OrderRequest,
     SessionEvent,
@@ -473,7 +474,7 @@ class OrderManagerService(Service):
                                    "ledger_day, ledger_adjust, apply_missing_fill, resolve_order, fault, status")
 
     def _adjust(self, cmd: Command, now: int) -> CommandResult:
-        """Book an adjustment, tell the agent to re-sync its book, and say so on the bus."""
+        """Book an adjustment, publish it to the agent's book (and the risk guard), and alert."""
         try:
             booked = self.books.adjust({**cmd.args, "who": cmd.args.get("who") or cmd.who or "operator"}, now)
         except AdjustmentRefused as exc:
@@ -484,8 +485,10 @@ class OrderManagerService(Service):
             self.alert(AlertLevel.WARNING, "ledger_adjustment",
                        f"adjustment {booked['adjustment_id']} by {booked['who']}: {agent_id} {booked['code']} "
                        f"{booked['qty']:+,} shares, {booked['cash_won']:+,} won ({booked['reason']})")
-            self.publish(f"sys.command.{agent_id}", Command(command_id=f"{self.name}-sync-{now}", name="sync",
-                                                            who=self.name, args={"why": "ledger adjustment"}))
+            self.publish(f"oms.event.{agent_id}", LedgerAdjustment(
+                adjustment_id=booked["adjustment_id"], agent_id=agent_id, code=booked["code"], qty=booked["qty"],
+                cash_won=booked["cash_won"], cost_won=booked["cost_won"], reason=booked["reason"], who=booked["who"],
+                ts_ns=now))
         return CommandResult(command_id=cmd.command_id, ok=True, result=booked)
 
     def _fault(self, cmd: Command) -> CommandResult:

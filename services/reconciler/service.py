@@ -18,9 +18,21 @@ after ``reconcile.confirm_delay_s`` (an order or fill in flight between the two
 reads settles by then); if they remain, ``sys.alert`` and Command ``halt`` to
 the risk guard (who = "reconciler").
 
-The day's baseline: the order manager reports the day's net (holdings and cash
-flow from today's fills), so the start-of-day holdings and cash are taken as
-the broker reports them (now, less its own executions of the day).
+The journal side is the ledger, the book of record kept independently of the
+broker: the account's holdings and cash now (openings carried from day to day
+plus what followed), each agent's, and the ledger's own consistency (the
+account moved as the sum of its agents). Holdings carried overnight are in the
+openings and give no difference.
+
+Pending or break: a difference that a second look (``confirm_delay_s`` later)
+no longer shows, or shows with other figures, was explained by something in
+flight (an order, a fill not yet applied by an agent) and is reported as
+``pending``. One that stays the same is a ``break``: alerted once (kind
+``recon_break``), kept in every report until it is gone (``recon_break_resolved``)
+or booked as a ledger adjustment, and handled once by ``reconcile.break_policy``
+(``halt``, or ``reduce`` for reduce-only) when it needs a halt; an agent whose
+own book breaks is asked to re-sync. Breaks survive a restart of the
+reconciler (they are read back from its latest report).
 
 Every report goes to ``recon_reports`` in the journal and to ``recon.report``.
 RPC on ``reconciler_rpc``: Command ``run`` (run now, return the report) and
@@ -44,7 +56,10 @@ from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
 from core.messages import Alert, AlertLevel, Command, CommandResult, Heartbeat, Message, ReconReport
 from core.reconcile import (
+    Action,
     BrokerState,
+    Difference,
+    DiffClass,
     ReconcileInputError,
     Report,
     broker_state_from_plain,
@@ -83,8 +98,8 @@ class ReconcilerService(Service):
         self.oms: RpcClient | None = None
         self.risk: RpcClient | None = None
         self.agent_ports: dict[str, int] = {}
-        self.agent_starts: dict[str, dict[str, int]] = {}
         self.latest: dict[str, Any] | None = None
+        self.breaks: dict[str, dict[str, Any]] = {}  # "kind key" -> the break, while it lasts
         self.runs = 0
         self._next_run = 0.0
         self._broker_was_down = False
@@ -100,11 +115,13 @@ class ReconcilerService(Service):
             roster = check_roster(project_path(s.roster_file), instruments, s)
             for a in roster.valid_agents:
                 self.agent_ports[a.id] = a.dp
-                self.agent_starts[a.id] = {a.all_codes[0]: a.start_qty} if a.start_qty else {}
         except (OSError, InstrumentError) as exc:
             self.log.warning("no roster (agents' books and starting holdings left out): %s", exc)
         self.journal = ReconJournal(s.run_path / "journal.sqlite")
         self.latest = self.journal.latest()
+        for b in (self.latest or {}).get("breaks") or []:
+            if isinstance(b, dict) and "kind" in b and "key" in b:
+                self.breaks[f"{b['kind']} {b['key']}"] = b
         assert self.ctx is not None
         self.broker = PaperBroker(self.ctx, s, sender=self.name)
         self.oms = RpcClient(self.ctx, s.endpoint("order_manager_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
@@ -160,25 +177,28 @@ class ReconcilerService(Service):
         healed: list[dict[str, Any]] = []
         halted = False
         sources: dict[str, Any] = {}
+        pending: list[dict[str, Any]] = []
         try:
             report = self._compare(sources)
             if report.to_heal():
                 healed = self._heal(report)
                 report = self._compare(sources)
-            if report.needing_halt() and self.cfg.confirm_delay_s > 0:
-                time.sleep(self.cfg.confirm_delay_s)
+            first = {_diff_id(d): d for d in report.differences if not d.safe_to_heal}
+            if first:
+                if self.cfg.confirm_delay_s > 0:
+                    time.sleep(self.cfg.confirm_delay_s)
                 report = self._compare(sources)
-            if report.needing_halt():
-                halted = self._halt(report)
-            for diff in report.differences:
-                if not diff.safe_to_heal and diff not in report.needing_halt():
-                    self.alert(AlertLevel.WARNING, "recon_" + diff.kind.value.lower(), diff.text)
+            stable = [d for d in report.differences if not d.safe_to_heal and _same(first.get(_diff_id(d)), d)]
+            pending = [d.to_plain() for d in report.differences if not d.safe_to_heal and d not in stable]
+            halted = self._track_breaks(stable)
             plain = report.to_plain()
         except SourceDown as exc:
             plain = {"clean": False, "differences": [], "skipped": [], "error": str(exc)}
             self.log.warning("reconciliation could not run: %s", exc)
+        breaks = list(self.breaks.values())
+        plain["clean"] = bool(plain["clean"]) and not breaks
         result = {"report_id": report_id, "ts_ns": time.time_ns(), "trigger": trigger, **plain,
-                  "healed": healed, "halted": halted, "sources": sources}
+                  "breaks": breaks, "pending": pending, "healed": healed, "halted": halted, "sources": sources}
         self.latest = result
         assert self.journal is not None
         self.journal.record(result)
@@ -186,22 +206,44 @@ class ReconcilerService(Service):
             report_id=report_id, ts_ns=result["ts_ns"], trigger=trigger, clean=result["clean"],
             differences=tuple(result["differences"]), healed=tuple(healed), halted=halted,
             sources={**sources, **({"error": result["error"]} if "error" in result else {})},
+            breaks=tuple(breaks), pending=tuple(pending),
         ))
         self.log.info("reconciliation %s (%s): %s", report_id, trigger,
-                      "clean" if result["clean"] else f"{len(result['differences'])} difference(s)")
+                      "clean" if result["clean"] else f"{len(breaks)} break(s), {len(pending)} pending, "
+                      f"{len(result['differences'])} difference(s)")
         return result
+
+    def _track_breaks(self, stable: list[Difference]) -> bool:
+        """Differences seen twice alike are breaks: alert each once, apply the policy once; returns whether it halted."""
+        now = time.time_ns()
+        seen = {_diff_id(d): d for d in stable}
+        for key in sorted(set(self.breaks) - set(seen)):
+            gone = self.breaks.pop(key)
+            self.alert(AlertLevel.INFO, "recon_break_resolved", f"resolved: {gone['text']}")
+        new = [d for key, d in seen.items() if key not in self.breaks]
+        for key, d in seen.items():
+            entry = self.breaks.get(key)
+            self.breaks[key] = {**d.to_plain(), "first_seen_ns": entry["first_seen_ns"] if entry else now}
+        for d in new:
+            self.alert(AlertLevel.CRITICAL if d.action is Action.HALT else AlertLevel.ERROR, "recon_break", d.text)
+            if d.kind is DiffClass.AGENT_BOOK_DIFFERENCE and d.data.get("agent_id"):
+                agent_id = str(d.data["agent_id"])
+                self.publish(f"sys.command.{agent_id}", Command(command_id=f"{self.name}-{uuid.uuid4().hex[:12]}",
+                                                                name="sync", who=self.name, args={"why": d.text}))
+        needing = [d for d in new if d.action is Action.HALT]
+        return self._apply_policy(needing) if needing else False
 
     def _compare(self, sources: dict[str, Any]) -> Report:
         raw_journal = self._ask(self.oms, "journal_state", {}, "order manager", "python -m services.order_manager")
         broker = self._broker_state()
-        start_positions, start_cash = _start_of_day(broker, self.cfg.unmanaged)
         try:
-            journal = journal_state_from_plain(raw_journal, start_positions, start_cash)
+            journal = journal_state_from_plain(raw_journal)
         except ReconcileInputError as exc:
             raise SourceDown(f"the order manager's journal_state is unusable: {exc}") from exc
-        books, unreachable = self._agent_books()
-        sources.update({"broker": "ok", "journal": "ok", "agents_compared": sorted(books), "agents_unreachable": unreachable})
-        return reconcile(broker, journal, books, self.agent_starts, self.cfg.unmanaged)
+        books, cash, unreachable = self._agent_books()
+        sources.update({"broker": "ok", "journal": "ok", "ledger_date": raw_journal.get("ledger_date", ""),
+                        "agents_compared": sorted(books), "agents_unreachable": unreachable})
+        return reconcile(broker, journal, books, {}, self.cfg.unmanaged, agent_cash=cash)
 
     def _broker_state(self) -> BrokerState:
         assert self.broker is not None
@@ -219,11 +261,12 @@ class ReconcilerService(Service):
             self.log.info("the broker answers again")
         return state
 
-    def _agent_books(self) -> tuple[dict[str, dict[str, int]], list[str]]:
+    def _agent_books(self) -> tuple[dict[str, dict[str, int]], dict[str, int], list[str]]:
         books: dict[str, dict[str, int]] = {}
+        cash: dict[str, int] = {}
         unreachable: list[str] = []
         if not self.cfg.agent_books:
-            return books, unreachable
+            return books, cash, unreachable
         if self._http is None:
             self._http = httpx.Client(timeout=AGENT_TIMEOUT_S, limits=httpx.Limits(max_keepalive_connections=0))
         for agent_id, port in sorted(self.agent_ports.items()):
@@ -232,9 +275,11 @@ class ReconcilerService(Service):
                 book = data.get("book") if isinstance(data, dict) and isinstance(data.get("book"), dict) else data
                 held = book.get("positions", {}) if isinstance(book, dict) else None
                 books[agent_id] = {str(c): int(v.get("qty", 0) if isinstance(v, dict) else v) for c, v in (held or {}).items()}
+                if isinstance(book, dict) and type(book.get("cash_won")) is int:
+                    cash[agent_id] = book["cash_won"]
             except (httpx.HTTPError, ValueError, TypeError, AttributeError):
                 unreachable.append(agent_id)
-        return books, unreachable
+        return books, cash, unreachable
 
     def _heal(self, report: Report) -> list[dict[str, Any]]:
         healed = []
@@ -251,12 +296,13 @@ class ReconcilerService(Service):
                 healed.append({"kind": diff.kind.value, "key": diff.key, "command": name, "error": str(exc)})
         return healed
 
-    def _halt(self, report: Report) -> bool:
-        diffs = report.needing_halt()
-        why = f"reconciliation: {len(diffs)} difference(s) need a halt: " + "; ".join(d.text for d in diffs[:5])
-        self.alert(AlertLevel.CRITICAL, "recon_halt", why)
+    def _apply_policy(self, diffs: list[Difference]) -> bool:
+        """Halt (or reduce-only, per ``reconcile.break_policy``) for breaks that mean the firm does not know its exposure."""
+        command = "reduce" if self.cfg.break_policy == "reduce" else "halt"
+        why = f"reconciliation: {len(diffs)} break(s): " + "; ".join(d.text for d in diffs[:5])
+        self.alert(AlertLevel.CRITICAL, "recon_halt", f"{command}: {why}")
         try:
-            self._ask(self.risk, "halt", {"who": self.name, "why": why[:500]}, "risk guard", "python -m services.risk_guard")
+            self._ask(self.risk, command, {"who": self.name, "why": why[:500]}, "risk guard", "python -m services.risk_guard")
         except SourceDown as exc:
             self.alert(AlertLevel.CRITICAL, "recon_halt_failed", f"could not halt trading: {exc}")
             return False
@@ -298,15 +344,11 @@ def project_path(path: str) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
-def _start_of_day(broker: BrokerState, unmanaged: dict[str, int]) -> tuple[dict[str, int], int | None]:
-    """The firm's holdings and the cash at the start of the day as the broker reports them (now, less today)."""
-    positions = {c: q - unmanaged.get(c, 0) for c, q in broker.positions.items()}
-    cash = broker.cash_won
-    for f in broker.fills:
-        qty = int(f["qty"]) if f["side"] == "buy" else -int(f["qty"])
-        positions[str(f["code"])] = positions.get(str(f["code"]), 0) - qty
-        if cash is not None:
-            notional = int(f["qty"]) * int(f["price"])
-            fee, tax = int(f.get("fee_won") or 0), int(f.get("tax_won") or 0)
-            cash += notional + fee if f["side"] == "buy" else -(notional - fee - tax)
-    return {c: q for c, q in positions.items() if q}, cash
+def _diff_id(d: Difference) -> str:
+    return f"{d.kind.value} {d.key}"
+
+
+def _same(a: Difference | None, b: Difference) -> bool:
+    """The same difference with the same figures (what a second look must show for a break)."""
+    return a is not None and a.kind is b.kind and a.key == b.key and a.broker == b.broker and a.oms == b.oms \
+        and dict(a.data).get("agent") == dict(b.data).get("agent")

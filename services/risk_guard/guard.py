@@ -8,8 +8,9 @@ process's memory. Time is passed in; nothing here reads a clock or a socket.
 Consistency. The guard starts HALTED and stays so until its view is
 consistent, which means both of:
 
-* the journal sync: the order manager's ``journal_state`` (today's orders and
-  fills) applied over the roster's allocations and starting holdings; bus
+* the journal sync: the order manager's ``journal_state`` (the ledger's
+  openings, and the orders, fills and adjustments since) applied over the
+  roster's allocations (for agents the ledger has no book for yet); bus
   events that arrived before the sync are buffered and replayed after it, and
   a fill is applied once by its execution id (the zguide Clone pattern);
 * the market sync: a market-data snapshot with last and base prices and the
@@ -36,8 +37,10 @@ from pydantic import ValidationError
 
 from core import krx, risk
 from core.instruments import Instrument
-from core.messages import Fill, Message, OrderEvent, SessionEvent, Tick
+from core.messages import Fill, LedgerAdjustment, Message, OrderEvent, SessionEvent, Tick
+from core.ledger import Book, LedgerError
 from core.risk import Decision, Reason, RiskLimits, RiskView, TradingState
+from core.risk_view import Position
 
 OPERATOR_COMMANDS = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.ACTIVE}
 NOT_CONSISTENT_TEXT = "the risk guard has no consistent view yet"
@@ -86,6 +89,7 @@ class RiskGuard:
         self.session_from_events = False
         self._clock_checked_until = 0
         self.sync_problems: list[str] = []
+        self.adjustments_seen: set[str] = set()
         self._buffered: list[Message] = []
 
     # --- state -------------------------------------------------------------
@@ -130,7 +134,7 @@ class RiskGuard:
 
     def on_message(self, msg: Message, now_ns: int) -> StateChange | None:
         """Follow one bus message; returns a state change when a loss limit was breached."""
-        if isinstance(msg, (OrderEvent, Fill)) and not self.journal_synced:
+        if isinstance(msg, (OrderEvent, Fill, LedgerAdjustment)) and not self.journal_synced:
             self._buffered.append(msg)
             return None
         if isinstance(msg, OrderEvent):
@@ -139,6 +143,9 @@ class RiskGuard:
         if isinstance(msg, Fill):
             self.view.on_fill(msg, now_ns)
             return self._evaluate(now_ns)
+        if isinstance(msg, LedgerAdjustment):
+            self._adjust(msg.adjustment_id, msg.agent_id, msg.code, msg.qty, msg.cash_won)
+            return None
         if isinstance(msg, Tick):
             self.view.on_price(msg.code, msg.price, now_ns)
             self.on_market_time(msg.ts_ns, now_ns)
@@ -191,10 +198,23 @@ class RiskGuard:
     def load_journal(self, state: Mapping[str, Any], now_ns: int) -> list[str]:
         """Apply the order manager's ``journal_state`` then the buffered events; returns the records it skipped.
 
-        Holdings and day PnL are rebuilt from the roster's allocations plus the
-        day's executions; open orders from the day's orders.
+        Holdings and cash start from the ledger's openings (``openings``: the
+        book of record at the start of the ledger date, every day before
+        included), then the fills and adjustments since; open orders come from
+        the orders since. An agent the ledger has no book for yet starts from
+        its roster allocation.
         """
         problems: list[str] = []
+        for agent_id, raw in (state.get("openings") or {}).items():
+            if agent_id.startswith("@"):
+                continue  # the account's own book: the guard adds up its agents
+            try:
+                opening = Book.from_plain(raw, f"opening of {agent_id}")
+            except LedgerError as exc:
+                problems.append(str(exc))
+                continue
+            self.view.add_agent(agent_id, opening.cash_won,
+                                {c: (h.qty, round(h.cost_won / h.qty)) for c, h in opening.positions.items() if h.qty > 0})
         for raw in state.get("fills") or []:
             try:
                 self.view.on_fill(Fill.model_validate(raw), now_ns)
@@ -205,12 +225,34 @@ class RiskGuard:
                 self.view.on_order_event(OrderEvent.model_validate(raw), now_ns)
             except (ValidationError, ValueError) as exc:
                 problems.append(f"order {raw.get('client_order_id', '?') if isinstance(raw, Mapping) else raw!r}: {exc}")
+        for raw in state.get("adjustments") or []:
+            try:
+                self._adjust(str(raw["adjustment_id"]), str(raw["agent_id"]), str(raw["code"]), int(raw["qty"]),
+                             int(raw["cash_won"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(f"adjustment {raw!r}: {exc!r}")
         self.journal_synced = True
         buffered, self._buffered = self._buffered, []
         for msg in buffered:
             self.on_message(msg, now_ns)
         self.sync_problems = problems
         return problems
+
+    def _adjust(self, adjustment_id: str, agent_id: str, code: str, qty: int, cash_won: int) -> None:
+        """A ledger adjustment moves the agent's shares and cash (once per adjustment id)."""
+        if adjustment_id in self.adjustments_seen:
+            return
+        self.adjustments_seen.add(adjustment_id)
+        book = self.view.agents.get(agent_id)
+        if book is None:
+            return
+        pos = book.positions.get(code)
+        if pos is None:
+            pos = book.positions[code] = Position()
+        pos.qty = max(0, pos.qty + qty)
+        if pos.qty == 0:
+            pos.avg_price = 0
+        book.cash_won += cash_won
 
     # --- loss limits -------------------------------------------------------
 

@@ -11,8 +11,9 @@
   the supervisor was down, or rewritten because rows of the day reached the
   journal after its report), valued at the day's recorded closing prices.
 
-The order manager is reached over RPC (``orders``, ``cancel_all``); the
-figures of the report come from the journal itself.
+The order manager is reached over RPC (``orders``, ``cancel_all``, and
+``ledger_day``: the holdings and PnL of the report are the ledger's); the day's
+orders and fills are counted in the journal itself.
 """
 
 from __future__ import annotations
@@ -132,7 +133,14 @@ def run_day_roll(
         missing = [c for c in codes if c not in prices]
         if missing:
             prices.update(closing_prices(market_data, missing))
-    rows = daily_report(trading_date, orders, journal.fills(trading_date), starts, prices)
+    try:
+        ledger_day = _call(oms, "ledger_day", {"date": trading_date})
+    except (RpcFailure, RuntimeError) as exc:
+        ledger_day = None
+        alert(AlertLevel.WARNING, "report_without_ledger",
+              f"the order manager did not give the ledger of {trading_date} ({exc}); the report is rebuilt from the "
+              "journal's rows")
+    rows = daily_report(trading_date, orders, journal.fills(trading_date), starts, prices, ledger_day)
     journal.write_report(rows, time.time_ns())
     csv_path = write_report_csv(run_path / "reports", trading_date, rows)
     bar_files = len(list(bars_dir.glob("*"))) if bars_dir.is_dir() else 0

@@ -7,8 +7,8 @@ only), keeps its own ``daily_reports`` table, finds reports the journal has
 moved past (rows of a reported day written after its report: an order refused
 after the close, a fill or a cancel confirmed late, a broker that re-opened the
 day after a restart), and at the day roll deletes the
-rows of every table that has a ``trading_date`` column older than the
-retention, and the dated files of the run directory (bars, reports, agents'
+rows older than the retention of every table that has a ``trading_date`` column
+(but the order manager's orders, order events and fills, which it archives), and the dated files of the run directory (bars, reports, agents'
 day files) likewise.
 """
 
@@ -27,6 +27,7 @@ from core.db import connect as open_db
 from services.supervisor.report import ACCOUNT, OPEN_STATUSES, REPORT_COLUMNS
 
 JOURNAL_FILE = "journal.sqlite"
+ARCHIVED_BY_ORDER_MANAGER = frozenset({"orders", "records", "fills"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS daily_reports (
@@ -149,11 +150,16 @@ class DayJournal:
         return out
 
     def purge_before(self, cutoff_date: str) -> dict[str, int]:
-        """Delete rows of every dated table older than ``cutoff_date`` (YYYYMMDD); rows removed per table."""
+        """Delete rows of every dated table older than ``cutoff_date`` (YYYYMMDD); rows removed per table.
+
+        The order manager's orders, order events and fills are not deleted
+        here: it archives them (``services.order_manager.archive``), and the
+        ledger's openings are kept for ever.
+        """
         removed: dict[str, int] = {}
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for table in sorted(self._tables()):
+            for table in sorted(self._tables() - ARCHIVED_BY_ORDER_MANAGER):
                 cols = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
                 if "trading_date" in cols:
                     n = self.db.execute(f"DELETE FROM {table} WHERE trading_date < ?", (cutoff_date,)).rowcount  # noqa: S608

@@ -1,7 +1,9 @@
 """The daily report: per agent and for the account, what the day's orders and fills add up to (pure).
 
-Figures come from the order journal's rows (orders and fills, plain dicts as
-the journal stores them) and the roster's allocations and starting holdings.
+Holdings and PnL come from the ledger (the book of record: each book's opening
+and closing of the day); the day's activity from the order journal's rows
+(orders and fills, plain dicts as the journal stores them). Without the
+ledger, figures come from the rows and the roster's allocations and starting holdings.
 Each agent's book is rebuilt with ``core.portfolio.Portfolio.rebuild`` (the
 same book the agent keeps) from every retained row up to the end of the day,
 and once more up to the day before: the day's realised PnL is the difference.
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.ledger import ACCOUNT as LEDGER_ACCOUNT
 from core.portfolio import Portfolio
 
 ACCOUNT = "ACCOUNT"  # the report row that adds up every agent
@@ -78,12 +81,19 @@ def daily_report(
     fills: Iterable[Mapping[str, Any]],
     starts: Mapping[str, AgentStart],
     closing_prices: Mapping[str, int],
+    ledger_day: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per agent active on or holding after ``trading_date``, then the ACCOUNT row.
 
-    ``orders`` and ``fills`` are journal rows of every retained day up to and
-    including ``trading_date`` (rows of later days are ignored).
+    With ``ledger_day`` (the order manager's ``ledger_day``: each book's
+    opening and closing of the date) the holdings and PnL are the ledger's:
+    realised today = closing realised - opening realised, end positions = the
+    closing's; ``orders`` and ``fills`` then only count the day's activity.
+    Without it every book is rebuilt from ``orders`` and ``fills``: the journal
+    rows of every retained day up to and including ``trading_date``.
     """
+    if ledger_day is not None and ledger_day.get("opening"):
+        return _ledger_report(trading_date, orders, fills, starts, closing_prices, ledger_day)
     by_agent: dict[str, tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]] = {}
     for o in orders:
         if o["trading_date"] <= trading_date:
@@ -124,6 +134,51 @@ def daily_report(
     return rows
 
 
+
+
+def _ledger_report(
+    trading_date: str,
+    orders: Iterable[Mapping[str, Any]],
+    fills: Iterable[Mapping[str, Any]],
+    starts: Mapping[str, AgentStart],
+    closing_prices: Mapping[str, int],
+    ledger_day: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    day_orders: dict[str, list[Mapping[str, Any]]] = {}
+    day_fills: dict[str, list[Mapping[str, Any]]] = {}
+    for o in orders:
+        if o["trading_date"] == trading_date:
+            day_orders.setdefault(o["agent_id"], []).append(o)
+    for f in fills:
+        if f["trading_date"] == trading_date:
+            day_fills.setdefault(f["agent_id"], []).append(f)
+    opening, closing = ledger_day["opening"], ledger_day.get("closing") or {}
+    rows: list[dict[str, Any]] = []
+    for agent_id in sorted((set(opening) | set(starts) | set(day_orders)) - {LEDGER_ACCOUNT}):
+        o, c = opening.get(agent_id) or {}, closing.get(agent_id) or opening.get(agent_id) or {}
+        agent_orders, agent_fills = day_orders.get(agent_id, []), day_fills.get(agent_id, [])
+        held = {code: h for code, h in (c.get("positions") or {}).items() if int(h["qty"])}
+        unrealized = sum(int(h["qty"]) * closing_prices[code] - int(h["cost_won"])
+                         for code, h in held.items() if closing_prices.get(code, 0) > 0)
+        rows.append({
+            "trading_date": trading_date,
+            "agent_id": agent_id,
+            "orders": len(agent_orders),
+            "fills": len(agent_fills),
+            "bought_qty": sum(int(f["qty"]) for f in agent_fills if f["side"] == "buy"),
+            "sold_qty": sum(int(f["qty"]) for f in agent_fills if f["side"] == "sell"),
+            "bought_won": sum(int(f["qty"]) * int(f["price"]) for f in agent_fills if f["side"] == "buy"),
+            "sold_won": sum(int(f["qty"]) * int(f["price"]) for f in agent_fills if f["side"] == "sell"),
+            "fees_won": sum(int(f["fee_won"]) for f in agent_fills),
+            "taxes_won": sum(int(f["tax_won"]) for f in agent_fills),
+            "realized_pnl_won": int(c.get("realized_pnl_won", 0)) - int(o.get("realized_pnl_won", 0)),
+            "unrealized_pnl_won": unrealized,
+            "open_orders": sum(1 for x in agent_orders if x["status"] in OPEN_STATUSES),
+            "end_positions": {code: {"qty": int(h["qty"]), "avg_price": round(int(h["cost_won"]) / int(h["qty"]))}
+                              for code, h in sorted(held.items())},
+        })
+    rows.append(account_row(trading_date, rows))
+    return rows
 
 
 def account_row(trading_date: str, agent_rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -82,16 +82,19 @@ def test_daily_report_counts_the_days_rows_and_realises_only_that_days_pnl() -> 
     assert rows[ACCOUNT]["orders"] == 2 and rows[ACCOUNT]["end_positions"] == {"005930": {"qty": 6}}
 
 
-def test_report_rows_are_stored_and_old_rows_and_dated_files_purged(tmp_path: Path) -> None:
+def test_report_rows_are_stored_and_old_rows_and_dated_files_purged_but_fills_are_left_to_the_archive(tmp_path: Path) -> None:
     j = DayJournal(tmp_path)
     j.db.execute("CREATE TABLE fills (exec_id TEXT, trading_date TEXT)")
     j.db.execute("INSERT INTO fills VALUES ('old', '20260101'), ('new', '20260303')")
+    j.db.execute("CREATE TABLE alerts (id INTEGER, trading_date TEXT)")
+    j.db.execute("INSERT INTO alerts VALUES (1, '20260101'), (2, '20260303')")
     rows = daily_report("20260303", [], [], {"a": AgentStart(1, {})}, {})
     assert j.write_report(rows, 1) == 2
     assert [r["agent_id"] for r in j.report("20260303")] == [ACCOUNT, "a"]
     cutoff = retention_cutoff("20260303", 30)
     assert cutoff == "20260201"
-    assert j.purge_before(cutoff) == {"fills": 1}
+    assert j.purge_before(cutoff) == {"alerts": 1}  # fills are the order manager's to archive, never purged here
+    assert j.db.execute("SELECT count(*) FROM fills").fetchone()[0] == 2
     (tmp_path / "bars" / "20260101").mkdir(parents=True)
     (tmp_path / "bars" / "20260302").mkdir(parents=True)
     (tmp_path / "reports").mkdir()
