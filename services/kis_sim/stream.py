@@ -9,7 +9,8 @@ One ``Stream`` serves every connection (any path: the bare base URL and
 * register / unregister (``tr_type`` "1" / "2") are acknowledged with KIS's
   codes: OPSP0000 with ``key`` and ``iv``, OPSP0001, OPSP0002 already
   subscribed, OPSP0003 not found, OPSP0008 past 41 registrations, OPSP8991 /
-  OPSP8992 for a bad TR id or key, OPSP99xx for malformed JSON;
+  OPSP8992 for a bad TR id or a malformed stock code (a listed code the paper
+  market does not simulate is accepted and stays quiet), OPSP99xx for malformed JSON;
 * a notice subscription whose ``tr_key`` is not the account's HTS id ends the
   connection without a close frame, as KIS does ("No close frame received");
 * PINGPONG goes out every ``ping_interval_s``; a PONG control frame or the
@@ -38,6 +39,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from core.krx import CODE_RE
 from services.kis_sim.auth import TokenBook
 from services.kis_sim.credentials import Credentials
 from services.kis_sim.flavour import BOOK_TR, TICK_TR, Flavour
@@ -130,6 +132,9 @@ class Stream:
             async for message in ws:
                 if isinstance(message, bytes):
                     message = message.decode("utf-8", errors="replace")
+                if '"PINGPONG"' in message[:64]:
+                    session.ping_sent_s = None  # the text echo of our heartbeat (not counted as a request)
+                    continue
                 if not self._admit(session):
                     continue
                 self._request(session, message)
@@ -249,7 +254,7 @@ class Stream:
             if tr_key != self.creds.hts_id:
                 session.ws.transport.abort()  # KIS drops it: "No close frame received"
                 return
-        elif tr_key not in self.codes:
+        elif not CODE_RE.match(tr_key):
             session.put(control(tr_id, tr_key, "1", "OPSP8992", "SUBSCRIBE ERROR : invalid tr_key"))
             return
         encrypt_flag = "Y" if tr_id == notice_tr else "N"

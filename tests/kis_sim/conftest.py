@@ -185,7 +185,7 @@ def _server(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str) -> 
         server.stop()
 
 
-COMMON = ("--start-time", "09:05", "--speed", "1", "--ping-interval", "0.3", "--pong-timeout", "1.5",
+COMMON = ("--start-time", "09:05", "--speed", "10", "--ping-interval", "0.3", "--pong-timeout", "1.5",
           "--cancel-guard-ms", "100")
 
 
