@@ -1,4 +1,4 @@
-"""Run the chaos test alone: ``python -m tests.chaos --days N --seed S`` (exit code 0 only when every check held)."""
+"""Run the chaos test alone: ``python -m tests.chaos --days N --roster busy --seed S`` (exit 0 only when every check held)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from tests.chaos.run import run_chaos
+from tests.chaos.run import ChaosPlan, run_chaos
+
+BUSY_MIN_ORDERS_PER_DAY = 300
+BUSY_MIN_FILLS_PER_DAY = 100
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,15 +23,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=300.0, help="market seconds per wall second (default 300)")
     parser.add_argument("--start-time", default="08:50", help="market time (KST) the first day starts at")
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: a new temporary one)")
+    parser.add_argument("--roster", default="default", help="default, busy, or the path of a roster file")
+    parser.add_argument("--retention-days", type=int, default=3, help="journal retention in days (default 3)")
+    parser.add_argument("--recon-interval", type=float, default=3.0, help="reconciler interval in wall seconds")
+    parser.add_argument("--no-phantom", action="store_true", help="leave the phantom account change out")
+    parser.add_argument("--no-restarts", action="store_true", help="leave the whole-stack restarts out")
     args = parser.parse_args(argv)
+    plan = ChaosPlan.for_days(args.days)
+    if args.no_phantom:
+        plan = replace(plan, phantom_on=None)
+    if args.no_restarts:
+        plan = replace(plan, overnight_restart_after=None, midday_restart_on=None)
+    busy = args.roster == "busy"
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="trader-chaos-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"chaos run in {run_dir}: {args.days} day(s), seed {args.seed}, clock x{args.speed:g}", flush=True)
+    print(f"chaos run in {run_dir}: {args.days} day(s), roster {args.roster}, seed {args.seed}, clock x{args.speed:g}, "
+          f"retention {args.retention_days} day(s); {plan}", flush=True)
 
     def log(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
-    result = run_chaos(run_dir, days=args.days, seed=args.seed, speed=args.speed, start_time=args.start_time, log=log)
+    result = run_chaos(run_dir, days=args.days, seed=args.seed, speed=args.speed, start_time=args.start_time,
+                       roster=args.roster, retention_days=args.retention_days, recon_interval_s=args.recon_interval,
+                       plan=plan, min_orders_per_day=BUSY_MIN_ORDERS_PER_DAY if busy else 0,
+                       min_fills_per_day=BUSY_MIN_FILLS_PER_DAY if busy else 0, log=log)
     print(result.summary(), flush=True)
     return 0 if result.ok else 1
 

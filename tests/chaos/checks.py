@@ -2,20 +2,33 @@
 
 ``ExchangeRecorder`` reads the exchange's own store (``exchange/exchange.sqlite``,
 read-only) a few times a second and keeps each day's orders and fills, since
-the exchange clears them at the overnight jump. The checks compare a closed
-day (or the whole run) across the three records and answer ``Check`` values
-(name, passed, detail); they never stop at the first failure.
+the exchange clears them at the overnight jump; it also tells the market's
+date, session and time from the same file. ``Journal`` reads the order
+manager's journal and the archive retention moves old days to
+(``archive/<YYYYMMDD>/orders.parquet``, ``fills.parquet``) alike, so a day
+checked after it was archived reads the same. ``ReconLog`` reads the
+reconciler's reports (``recon_reports``) and ``AlertRecorder`` listens to
+``sys.alert``. The checks compare a closed day (or the whole run) across the
+records and answer ``Check`` values (name, passed, detail); they never stop at
+the first failure.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+import zmq
+
+from bus.pubsub import Subscriber
+from core.krx import KST
 from services.order_manager.positions import positions_from_fills
 
 TERMINAL = frozenset({"filled", "canceled", "rejected", "expired"})
@@ -42,6 +55,19 @@ def _read(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return db.execute(sql, args).fetchall()
     finally:
         db.close()
+
+
+@dataclass(frozen=True)
+class MarketClock:
+    """Where the paper market is: trading date (YYYYMMDD), engine session and KST time of day."""
+
+    trading_date: str
+    session: str
+    hhmm: str
+
+    def trading_after(self, hhmm: str) -> bool:
+        """Whether continuous trading is on and the time is ``hhmm`` or later."""
+        return self.session == "continuous" and self.hhmm >= hhmm
 
 
 class ExchangeRecorder:
@@ -74,6 +100,19 @@ class ExchangeRecorder:
                 "exec_id": exec_id, "client_order_id": coid, "agent_id": agent, "code": code, "side": side,
                 "qty": qty, "price": price, "fee_won": fee, "tax_won": tax}
 
+    def clock(self) -> MarketClock | None:
+        """The exchange's trading date, session and market time as last saved (None while unreadable)."""
+        if not self.path.exists():
+            return None
+        try:
+            meta = dict(_read(self.path, "SELECT key, value FROM meta WHERE key IN ('service', 'engine_header')"))
+            service, header = json.loads(meta["service"]), json.loads(meta["engine_header"])
+        except (sqlite3.Error, KeyError, ValueError):
+            return None
+        at = dt.datetime.fromtimestamp(int(service["market_ns"]) / 1e9, KST)
+        date = (header.get("trading_date") or "").replace("-", "")
+        return MarketClock(trading_date=date, session=str(header.get("session")), hhmm=at.strftime("%H:%M"))
+
     def account(self) -> tuple[int, dict[str, int]]:
         """The broker account's cash and holdings (non-zero), as stored now."""
         (cash,), = _read(self.path, "SELECT cash_won FROM accounts")
@@ -81,24 +120,67 @@ class ExchangeRecorder:
         return int(cash), held
 
 
+ORDER_COLUMNS = ("client_order_id", "status", "qty", "filled_qty", "broker_order_id", "reason_code", "agent_id")
+FILL_COLUMNS = ("exec_id", "client_order_id", "agent_id", "code", "side", "qty", "price", "fee_won", "tax_won")
+
+
 class Journal:
-    """Read-only queries of the order manager's journal."""
+    """Read-only queries of the order manager's journal and of the archive retention moved old days to."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "journal.sqlite"
+        self.archive = run_dir / "archive"
 
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return _read(self.path, sql, *args)
 
+    def table_exists(self, name: str) -> bool:
+        return bool(self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name))
+
+    def archived_days(self) -> list[str]:
+        """The dates with an archive folder."""
+        return sorted(p.name for p in self.archive.glob("[0-9]" * 8) if p.is_dir()) if self.archive.is_dir() else []
+
+    def _archived(self, date: str, file: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+        path = self.archive / date / file
+        if not path.exists():
+            return []
+        table = pq.read_table(path)
+        present = [c for c in columns if c in table.column_names]
+        return [{c: row.get(c) for c in columns} for row in table.select(present).to_pylist()]
+
     def orders(self, date: str) -> dict[str, dict[str, Any]]:
-        cols = ("client_order_id", "status", "qty", "filled_qty", "broker_order_id", "reason_code", "agent_id")
-        return {r[0]: dict(zip(cols, r)) for r in self.rows(
-            f"SELECT {', '.join(cols)} FROM orders WHERE trading_date = ?", date)}
+        """A day's orders by client order id: the journal's rows, and the archive's for what is not there."""
+        out = {r["client_order_id"]: r for r in self._archived(date, "orders.parquet", ORDER_COLUMNS)}
+        out.update({r[0]: dict(zip(ORDER_COLUMNS, r)) for r in self.rows(
+            f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE trading_date = ?", date)})
+        return out
 
     def fills(self, date: str | None = None) -> list[dict[str, Any]]:
-        cols = ("exec_id", "client_order_id", "agent_id", "code", "side", "qty", "price", "fee_won", "tax_won")
-        sql = f"SELECT {', '.join(cols)} FROM fills" + (" WHERE trading_date = ?" if date else "")
-        return [dict(zip(cols, r)) for r in self.rows(sql, *([date] if date else []))]
+        """A day's fills (or every fill), journal and archive alike, one per execution id."""
+        days = [date] if date else self.archived_days()
+        by_exec = {f["exec_id"]: f for d in days for f in self._archived(d, "fills.parquet", FILL_COLUMNS)}
+        sql = f"SELECT {', '.join(FILL_COLUMNS)} FROM fills" + (" WHERE trading_date = ?" if date else "")
+        journal = [dict(zip(FILL_COLUMNS, r)) for r in self.rows(sql, *([date] if date else []))]
+        seen = set()
+        doubled = []
+        for f in journal:  # a row twice in the journal itself must stay visible to the checks
+            if f["exec_id"] in seen:
+                doubled.append(f)
+            seen.add(f["exec_id"])
+        by_exec.update({f["exec_id"]: f for f in journal})
+        return list(by_exec.values()) + doubled
+
+    def adjustments(self) -> list[Adjustment] | None:
+        """The ledger's adjustments (``ledger_adjustments``), or None when the journal has no ledger."""
+        if not self.table_exists("ledger_adjustments"):
+            return None
+        return [Adjustment(a, c, int(q), int(w)) for a, c, q, w in self.rows(
+            "SELECT agent_id, code, qty, cash_won FROM ledger_adjustments ORDER BY seq")]
+
+    def counts(self, date: str) -> tuple[int, int]:
+        """(orders, fills) of a day."""
+        return len(self.orders(date)), len(self.fills(date))
 
 
 def check_orders_match_exchange(date: str, journal: Journal, exchange: ExchangeRecorder) -> list[Check]:
@@ -161,37 +243,53 @@ def check_fills_match_exchange(date: str, journal: Journal, exchange: ExchangeRe
 
 
 def check_daily_report(date: str, journal: Journal) -> Check:
-    """The supervisor's daily report counts what the journal holds for the day."""
+    """The supervisor's daily report counts what the journal (or its archive) holds for the day."""
     rows = {r[0]: tuple(r[1:]) for r in journal.rows(
         "SELECT agent_id, orders, fills, fees_won, taxes_won FROM daily_reports WHERE trading_date = ?", date)}
     if not rows:
         return Check(f"{date} daily report matches the journal", False, "no daily report row")
+    orders = list(journal.orders(date).values())
+    fills = journal.fills(date)
     wrong = []
     for agent_id, got in rows.items():
-        if agent_id == "ACCOUNT":
-            want_orders = journal.rows("SELECT count(*) FROM orders WHERE trading_date = ?", date)[0][0]
-            want = journal.rows("SELECT count(*), coalesce(sum(fee_won), 0), coalesce(sum(tax_won), 0) "
-                                "FROM fills WHERE trading_date = ?", date)[0]
-        else:
-            want_orders = journal.rows("SELECT count(*) FROM orders WHERE trading_date = ? AND agent_id = ?",
-                                       date, agent_id)[0][0]
-            want = journal.rows("SELECT count(*), coalesce(sum(fee_won), 0), coalesce(sum(tax_won), 0) "
-                                "FROM fills WHERE trading_date = ? AND agent_id = ?", date, agent_id)[0]
-        expected = (want_orders, *want)
+        mine = (lambda r: True) if agent_id == "ACCOUNT" else (lambda r, a=agent_id: r["agent_id"] == a)
+        day_fills = [f for f in fills if mine(f)]
+        expected = (sum(1 for o in orders if mine(o)), len(day_fills), sum(int(f["fee_won"]) for f in day_fills),
+                    sum(int(f["tax_won"]) for f in day_fills))
         if got != expected:
             wrong.append(f"{agent_id}: report {got}, journal {expected}")
     return Check(f"{date} daily report matches the journal", not wrong, "; ".join(wrong[:10]))
 
 
+@dataclass(frozen=True)
+class Adjustment:
+    """A change of the account no fill explains, booked to an agent (``trader ledger adjust``)."""
+
+    agent_id: str
+    code: str
+    qty: int
+    cash_won: int
+
+
 def account_differences(journal: Journal, exchange: ExchangeRecorder, start_cash_won: int,
-                        agent_books: dict[str, dict[str, Any] | None]) -> list[str]:
-    """What differs between the broker account, the journal's fills and the agents' books (empty: all agree)."""
+                        agent_books: dict[str, dict[str, Any] | None],
+                        adjustments: Iterable[Adjustment] = ()) -> list[str]:
+    """What differs between the broker account, the journal's fills plus adjustments and the agents' books
+    (empty: all agree). The adjustments are the ledger's own when the journal has a ledger, else ``adjustments``."""
+    booked = journal.adjustments()
+    adjustments = list(adjustments) if booked is None else booked
     implied = positions_from_fills(journal.fills())
+    for adj in adjustments:
+        agent = implied["agents"].setdefault(adj.agent_id, {"positions": {}, "cash_flow_won": 0})
+        agent["cash_flow_won"] += adj.cash_won
+        pos = agent["positions"].setdefault(adj.code, {"qty": 0})
+        pos["qty"] = pos.get("qty", 0) + adj.qty
+        implied["account"][adj.code] = implied["account"].get(adj.code, 0) + adj.qty
     cash, held = exchange.account()
     problems = []
     flow = sum(b["cash_flow_won"] for b in implied["agents"].values())
     if cash != start_cash_won + flow:
-        problems.append(f"broker cash {cash} != start {start_cash_won} + journal cash flow {flow}")
+        problems.append(f"broker cash {cash} != start {start_cash_won} + journal cash flow {flow} (adjustments in)")
     journal_held = {c: q for c, q in implied["account"].items() if q}
     if held != journal_held:
         problems.append(f"broker holdings {held} != journal {journal_held}")
@@ -224,3 +322,156 @@ def converge(probe: Callable[[], list[str]], wait: Callable[[float], None], trie
         wait(1.0)
         problems = probe()
     return problems
+
+
+# --- the reconciler's reports, the trading state, the alerts -----------------------------------
+
+HEALING_ACTIONS = frozenset({"APPLY_MISSING_FILL", "RESOLVE_ORDER"})
+
+
+def report_started_ns(report: dict[str, Any]) -> int:
+    """When a reconciliation began: the time in its id (``recon-<ns>-...``), else its time stamp."""
+    parts = str(report.get("report_id", "")).split("-")
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return int(report.get("ts_ns") or 0)
+
+
+def breaks_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """A report's breaks: its ``breaks``, or (a report of before the ledger) the differences it did not heal."""
+    if "breaks" in report:
+        return list(report.get("breaks") or [])
+    return [d for d in report.get("differences") or [] if d.get("action") not in HEALING_ACTIONS]
+
+
+@dataclass
+class ReconLog:
+    """The reconciler's reports as journaled (``recon_reports`` of journal.sqlite), oldest first."""
+
+    journal: Journal
+
+    def reports(self, since_ns: int = 0) -> list[dict[str, Any]]:
+        """Every report that began at or after ``since_ns``."""
+        if not self.journal.path.exists() or not self.journal.table_exists("recon_reports"):
+            return []
+        out = []
+        for (raw,) in self.journal.rows("SELECT report FROM recon_reports ORDER BY id"):
+            try:
+                report = json.loads(raw)
+            except ValueError:
+                continue
+            if report_started_ns(report) >= since_ns:
+                out.append(report)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Reports, clean, with breaks, with pending differences, that could not run, and halts."""
+        reports = self.reports()
+        return {
+            "reports": len(reports),
+            "clean": sum(1 for r in reports if not breaks_of(r) and not r.get("error") and r.get("clean", True)),
+            "with breaks": sum(1 for r in reports if breaks_of(r)),
+            "with pending": sum(1 for r in reports if r.get("pending")),
+            "could not run": sum(1 for r in reports if r.get("error")),
+            "halts": sum(1 for r in reports if r.get("halted")),
+        }
+
+
+def is_phantom_break(brk: dict[str, Any], code: str) -> bool:
+    """Whether a break is about the injected phantom: the code's holding or the account's cash."""
+    text = f"{brk.get('kind', '')} {brk.get('key', '')} {brk.get('text', '')}".lower()
+    return code in text or "cash" in text
+
+
+@dataclass(frozen=True)
+class PhantomEpisode:
+    """The injected phantom: what it changed, when (wall ns), and when the books were put right."""
+
+    code: str
+    qty: int
+    cash_won: int
+    injected_ns: int
+    adjusted_ns: int = 0  # the adjustment booked (0: not booked)
+    resumed_ns: int = 0  # trading resumed after it (0: not resumed)
+    over_ns: int = 0  # the first report without its break began (0: never)
+
+
+def check_recon_reports(log: ReconLog, phantom: PhantomEpisode | None, interval_s: float) -> list[Check]:
+    """The phantom's break was caught within one cycle and went away once booked; no other break, ever."""
+    reports = log.reports()
+    checks = []
+    others = []
+    window = (phantom.injected_ns, phantom.over_ns or 2**63) if phantom else (0, 0)
+    for r in reports:
+        started = report_started_ns(r)
+        for brk in breaks_of(r):
+            if phantom and window[0] <= started < window[1] and is_phantom_break(brk, phantom.code):
+                continue
+            others.append(f"{brk.get('kind')} {brk.get('key')}: {brk.get('text', '')[:120]}")
+    if phantom is not None:
+        after = [r for r in reports if report_started_ns(r) > phantom.injected_ns]
+        first = after[0] if after else None
+        caught = first is not None and any(is_phantom_break(b, phantom.code) for b in breaks_of(first))
+        detail = ("no report began after the injection" if first is None else
+                  f"first report after it ({first.get('report_id')}): breaks {breaks_of(first)[:3]}, "
+                  f"error {first.get('error')!r}")
+        checks.append(Check(f"the phantom ({phantom.qty:+d} {phantom.code}, {phantom.cash_won:+,} won) was caught by "
+                            f"the first reconciliation after it (one cycle, {interval_s:g} s)", caught,
+                            "" if caught else detail))
+        checks.append(Check("the phantom's break went away once booked as an adjustment", bool(phantom.over_ns),
+                            "" if phantom.over_ns else "no report without it after the adjustment"))
+    counts: Counter[str] = Counter(others)
+    checks.append(Check("no break other than the injected one over the whole run", not others,
+                        "; ".join(f"{t} (x{n})" for t, n in counts.most_common(8))))
+    return checks
+
+
+def check_trading_state(journal: Journal, phantom: PhantomEpisode | None) -> Check:
+    """The firm was never halted or reduced except by the reconciler over the phantom, until it was resumed."""
+    if not journal.table_exists("risk_state_changes"):
+        return Check("the firm was never halted except over the phantom", True)
+    wrong = []
+    for ts_ns, state, reason, who in journal.rows("SELECT ts_ns, state, reason, who FROM risk_state_changes ORDER BY id"):
+        if state == "ACTIVE":
+            continue
+        in_window = phantom is not None and phantom.injected_ns <= ts_ns <= (phantom.resumed_ns or 2**63)
+        if not (who == "reconciler" and in_window):
+            wrong.append(f"{state} by {who}: {reason[:160]}")
+    return Check("the firm was never halted except over the phantom", not wrong, "; ".join(wrong[:5]))
+
+
+@dataclass
+class AlertRecorder:
+    """Every ``sys.alert`` the bus carries while the run polls it (kind, source, text, wall ns)."""
+
+    endpoint: str
+    ctx: zmq.Context = field(default_factory=zmq.Context)
+    alerts: list[tuple[str, str, str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sub = Subscriber(self.ctx, self.endpoint, ["sys.alert"], linger_ms=0, heartbeats_from=[])
+
+    def poll(self) -> None:
+        for env in self.sub.drain():
+            msg = env.msg
+            self.alerts.append((str(getattr(msg, "kind", "")), str(getattr(msg, "source", "")),
+                                str(getattr(msg, "text", "")), env.ts_ns))
+
+    def kinds(self, prefix: str) -> list[tuple[str, str, str, int]]:
+        return [a for a in self.alerts if a[0].startswith(prefix)]
+
+    def close(self) -> None:
+        self.sub.close()
+        self.ctx.destroy(linger=0)
+
+
+def check_break_alerts(alerts: AlertRecorder, log: ReconLog, phantom: PhantomEpisode | None) -> Check:
+    """Each break is alerted once (``recon_break*`` on sys.alert), not on every run."""
+    sent = alerts.kinds("recon_break")
+    keys = {(b.get("kind"), b.get("key")) for r in log.reports() for b in breaks_of(r)}
+    if phantom is None:
+        return Check("every break alerted once", not sent, f"{len(sent)} recon_break alert(s) without a phantom")
+    ok = 1 <= len(sent) <= max(1, len(keys))
+    return Check("every break alerted once (recon_break on sys.alert)", ok,
+                 "" if ok else f"{len(sent)} recon_break alert(s) for {len(keys)} break(s): "
+                 f"{[a[2][:80] for a in sent[:4]]}")

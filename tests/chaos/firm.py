@@ -1,12 +1,15 @@
 """The whole firm for a chaos run: every Procfile process in a private run directory, kept alive like honcho.
 
 The services are started from the Procfile (the supervisor starts the
-agents of the default roster, copied with free status ports). A service that
-dies is started again by ``keep_alive`` after a short pause, the way honcho or
-systemd would; agents are the supervisor's to restart. ``stop`` asks the stack
-to go down (``trader down``), then kills whatever is left; ``leftovers``
-finds every process of this run directory (by its environment), so a run can
-prove it left no orphan and no lock.
+agents of the roster, ``default``, ``busy`` or a file, copied with free status
+ports). A service that dies is started again by ``keep_alive`` after a short
+pause, the way honcho or systemd would; agents are the supervisor's to
+restart. ``restart_all`` takes the whole stack down (gracefully, or kill -9 of
+every process at once, agents included) and starts it again, as a machine
+restart would. ``stop`` asks the stack to go down (``trader down``), then
+kills whatever is left; ``leftovers`` finds every process of this run
+directory (by its environment), so a run can prove it left no orphan and no
+lock.
 """
 
 from __future__ import annotations
@@ -30,6 +33,29 @@ from services.cli.stack import read_procfile
 TRADER = str(Path(sys.executable).parent / "trader")
 RESTART_PAUSE_S = 0.5  # honcho/systemd-style pause before a dead service is started again
 TERMINAL = ("filled", "canceled", "rejected", "expired")
+ROSTERS = {"default": PROJECT_ROOT / "configs" / "agents.toml", "busy": PROJECT_ROOT / "configs" / "agents_busy.toml"}
+
+
+def roster_file(name: str | Path) -> Path:
+    """The roster a name stands for: ``default``, ``busy`` or the path of a roster file."""
+    if isinstance(name, str) and name in ROSTERS:
+        return ROSTERS[name]
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"roster {name!r}: neither {', '.join(ROSTERS)} nor a file")
+    return path
+
+
+def trimmed_roster(source: Path, keep: list[str], target: Path) -> Path:
+    """A copy of ``source`` with only the agents whose ids are in ``keep`` (their tables verbatim)."""
+    text = source.read_text()
+    head, *tables = re.split(r"(?m)^(?=\[\[agents\]\])", text)
+    kept = [t for t in tables if (m := re.search(r'(?m)^id\s*=\s*"([^"]+)"', t)) and m.group(1) in keep]
+    missing = set(keep) - {re.search(r'(?m)^id\s*=\s*"([^"]+)"', t).group(1) for t in kept}  # type: ignore[union-attr]
+    if missing:
+        raise ValueError(f"{source}: no agent(s) {sorted(missing)}")
+    target.write_text(head + "".join(kept))
+    return target
 
 
 def free_port() -> int:
@@ -60,10 +86,11 @@ def roster_with_free_ports(source: Path, target: Path) -> dict[str, int]:
 class Firm:
     """The processes of one chaos run and the environment they share."""
 
-    def __init__(self, run_dir: Path, *, speed: float, start_time: str, start_date: str, seed: int) -> None:
+    def __init__(self, run_dir: Path, *, speed: float, start_time: str, start_date: str, seed: int,
+                 roster: str | Path = "default", retention_days: int = 30, recon_interval_s: float = 10.0) -> None:
         self.run_dir = run_dir
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.ports = roster_with_free_ports(PROJECT_ROOT / "configs" / "agents.toml", run_dir / "agents.toml")
+        self.ports = roster_with_free_ports(roster_file(roster), run_dir / "agents.toml")
         self.env = {
             **os.environ,
             "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
@@ -78,7 +105,8 @@ class Firm:
             "TRADER_SUPERVISOR__RESTART_BACKOFF_S": "0.2",
             "TRADER_SUPERVISOR__FLAP_RESTARTS": "50",
             "TRADER_SUPERVISOR__KILL_TIMEOUT_S": "4",
-            "TRADER_RECONCILE__INTERVAL_S": "10",
+            "TRADER_RECONCILE__INTERVAL_S": str(recon_interval_s),
+            "TRADER_RETENTION__RETENTION_DAYS": str(retention_days),
         }
         self.commands = {name: cmd for name, cmd in read_procfile(PROJECT_ROOT / "Procfile")}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -102,6 +130,40 @@ class Firm:
         """Every process of the Procfile."""
         for name in self.commands:
             self.start(name)
+
+    def restart_all(self, *, graceful: bool) -> tuple[bool, str]:
+        """The whole stack down and up again; (whether it went down as asked, what was wrong).
+
+        Graceful: the exchange first (its clock stops with it, so the market
+        does not move on while the rest goes down), then ``trader down`` for
+        the others, which must leave no process and no lock. Otherwise: kill -9
+        of every process of the run at the same moment, locks left behind.
+        """
+        self._dead_since.clear()
+        if graceful:
+            exchange = self.procs.get("exchange")
+            if exchange is not None and exchange.poll() is None:
+                exchange.terminate()
+                try:
+                    exchange.wait(30)
+                except subprocess.TimeoutExpired:
+                    exchange.kill()
+            ok, detail = self._down()
+        else:
+            victims = self.leftovers()
+            for proc in victims:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(victims, timeout=10)
+            for p in self.procs.values():
+                p.poll()
+            left = self.leftovers()
+            ok, detail = not left, f"left running after kill -9: {[p.pid for p in left]}" if left else ""
+        self.kill_everything()  # nothing of the old stack may outlive the restart
+        self.start_all()
+        return ok, detail
 
     def kill9(self, name: str) -> int | None:
         """kill -9 one service (its pid only: agents the supervisor started live on); returns the pid."""
@@ -175,8 +237,13 @@ class Firm:
 
     def stop(self) -> tuple[bool, str]:
         """``trader down``, then kill whatever is left; (whether it went down cleanly, what was left)."""
-        for name in list(self._dead_since):
-            self._dead_since.pop(name)
+        self._dead_since.clear()
+        clean, detail = self._down()
+        self.kill_everything()
+        return clean, detail
+
+    def _down(self) -> tuple[bool, str]:
+        """``trader down``, reaping each service as it exits; (whether it left nothing behind, what it left)."""
         clean = True
         detail = ""
         # like honcho, reap each service as it exits, so that `trader down` sees it gone (not a zombie)
@@ -208,7 +275,6 @@ class Firm:
         if locks:
             clean = False
             detail += f" locks left: {locks}"
-        self.kill_everything()
         return clean, detail.strip()
 
     def kill_everything(self) -> None:

@@ -10,7 +10,9 @@ Kinds (every one is drawn once per round, in a seeded shuffled order):
 * ``notice_before_reply``: notices go out before the RPC reply (early notices);
 * ``journal_full``: the order manager's next journal writes fail as on a full disk.
 
-Timed faults are cleared by the injector itself when their time is up.
+Timed faults are cleared by the injector itself when their time is up. The
+phantom account change (``phantom``) is not in the deck: the run injects it
+once, at a moment of its choosing.
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class FaultInjector:
             self.failed[kind] += 1
             self._deck.append(kind)  # its turn again next time
         self._next_at = now + self.rng.uniform(*self.gap_s)
+
+    def phantom(self, code: str, qty: int, cash_won: int) -> bool:
+        """Change the exchange's account without a fill (the exchange's ``phantom`` fault); whether it took."""
+        ok = self._exchange_fault({"kind": "phantom", "code": code, "qty": qty, "cash_won": cash_won})
+        if ok:
+            self.log(f"exchange phantom: {qty:+d} {code}, {cash_won:+,} won, no fill")
+        return ok
 
     def clear_all(self) -> None:
         """Turn every exchange fault off (before the final checks)."""

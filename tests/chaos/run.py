@@ -1,34 +1,54 @@
 """One chaos run: the whole firm over several accelerated trading days under seeded faults, then the checks.
 
 The loop plays honcho (dead services are started again), reads the exchange's
-store, and lets the injector strike. When the supervisor's daily report of a
-day appears, injection pauses and the day is checked (orders, fills, report,
-account and agents' books); at the end of the run the faults are cleared,
-the account and every day's report are checked once more (a report must
-follow rows of its day that reach the journal late), and the stack must go
-down leaving no process and no lock. ``ChaosResult.ok`` is true only when every check held.
+store, listens to ``sys.alert`` and lets the injector strike. Besides the
+injector's faults, the ``ChaosPlan`` takes the whole stack down and up again
+once overnight (gracefully, between a day's close and the next open) and
+once mid-day (kill -9 of every process at the same moment), and injects one
+phantom account change at the exchange: the reconciler must report it as a
+break in its first run after it, the run books it with ``trader ledger
+adjust`` and ``trader resume``, and trading goes on.
+
+When the supervisor's daily report of a day appears, injection pauses and the
+day is checked (orders, fills, report, account and agents' books, journal and
+archive alike); at the end of the run the faults are cleared, the account and
+the reports are checked once more, the reconciler's reports and the trading
+state's changes are checked over the whole run (no break but the phantom's,
+no halt but the one it caused), and the stack must go down leaving no
+process and no lock. ``ChaosResult.ok`` is true only when every check held.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from core.config import load_stack
 from tests.chaos.checks import (
+    Adjustment,
+    AlertRecorder,
     Check,
     ExchangeRecorder,
     Journal,
+    PhantomEpisode,
+    ReconLog,
     account_differences,
+    breaks_of,
+    check_break_alerts,
     check_daily_report,
     check_fills_match_exchange,
     check_orders_match_exchange,
+    check_recon_reports,
+    check_trading_state,
     converge,
+    is_phantom_break,
+    report_started_ns,
 )
 from tests.chaos.firm import Firm
 from tests.chaos.injector import KINDS, FaultInjector
@@ -36,6 +56,34 @@ from tests.chaos.injector import KINDS, FaultInjector
 TICK_S = 0.2
 WARM_UP_S = 8.0  # the stack starts and the agents sync before the first fault
 REPORT_SETTLE_TRIES = 15  # one a second: several of the supervisor's report checks (every 2 s)
+RESTART_SETTLE_S = 5.0  # after a whole-stack restart, before faults strike again
+PHANTOM_REASON = "phantom account change injected by the chaos test (no fill explains it)"
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """The run's scheduled events, by trading day (1 = the first day of the run); None leaves one out."""
+
+    overnight_restart_after: int | None = None  # graceful whole-stack restart after this day's close
+    midday_restart_on: int | None = None  # kill -9 of the whole stack on this day at ``midday_at``
+    midday_at: str = "10:30"
+    phantom_on: int | None = None  # the phantom account change on this day at ``phantom_at``
+    phantom_at: str = "11:30"
+    phantom_agent: str = "foreign-hynix"  # who the adjustment is booked to
+    phantom_code: str = "000660"
+    phantom_qty: int = 3
+    phantom_cash_won: int = -12345
+
+    @classmethod
+    def for_days(cls, days: int) -> ChaosPlan:
+        """Overnight restart a third of the way in, the phantom in the middle, the mid-day kill after it."""
+        if days < 2:
+            return cls(phantom_on=1)
+        phantom = days // 2 + 1
+        midday = (2 * days) // 3 + 1 if days >= 3 else None
+        if midday == phantom:
+            midday = midday + 1 if midday < days else None
+        return cls(overnight_restart_after=max(1, days // 3), midday_restart_on=midday, phantom_on=phantom)
 
 
 @dataclass
@@ -47,18 +95,29 @@ class ChaosResult:
     faults: dict[str, int] = field(default_factory=dict)
     orders: int = 0
     fills: int = 0
+    per_day: dict[str, tuple[int, int]] = field(default_factory=dict)  # date -> (orders, fills)
     recoveries: dict[str, int] = field(default_factory=dict)
+    restarts: list[str] = field(default_factory=list)  # whole-stack restarts, as done
+    recon: dict[str, int] = field(default_factory=dict)
+    phantom: str = ""
+    wall_s: float = 0.0
 
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def summary(self) -> str:
-        """The printed summary: faults by kind, orders, fills, recoveries, each check."""
+        """The printed summary: faults by kind, orders and fills per day, restarts, reconciliation, each check."""
         lines = [f"chaos run over {len(self.days)} trading day(s): {', '.join(self.days)}", "faults injected:"]
         lines += [f"  {k:<24} {self.faults.get(k, 0)}" for k in KINDS]
         lines.append(f"orders {self.orders}, fills {self.fills}")
+        lines.append("per day (orders / fills):")
+        lines += [f"  {d}  {o:>6} / {f:<6}" for d, (o, f) in sorted(self.per_day.items())]
+        lines.append("whole-stack restarts: " + ("; ".join(self.restarts) or "none"))
+        lines.append("phantom: " + (self.phantom or "none"))
+        lines.append("reconciler reports: " + ", ".join(f"{k} {v}" for k, v in self.recon.items()))
         lines.append("recoveries: " + ", ".join(f"{k} {v}" for k, v in sorted(self.recoveries.items())))
+        lines.append(f"wall time {self.wall_s:.0f} s")
         lines.append("checks:")
         lines += [f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}" + ("" if c.passed else f": {c.detail}")
                   for c in self.checks]
@@ -67,9 +126,16 @@ class ChaosResult:
 
 
 def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: str = "08:50",
-              start_date: str = "2026-03-03", day_timeout_s: float = 600.0,
+              start_date: str = "2026-03-03", day_timeout_s: float = 600.0, roster: str | Path = "default",
+              retention_days: int = 3, recon_interval_s: float = 3.0, plan: ChaosPlan | None = None,
+              min_orders_per_day: int = 0, min_fills_per_day: int = 0, gap_s: tuple[float, float] = (3.0, 8.0),
               log: Callable[[str], None] = print) -> ChaosResult:
-    """Run the firm for ``days`` trading days under faults; every process is stopped before returning."""
+    """Run the firm for ``days`` trading days under faults; every process is stopped before returning.
+
+    ``min_orders_per_day`` / ``min_fills_per_day``: when set, every day after
+    the first (which may start late) must carry at least that many.
+    """
+    plan = plan if plan is not None else ChaosPlan.for_days(days)
     previous = os.environ.get("TRADER_RUN_DIR")
     os.environ["TRADER_RUN_DIR"] = str(run_dir)
     try:
@@ -79,14 +145,26 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
             os.environ.pop("TRADER_RUN_DIR", None)
         else:
             os.environ["TRADER_RUN_DIR"] = previous
-    firm = Firm(run_dir, speed=speed, start_time=start_time, start_date=start_date, seed=seed)
+    firm = Firm(run_dir, speed=speed, start_time=start_time, start_date=start_date, seed=seed, roster=roster,
+                retention_days=retention_days, recon_interval_s=recon_interval_s)
     agents = sorted(firm.ports)
-    injector = FaultInjector(firm, settings, agents, seed, log=log)
+    injector = FaultInjector(firm, settings, agents, seed, gap_s=gap_s, log=log)
     recorder = ExchangeRecorder(run_dir)
     journal = Journal(run_dir)
+    recon = ReconLog(journal)
+    alerts = AlertRecorder(settings.endpoint("bus_out"))
     result = ChaosResult()
     start_cash = settings.broker.account_cash_won
+    adjustments: list[Adjustment] = []
+    trading_dates: list[str] = []  # as the exchange's clock shows them, in order
+    episode: PhantomEpisode | None = None
+    closed: list[str] = []  # dates whose daily report appeared, in order (retention deletes old report files)
     inject = False
+    reports = run_dir / "reports"
+
+    def note_reports() -> None:
+        if reports.exists():
+            closed.extend(sorted(p.stem for p in reports.glob("*.csv") if p.stem not in closed))
 
     def tick(seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -95,17 +173,27 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
             for name in firm.keep_alive(now):
                 log(f"restarted {name}")
             recorder.poll()
+            alerts.poll()
+            note_reports()
             if inject:
                 injector.step(now)
             if time.monotonic() >= end:
                 return
             time.sleep(TICK_S)
 
+    def wait_until(condition: Callable[[], Any], timeout_s: float) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = condition()
+            if value or time.monotonic() >= deadline:
+                return value
+            tick(0.5)
+
     def account_check(label: str) -> Check:
         def probe() -> list[str]:
             try:
                 return account_differences(journal, recorder, start_cash,
-                                           {a: (firm.agent_status(a) or {}).get("book") for a in agents})
+                                           {a: (firm.agent_status(a) or {}).get("book") for a in agents}, adjustments)
             except Exception as exc:  # a store mid-restart: report it as what was seen, and look again
                 return [f"could not read the records: {exc!r}"]
         problems = converge(probe, tick, 60)
@@ -125,6 +213,8 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         result.checks.extend(found)
         result.checks.append(report_check(date))
         result.checks.append(account_check(date))
+        result.per_day[date] = journal.counts(date)
+        log(f"day {date}: {result.per_day[date][0]} orders, {result.per_day[date][1]} fills")
 
     def report_check(date: str, label: str = "") -> Check:
         # rows of the day may reach the journal after the report (orders refused after the close): the
@@ -140,22 +230,104 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         converge(probe, tick, REPORT_SETTLE_TRIES)
         return Check(f"{label}{seen[0].name}", seen[0].passed, seen[0].detail) if label else seen[0]
 
+    def restart_whole_stack(graceful: bool, why: str) -> None:
+        nonlocal inject
+        was_injecting, inject = inject, False
+        injector.clear_all()
+        clock = recorder.clock()
+        where = f"{clock.trading_date} {clock.session} {clock.hhmm}" if clock else "?"
+        log(f"whole stack {'down gracefully' if graceful else 'kill -9'} and up again ({why}, market at {where})")
+        if graceful and clock is not None and clock.session in ("continuous", "closing_auction"):
+            result.checks.append(Check(f"the overnight restart ({why}) fell between a close and the next open", False,
+                                       f"the market was at {where} when the run got to it"))
+        ok, detail = firm.restart_all(graceful=graceful)
+        result.restarts.append(f"{'graceful' if graceful else 'kill -9'} {why} at {where}")
+        result.checks.append(Check(f"whole stack went down ({'graceful' if graceful else 'kill -9'}, {why})",
+                                   ok, detail))
+        tick(RESTART_SETTLE_S)
+        injector.schedule_from(time.monotonic())
+        inject = was_injecting
+
+    def phantom_episode() -> PhantomEpisode | None:
+        nonlocal inject
+        inject = False
+        injector.clear_all()
+        quiet_ns = time.time_ns()
+        settled = wait_until(lambda: any(not breaks_of(r) and not r.get("error") for r in recon.reports(quiet_ns)),
+                             recon_interval_s * 3 + 30)
+        result.checks.append(Check("a clean reconciliation before the phantom", bool(settled),
+                                   "" if settled else f"none began in {recon_interval_s * 3 + 30:.0f} s"))
+        code, qty, cash = plan.phantom_code, plan.phantom_qty, plan.phantom_cash_won
+        injected_ns = time.time_ns()
+        if not injector.phantom(code, qty, cash):
+            result.checks.append(Check("the exchange took the phantom", False, "the fault command was refused"))
+            inject = True
+            return None
+        found = PhantomEpisode(code=code, qty=qty, cash_won=cash, injected_ns=injected_ns)
+
+        def reported() -> dict[str, Any] | None:
+            return next((r for r in recon.reports(injected_ns)
+                         if any(is_phantom_break(b, code) for b in breaks_of(r))), None)
+        caught = wait_until(reported, recon_interval_s * 3 + 30)
+        log(f"phantom caught by {caught['report_id']}" if caught else "phantom not reported by the reconciler")
+        adjust = firm.trader("ledger", "adjust", plan.phantom_agent, code, "--qty", str(qty), "--cash-won", str(cash),
+                             "--reason", PHANTOM_REASON)
+        booked = adjust.returncode == 0
+        result.checks.append(Check("the phantom booked as an adjustment (`trader ledger adjust` exit 0)", booked,
+                                   "" if booked else f"exit {adjust.returncode}: {(adjust.stderr or adjust.stdout)[-300:]}"))
+        if booked:
+            adjustments.append(Adjustment(plan.phantom_agent, code, qty, cash))
+            found = replace(found, adjusted_ns=time.time_ns())
+        resume = firm.trader("resume")
+        result.checks.append(Check("`trader resume` after the adjustment (exit 0)", resume.returncode == 0,
+                                   (resume.stderr or resume.stdout)[-300:] if resume.returncode else ""))
+        found = replace(found, resumed_ns=time.time_ns())
+        if booked:
+            since = found.adjusted_ns
+
+            def without() -> dict[str, Any] | None:
+                return next((r for r in recon.reports(since) if not r.get("error")
+                             and not any(is_phantom_break(b, code) for b in breaks_of(r))), None)
+            over = wait_until(without, recon_interval_s * 3 + 30)
+            if over:
+                found = replace(found, over_ns=report_started_ns(over))
+        result.phantom = (f"{qty:+d} {code}, {cash:+,} won at {dt.datetime.fromtimestamp(injected_ns / 1e9):%H:%M:%S}; "
+                          f"reported {'by ' + caught['report_id'] if caught else 'never'}; "
+                          f"adjustment {'booked' if booked else 'NOT booked'}; "
+                          f"{'books agree again' if found.over_ns else 'break still open'}")
+        log(f"phantom: {result.phantom}")
+        injector.schedule_from(time.monotonic())
+        inject = True
+        return found
+
+    started = time.monotonic()
     try:
         firm.start_all()
-        started = time.monotonic()
         tick(WARM_UP_S)
         injector.schedule_from(time.monotonic())
         inject = True
-        reports = run_dir / "reports"
         last_report_at = time.monotonic()
+        midday_done = plan.midday_restart_on is None
+        phantom_done = plan.phantom_on is None
         while len(result.days) < days:
             tick(1.0)
-            fresh = sorted(p.stem for p in reports.glob("*.csv") if p.stem not in result.days) if reports.exists() else []
-            for date in fresh:
+            clock = recorder.clock()
+            if clock and clock.trading_date and clock.trading_date not in trading_dates:
+                trading_dates.append(clock.trading_date)
+            day_no = trading_dates.index(clock.trading_date) + 1 if clock and clock.trading_date in trading_dates else 0
+            if not midday_done and day_no == plan.midday_restart_on and clock and clock.trading_after(plan.midday_at):
+                midday_done = True
+                restart_whole_stack(False, f"mid-day of day {day_no}")
+            if not phantom_done and day_no == plan.phantom_on and clock and clock.trading_after(plan.phantom_at):
+                phantom_done = True
+                episode = phantom_episode()
+            for date in [d for d in closed if d not in result.days][: days - len(result.days)]:
                 inject = False
                 injector.clear_all()
-                log(f"day {date} closed: checking")
                 result.days.append(date)
+                if plan.overnight_restart_after == len(result.days) and len(result.days) < days:
+                    restart_whole_stack(True, f"overnight after day {len(result.days)}")
+                log(f"day {date} closed: checking")
                 day_checks(date)
                 last_report_at = time.monotonic()
                 inject = len(result.days) < days
@@ -166,24 +338,49 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         inject = False
         injector.clear_all()
         result.checks.append(account_check("end of run"))
+        cutoff = _retention_cutoff(result.days[-1], retention_days) if result.days else ""
         for date in result.days:
+            if date < cutoff and not journal.rows("SELECT 1 FROM daily_reports WHERE trading_date = ?", date):
+                continue  # retention took the day's report rows with it
             result.checks.append(report_check(date, "end of run: "))
+        for date in result.days:
+            result.per_day[date] = journal.counts(date)
+        if min_orders_per_day or min_fills_per_day:
+            thin = [f"{d}: {o} orders, {f} fills" for d, (o, f) in sorted(result.per_day.items())[1:]
+                    if o < min_orders_per_day or f < min_fills_per_day]
+            result.checks.append(Check(f"every day after the first carries >= {min_orders_per_day} orders and >= "
+                                       f"{min_fills_per_day} fills", not thin, "; ".join(thin)))
+        if plan.phantom_on is not None and not phantom_done:
+            result.checks.append(Check("the phantom was injected", False, f"day {plan.phantom_on} never reached "
+                                                                          f"{plan.phantom_at}"))
+        result.checks.extend(check_recon_reports(recon, episode, recon_interval_s))
+        result.checks.append(check_trading_state(journal, episode))
+        result.checks.append(check_break_alerts(alerts, recon, episode))
         missing = [k for k in KINDS if not injector.injected.get(k)]
         result.checks.append(Check("every fault kind injected at least once", not missing, ", ".join(missing)))
         result.faults = dict(injector.injected)
-        result.orders = journal.rows("SELECT count(*) FROM orders")[0][0]
-        result.fills = journal.rows("SELECT count(*) FROM fills")[0][0]
+        result.orders = sum(o for o, _ in result.per_day.values())
+        result.fills = sum(f for _, f in result.per_day.values())
+        result.recon = recon.counts()
         result.recoveries = _recoveries(firm, journal)
         log(f"ran {time.monotonic() - started:.0f} s; stopping the stack")
         clean, detail = firm.stop()
         result.checks.append(Check("the stack went down leaving no process and no lock", clean, detail))
     finally:
         injector.close()
+        alerts.close()
         firm.kill_everything()
     leftovers = firm.leftovers()
     if leftovers:
         result.checks.append(Check("no orphan process after the run", False, str([p.pid for p in leftovers])))
+    result.wall_s = time.monotonic() - started
     return result
+
+
+def _retention_cutoff(trading_date: str, retention_days: int) -> str:
+    """The first date retention keeps when ``trading_date`` is the last day (calendar days, as the stack counts)."""
+    day = dt.datetime.strptime(trading_date, "%Y%m%d").date()
+    return (day - dt.timedelta(days=retention_days)).strftime("%Y%m%d")
 
 
 def _recoveries(firm: Firm, journal: Journal) -> dict[str, int]:
