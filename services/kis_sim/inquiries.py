@@ -15,10 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from core.krx import KST, tick_size
-from core.messages import SessionPhase
-from services.kis_sim.flavour import Flavour
-from services.kis_sim.market import NS_PER_MIN, KisMarket, hhmmss
+from core.krx import tick_size
+from services.kis_sim.market import KisMarket, hhmmss
 from services.kis_sim.orders import ACCOUNT_ID, KisOrder, OrderDesk
 from services.kis_sim.replies import KisError, ok
 
@@ -393,14 +391,3 @@ def minute_chart(q: Query, market: KisMarket) -> Answer:
             "hts_kor_isnm": market.instruments[code].name, "stck_prpr": str(cd.price)}
     return ok("MCA00000", "정상처리 되었습니다!", output1=head, output2=rows), ""
 
-
-def market_open(market: KisMarket) -> bool:
-    """Whether orders reach the exchange now (pre-open, continuous or the closing auction)."""
-    return market.phase is not SessionPhase.CLOSED
-
-
-def now_kst(market: KisMarket) -> dt.datetime:
-    return dt.datetime.fromtimestamp(market.now_ns / 1e9, KST)
-
-
-_ = NS_PER_MIN

@@ -17,7 +17,7 @@ def test_missing_bearer_is_egw00205(demo: Server) -> None:
 
 
 def test_real_tr_on_demo_is_egw02006_and_unknown_tr_on_real_is_opsq0002(demo: Server, real: Server) -> None:
-    r = demo.order() if False else demo.post("/uapi/domestic-stock/v1/trading/order-cash", "TTTC0012U", {})
+    r = demo.post("/uapi/domestic-stock/v1/trading/order-cash", "TTTC0012U", {})
     assert r.status_code == 500 and r.json()["msg_cd"] == "EGW02006"
     r = real.post("/uapi/domestic-stock/v1/trading/order-cash", "XXXX0000U", {})
     assert r.status_code == 500 and r.json()["msg_cd"] == "OPSQ0002"
