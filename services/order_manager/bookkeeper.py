@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from core import krx
-from core.ledger import ACCOUNT, Adjustment, Book, Holding, LedgerError
+from core.ledger import ACCOUNT, Adjustment, Book, FillRow, Holding, LedgerError
 from services.order_manager import archive
 from services.order_manager.desk import fill_row_as_fill, order_row_as_event
 from services.order_manager.entry import parse_client_order_id
@@ -190,7 +190,9 @@ class Bookkeeper:
         orders = self.journal.orders(since=date) + [
             o for o in self.journal.orders(until=date, open_only=True) if o["trading_date"] < date]
         fills = self.journal.fills(since=date, by_ledger_date=True)
-        current = self.ledger.current()
+        current = self.ledger.current(fills=[FillRow(f["exec_id"], f["client_order_id"], f["agent_id"], f["code"],
+                                                     f["side"], f["qty"], f["price"], f["fee_won"], f["tax_won"])
+                                             for f in fills])
         account = current.get(ACCOUNT, Book(0))
         return {
             "trading_date": trading_date, "ledger_date": date,

@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS orders (
     reply TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_agent_date ON orders (agent_id, trading_date);
+CREATE INDEX IF NOT EXISTS orders_date ON orders (trading_date);
+CREATE INDEX IF NOT EXISTS orders_status_date ON orders (status, trading_date);
 CREATE TABLE IF NOT EXISTS fills (
     exec_id TEXT PRIMARY KEY,
     client_order_id TEXT NOT NULL,
@@ -253,8 +255,8 @@ class Journal:
         if agent_id is not None:
             sql += " AND agent_id = ?"
             args.append(agent_id)
-        if open_only:
-            sql += " AND status NOT IN ('filled', 'canceled', 'rejected', 'expired')"
+        if open_only:  # listed (not NOT IN) so that the status index finds them without a scan of every day
+            sql += " AND status IN ('new', 'submitted', 'accepted', 'partially_filled', 'cancel_pending')"
         sql += " ORDER BY created_ns, client_order_id"
         return [dict(zip(_ORDER_COLUMNS, row)) for row in self.db.execute(sql, args)]
 

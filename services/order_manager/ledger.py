@@ -146,14 +146,18 @@ class LedgerStore:
             args.append(agent_id)
         return [Adjustment(*r) for r in self.db.execute(sql + " ORDER BY seq", args)]
 
-    def current(self, book: str | None = None) -> dict[str, Book]:
-        """The books now: the latest opening plus every fill and adjustment since (one book, or all)."""
+    def current(self, book: str | None = None, fills: Iterable[FillRow] | None = None) -> dict[str, Book]:
+        """The books now: the latest opening plus every fill and adjustment since (one book, or all).
+
+        ``fills``: the fills since the open date when the caller has read them already.
+        """
         if not self.open_date:
             return {}
         books = self.opening(book=book)
         agent = None if book in (None, ACCOUNT) else book
-        return _apply_loose(books, self.fills(self.open_date, agent_id=agent),
-                            self.adjustments(self.open_date, agent_id=agent))
+        if fills is None:
+            fills = self.fills(self.open_date, agent_id=agent)
+        return _apply_loose(books, fills, self.adjustments(self.open_date, agent_id=agent))
 
     def origins(self) -> dict[str, Book]:
         """The opening each book was created with."""
