@@ -23,6 +23,6 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	@for b in bus simulator storage orders agent ops dashboard backtest; do \
+	@for b in bus simulator storage orders agent ops dashboard backtest ledger kis_sim; do \
 	  test -f bench/$$b.py && $(BIN)/python -m bench.$$b | tail -1; \
 	done; true
