@@ -166,6 +166,7 @@ class Portfolio:
     realized_pnl_won: int = 0
     start_cost_won: int = 0
     adjustments_won: int = 0  # cash booked in (or out) by adjustments, part of the capital
+    adjustments: list[dict[str, Any]] = field(default_factory=list)  # the ledger's adjustments since the opening
     last_ts_ns: int = 0
 
     def __post_init__(self) -> None:
@@ -475,6 +476,8 @@ class Portfolio:
             "unrealized_pnl_won": unreal,
             "fees_won": self.fees_won,
             "taxes_won": self.taxes_won,
+            "adjustments_won": self.adjustments_won,
+            "adjustments": [dict(a) for a in self.adjustments],
             "return_on_allocation": (self.realized_pnl_won + unreal) / capital if capital else 0.0,
             "open_orders": len(self.open_orders()),
             "positions": positions,
@@ -524,5 +527,6 @@ class Portfolio:
         for o in order_list:
             book.on_order_event(o.client_order_id, str(o.status), o.ts_ns)
         for a in adjustments:
-            book.on_adjustment(str(a["code"]), int(a["qty"]), int(a["cash_won"]), int(a.get("cost_won", 0)))
+            if book.on_adjustment(str(a["code"]), int(a["qty"]), int(a["cash_won"]), int(a.get("cost_won", 0))) is None:
+                book.adjustments.append(dict(a))
         return book

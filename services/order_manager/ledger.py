@@ -179,7 +179,7 @@ class LedgerStore:
         """A date's openings and closings (the next opening once rolled, else computed now), as plain data."""
         opening = self.opening(date)
         if not opening:
-            return {"ledger_date": date, "opening": {}, "closing": {}, "rolled": None}
+            return {"ledger_date": date, "opening": {}, "closing": {}, "rolled": None, "adjustments": []}
         rolled = self.rolled(date)
         if rolled is not None:
             closing = self.opening(rolled["next_date"])
@@ -187,7 +187,8 @@ class LedgerStore:
             closing = apply_day({b: bk.copy() for b, bk in opening.items()}, self.fills(date, exact=True),
                                 self.adjustments(date, exact=True))
         return {"ledger_date": date, "opening": {b: bk.to_plain() for b, bk in opening.items()},
-                "closing": {b: bk.to_plain() for b, bk in closing.items()}, "rolled": rolled}
+                "closing": {b: bk.to_plain() for b, bk in closing.items()}, "rolled": rolled,
+                "adjustments": [a.to_plain() for a in self.adjustments(date, exact=True)]}
 
     # --- writing ---------------------------------------------------------------
 

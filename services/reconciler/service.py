@@ -272,6 +272,10 @@ class ReconcilerService(Service):
         for agent_id, port in sorted(self.agent_ports.items()):
             try:
                 data = self._http.get(f"http://127.0.0.1:{port}/status").json()
+                sync = data.get("sync") if isinstance(data, dict) else None
+                if isinstance(sync, dict) and sync.get("state") not in (None, "in_sync"):
+                    unreachable.append(agent_id)  # rebuilding its book: compared once it is in sync again
+                    continue
                 book = data.get("book") if isinstance(data, dict) and isinstance(data.get("book"), dict) else data
                 held = book.get("positions", {}) if isinstance(book, dict) else None
                 books[agent_id] = {str(c): int(v.get("qty", 0) if isinstance(v, dict) else v) for c, v in (held or {}).items()}

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS daily_reports (
     realized_pnl_won INTEGER NOT NULL,
     unrealized_pnl_won INTEGER NOT NULL,
     open_orders INTEGER NOT NULL,
+    adjusted_qty INTEGER NOT NULL DEFAULT 0,
+    adjusted_won INTEGER NOT NULL DEFAULT 0,
     end_positions TEXT NOT NULL,
     written_ns INTEGER NOT NULL,
     PRIMARY KEY (trading_date, agent_id)
@@ -59,6 +61,10 @@ class DayJournal:
         self.path = run_path / JOURNAL_FILE
         self.db = open_db(self.path, synchronous="FULL")
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(daily_reports)")}
+        for column in ("adjusted_qty", "adjusted_won"):  # a journal from before adjustments
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE daily_reports ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

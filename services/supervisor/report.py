@@ -24,7 +24,8 @@ OPEN_STATUSES = frozenset({"new", "submitted", "accepted", "partially_filled", "
 
 REPORT_COLUMNS = (
     "trading_date", "agent_id", "orders", "fills", "bought_qty", "sold_qty", "bought_won", "sold_won",
-    "fees_won", "taxes_won", "realized_pnl_won", "unrealized_pnl_won", "open_orders", "end_positions",
+    "fees_won", "taxes_won", "realized_pnl_won", "unrealized_pnl_won", "open_orders", "adjusted_qty", "adjusted_won",
+    "end_positions",
 )
 
 
@@ -127,6 +128,8 @@ def daily_report(
             "realized_pnl_won": end.realized_pnl_won - before.realized_pnl_won,
             "unrealized_pnl_won": end.unrealized_pnl_won(),
             "open_orders": sum(1 for o in day_orders if o["status"] in OPEN_STATUSES),
+            "adjusted_qty": 0,
+            "adjusted_won": 0,
             "end_positions": {code: {"qty": p.qty, "avg_price": round(p.avg_price)}
                               for code, p in sorted(end.positions.items()) if p.qty},
         })
@@ -153,6 +156,7 @@ def _ledger_report(
         if f["trading_date"] == trading_date:
             day_fills.setdefault(f["agent_id"], []).append(f)
     opening, closing = ledger_day["opening"], ledger_day.get("closing") or {}
+    adjustments = ledger_day.get("adjustments") or []
     rows: list[dict[str, Any]] = []
     for agent_id in sorted((set(opening) | set(starts) | set(day_orders)) - {LEDGER_ACCOUNT}):
         o, c = opening.get(agent_id) or {}, closing.get(agent_id) or opening.get(agent_id) or {}
@@ -174,6 +178,8 @@ def _ledger_report(
             "realized_pnl_won": int(c.get("realized_pnl_won", 0)) - int(o.get("realized_pnl_won", 0)),
             "unrealized_pnl_won": unrealized,
             "open_orders": sum(1 for x in agent_orders if x["status"] in OPEN_STATUSES),
+            "adjusted_qty": sum(int(a["qty"]) for a in adjustments if a["agent_id"] == agent_id),
+            "adjusted_won": sum(int(a["cash_won"]) for a in adjustments if a["agent_id"] == agent_id),
             "end_positions": {code: {"qty": int(h["qty"]), "avg_price": round(int(h["cost_won"]) / int(h["qty"]))}
                               for code, h in sorted(held.items())},
         })
