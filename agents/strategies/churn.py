@@ -9,7 +9,8 @@ from its own time stamp, so the rule holds after a restart) is cancelled, and
 a fresh one goes out at the next bar once the cancel is confirmed. Buys stay
 within the cash available and ``max_position``; sells never exceed what may be
 offered. A refused order (the firm halted, a limit reached) quiets it for
-``replace_after_min`` minutes from the refusal's time stamp, so a halt is not
+``replace_after_min`` minutes counted from the next bar (a refusal's own time
+stamp may be the back office's wall clock, not market time), so a halt is not
 met with an order on every bar. Everything follows from the events it is
 given: the same events give the same orders.
 """
@@ -67,17 +68,21 @@ class Churn(Strategy):
         self.replaced = 0
         self.refused = 0
         self._quiet_until_ns = 0
+        self._refused_since_bar = False
 
     def on_order_event(self, ctx: AgentContext, event: OrderEventData) -> None:
         if event.status == "rejected":
             self.refused += 1
-            self._quiet_until_ns = max(self._quiet_until_ns, event.ts_ns + self.params.replace_after_min * NS_PER_MIN)
+            self._refused_since_bar = True
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         if ctx.phase is not SessionPhase.OPEN:
             return
         p = self.params
         code = bar.code
+        if self._refused_since_bar:
+            self._refused_since_bar = False
+            self._quiet_until_ns = bar.ts_ns + p.replace_after_min * NS_PER_MIN
         working = {"buy": False, "sell": False}
         pending_buy_qty = 0
         for order in ctx.open_orders(code):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-phantom", action="store_true", help="leave the phantom account change out")
     parser.add_argument("--no-restarts", action="store_true", help="leave the whole-stack restarts out")
     args = parser.parse_args(argv)
+    # a terminated run still takes its whole stack down (the run's ``finally``), leaving no orphan
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = ChaosPlan.for_days(args.days)
     if args.no_phantom:
         plan = replace(plan, phantom_on=None)
