@@ -4,12 +4,15 @@ PER is the live price over the instrument's EPS (constant within a quarter).
 Below the band's floor the strategy buys one slice per level, each level a
 further ``step_pct`` below the previous; above the ceiling it sells one slice
 per level up, the last level selling what is left. Counters reset once PER is
-back at the middle of the band, so the ladder can be climbed again.
+back at the middle of the band, so the ladder can be climbed again. A step
+whose order ends with nothing done (refused, cancelled at the close, expired)
+was not taken: it is given back and may be taken again.
 
-State kept across restarts and days: the ladder (buy and sell steps taken) and
-the last PER. The ladder is a story of price levels, not of days: it survives
-the overnight, so an agent restarted while holding does not buy its steps
-again; only PER's return to the middle of the band resets it.
+State kept across restarts and days: the ladder (buy and sell steps taken,
+and the orders of the last step of each side, which may still be given back)
+and the last PER. The ladder is a story of price levels, not of days: it
+survives the overnight, so an agent restarted while holding does not buy its
+steps again; only PER's return to the middle of the band resets it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, Strategy, StrategyParams, read_state
+from agents.strategy import BarData, OrderEventData, Strategy, StrategyParams, read_state
 
 
 class PerValuationParams(StrategyParams):
@@ -46,6 +49,8 @@ class PerValuationState(msgspec.Struct, forbid_unknown_fields=True):
     per: float
     buy_steps: int
     sell_steps: int
+    buy_step_order: str
+    sell_step_order: str
     no_eps_logged: bool
 
 
@@ -61,6 +66,7 @@ class PerValuation(Strategy):
         self.per = 0.0
         self.buy_steps = 0
         self.sell_steps = 0
+        self._step_orders = {"buy": "", "sell": ""}  # client order id of each side's last step
         self._no_eps_logged = False
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
@@ -75,31 +81,50 @@ class PerValuation(Strategy):
         self.per = per = bar.close / inst.eps
         middle = (p.low_per + p.high_per) / 2
         if per >= middle:
-            self.buy_steps = 0
+            self.buy_steps, self._step_orders["buy"] = 0, ""
         if per <= middle:
-            self.sell_steps = 0
+            self.sell_steps, self._step_orders["sell"] = 0, ""
         if ctx.open_orders(code):
             return
         if self.buy_steps < p.max_steps and per <= p.low_per * (1 - p.step_pct * self.buy_steps):
             qty = ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.step_fraction))
-            if qty > 0 and ctx.buy(code, qty, bar.close).ok:
+            intent = ctx.buy(code, qty, bar.close) if qty > 0 else None
+            if intent is not None and intent.ok:
+                self._step_orders["buy"] = intent.client_order_id  # type: ignore[union-attr]
                 self.buy_steps += 1
                 ctx.log(f"PER {per:.2f} below band: buy step {self.buy_steps} ({qty})")
         elif self.sell_steps < p.max_steps and per >= p.high_per * (1 + p.step_pct * self.sell_steps):
             held = ctx.sellable(code)
             if held > 0:
                 qty = math.ceil(held / (p.max_steps - self.sell_steps))
-                if ctx.sell(code, qty, bar.close).ok:
+                intent = ctx.sell(code, qty, bar.close)
+                if intent.ok:
+                    self._step_orders["sell"] = intent.client_order_id  # type: ignore[union-attr]
                     self.sell_steps += 1
                     ctx.log(f"PER {per:.2f} above band: sell step {self.sell_steps} ({qty})")
+
+    def on_order_event(self, ctx: AgentContext, event: OrderEventData) -> None:
+        if event.filled_qty or event.status not in ("rejected", "canceled", "expired"):
+            return
+        side = event.side
+        if side in self._step_orders and event.client_order_id == self._step_orders[side]:
+            self._step_orders[side] = ""
+            if side == "buy":
+                self.buy_steps = max(0, self.buy_steps - 1)
+            else:
+                self.sell_steps = max(0, self.sell_steps - 1)
+            ctx.log(f"{side} step order {event.client_order_id} {event.status} with nothing done: step given back")
 
     def state(self) -> dict[str, Any]:
         return {"per": self.per, "buy_steps": self.buy_steps, "sell_steps": self.sell_steps}
 
     def save_state(self) -> dict[str, Any]:
-        return msgspec.structs.asdict(PerValuationState(per=self.per, buy_steps=self.buy_steps, sell_steps=self.sell_steps,
-                                                        no_eps_logged=self._no_eps_logged))
+        return msgspec.structs.asdict(PerValuationState(
+            per=self.per, buy_steps=self.buy_steps, sell_steps=self.sell_steps, buy_step_order=self._step_orders["buy"],
+            sell_step_order=self._step_orders["sell"], no_eps_logged=self._no_eps_logged,
+        ))
 
     def load_state(self, state: dict[str, Any], version: int) -> None:
         s = read_state(state, version, self.state_version, PerValuationState)
         self.per, self.buy_steps, self.sell_steps, self._no_eps_logged = s.per, s.buy_steps, s.sell_steps, s.no_eps_logged
+        self._step_orders = {"buy": s.buy_step_order, "sell": s.sell_step_order}

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from agents import state_store
 from agents.context import WARMING_UP, AgentContext, OrderIntent
 from agents.state_store import SavedState
-from agents.strategy import STRATEGIES, BarData, FlowData, StateError, Strategy, get_strategy
+from agents.strategy import STRATEGIES, BarData, FlowData, OrderEventData, StateError, Strategy, get_strategy
 from backtest.data import MarketData, from_simulator
 from backtest.engine import AgentSpec, Backtest, Restart
 from tests.agents.conftest import INSTRUMENTS, MINUTE, T0, execute, make_ctx
@@ -147,6 +147,24 @@ def test_per_valuation_restored_while_holding_does_not_buy_its_steps_again() -> 
     assert feed(new, flat[2:]) == []
     fresh = restarted(ctx, None, flat[:2])  # what an agent without its state did: climb the ladder again
     assert [o[0] for o in feed(fresh, flat[2:])] == ["buy"]
+
+
+def test_a_per_valuation_step_whose_order_ends_with_nothing_done_is_given_back() -> None:
+    codes, params = ["005380"], {"low_per": 5.0, "high_per": 7.0, "step_pct": 0.3, "max_steps": 4}
+    ctx = make_ctx("per_valuation", codes, params=params)
+    flat = bars_for(codes, [(0, 10_000)] * 3)
+    ctx.on_bar(flat[0])
+    (refused_step,) = ctx.drain_outbox()
+    ctx.on_order_event(OrderEventData(refused_step.client_order_id, "005380", "buy", "rejected", flat[0].ts_ns, 0, 0, "RISK_UNAVAILABLE"))
+    assert ctx.strategy.buy_steps == 0  # type: ignore[attr-defined]
+    ctx.on_bar(flat[1])
+    (again,) = ctx.drain_outbox()
+    assert ctx.strategy.buy_steps == 1 and again.client_order_id != refused_step.client_order_id  # type: ignore[attr-defined]
+    # the close cancels it unfilled: the step goes back with it, across a save and restore
+    ctx.on_order_event(OrderEventData(again.client_order_id, "005380", "buy", "accepted", flat[1].ts_ns))
+    new = restarted(ctx, state_store.decode(state_store.encode(ctx.save_state())), flat[:2])
+    new.on_order_event(OrderEventData(again.client_order_id, "005380", "buy", "canceled", flat[1].ts_ns))
+    assert new.strategy.buy_steps == 0  # type: ignore[attr-defined]
 
 
 # --- refusals -------------------------------------------------------------------
