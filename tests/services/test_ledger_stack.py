@@ -12,6 +12,7 @@ adjustments change nothing.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -147,3 +148,39 @@ def _guard_consistent(stack: LedgerStack) -> bool:
     except Exception:
         stack.guard.close()
         return False
+
+
+def test_a_roll_that_finds_a_fill_of_an_unknown_order_halts_the_firm_and_names_the_row(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    s = LedgerStack(tmp_path_factory.mktemp("ledger-bad"))
+    s.env["TRADER_CLOCK__START_TIME"] = "15:27"
+    try:
+        for name in ("bus", "exchange", "market-data", "risk-guard", "order-manager"):
+            s.start(name)
+        alerts = Subscriber(s.ctx, s.settings.endpoint("bus_out"), ["sys.alert"])
+        try:
+            wait_for(lambda: (st := s.status()) and st["ledger_date"], 60, "the ledger to open")
+            day = s.status()["trading_date"]
+            db = sqlite3.connect(s.run_dir / "journal.sqlite", timeout=10)
+            with db:
+                db.execute("INSERT INTO fills (exec_id, client_order_id, agent_id, trading_date, code, side, qty, price, "
+                           "fee_won, tax_won, broker_order_id, ts_ns, ledger_date) VALUES ('XBOGUS', ?, ?, ?, ?, 'buy', "
+                           "1, 1000, 0, 0, 'B0', 1, ?)", (f"{AGENT}-{day}-999", AGENT, day, CODE, day))
+            db.close()
+            seen: list[Any] = []
+
+            def alerted() -> bool:
+                seen.extend(env.msg for env in alerts.drain())
+                return any(isinstance(a, Alert) and a.kind == "ledger_inconsistent" for a in seen)
+
+            wait_for(alerted, 90, "the ledger_inconsistent alert at the close")
+            text = next(a.text for a in seen if isinstance(a, Alert) and a.kind == "ledger_inconsistent")
+            assert "XBOGUS" in text and "not in the journal" in text
+            status = s.ask(s.guard, "status")
+            assert status["state"] == "HALTED" and status["who"] == "ledger"
+            assert s.journal_rows("SELECT count(*) FROM ledger_rolls")[0][0] == 0  # nothing guessed, nothing rolled
+            assert "XBOGUS" in s.status()["ledger_problem"]
+        finally:
+            alerts.close()
+    finally:
+        s.close()
