@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents import state_store
-from agents.context import WARMING_UP, AgentContext, OrderIntent
+from agents.context import AgentContext, OrderIntent
 from agents.state_store import SavedState
 from agents.strategy import STRATEGIES, BarData, FlowData, OrderEventData, StateError, Strategy, get_strategy
 from backtest.data import MarketData, from_simulator
@@ -71,6 +71,10 @@ def feed(ctx: AgentContext, bars: list[BarData]) -> list[tuple[str, str, int, in
     return sent
 
 
+def windows(ctx: AgentContext, codes: list[str]) -> list[list[list[int]]]:
+    return [[column.tolist() for column in ctx.bars(c, 1024)] for c in codes]
+
+
 def restarted(ctx: AgentContext, saved: SavedState | None, recorded: list[BarData]) -> AgentContext:
     """A new context and strategy around a copy of ``ctx``'s book, resumed from ``saved`` and warmed with ``recorded``."""
     strategy = get_strategy(ctx.strategy.name)(ctx.strategy.params)
@@ -101,7 +105,7 @@ def test_a_saved_state_goes_through_msgpack_and_the_restored_strategy_decides_as
     assert new.resumed["restored"] is True and new.resumed["replayed_bars"] == 0
     assert new.strategy.save_state() == ctx.strategy.save_state()
     assert new.strategy.state() == ctx.strategy.state()
-    assert [new.bars(c, 1024) for c in codes].__repr__() == [ctx.bars(c, 1024) for c in codes].__repr__()
+    assert windows(new, codes) == windows(ctx, codes)
     assert new.flows(codes[0], 1024) == ctx.flows(codes[0], 1024)
     later = bars_for(codes, after, first=len(before))
     assert feed(new, later) == feed(ctx, later)
@@ -128,11 +132,18 @@ def test_bars_after_the_save_are_replayed_to_the_strategy_with_trading_refused(n
     assert new.strategy.save_state() == ctx.strategy.save_state()
 
 
-def test_an_order_asked_for_during_the_warm_up_is_refused_warming_up() -> None:
-    ctx = make_ctx("sma_cross", [COMMON], params={"fast": 2, "slow": 3})
-    ctx._warming = True
-    assert ctx.buy(COMMON, 1, 70_000).reason_code == WARMING_UP  # type: ignore[union-attr]
-    assert ctx.drain_outbox() == []
+def test_an_order_the_strategy_asks_for_during_the_warm_up_is_refused_warming_up() -> None:
+    codes, params = ["005380"], {"low_per": 5.0, "high_per": 7.0}
+    ctx = make_ctx("per_valuation", codes, params=params)
+    saved = ctx.save_state()  # saved before any bar: every recorded bar is newer
+    new = AgentContext("t1", codes, get_strategy("per_valuation").from_params(params), ctx.portfolio, INSTRUMENTS)
+    new.resume(saved)
+    new.queue_warm_up(bars_for(codes, [(0, 10_000)] * 3))
+    new.start()
+    # PER is below the band on each of them: each asked for a buy step, each was refused (no step taken)
+    assert new.resumed["replayed_bars"] == 3 and new.drain_outbox() == []
+    assert new.strategy.buy_steps == 0 and new.strategy.per < 5.0  # type: ignore[attr-defined]
+    assert new.buy("005380", 1, 200_000).ok, "trading resumes after the warm-up"
 
 
 def test_per_valuation_restored_while_holding_does_not_buy_its_steps_again() -> None:
