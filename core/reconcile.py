@@ -286,7 +286,9 @@ def journal_state_from_plain(
             raise ReconcileInputError(f"journal {what} must be a mapping of book to book")
     return JournalState(
         orders=_records(raw.get("orders"), "journal orders", ORDER_KEYS),
-        fills=_records(raw.get("fills"), "journal fills", FILL_KEYS),
+        # today's executions by their trading date when the ledger gives them apart (a late fill of a rolled
+        # day counts in today's books but is the broker's execution of that earlier day)
+        fills=_records(raw["day_fills"] if "day_fills" in raw else raw.get("fills"), "journal fills", FILL_KEYS),
         positions=positions,
         cash_won=cash,
         agent_positions=agent_positions,

@@ -179,13 +179,15 @@ class Bookkeeper:
                 "adjustments": [a.to_plain() for a in self.ledger.adjustments(date, agent_id=agent_id)]
                 if opening is not None else [],
                 "orders": [order_row_as_event(o) for o in orders], "fills": [fill_row_as_fill(f) for f in fills],
+            # the fills of the ledger's date by their own trading date: what the broker lists as today's
+            "day_fills": [fill_row_as_fill(f) for f in self.journal.fills(since=date, until=date)],
                 "max_client_order_n": highest}
 
     def journal_state(self, trading_date: str) -> dict[str, Any]:
         """What the risk guard and the reconciler start from: openings, the orders and fills since, the books now."""
         date = self.open_date
         if not date:
-            return {"trading_date": trading_date, "ledger_date": "", "orders": [], "fills": [], "openings": {},
+            return {"trading_date": trading_date, "ledger_date": "", "orders": [], "fills": [], "day_fills": [], "openings": {},
                     "adjustments": [], "ledger": {}, "origins": {}}
         orders = self.journal.orders(since=date) + [
             o for o in self.journal.orders(until=date, open_only=True) if o["trading_date"] < date]
@@ -197,6 +199,8 @@ class Bookkeeper:
         return {
             "trading_date": trading_date, "ledger_date": date,
             "orders": [order_row_as_event(o) for o in orders], "fills": [fill_row_as_fill(f) for f in fills],
+            # the fills of the ledger's date by their own trading date: what the broker lists as today's
+            "day_fills": [fill_row_as_fill(f) for f in self.journal.fills(since=date, until=date)],
             "openings": {b: bk.to_plain() for b, bk in self.ledger.opening().items()},
             "adjustments": [a.to_plain() for a in self.ledger.adjustments(date)],
             "ledger": {b: bk.to_plain() for b, bk in current.items()},

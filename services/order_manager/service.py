@@ -114,6 +114,7 @@ class OrderManagerService(Service):
         self._next_journal_probe = 0.0
         self._roll_due: float | None = None
         self._rolled_date = ""
+        self._roll_date = ""
         self._ledger_seen_date = ""
         self._outbox: list[tuple[str, Message]] = []  # published once the current request is answered
 
@@ -267,6 +268,7 @@ class OrderManagerService(Service):
                 self._ledger_seen_date = trading_date
         if phase is SessionPhase.CLOSED and self._rolled_date != trading_date and self._roll_due is None:
             self._roll_due = time.monotonic() + DAY_ROLL_GRACE_S
+            self._roll_date = trading_date  # the date that closed: the market may be on the next one by the roll
 
     def on_timer(self, now_monotonic: float) -> None:
         try:
@@ -301,7 +303,7 @@ class OrderManagerService(Service):
     def _day_roll(self) -> None:
         """At the close: apply the last notices from the broker, expire what is open, purge old days."""
         self._roll_due = None
-        date = self.desk.trading_date
+        date = self._roll_date or self.desk.trading_date
         try:
             self.desk.reconcile(time.time_ns())
             expired = self.desk.expire_open(time.time_ns())

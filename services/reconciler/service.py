@@ -82,6 +82,10 @@ class SourceDown(Exception):
     """A view could not be gathered (the text names the service and how to start it)."""
 
 
+class DayRollInProgress(SourceDown):
+    """The ledger and the broker are on different trading dates for a moment: nothing to compare yet."""
+
+
 class ReconcilerService(Service):
     """The process around ``core.reconcile``."""
 
@@ -189,8 +193,10 @@ class ReconcilerService(Service):
                     time.sleep(self.cfg.confirm_delay_s)
                 report = self._compare(sources)
             stable = [d for d in report.differences if not d.safe_to_heal and _same(first.get(_diff_id(d)), d)]
-            pending = [d.to_plain() for d in report.differences if not d.safe_to_heal and d not in stable]
-            halted = self._track_breaks(stable)
+            pending = [d.to_plain() for d in report.differences if not d.safe_to_heal and d not in stable
+                       and _diff_id(d) not in self.breaks]
+            present = {_diff_id(d): d for d in report.differences if not d.safe_to_heal}
+            halted = self._track_breaks(stable, present)
             plain = report.to_plain()
         except SourceDown as exc:
             plain = {"clean": False, "differences": [], "skipped": [], "error": str(exc)}
@@ -213,17 +219,22 @@ class ReconcilerService(Service):
                       f"{len(result['differences'])} difference(s)")
         return result
 
-    def _track_breaks(self, stable: list[Difference]) -> bool:
-        """Differences seen twice alike are breaks: alert each once, apply the policy once; returns whether it halted."""
+    def _track_breaks(self, stable: list[Difference], present: dict[str, Difference]) -> bool:
+        """Differences seen twice alike are breaks: alert each once, apply the policy once; returns whether it halted.
+
+        A break lasts until its difference is gone from a report (figures
+        that move meanwhile keep it a break, with the newest text).
+        """
         now = time.time_ns()
         seen = {_diff_id(d): d for d in stable}
-        for key in sorted(set(self.breaks) - set(seen)):
+        for key in sorted(set(self.breaks) - set(present)):
             gone = self.breaks.pop(key)
             self.alert(AlertLevel.INFO, "recon_break_resolved", f"resolved: {gone['text']}")
         new = [d for key, d in seen.items() if key not in self.breaks]
-        for key, d in seen.items():
+        for key, d in present.items():
             entry = self.breaks.get(key)
-            self.breaks[key] = {**d.to_plain(), "first_seen_ns": entry["first_seen_ns"] if entry else now}
+            if entry is not None or key in seen:
+                self.breaks[key] = {**d.to_plain(), "first_seen_ns": entry["first_seen_ns"] if entry else now}
         for d in new:
             self.alert(AlertLevel.CRITICAL if d.action is Action.HALT else AlertLevel.ERROR, "recon_break", d.text)
             if d.kind is DiffClass.AGENT_BOOK_DIFFERENCE and d.data.get("agent_id"):
@@ -234,8 +245,17 @@ class ReconcilerService(Service):
         return self._apply_policy(needing) if needing else False
 
     def _compare(self, sources: dict[str, Any]) -> Report:
+        broker_date = self._broker_date()
         raw_journal = self._ask(self.oms, "journal_state", {}, "order manager", "python -m services.order_manager")
         broker = self._broker_state()
+        ledger_date = str(raw_journal.get("ledger_date") or "") if isinstance(raw_journal, dict) else ""
+        after = self._broker_date()
+        if ledger_date and not (ledger_date == broker_date == after):
+            # the ledger rolls at the close, the broker's day at its overnight jump: between the two (or when the
+            # broker's day changed while the views were read) the two sides count different days
+            self._next_run = min(self._next_run, time.monotonic() + RECONNECT_DELAY_S)
+            raise DayRollInProgress(f"the day roll is in progress (the ledger is open on {ledger_date}, the broker on "
+                                    f"{after or broker_date}): compared again shortly")
         try:
             journal = journal_state_from_plain(raw_journal)
         except ReconcileInputError as exc:
@@ -244,6 +264,16 @@ class ReconcilerService(Service):
         sources.update({"broker": "ok", "journal": "ok", "ledger_date": raw_journal.get("ledger_date", ""),
                         "agents_compared": sorted(books), "agents_unreachable": unreachable})
         return reconcile(broker, journal, books, {}, self.cfg.unmanaged, agent_cash=cash)
+
+    def _broker_date(self) -> str:
+        assert self.broker is not None
+        try:
+            return str(self.broker.ping().get("trading_date") or "")
+        except BrokerUnavailable as exc:
+            self._broker_was_down = True
+            raise SourceDown(f"the broker does not answer ({exc}); start the paper exchange with `python -m services.exchange`") from exc
+        except BrokerError as exc:
+            raise SourceDown(f"the broker's answer is unusable: {exc}") from exc
 
     def _broker_state(self) -> BrokerState:
         assert self.broker is not None
