@@ -26,7 +26,8 @@ def orders(sent: list) -> list[tuple[int, str, str, int, int]]:
 
 def test_every_strategy_is_registered_with_validated_params() -> None:
     assert set(STRATEGIES) == {
-        "pair_arbitrage", "foreign_follower", "volatility_tracker", "volume_trigger", "per_valuation", "slow_trend", "sma_cross"
+        "pair_arbitrage", "foreign_follower", "volatility_tracker", "volume_trigger", "per_valuation", "slow_trend", "sma_cross",
+        "churn",
     }
     for name, cls in STRATEGIES.items():
         assert get_strategy(name) is cls and cls.__doc__ and cls.__module__.startswith("agents.strategies.")
