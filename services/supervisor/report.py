@@ -115,19 +115,9 @@ def daily_report(
         day_orders = [o for o in agent_orders if o["trading_date"] == trading_date]
         day_fills = [f for f in agent_fills if f["trading_date"] == trading_date]
         rows.append({
-            "trading_date": trading_date,
-            "agent_id": agent_id,
-            "orders": len(day_orders),
-            "fills": len(day_fills),
-            "bought_qty": sum(int(f["qty"]) for f in day_fills if f["side"] == "buy"),
-            "sold_qty": sum(int(f["qty"]) for f in day_fills if f["side"] == "sell"),
-            "bought_won": sum(int(f["qty"]) * int(f["price"]) for f in day_fills if f["side"] == "buy"),
-            "sold_won": sum(int(f["qty"]) * int(f["price"]) for f in day_fills if f["side"] == "sell"),
-            "fees_won": sum(int(f["fee_won"]) for f in day_fills),
-            "taxes_won": sum(int(f["tax_won"]) for f in day_fills),
+            **_activity(trading_date, agent_id, day_orders, day_fills),
             "realized_pnl_won": end.realized_pnl_won - before.realized_pnl_won,
             "unrealized_pnl_won": end.unrealized_pnl_won(),
-            "open_orders": sum(1 for o in day_orders if o["status"] in OPEN_STATUSES),
             "adjusted_qty": 0,
             "adjusted_won": 0,
             "end_positions": {code: {"qty": p.qty, "avg_price": round(p.avg_price)}
@@ -165,19 +155,9 @@ def _ledger_report(
         unrealized = sum(int(h["qty"]) * closing_prices[code] - int(h["cost_won"])
                          for code, h in held.items() if closing_prices.get(code, 0) > 0)
         rows.append({
-            "trading_date": trading_date,
-            "agent_id": agent_id,
-            "orders": len(agent_orders),
-            "fills": len(agent_fills),
-            "bought_qty": sum(int(f["qty"]) for f in agent_fills if f["side"] == "buy"),
-            "sold_qty": sum(int(f["qty"]) for f in agent_fills if f["side"] == "sell"),
-            "bought_won": sum(int(f["qty"]) * int(f["price"]) for f in agent_fills if f["side"] == "buy"),
-            "sold_won": sum(int(f["qty"]) * int(f["price"]) for f in agent_fills if f["side"] == "sell"),
-            "fees_won": sum(int(f["fee_won"]) for f in agent_fills),
-            "taxes_won": sum(int(f["tax_won"]) for f in agent_fills),
+            **_activity(trading_date, agent_id, agent_orders, agent_fills),
             "realized_pnl_won": int(c.get("realized_pnl_won", 0)) - int(o.get("realized_pnl_won", 0)),
             "unrealized_pnl_won": unrealized,
-            "open_orders": sum(1 for x in agent_orders if x["status"] in OPEN_STATUSES),
             "adjusted_qty": sum(int(a["qty"]) for a in adjustments if a["agent_id"] == agent_id),
             "adjusted_won": sum(int(a["cash_won"]) for a in adjustments if a["agent_id"] == agent_id),
             "end_positions": {code: {"qty": int(h["qty"]), "avg_price": round(int(h["cost_won"]) / int(h["qty"]))}
@@ -185,6 +165,24 @@ def _ledger_report(
         })
     rows.append(account_row(trading_date, rows))
     return rows
+
+
+def _activity(trading_date: str, agent_id: str, orders: list[Mapping[str, Any]],
+              fills: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """A report row's counts of the day: orders, fills, shares and won bought and sold, costs, orders left open."""
+    return {
+        "trading_date": trading_date,
+        "agent_id": agent_id,
+        "orders": len(orders),
+        "fills": len(fills),
+        "bought_qty": sum(int(f["qty"]) for f in fills if f["side"] == "buy"),
+        "sold_qty": sum(int(f["qty"]) for f in fills if f["side"] == "sell"),
+        "bought_won": sum(int(f["qty"]) * int(f["price"]) for f in fills if f["side"] == "buy"),
+        "sold_won": sum(int(f["qty"]) * int(f["price"]) for f in fills if f["side"] == "sell"),
+        "fees_won": sum(int(f["fee_won"]) for f in fills),
+        "taxes_won": sum(int(f["tax_won"]) for f in fills),
+        "open_orders": sum(1 for o in orders if o["status"] in OPEN_STATUSES),
+    }
 
 
 def account_row(trading_date: str, agent_rows: list[dict[str, Any]]) -> dict[str, Any]:
