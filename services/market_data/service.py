@@ -5,8 +5,10 @@ recorded bars when ``market_data.source = "replay"``), republishes ``md.tick.*``
 ``md.bar.1m.*``, ``md.flow.*`` and ``md.session`` (on a change of phase or
 day only) on the bus, keeps the last
 value of everything on a :class:`MarketBoard` served over RPC (``snapshot``,
-``status``), and records bars per day per code (flushed at each close and on
-stop, old days purged at start and at each close). A silent feed is dropped and
+``status``), and records bars per day per code (flushed every few seconds, at
+each close and on stop, old days purged at start and at each close). At start
+the board is filled from the newest recorded days, so after a restart of the
+whole stack an agent still warms its bar windows from the day so far. A silent feed is dropped and
 reopened with backoff (:mod:`services.market_data.link`, over the shared
 ``services.broker.connection.ConnectionMonitor``); each change of connection
 state is an Alert ``broker_connection`` and the heartbeat's ``connection`` key,
@@ -39,6 +41,8 @@ BAD_ARGS = "BAD_ARGS"
 UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
 
 LIVE_TIMER_S = 0.25  # seconds between liveness checks of a live feed
+FLUSH_EVERY_S = 5.0  # bars reach their day's file at least this often (a kill -9 loses no more than this)
+WARM_DAYS = 2  # recorded days read back into the board at start (a restarted agent warms from them)
 
 
 class MarketDataService(Service):
@@ -63,12 +67,15 @@ class MarketDataService(Service):
         self.cursor: replay.ReplayCursor | None = None
         self._replay_started: float | None = None
         self._feed_was_live = False  # the current subscription has delivered something
+        self._next_flush = 0.0
 
     # --- start and stop ------------------------------------------------------
 
     def setup(self) -> None:
         self._load_base_prices()
         self._purge(recorder.newest_day(self.recorder.root))
+        self._warm_board()
+        self._next_flush = time.monotonic() + FLUSH_EVERY_S
         assert self.ctx is not None
         self.rpc = RpcServer(self.ctx, self.settings.endpoint("market_data_rpc"), self.handle_request, name=self.name)
         self.add_socket(self.rpc.socket, self.rpc.handle_ready)
@@ -102,7 +109,29 @@ class MarketDataService(Service):
 
     # --- the loop --------------------------------------------------------------
 
+    def _warm_board(self) -> None:
+        """The bars of the newest recorded days, oldest first, onto the board (what a snapshot serves)."""
+        n = 0
+        for folder in recorder.day_dirs(self.recorder.root)[-WARM_DAYS:]:
+            try:
+                day = recorder.read_day(self.recorder.root, folder.name)
+            except (OSError, ValueError) as exc:  # a foreign or broken file: the board starts without it
+                self.log.warning("recorded bars of %s not read back: %s", folder.name, exc)
+                continue
+            for bars in day.values():
+                for bar in bars:
+                    self.board.apply(bar)
+                    n += 1
+        if n:
+            self.log.info("board filled with %d recorded bar(s)", n)
+
     def on_timer(self, now_monotonic: float) -> None:
+        if now_monotonic >= self._next_flush:
+            self._next_flush = now_monotonic + FLUSH_EVERY_S
+            try:
+                self.recorder.flush()
+            except OSError as exc:  # a full disk: the bars stay pending and the next flush tries again
+                self.log.warning("bars not written: %s", exc)
         if self.cursor is not None:
             self._replay_step(now_monotonic)
             return

@@ -401,6 +401,20 @@ def test_pending_bars_are_written_on_stop(stack: Stack) -> None:
     assert set(bars) == {"005930", "005935"} and len(bars["005930"]) >= 2
 
 
+def test_bars_reach_their_file_before_the_close_and_a_restarted_market_data_serves_them(stack: Stack) -> None:
+    stack.start_feed()
+    stack.start("market-data", ["-m", "services.market_data"])
+    path = recorder.bar_path(stack.run_dir / "bars", "20260105", "005930")
+    wait_until(lambda: path.exists() and len(recorder.read_bars(path)) >= 3, timeout=20,
+               what="bars written during the day (no close yet)")
+    stack.stop("market-data", signal.SIGKILL)  # no flush on the way out
+    on_disk = recorder.read_bars(path)
+    stack.start("market-data", ["-m", "services.market_data"])
+    snap = wait_until(lambda: stack.rpc("snapshot", codes=["005930"], bars=390), what="the restarted market-data")
+    served = [b["ts_ns"] for b in snap["codes"]["005930"]["bars"]]
+    assert [b.ts_ns for b in on_disk] == served[:len(on_disk)]
+
+
 # --- the command line ---------------------------------------------------------
 
 
