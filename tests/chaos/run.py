@@ -65,9 +65,9 @@ class ChaosPlan:
     """The run's scheduled events, by trading day (1 = the first day of the run); None leaves one out."""
 
     overnight_restart_after: int | None = None  # graceful whole-stack restart after this day's close
-    midday_restart_on: int | None = None  # kill -9 of the whole stack on this day at ``midday_at``
+    midday_restart_on: int | None = None  # kill -9 of the whole stack on this day (or the first after) at ``midday_at``
     midday_at: str = "10:30"
-    phantom_on: int | None = None  # the phantom account change on this day at ``phantom_at``
+    phantom_on: int | None = None  # the phantom account change on this day (or the first after) at ``phantom_at``
     phantom_at: str = "11:30"
     phantom_agent: str = "foreign-hynix"  # who the adjustment is booked to
     phantom_code: str = "000660"
@@ -129,11 +129,13 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
               start_date: str = "2026-03-03", day_timeout_s: float = 600.0, roster: str | Path = "default",
               retention_days: int = 3, recon_interval_s: float = 3.0, plan: ChaosPlan | None = None,
               min_orders_per_day: int = 0, min_fills_per_day: int = 0, gap_s: tuple[float, float] = (3.0, 8.0),
-              log: Callable[[str], None] = print) -> ChaosResult:
+              settle_tries: int = 60, log: Callable[[str], None] = print) -> ChaosResult:
     """Run the firm for ``days`` trading days under faults; every process is stopped before returning.
 
     ``min_orders_per_day`` / ``min_fills_per_day``: when set, every day after
     the first (which may start late) must carry at least that many.
+    ``settle_tries``: how many looks, a second apart, an account check takes
+    before it reports a difference (records in flight settle meanwhile).
     """
     plan = plan if plan is not None else ChaosPlan.for_days(days)
     previous = os.environ.get("TRADER_RUN_DIR")
@@ -196,7 +198,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
                                            {a: (firm.agent_status(a) or {}).get("book") for a in agents}, adjustments)
             except Exception as exc:  # a store mid-restart: report it as what was seen, and look again
                 return [f"could not read the records: {exc!r}"]
-        problems = converge(probe, tick, 60)
+        problems = converge(probe, tick, settle_tries)
         return Check(f"{label} broker account = journal = sum of agents' books, to the won", not problems,
                      "; ".join(problems[:8]))
 
@@ -315,10 +317,11 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
             if clock and clock.trading_date and clock.trading_date not in trading_dates:
                 trading_dates.append(clock.trading_date)
             day_no = trading_dates.index(clock.trading_date) + 1 if clock and clock.trading_date in trading_dates else 0
-            if not midday_done and day_no == plan.midday_restart_on and clock and clock.trading_after(plan.midday_at):
+            # "on day n" is at the first chance from day n on: checks of a closed day may outlast a short day
+            if not midday_done and day_no >= plan.midday_restart_on and clock and clock.trading_after(plan.midday_at):
                 midday_done = True
                 restart_whole_stack(False, f"mid-day of day {day_no}")
-            if not phantom_done and day_no == plan.phantom_on and clock and clock.trading_after(plan.phantom_at):
+            if not phantom_done and day_no >= plan.phantom_on and clock and clock.trading_after(plan.phantom_at):
                 phantom_done = True
                 episode = phantom_episode()
             for date in [d for d in closed if d not in result.days][: days - len(result.days)]:
@@ -338,7 +341,9 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         inject = False
         injector.clear_all()
         result.checks.append(account_check("end of run"))
-        cutoff = _retention_cutoff(result.days[-1], retention_days) if result.days else ""
+        # retention counts from the latest day the market reached (it may have gone on past the last checked)
+        latest = max([*result.days, *closed, *trading_dates], default="")
+        cutoff = _retention_cutoff(latest, retention_days) if latest else ""
         for date in result.days:
             if date < cutoff and not journal.rows("SELECT 1 FROM daily_reports WHERE trading_date = ?", date):
                 continue  # retention took the day's report rows with it

@@ -39,7 +39,8 @@ def test_three_days_of_faults_restarts_and_a_phantom_lose_nothing_and_reconcile_
     lines: list[str] = []
     plan = ChaosPlan(overnight_restart_after=1, phantom_on=2, phantom_at="10:00")
     result = run_chaos(run_dir, days=3, seed=7, speed=900, start_time="12:30", day_timeout_s=120, roster=roster,
-                       retention_days=1, recon_interval_s=2.0, plan=plan, gap_s=(2.0, 5.0), log=lines.append)
+                       retention_days=1, recon_interval_s=2.0, plan=plan, gap_s=(2.0, 5.0), settle_tries=20,
+                       log=lines.append)
     summary = result.summary()
     print("\n".join(lines))
     print(summary)
