@@ -206,7 +206,7 @@ _RECORD_KEYS: dict[str, tuple[str, ...]] = {
     "request_cancel": ("client_order_id", "qty", "now_ns"),
     "cancel_confirmed": ("canceled_qty", "now_ns", "client_order_id", "broker_order_id"),
     "cancel_rejected": ("client_order_id", "reason_code", "reason_text", "now_ns"),
-    "expire_open": ("now_ns",),
+    "expire_open": ("now_ns", "through_date"),
 }
 
 
@@ -579,10 +579,17 @@ class OrderBook:
 
     # --- day roll ----------------------------------------------------------
 
-    def expire_open(self, now_ns: int) -> Outcome:
-        """Close out every open order at the day roll (KRX cancels day orders overnight)."""
-        out = Outcome("expire_open", (now_ns,))
+    def expire_open(self, now_ns: int, through_date: str = "") -> Outcome:
+        """Close out every open order at the day roll (KRX cancels day orders overnight).
+
+        ``through_date`` (YYYYMMDD): only orders of that trading date or before
+        (the date in their client order id); a roll that comes after the next
+        day has begun leaves that day's orders working.
+        """
+        out = Outcome("expire_open", (now_ns, through_date))
         for order in self.open_orders():
+            if through_date and _date_of(order.client_order_id) > through_date:
+                continue
             self._finish(order, EXPIRED, "expire_open", now_ns, out, Refusal.EXPIRED_AT_CLOSE,
                          "unfilled at the close")
         self._discard_held(None, out, "still held at the day roll")
@@ -696,6 +703,12 @@ _REPLAYABLE = frozenset({
     "create", "submit", "mark_submitted", "reject", "ack", "apply_fill",
     "request_cancel", "cancel_confirmed", "cancel_rejected", "expire_open",
 })
+
+
+def _date_of(client_order_id: str) -> str:
+    """The trading date written in a client order id ``<agent>-<YYYYMMDD>-<n>`` ("" when it has none)."""
+    date = client_order_id.rpartition("-")[0].rpartition("-")[2]
+    return date if len(date) == 8 and date.isdigit() else ""
 
 
 def _entry_problem(order: Order) -> tuple[str, str] | None:

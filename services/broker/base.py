@@ -62,12 +62,12 @@ class Broker(ABC):
         """Orders open at the broker now."""
 
     @abstractmethod
-    def orders_today(self) -> list[OrderEvent]:
-        """Every order of the trading day, in its latest state."""
+    def orders_today(self, trading_date: str = "") -> list[OrderEvent]:
+        """Every order of the trading day (or of the closed day ``trading_date``), in its latest state."""
 
     @abstractmethod
-    def fills_today(self) -> list[Fill]:
-        """Every execution of the trading day, with the broker's execution ids."""
+    def fills_today(self, trading_date: str = "") -> list[Fill]:
+        """Every execution of the trading day (or of the closed day ``trading_date``), with the broker's ids."""
 
     @abstractmethod
     def account(self) -> dict[str, Any]:

@@ -82,13 +82,15 @@ class PaperBroker(Broker):
         """Orders open at the exchange now."""
         return [OrderEvent.model_validate(r) for r in self.command("open_orders") or []]
 
-    def orders_today(self) -> list[OrderEvent]:
-        """Every order of the trading day in its latest state."""
-        return [OrderEvent.model_validate(r) for r in self.command("orders_today") or []]
+    def orders_today(self, trading_date: str = "") -> list[OrderEvent]:
+        """Every order of the trading day (or of a closed day, ``trading_date``) in its latest state."""
+        args = {"trading_date": trading_date} if trading_date else {}
+        return [OrderEvent.model_validate(r) for r in self.command("orders_today", args) or []]
 
-    def fills_today(self) -> list[Fill]:
-        """Every execution of the trading day with the exchange's execution ids."""
-        return [Fill.model_validate(r) for r in self.command("fills_today") or []]
+    def fills_today(self, trading_date: str = "") -> list[Fill]:
+        """Every execution of the trading day (or of a closed day) with the exchange's execution ids."""
+        args = {"trading_date": trading_date} if trading_date else {}
+        return [Fill.model_validate(r) for r in self.command("fills_today", args) or []]
 
     def account(self) -> dict[str, Any]:
         """Cash, buying power, fees, taxes and equity of the account (won)."""

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from core.matching import CancelRefused, OrderUpdate
@@ -29,6 +30,8 @@ from core.messages import (
 from services.exchange.venue import Outbound, PaperVenue, fill_from_execution, notices, order_event_from_order
 from services.exchange.venue import order_event_from_update
 
+PastDay = Callable[[str], "tuple[list[dict[str, Any]], list[dict[str, Any]]] | None"]
+
 BROKER_REJECTED_RANDOM = "BROKER_REJECTED_RANDOM"
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 UNKNOWN_REQUEST = "UNKNOWN_REQUEST"
@@ -41,13 +44,24 @@ QUERIES = ("ping", "clock", "account", "positions", "open_orders", "orders_today
 class Desk:
     """Turns requests into engine calls and engine answers into wire messages."""
 
-    def __init__(self, venue: PaperVenue, account_id: str, rejected: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, venue: PaperVenue, account_id: str, rejected: dict[str, dict[str, Any]] | None = None,
+                 past_day: PastDay | None = None, past_dates: Callable[[], list[str]] | None = None) -> None:
         self.venue = venue
+        self.past_day = past_day or (lambda date: None)  # a closed day's (orders, fills) as the wire has them
+        self.past_dates = past_dates or list
         self.engine = venue.engine
         self.account_id = account_id
         # today's refused orders by client order id (the engine keeps only accepted ones)
         self.rejected: dict[str, dict[str, Any]] = dict(rejected or {})
         self.unsaved_refusals: list[str] = []  # client order ids the store has not written yet
+
+    def day_record(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Today's orders (refusals included) and executions as the queries answer them, to keep after the night."""
+        engine, account_id = self.engine, self.account_id
+        orders = [order_event_from_order(o).model_dump(mode="json") for o in engine.orders_today(account_id)]
+        orders += list(self.rejected.values())
+        fills = [fill_from_execution(e).model_dump(mode="json") for e in engine.fills_today(account_id)]
+        return orders, fills
 
     def new_day(self) -> None:
         """Forget yesterday's refusals (the engine forgets yesterday's orders itself)."""
@@ -115,6 +129,18 @@ class Desk:
         self.venue.changed = True
         return order_event_from_update(first), notices(events)
 
+    def _past_order(self, client_order_id: str) -> dict[str, Any] | None:
+        """An order of a closed day by client order id (its id carries its date), or None."""
+        head, _, _ = client_order_id.rpartition("-")
+        date = head.rpartition("-")[2]
+        dates = [date] if date in self.past_dates() else []
+        for day in dates:
+            past = self.past_day(day)
+            for o in (past[0] if past else []):
+                if o.get("client_order_id") == client_order_id:
+                    return o
+        return None
+
     def query(self, cmd: Command, now_ns: int) -> CommandResult:
         """Answer a read-only command."""
         name, args = cmd.name, cmd.args
@@ -136,17 +162,23 @@ class Desk:
             result = {c: {"qty": p.qty, "avg_price": p.avg_price} for c, p in engine.positions(account_id).items()}
         elif name == "open_orders":
             result = [order_event_from_order(o).model_dump(mode="json") for o in engine.open_orders(account_id)]
-        elif name == "orders_today":
-            result = [order_event_from_order(o).model_dump(mode="json") for o in engine.orders_today(account_id)]
-            result += list(self.rejected.values())
-        elif name == "fills_today":
-            result = [fill_from_execution(e).model_dump(mode="json") for e in engine.fills_today(account_id)]
+        elif name in ("orders_today", "fills_today"):
+            date = args.get("trading_date") or self.venue.trading_date
+            if not isinstance(date, str):
+                return _refusal(cmd.command_id, BAD_ARGS, f"{name} takes args {{trading_date?: YYYYMMDD}}")
+            if date == self.venue.trading_date:
+                result = self.day_record()[0 if name == "orders_today" else 1]
+            else:  # a day that has closed: what was kept of it (nothing for a day never traded or long gone)
+                past = self.past_day(date)
+                result = [] if past is None else past[0 if name == "orders_today" else 1]
         elif name == "order_status":
             coid = args.get("client_order_id")
             if not isinstance(coid, str) or not coid:
                 return _refusal(cmd.command_id, BAD_ARGS, "order_status needs args {client_order_id: str}")
             order = engine.order_by_client_id(coid)
             result = order_event_from_order(order).model_dump(mode="json") if order else self.rejected.get(coid)
+            if result is None:
+                result = self._past_order(coid)
         elif name == "quote":
             code = args.get("code")
             if not isinstance(code, str):

@@ -100,7 +100,8 @@ class ExchangeService(Service):
         self.store = ExchangeStore(store_path(s.run_path))
         self.state_file = self.store.path
         self.venue, self.clock, first_out = self._start_market()
-        self.desk = Desk(self.venue, ACCOUNT_ID, self._restored_rejected)
+        self.desk = Desk(self.venue, ACCOUNT_ID, self._restored_rejected, past_day=self.store.past_day,
+                         past_dates=self.store.past_dates)
         assert self.ctx is not None
         self.feed = Publisher(self.ctx, s.endpoint("exchange_feed"), self.name, bind=True,
                               sndhwm=s.bus.sndhwm, linger_ms=s.bus.linger_ms)
@@ -167,6 +168,7 @@ class ExchangeService(Service):
         out = self.venue.advance(market_ns)
         if market_ns >= self.venue.day_end_ns:
             landing = self.venue.next_pre_open_ns()
+            self.store.save_past_day(self.venue.trading_date, *self.desk.day_record())  # answered after the night
             self.desk.new_day()
             out += self.venue.begin_day(landing)
             self.clock.jump(landing, time.monotonic_ns())

@@ -16,6 +16,10 @@ on a thread of their own (``WalCheckpointer``), so no request waits on a disk
 flush.
 
 An older ``state.json`` (the previous whole-state format) is imported once.
+
+Closed days: at each night the day's orders and executions are kept in
+``past_days`` (the newest ``PAST_DAYS_KEPT``), so the queries of a day that
+has closed still answer after the night, and after a restart.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ CREATE TABLE IF NOT EXISTS positions (account_id TEXT, code TEXT, qty INTEGER, b
                                       PRIMARY KEY (account_id, code)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS markets (code TEXT PRIMARY KEY, {", ".join(_MARKET_COLUMNS)}) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected (client_order_id TEXT PRIMARY KEY, event TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS past_days (trading_date TEXT PRIMARY KEY, orders TEXT NOT NULL, fills TEXT NOT NULL)
+    WITHOUT ROWID;
 """
 
 
@@ -108,6 +114,9 @@ class WalCheckpointer:
         self._thread.join(timeout=10)
 
 
+PAST_DAYS_KEPT = 10  # closed days whose orders and executions stay queryable
+
+
 class ExchangeStore:
     """The exchange's SQLite file: load everything at start, then save increments."""
 
@@ -128,6 +137,36 @@ class ExchangeStore:
         """Stop the checkpoints and close the file (closing folds the WAL back in)."""
         self.checkpointer.close()
         self.db.close()
+
+    # --- days gone by --------------------------------------------------------------
+
+    def save_past_day(self, trading_date: str, orders: list[dict[str, Any]], fills: list[dict[str, Any]],
+                      keep: int = PAST_DAYS_KEPT) -> None:
+        """Keep a closed day's orders and executions (as the wire has them), and the ``keep`` newest days only.
+
+        A broker answers for the days before today too: a client that was away
+        at the close asks for that day's executions after the night.
+        """
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.execute("INSERT OR REPLACE INTO past_days VALUES (?, ?, ?)",
+                       (trading_date, json.dumps(orders, separators=(",", ":")), json.dumps(fills, separators=(",", ":"))))
+            db.execute("DELETE FROM past_days WHERE trading_date NOT IN "
+                       "(SELECT trading_date FROM past_days ORDER BY trading_date DESC LIMIT ?)", (keep,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def past_day(self, trading_date: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """A closed day's (orders, fills), or None when it is not kept."""
+        row = self.db.execute("SELECT orders, fills FROM past_days WHERE trading_date = ?", (trading_date,)).fetchone()
+        return None if row is None else (json.loads(row[0]), json.loads(row[1]))
+
+    def past_dates(self) -> list[str]:
+        """The closed days kept, newest first."""
+        return [r[0] for r in self.db.execute("SELECT trading_date FROM past_days ORDER BY trading_date DESC")]
 
     # --- loading -------------------------------------------------------------------
 

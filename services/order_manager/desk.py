@@ -335,9 +335,11 @@ class OrderDesk:
 
     # --- reconciliation ----------------------------------------------------------
 
-    def reconcile(self, now_ns: int, max_queries: int = IN_FLIGHT_MAX_QUERIES) -> dict[str, int]:
+    def reconcile(self, now_ns: int, max_queries: int = IN_FLIGHT_MAX_QUERIES, trading_date: str = "") -> dict[str, int]:
         """Catch up with the broker: ask about unacknowledged orders by id, apply missed fills, cancels.
 
+        ``trading_date``: a day that has closed (the broker may be on the next
+        one by then) whose executions and orders to catch up on; default today.
         Asking counts as one of an order's ``max_queries`` (see ``chase_in_flight``).
         Raises BrokerUnavailable when the broker does not answer.
         """
@@ -345,14 +347,14 @@ class OrderDesk:
         for order in list(self.book.open_orders()):
             if not order.is_acknowledged:
                 summary["resolved"] += self._query(order, now_ns, max_queries)
-        fills = self.broker.fills_today()
+        fills = self.broker.fills_today(trading_date)
         for fill in fills:
             if self.book.get(fill.client_order_id) is None:
                 continue
             out = self.apply_fill(fill, now_ns)
             if out.fills:
                 summary["fills_applied"] += 1
-        records = {r.client_order_id: r for r in self.broker.orders_today()}
+        records = {r.client_order_id: r for r in self.broker.orders_today(trading_date)}
         for order in list(self.book.open_orders()):
             rec = records.get(order.client_order_id)
             if rec is None:
@@ -436,9 +438,9 @@ class OrderDesk:
         if trading_date:
             self.trading_date = trading_date
 
-    def expire_open(self, now_ns: int) -> int:
-        """The day roll: every open order becomes EXPIRED (KRX cancels day orders overnight)."""
-        out = self.book.expire_open(now_ns)
+    def expire_open(self, now_ns: int, through_date: str = "") -> int:
+        """The day roll: every open order (of ``through_date`` or before) becomes EXPIRED."""
+        out = self.book.expire_open(now_ns, through_date)
         if out.transitions or out.alerts:
             self._commit([out], now_ns)
         return len(out.transitions)

@@ -73,7 +73,7 @@ from services.broker.paper import PaperBroker
 from services.order_manager.desk import DeskReason, DeskRefusal, JournalUnavailable, OrderDesk, RiskAnswer
 from services.order_manager.faults import FaultPoints
 from services.order_manager.bookkeeper import AdjustmentRefused, Bookkeeper, BookStart
-from services.order_manager.journal import JOURNAL_FILE, Journal
+from services.order_manager.journal import JOURNAL_FILE, Journal, trading_date_of
 
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
@@ -241,8 +241,12 @@ class OrderManagerService(Service):
             summary = self.desk.reconcile(time.time_ns())
             stale = self.desk.stale_open_orders()
             if stale:
-                self.log.info("%d open order(s) of an earlier day expire", len(stale))
-                self.desk.expire_open(time.time_ns())
+                # their day closed while the order manager was away: its executions first, then what is left expires
+                for day in sorted({trading_date_of(o.client_order_id, self.desk.trading_date) for o in stale}):
+                    self.log.info("catching up on %s: %s", day, self.desk.reconcile(time.time_ns(), trading_date=day))
+                self.log.info("%d open order(s) of an earlier day expire", len(self.desk.stale_open_orders()))
+                self.desk.expire_open(time.time_ns(), through_date=max(
+                    trading_date_of(o.client_order_id, self.desk.trading_date) for o in stale))
         except BrokerUnavailable as exc:
             raise ConnectionLost(str(exc)) from exc
         except BrokerError as exc:
@@ -305,8 +309,8 @@ class OrderManagerService(Service):
         self._roll_due = None
         date = self._roll_date or self.desk.trading_date
         try:
-            self.desk.reconcile(time.time_ns())
-            expired = self.desk.expire_open(time.time_ns())
+            self.desk.reconcile(time.time_ns(), trading_date=date)  # the closed day's, even if the broker moved on
+            expired = self.desk.expire_open(time.time_ns(), through_date=date)
         except JournalUnavailable:
             self._roll_due = time.monotonic() + JOURNAL_PROBE_INTERVAL_S  # again once the journal takes writes
             raise

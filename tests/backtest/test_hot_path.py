@@ -91,7 +91,7 @@ def test_outcome_records_are_built_on_read_with_the_journal_layout() -> None:
     assert filled.record == {"op": "apply_fill", "exec_id": "E1", "qty": 100, "price": 71_000, "now_ns": 12,
                              "client_order_id": "a1-20260105-1", "broker_order_id": "B1", "fee_won": 1_000,
                              "tax_won": 0}
-    assert expired.record == {"op": "expire_open", "now_ns": 13}
+    assert expired.record == {"op": "expire_open", "now_ns": 13, "through_date": ""}
     assert submitted.record is submitted.record  # built once, then the same dict (the journal may amend it)
 
     replayed = OrderBook.replay([submitted.record, acked.record, filled.record, expired.record])

@@ -360,3 +360,16 @@ def test_an_order_with_fields_an_event_cannot_carry_still_fails_validation() -> 
         to_event(out.order)
     out = book.submit("a1-20260105-2", "a1", "005930", "buy", 0, 71_000, T0)  # refused: no quantity
     assert out.order is not None and to_event(out.order) == _validated(to_event(out.order))
+
+
+def test_a_roll_through_a_date_leaves_the_next_days_orders_working_and_replays_the_same() -> None:
+    book = OrderBook()
+    outs = [book.submit("a-20260303-1", "a", "005930", "buy", 1, 70_000, T0), book.ack("a-20260303-1", "B1", T0 + 1),
+            book.submit("a-20260304-1", "a", "005930", "buy", 1, 70_000, T0 + 2),
+            book.ack("a-20260304-1", "B2", T0 + 3)]
+    out = book.expire_open(T0 + 4, "20260303")
+    assert [t.client_order_id for t in out.transitions] == ["a-20260303-1"]
+    assert book.get("a-20260304-1").status is OrderStatus.ACCEPTED
+    replayed = OrderBook.replay([o.record for o in [*outs, out]])
+    assert [(o.client_order_id, o.status) for o in replayed.orders.values()] == [
+        ("a-20260303-1", OrderStatus.EXPIRED), ("a-20260304-1", OrderStatus.ACCEPTED)]
