@@ -182,7 +182,7 @@ class AgentRuntime(Service):
         # A bounded queue keeps an agent that falls behind small; what it drops is seen as a gap
         # (a gap in its order events makes it re-sync its book from the order manager).
         self.sub = Subscriber(self.zmq_context, self.settings.endpoint("bus_out"), topics, rcvhwm=min(bus.rcvhwm, AGENT_RCVHWM), linger_ms=bus.linger_ms, on_gap=self._on_gap,
-                              heartbeats_from=TOPIC_PUBLISHERS)
+                              heartbeats_from=TOPIC_PUBLISHERS, on_restart=self._on_publisher_restart)
         self.add_socket(self.sub.socket, self._on_bus)
         self.oms = RpcClient(self.zmq_context, self.settings.endpoint("order_manager_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=bus.rpc_retries, sender=self.name)
         self.market_data = RpcClient(self.zmq_context, self.settings.endpoint("market_data_rpc"), timeout_ms=bus.rpc_timeout_ms, retries=0, sender=self.name)
@@ -343,6 +343,11 @@ class AgentRuntime(Service):
         if topic.startswith("oms.event."):
             # Missed order events or fills: only a sync can tell what they were.
             self._lose_sync(f"missed {last - first + 1} order event(s) from {sender}")
+
+    def _on_publisher_restart(self, sender: str) -> None:
+        if sender == "order-manager":
+            # events the old order manager journaled but never published are only in a sync
+            self._lose_sync("the order manager restarted")
 
     def _on_bus(self) -> None:
         assert self.sub is not None, "setup() subscribes"

@@ -43,6 +43,7 @@ MAX_GAP = 2**32
 MAX_SENDERS = 10_000
 
 GapCallback = Callable[[str, str, int, int], None]
+RestartCallback = Callable[[str], None]
 
 log = logging.getLogger("bus.pubsub")
 
@@ -113,13 +114,21 @@ class Subscriber:
         bind: bool = False,
         on_gap: GapCallback | None = None,
         heartbeats_from: tuple[str, ...] | list[str] | None = None,
+        on_restart: RestartCallback | None = None,
     ) -> None:
         """``heartbeats_from`` names the senders whose heartbeats are listened to for tail drops
         (the publishers of ``topics``); None listens to every heartbeat. Naming them spares a
-        process the wake-ups for every other process's heartbeat each second."""
+        process the wake-ups for every other process's heartbeat each second.
+
+        ``on_restart(sender)`` is called when a sender's heartbeat comes from another process
+        than before: what the old one published last (after its last heartbeat, or never sent
+        at all when it was killed) cannot be counted as a gap, so a subscriber that must not
+        miss anything of it (an agent's own order events) re-synchronises then."""
         self.endpoint = endpoint
         self.topics = tuple(topics)
         self.on_gap = on_gap
+        self.on_restart = on_restart
+        self._pids: dict[str, int] = {}
         self.socket: zmq.Socket = ctx.socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
@@ -226,6 +235,14 @@ class Subscriber:
         self.socket.close()
 
     def _check_tail(self, sender: str, hb: Heartbeat) -> None:
+        known = self._pids.get(sender)
+        if known != hb.pid:
+            if known is None and len(self._pids) >= MAX_SENDERS:
+                self._pids.clear()  # bounded like the sequence records
+            self._pids[sender] = hb.pid
+            if known is not None and self.on_restart is not None:
+                log.info("%s restarted (pid %d, was %d)", sender, hb.pid, known)
+                self.on_restart(sender)
         seqs = hb.info.get(HEARTBEAT_SEQS_KEY)
         if not isinstance(seqs, Mapping):
             return

@@ -383,6 +383,20 @@ def _diff_id(d: Difference) -> str:
 
 
 def _same(a: Difference | None, b: Difference) -> bool:
-    """The same difference with the same figures (what a second look must show for a break)."""
-    return a is not None and a.kind is b.kind and a.key == b.key and a.broker == b.broker and a.oms == b.oms \
-        and dict(a.data).get("agent") == dict(b.data).get("agent")
+    """The same difference by the same amount (what a second look must show for a break).
+
+    The amount, not the two sides: while the firm trades, both sides of a real
+    break move together (a phantom of +3 shares stays +3 as fills come in).
+    """
+    return a is not None and a.kind is b.kind and a.key == b.key and _amount(a) == _amount(b)
+
+
+def _amount(d: Difference) -> Any:
+    """By how much the two sides differ (the sides themselves when they are not numbers)."""
+    mine = d.data.get("agent", d.broker)
+    theirs = d.oms
+    if isinstance(theirs, dict) and set(theirs) == {"account", "agents"}:
+        mine, theirs = theirs["account"], theirs["agents"]
+    if type(mine) is int and type(theirs) is int:
+        return mine - theirs
+    return (mine, theirs)

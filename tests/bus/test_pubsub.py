@@ -83,6 +83,14 @@ def test_heartbeat_reveals_drops_after_the_last_message(sub: Subscriber, gaps: l
     assert sub.missed == 5
 
 
+def test_a_heartbeat_from_another_process_of_a_sender_reports_its_restart_once(ctx: zmq.Context) -> None:
+    restarts: list[str] = []
+    sub = Subscriber(ctx, "inproc://restart-test", ["md.tick."], bind=True, on_restart=restarts.append)
+    for seq, pid in ((1, 100), (2, 100), (1, 200), (2, 200)):
+        sub.handle_frame(encode("sys.heartbeat.feed", "feed", seq, Heartbeat(name="feed", pid=pid, ts_ns=0, info={})))
+    assert restarts == ["feed"]  # the first heartbeat is only learnt; the pid's change is the restart
+
+
 def test_heartbeats_are_delivered_when_subscribed(ctx: zmq.Context) -> None:
     sub = Subscriber(ctx, "inproc://hb-test", ["sys.heartbeat."], bind=True)
     env = sub.handle_frame(encode("sys.heartbeat.feed", "feed", 1, heartbeat({})))
