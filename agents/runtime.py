@@ -232,6 +232,7 @@ class AgentRuntime(Service):
         try:
             reply = self.oms.call(self._command("sync", {"agent_id": self.agent.id, "since": EARLIEST_DATE}))
             orders, fills, last_seq, opening, adjustments = _parse_sync(reply, self.agent.id)
+            last_exec_id = reply.result.get("last_exec_id") if isinstance(reply.result, dict) else None
         except (RpcFailure, SyncError) as exc:
             self.counters["rpc_failures"] += isinstance(exc, RpcFailure)
             self.sync_error = str(exc)
@@ -251,6 +252,8 @@ class AgentRuntime(Service):
             adjustments=adjustments,
         )
         book.marks.update(ctx.portfolio.marks)
+        if isinstance(last_exec_id, str) and last_exec_id:
+            book.last_exec_id = last_exec_id  # the journal's latest fill of this agent, of whatever day
         ctx.load_book(book)
         self._order_status = {o.client_order_id: (o.status.value, o.filled_qty) for o in orders}
         for o in orders:

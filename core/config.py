@@ -113,6 +113,7 @@ class Reconcile(_Section):
     unmanaged: dict[str, int] = Field(default_factory=dict)  # code -> shares in the account that are not the firm's
     agent_books: bool = True  # also compare each agent's own book (GET http://127.0.0.1:<dp>/status)
     break_policy: Literal["halt", "reduce"] = "halt"  # what a break that needs a halt does: halt, or reduce-only
+    pending_limit_s: float = Field(default=30.0, gt=0)  # a pending difference that has not moved this long is a break
 
 
 class ExchangeFaults(_Section):

@@ -166,6 +166,7 @@ class Portfolio:
     realized_pnl_won: int = 0
     start_cost_won: int = 0
     adjustments_won: int = 0  # cash booked in (or out) by adjustments, part of the capital
+    last_exec_id: str = ""  # the latest execution applied (how far the book has followed the journal)
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # the ledger's adjustments since the opening
     last_ts_ns: int = 0
 
@@ -335,6 +336,7 @@ class Portfolio:
         if exec_id in self.seen_exec_ids or qty <= 0 or price <= 0 or side not in ("buy", "sell"):
             return False
         self.seen_exec_ids.add(exec_id)
+        self.last_exec_id = exec_id
         if ts_ns > self.last_ts_ns:
             self.last_ts_ns = ts_ns
         order = self.orders.get(client_order_id)
@@ -478,6 +480,7 @@ class Portfolio:
             "taxes_won": self.taxes_won,
             "adjustments_won": self.adjustments_won,
             "adjustments": [dict(a) for a in self.adjustments],
+            "last_exec_id": self.last_exec_id,
             "return_on_allocation": (self.realized_pnl_won + unreal) / capital if capital else 0.0,
             "open_orders": len(self.open_orders()),
             "positions": positions,

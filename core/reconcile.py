@@ -25,6 +25,9 @@ AGENT_BOOK_DIFFERENCE               an agent's book (holdings, cash) != its    A
                                     entry in the ledger                         (the agent re-syncs)
 LEDGER_DIFFERENCE                   the ledger's account moved otherwise than  HALT
                                     the sum of its agents since they opened
+AGENT_BOOK_BEHIND                   an agent has not applied the journal's     WAIT
+                                    latest fill of its own yet (in flight): its (pending; its book is
+                                    book is not compared this time              compared once caught up)
 ==================================  =========================================  ====================
 
 Healing is safe only where the broker's own record settles the question: a
@@ -74,6 +77,7 @@ class DiffClass(StrEnum):
     CASH_DIFFERENCE = "CASH_DIFFERENCE"
     AGENT_BOOK_DIFFERENCE = "AGENT_BOOK_DIFFERENCE"
     LEDGER_DIFFERENCE = "LEDGER_DIFFERENCE"
+    AGENT_BOOK_BEHIND = "AGENT_BOOK_BEHIND"
 
 
 class Action(StrEnum):
@@ -83,6 +87,7 @@ class Action(StrEnum):
     RESOLVE_ORDER = "RESOLVE_ORDER"  # heal: OMS Command resolve_order {client_order_id}
     HALT = "HALT"  # alert and ask the risk guard to halt
     ALERT = "ALERT"  # tell a person; no trading consequence
+    WAIT = "WAIT"  # something in flight explains it: look again (pending)
 
 
 HEALING_ACTIONS = frozenset({Action.APPLY_MISSING_FILL, Action.RESOLVE_ORDER})
@@ -118,6 +123,7 @@ class JournalState:
     cash_won: int | None = None
     agent_positions: Mapping[str, Mapping[str, int]] | None = None
     agent_cash: Mapping[str, int] | None = None
+    agent_last_fill: Mapping[str, str] | None = None  # agent -> exec id of its latest fill in the journal
     ledger: Mapping[str, Mapping[str, Any]] | None = None  # book -> core.ledger.Book plain form, now
     origins: Mapping[str, Mapping[str, Any]] | None = None  # book -> the opening it was created with
 
@@ -254,6 +260,7 @@ def journal_state_from_plain(
     agents = raw.get("agents")
     agent_positions: dict[str, dict[str, int]] | None = None
     agent_cash: dict[str, int] | None = None
+    agent_last_fill: dict[str, str] | None = None
     day_cash_flow = 0
     if agents is not None:
         if not isinstance(agents, Mapping):
@@ -267,6 +274,9 @@ def journal_state_from_plain(
             if book.get("cash_won") is not None:
                 agent_cash = agent_cash if agent_cash is not None else {}
                 agent_cash[str(agent_id)] = _int(book["cash_won"], f"journal agents[{agent_id}].cash_won")
+            if isinstance(book.get("last_exec_id"), str):
+                agent_last_fill = agent_last_fill if agent_last_fill is not None else {}
+                agent_last_fill[str(agent_id)] = book["last_exec_id"]
     positions: dict[str, int] | None = None
     if raw.get("positions") is not None:
         positions = _positions(raw["positions"], "journal positions")
@@ -293,6 +303,7 @@ def journal_state_from_plain(
         cash_won=cash,
         agent_positions=agent_positions,
         agent_cash=agent_cash,
+        agent_last_fill=agent_last_fill,
         ledger=ledger or None,
         origins=origins or None,
     )
@@ -334,6 +345,7 @@ def reconcile(
     agent_starts: Mapping[str, Mapping[str, int]] | None = None,
     unmanaged: Mapping[str, int] | None = None,
     agent_cash: Mapping[str, int] | None = None,
+    agent_last_fill: Mapping[str, str] | None = None,
 ) -> Report:
     """Compare the broker with the journal (and the agents' books when given) and classify each difference.
 
@@ -343,6 +355,9 @@ def reconcile(
     journal's holdings of the agent (empty when those come from the ledger,
     which holds them already). ``agent_cash``: agent -> cash as each agent
     reports it, compared with the journal's when it reports agents' cash.
+    ``agent_last_fill``: agent -> exec id of the latest fill its book has
+    applied; an agent that has not reached the journal's latest fill of its
+    own is behind (AGENT_BOOK_BEHIND, pending) and its book is not compared.
     """
     unmanaged = unmanaged or {}
     report = Report()
@@ -424,6 +439,17 @@ def reconcile(
 
     if journal.ledger is not None and journal.origins is not None:
         diffs.extend(ledger_differences(journal.ledger, journal.origins))
+    if agent_last_fill and journal.agent_last_fill is not None:
+        missing_ids = {str(f["exec_id"]) for f in missing_in_oms}
+        for agent_id, seen in sorted(agent_last_fill.items()):
+            latest = journal.agent_last_fill.get(agent_id, "")
+            if latest and seen != latest and latest not in missing_ids:
+                diffs.append(Difference(DiffClass.AGENT_BOOK_BEHIND, Action.WAIT, f"{agent_id}/fills",
+                                        f"agent {agent_id} has applied fills up to {seen or 'none'}, the journal "
+                                        f"holds {latest}", broker=None, oms=latest,
+                                        data={"agent_id": agent_id, "agent": seen}))
+                agent_books = {a: b for a, b in (agent_books or {}).items() if a != agent_id}
+                agent_cash = {a: c for a, c in (agent_cash or {}).items() if a != agent_id}
     if agent_books:
         _compare_agent_books(report, journal, agent_books, agent_starts or {}, missing_in_oms)
     if agent_cash and journal.agent_cash is not None:

@@ -179,9 +179,7 @@ class Bookkeeper:
                 "adjustments": [a.to_plain() for a in self.ledger.adjustments(date, agent_id=agent_id)]
                 if opening is not None else [],
                 "orders": [order_row_as_event(o) for o in orders], "fills": [fill_row_as_fill(f) for f in fills],
-            # the fills of the ledger's date by their own trading date: what the broker lists as today's
-            "day_fills": [fill_row_as_fill(f) for f in self.journal.fills(since=date, until=date)],
-                "max_client_order_n": highest}
+                "max_client_order_n": highest, "last_exec_id": self.journal.last_fill.get(agent_id, "")}
 
     def journal_state(self, trading_date: str) -> dict[str, Any]:
         """What the risk guard and the reconciler start from: openings, the orders and fills since, the books now."""
@@ -208,7 +206,8 @@ class Bookkeeper:
             # the shape core.reconcile reads: the account's holdings and cash, each agent's holdings
             "positions": {c: h.qty for c, h in account.positions.items() if h.qty},
             "cash_won": account.cash_won,
-            "agents": {b: {"positions": {c: h.qty for c, h in bk.positions.items() if h.qty}, "cash_won": bk.cash_won}
+            "agents": {b: {"positions": {c: h.qty for c, h in bk.positions.items() if h.qty}, "cash_won": bk.cash_won,
+                           "last_exec_id": self.journal.last_fill.get(b, "")}
                        for b, bk in current.items() if b != ACCOUNT},
         }
 

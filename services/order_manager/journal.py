@@ -148,6 +148,9 @@ class Journal:
         self.db.executescript(_SCHEMA)
         migrate_fills(self.db)
         self.ledger = LedgerStore(self.db)
+        # each agent's latest fill (what its book must have applied to be up to date); kept as fills are written
+        self.last_fill: dict[str, str] = dict(self.db.execute(
+            "SELECT agent_id, exec_id FROM fills WHERE rowid IN (SELECT max(rowid) FROM fills GROUP BY agent_id)"))
         self.checkpointer = WalCheckpointer(path)
         self.commits = 0
         self.failing_writes = 0  # injected: this many next writes fail as on a full disk (see ``fail_next_writes``)
@@ -183,10 +186,11 @@ class Journal:
         """
         self._check_injected_failure()
         db = self.db
+        written: list[tuple[str, str]] = []  # (agent, exec id) of the fills this step adds
         db.execute("BEGIN")
         try:
             for out in outcomes:
-                self._write_one(out, orders, default_date)
+                self._write_one(out, orders, default_date, written)
             if replies:
                 db.executemany("UPDATE orders SET reply = ? WHERE client_order_id = ?",
                                [(body, coid) for coid, body in replies.items()])
@@ -197,8 +201,10 @@ class Journal:
             db.execute("ROLLBACK")
             raise
         self.commits += 1
+        self.last_fill.update(written)
 
-    def _write_one(self, out: Outcome, orders: Mapping[str, Order], default_date: str) -> None:
+    def _write_one(self, out: Outcome, orders: Mapping[str, Order], default_date: str,
+                   written: list[tuple[str, str]]) -> None:
         db = self.db
         record = out.record
         coid = str(record.get("client_order_id") or (out.order.client_order_id if out.order else ""))
@@ -217,9 +223,11 @@ class Journal:
                 continue
             fill_date = trading_date_of(f.client_order_id, default_date)
             # a fill counts on its day, or on the day the ledger is open on when its day is already rolled
-            db.execute(_INSERT_FILL, (f.exec_id, f.client_order_id, order.agent_id, fill_date, order.code,
-                                      str(order.side), f.qty, f.price, f.fee_won, f.tax_won,
-                                      order.broker_order_id, f.ts_ns, max(fill_date, self.ledger.open_date)))
+            inserted = db.execute(_INSERT_FILL, (f.exec_id, f.client_order_id, order.agent_id, fill_date, order.code,
+                                                 str(order.side), f.qty, f.price, f.fee_won, f.tax_won,
+                                                 order.broker_order_id, f.ts_ns, max(fill_date, self.ledger.open_date)))
+            if inserted.rowcount:
+                written.append((order.agent_id, f.exec_id))
         for a in out.alerts:
             db.execute(_INSERT_ALERT, (date, int(record.get("now_ns", 0)), a.kind, a.client_order_id, a.text))
 

@@ -104,6 +104,7 @@ class ReconcilerService(Service):
         self.agent_ports: dict[str, int] = {}
         self.latest: dict[str, Any] | None = None
         self.breaks: dict[str, dict[str, Any]] = {}  # "kind key" -> the break, while it lasts
+        self._waiting: dict[str, tuple[Any, float]] = {}  # pending (WAIT) difference -> (its amount, since when)
         self.runs = 0
         self._next_run = 0.0
         self._broker_was_down = False
@@ -192,7 +193,9 @@ class ReconcilerService(Service):
                 if self.cfg.confirm_delay_s > 0:
                     time.sleep(self.cfg.confirm_delay_s)
                 report = self._compare(sources)
-            stable = [d for d in report.differences if not d.safe_to_heal and _same(first.get(_diff_id(d)), d)]
+            stable = [d for d in report.differences if not d.safe_to_heal and d.action is not Action.WAIT
+                      and _same(first.get(_diff_id(d)), d)]
+            stable += self._stuck(report.differences)
             pending = [d.to_plain() for d in report.differences if not d.safe_to_heal and d not in stable
                        and _diff_id(d) not in self.breaks]
             present = {_diff_id(d): d for d in report.differences if not d.safe_to_heal}
@@ -218,6 +221,26 @@ class ReconcilerService(Service):
                       "clean" if result["clean"] else f"{len(breaks)} break(s), {len(pending)} pending, "
                       f"{len(result['differences'])} difference(s)")
         return result
+
+    def _stuck(self, differences: list[Difference]) -> list[Difference]:
+        """Differences something in flight explains (WAIT) that have not moved for ``pending_limit_s``: breaks.
+
+        An agent behind the journal that keeps applying fills is pending; one
+        whose book has not moved on for that long missed something.
+        """
+        now = time.monotonic()
+        waiting = {_diff_id(d): d for d in differences if d.action is Action.WAIT}
+        for key in set(self._waiting) - set(waiting):
+            del self._waiting[key]
+        stuck = []
+        for key, d in waiting.items():
+            marker = _amount(d)
+            seen = self._waiting.get(key)
+            if seen is None or seen[0] != marker:
+                self._waiting[key] = (marker, now)
+            elif now - seen[1] >= self.cfg.pending_limit_s:
+                stuck.append(d)
+        return stuck
 
     def _track_breaks(self, stable: list[Difference], present: dict[str, Difference]) -> bool:
         """Differences seen twice alike are breaks: alert each once, apply the policy once; returns whether it halted.
@@ -260,10 +283,10 @@ class ReconcilerService(Service):
             journal = journal_state_from_plain(raw_journal)
         except ReconcileInputError as exc:
             raise SourceDown(f"the order manager's journal_state is unusable: {exc}") from exc
-        books, cash, unreachable = self._agent_books()
+        books, cash, last_fill, unreachable = self._agent_books()
         sources.update({"broker": "ok", "journal": "ok", "ledger_date": raw_journal.get("ledger_date", ""),
                         "agents_compared": sorted(books), "agents_unreachable": unreachable})
-        return reconcile(broker, journal, books, {}, self.cfg.unmanaged, agent_cash=cash)
+        return reconcile(broker, journal, books, {}, self.cfg.unmanaged, agent_cash=cash, agent_last_fill=last_fill)
 
     def _broker_date(self) -> str:
         assert self.broker is not None
@@ -291,12 +314,13 @@ class ReconcilerService(Service):
             self.log.info("the broker answers again")
         return state
 
-    def _agent_books(self) -> tuple[dict[str, dict[str, int]], dict[str, int], list[str]]:
+    def _agent_books(self) -> tuple[dict[str, dict[str, int]], dict[str, int], dict[str, str], list[str]]:
         books: dict[str, dict[str, int]] = {}
         cash: dict[str, int] = {}
+        last_fill: dict[str, str] = {}
         unreachable: list[str] = []
         if not self.cfg.agent_books:
-            return books, cash, unreachable
+            return books, cash, last_fill, unreachable
         if self._http is None:
             self._http = httpx.Client(timeout=AGENT_TIMEOUT_S, limits=httpx.Limits(max_keepalive_connections=0))
         for agent_id, port in sorted(self.agent_ports.items()):
@@ -311,9 +335,11 @@ class ReconcilerService(Service):
                 books[agent_id] = {str(c): int(v.get("qty", 0) if isinstance(v, dict) else v) for c, v in (held or {}).items()}
                 if isinstance(book, dict) and type(book.get("cash_won")) is int:
                     cash[agent_id] = book["cash_won"]
+                if isinstance(book, dict) and isinstance(book.get("last_exec_id"), str):
+                    last_fill[agent_id] = book["last_exec_id"]
             except (httpx.HTTPError, ValueError, TypeError, AttributeError):
                 unreachable.append(agent_id)
-        return books, cash, unreachable
+        return books, cash, last_fill, unreachable
 
     def _heal(self, report: Report) -> list[dict[str, Any]]:
         healed = []

@@ -193,3 +193,27 @@ def test_report_is_plain_data() -> None:
     assert plain["clean"] is False
     assert plain["differences"][0]["kind"] == DiffClass.CASH_DIFFERENCE.value
     assert plain["differences"][0]["action"] == Action.HALT.value
+
+
+def test_an_agent_behind_the_journals_latest_fill_is_pending_and_its_book_is_compared_once_caught_up() -> None:
+    broker, journal = agreeing()
+    journal = JournalState(orders=journal.orders, fills=journal.fills, positions=journal.positions,
+                           cash_won=journal.cash_won, agent_positions={"alpha": {"005930": 10}},
+                           agent_cash={"alpha": 5_000}, agent_last_fill={"alpha": "E1"})
+    behind = reconcile(broker, journal, agent_books={"alpha": {}}, agent_cash={"alpha": 9_000},
+                       agent_last_fill={"alpha": ""})
+    assert kinds(behind) == [("AGENT_BOOK_BEHIND", "WAIT")]
+    caught_up = reconcile(broker, journal, agent_books={"alpha": {}}, agent_cash={"alpha": 9_000},
+                          agent_last_fill={"alpha": "E1"})
+    assert kinds(caught_up) == [("AGENT_BOOK_DIFFERENCE", "ALERT"), ("AGENT_BOOK_DIFFERENCE", "ALERT")]
+
+
+def test_the_ledgers_account_must_move_as_the_sum_of_its_agents() -> None:
+    from core.reconcile import ledger_differences
+
+    origins = {"@account": {"cash_won": 100, "positions": {}}, "a": {"cash_won": 60, "positions": {"005930": {"qty": 5}}}}
+    agreeing_now = {"@account": {"cash_won": 90, "positions": {"005930": {"qty": 1}}},
+                    "a": {"cash_won": 50, "positions": {"005930": {"qty": 6}}}}
+    assert ledger_differences(agreeing_now, origins) == []
+    drifted = {**agreeing_now, "@account": {"cash_won": 89, "positions": {"005930": {"qty": 2}}}}
+    assert sorted(d.key for d in ledger_differences(drifted, origins)) == ["ledger/005930", "ledger/cash"]
