@@ -424,8 +424,8 @@ class Portfolio:
     def return_after_costs(self, code: str) -> float:
         """Return of the holding if sold at the last price, after buy and sell costs."""
         pos = self.positions.get(code)
-        if pos is None or pos.qty == 0:
-            return 0.0
+        if pos is None or pos.qty == 0 or pos.cost_won <= 0:
+            return 0.0  # flat, or shares at no cost (a stock dividend booked as an adjustment): no return to give
         f, t = self.cost_rates(code)
         return self.marks.get(code, 0) * (1 - f - t) / (pos.avg_price * (1 + f)) - 1
 

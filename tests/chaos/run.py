@@ -168,6 +168,25 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         if reports.exists():
             closed.extend(sorted(p.stem for p in reports.glob("*.csv") if p.stem not in closed))
 
+    closes_seen: list[str] = []  # trading dates the exchange's clock was seen closed on
+    overnight = {"done": plan.overnight_restart_after is None, "busy": False}
+
+    def watch_for_the_night() -> None:
+        # the overnight restart goes in the moment the market is seen closed (at a fast clock the night
+        # lasts a second or two of wall time, shorter than the day's checks)
+        clock = recorder.clock()
+        if clock is None or clock.session not in ("closed", "after_hours") or not clock.trading_date:
+            return
+        if clock.trading_date not in closes_seen:
+            closes_seen.append(clock.trading_date)
+        if (not overnight["done"] and not overnight["busy"] and plan.overnight_restart_after is not None
+                and len(closes_seen) >= plan.overnight_restart_after and len(closes_seen) < days):
+            overnight["busy"] = True
+            try:
+                restart_whole_stack(True, f"overnight after day {len(closes_seen)}")
+            finally:
+                overnight["done"], overnight["busy"] = True, False
+
     def tick(seconds: float) -> None:
         end = time.monotonic() + seconds
         while True:
@@ -177,6 +196,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
             recorder.poll()
             alerts.poll()
             note_reports()
+            watch_for_the_night()
             if inject:
                 injector.step(now)
             if time.monotonic() >= end:
@@ -191,11 +211,12 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
                 return value
             tick(0.5)
 
-    def account_check(label: str) -> Check:
+    def account_check(label: str, *, strict: bool = False) -> Check:
         def probe() -> list[str]:
             try:
                 return account_differences(journal, recorder, start_cash,
-                                           {a: (firm.agent_status(a) or {}).get("book") for a in agents}, adjustments)
+                                           {a: (firm.agent_status(a) or {}).get("book") for a in agents}, adjustments,
+                                           skip_behind=not strict)
             except Exception as exc:  # a store mid-restart: report it as what was seen, and look again
                 return [f"could not read the records: {exc!r}"]
         problems = converge(probe, tick, settle_tries)
@@ -328,8 +349,6 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
                 inject = False
                 injector.clear_all()
                 result.days.append(date)
-                if plan.overnight_restart_after == len(result.days) and len(result.days) < days:
-                    restart_whole_stack(True, f"overnight after day {len(result.days)}")
                 log(f"day {date} closed: checking")
                 day_checks(date)
                 last_report_at = time.monotonic()
@@ -340,7 +359,14 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
                 break
         inject = False
         injector.clear_all()
-        result.checks.append(account_check("end of run"))
+        # the books stop moving for the last, strict comparison: no new order from here on (the market runs on
+        # and resting orders may still fill; the agents catch up with those within a moment)
+        quiet_from_ns = time.time_ns()
+        halted = firm.trader("halt", "--why", "chaos run over: the books are compared at rest")
+        if halted.returncode == 0:
+            wait_until(lambda: not [o for o in journal.rows(
+                "SELECT client_order_id FROM orders WHERE status IN ('new', 'submitted', 'cancel_pending')")], 15)
+        result.checks.append(account_check("end of run", strict=True))
         # retention counts from the latest day the market reached (it may have gone on past the last checked)
         latest = max([*result.days, *closed, *trading_dates], default="")
         cutoff = _retention_cutoff(latest, retention_days) if latest else ""
@@ -359,7 +385,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
             result.checks.append(Check("the phantom was injected", False, f"day {plan.phantom_on} never reached "
                                                                           f"{plan.phantom_at}"))
         result.checks.extend(check_recon_reports(recon, episode, recon_interval_s))
-        result.checks.append(check_trading_state(journal, episode))
+        result.checks.append(check_trading_state(journal, episode, until_ns=quiet_from_ns))
         result.checks.append(check_break_alerts(alerts, recon, episode))
         missing = [k for k in KINDS if not injector.injected.get(k)]
         result.checks.append(Check("every fault kind injected at least once", not missing, ", ".join(missing)))

@@ -224,3 +224,12 @@ def test_rebuild_from_orders_and_fills_equals_the_incremental_book(steps, start_
     assert rebuilt.snapshot() == book.snapshot()
     # the won identity the documentation promises
     assert book.equity_won() == book.capital_won + book.realized_pnl_won + book.unrealized_pnl_won()
+
+
+def test_shares_booked_at_no_cost_by_an_adjustment_show_in_the_book_without_a_return() -> None:
+    book = Portfolio(allocation_won=1_000_000)
+    assert book.on_adjustment("005930", 3, -12_345) is None
+    book.mark("005930", 70_000)
+    snap = book.snapshot()
+    assert snap["positions"]["005930"]["qty"] == 3 and snap["positions"]["005930"]["return_after_costs"] == 0.0
+    assert snap["cash_won"] == 1_000_000 - 12_345 and snap["adjustments_won"] == -12_345
