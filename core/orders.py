@@ -495,7 +495,9 @@ class OrderBook:
         self.counters["fills"] += 1
         out.fills.append(AppliedFill(exec_id, order.client_order_id, qty, price, fee_won, tax_won, now_ns))
         if qty == remaining:
-            self._finish(order, FILLED, "fill", now_ns, out)
+            # the last shares of an order whose rest was canceled (the fill's notice came after the cancel's):
+            # it ends canceled, as the broker shows it
+            self._finish(order, CANCELED if order.canceled_qty else FILLED, "fill", now_ns, out)
         elif order.status is CANCEL_PENDING:
             order.live_status = PARTIALLY_FILLED
             order.updated_ns = now_ns

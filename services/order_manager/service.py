@@ -266,6 +266,15 @@ class OrderManagerService(Service):
             self._on_phase(phase, date)
 
     def _on_phase(self, phase: SessionPhase, trading_date: str) -> None:
+        if (trading_date and self._roll_due is not None and self._roll_date
+                and self._roll_date < trading_date):
+            # the market is on the next day before the closed one was rolled: roll it first, with its own records
+            try:
+                self._day_roll()
+            except (BrokerUnavailable, JournalUnavailable) as exc:
+                self._roll_due = time.monotonic() + JOURNAL_PROBE_INTERVAL_S
+                self.log.warning("the roll of %s waits: %s", self._roll_date, exc)
+                return  # the new day is taken in once the closed one is rolled
         self.desk.on_session(phase, trading_date)
         if trading_date and trading_date != self._ledger_seen_date:
             if self._keep_books(lambda: self.books.open_day(trading_date, time.time_ns())) is not None:

@@ -273,6 +273,12 @@ class ReconcilerService(Service):
         broker = self._broker_state()
         ledger_date = str(raw_journal.get("ledger_date") or "") if isinstance(raw_journal, dict) else ""
         after = self._broker_date()
+        stale = [o for o in raw_journal.get("orders") or [] if isinstance(o, dict)
+                 and o.get("status") not in TERMINAL and _date_in(str(o.get("client_order_id", ""))) < ledger_date]
+        if ledger_date and stale:
+            self._next_run = min(self._next_run, time.monotonic() + RECONNECT_DELAY_S)
+            raise DayRollInProgress(f"the day roll is in progress ({len(stale)} order(s) of an earlier day still open "
+                                    "in the journal): compared again shortly")
         if ledger_date and not (ledger_date == broker_date == after):
             # the ledger rolls at the close, the broker's day at its overnight jump: between the two (or when the
             # broker's day changed while the views were read) the two sides count different days
@@ -402,6 +408,15 @@ def project_path(path: str) -> Path:
     """A configured path; relative ones are taken from the project root."""
     p = Path(path)
     return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+TERMINAL = ("filled", "canceled", "rejected", "expired")
+
+
+def _date_in(client_order_id: str) -> str:
+    """The trading date in a client order id ``<agent>-<YYYYMMDD>-<n>`` ("99999999" when it has none)."""
+    date = client_order_id.rpartition("-")[0].rpartition("-")[2]
+    return date if len(date) == 8 and date.isdigit() else "99999999"
 
 
 def _diff_id(d: Difference) -> str:

@@ -373,3 +373,14 @@ def test_a_roll_through_a_date_leaves_the_next_days_orders_working_and_replays_t
     replayed = OrderBook.replay([o.record for o in [*outs, out]])
     assert [(o.client_order_id, o.status) for o in replayed.orders.values()] == [
         ("a-20260303-1", OrderStatus.EXPIRED), ("a-20260304-1", OrderStatus.ACCEPTED)]
+
+
+def test_the_last_shares_of_an_order_whose_rest_was_canceled_end_it_canceled_as_the_broker_shows_it() -> None:
+    book = OrderBook()
+    book.submit("a-20260303-1", "a", "005930", "buy", 50, 70_000, T0)
+    book.ack("a-20260303-1", "B1", T0 + 1)
+    book.request_cancel("a-20260303-1", 0, T0 + 2)
+    book.cancel_confirmed(32, T0 + 3, client_order_id="a-20260303-1")
+    out = book.apply_fill("X1", 18, 70_000, T0 + 4, "a-20260303-1", "B1", 10, 0)
+    order = book.get("a-20260303-1")
+    assert out.fills and (order.status, order.filled_qty, order.canceled_qty) == (OrderStatus.CANCELED, 18, 32)
