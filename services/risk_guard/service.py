@@ -94,11 +94,10 @@ class RiskGuardService(Service):
         persisted = self.journal.latest()
         if persisted is not None:
             self.log.info("restoring the persisted state %s (%s, by %s)", persisted.state, persisted.reason, persisted.who)
-        self._parts = (limits, instruments, allocations)
         self.guard = RiskGuard(limits, instruments, allocations, persisted)
         assert self.ctx is not None
         self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms,
-                              heartbeats_from=["order-manager", "market-data"], on_restart=self._on_publisher_restart)
+                              heartbeats_from=["order-manager", "market-data"])
         self.add_socket(self.bus.socket, self._on_bus)
         self.oms = RpcClient(self.ctx, s.endpoint("order_manager_rpc"), timeout_ms=SYNC_TIMEOUT_MS, retries=0, sender=self.name)
         self.market = RpcClient(self.ctx, s.endpoint("market_data_rpc"), timeout_ms=SYNC_TIMEOUT_MS, retries=0, sender=self.name)
@@ -122,14 +121,6 @@ class RiskGuardService(Service):
             self._sync()
         if now_monotonic >= self._next_state:
             self._publish_state(force=True)
-
-    def _on_publisher_restart(self, sender: str) -> None:
-        """A new order manager: what the old one journaled but never published is only in a fresh sync."""
-        if sender != "order-manager" or self.guard is None:
-            return
-        self.log.info("the order manager restarted: the view is rebuilt from its journal state")
-        self.guard = RiskGuard(*self._parts, persisted=self.guard.operator)
-        self._next_sync = 0.0
 
     def _sync(self) -> None:
         guard = self.guard
