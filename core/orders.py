@@ -590,7 +590,7 @@ class OrderBook:
         """
         out = Outcome("expire_open", (now_ns, through_date))
         for order in self.open_orders():
-            if through_date and _date_of(order.client_order_id) > through_date:
+            if through_date and date_of_client_order_id(order.client_order_id) > through_date:
                 continue
             self._finish(order, EXPIRED, "expire_open", now_ns, out, Refusal.EXPIRED_AT_CLOSE,
                          "unfilled at the close")
@@ -707,7 +707,7 @@ _REPLAYABLE = frozenset({
 })
 
 
-def _date_of(client_order_id: str) -> str:
+def date_of_client_order_id(client_order_id: str) -> str:
     """The trading date written in a client order id ``<agent>-<YYYYMMDD>-<n>`` ("" when it has none)."""
     date = client_order_id.rpartition("-")[0].rpartition("-")[2]
     return date if len(date) == 8 and date.isdigit() else ""

@@ -27,6 +27,7 @@ from core.messages import (
     OrderRequest,
     OrderStatus,
 )
+from core.orders import date_of_client_order_id
 from services.exchange.venue import Outbound, PaperVenue, fill_from_execution, notices, order_event_from_order
 from services.exchange.venue import order_event_from_update
 
@@ -131,15 +132,9 @@ class Desk:
 
     def _past_order(self, client_order_id: str) -> dict[str, Any] | None:
         """An order of a closed day by client order id (its id carries its date), or None."""
-        head, _, _ = client_order_id.rpartition("-")
-        date = head.rpartition("-")[2]
-        dates = [date] if date in self.past_dates() else []
-        for day in dates:
-            past = self.past_day(day)
-            for o in (past[0] if past else []):
-                if o.get("client_order_id") == client_order_id:
-                    return o
-        return None
+        date = date_of_client_order_id(client_order_id)
+        past = self.past_day(date) if date in self.past_dates() else None
+        return next((o for o in (past[0] if past else []) if o.get("client_order_id") == client_order_id), None)
 
     def query(self, cmd: Command, now_ns: int) -> CommandResult:
         """Answer a read-only command."""

@@ -198,7 +198,7 @@ class Bookkeeper:
             "trading_date": trading_date, "ledger_date": date,
             "orders": [order_row_as_event(o) for o in orders], "fills": [fill_row_as_fill(f) for f in fills],
             # the fills of the ledger's date by their own trading date: what the broker lists as today's
-            "day_fills": [fill_row_as_fill(f) for f in self.journal.fills(since=date, until=date)],
+            "day_fills": [fill_row_as_fill(f) for f in fills if f["trading_date"] == date],
             "openings": {b: bk.to_plain() for b, bk in self.ledger.opening().items()},
             "adjustments": [a.to_plain() for a in self.ledger.adjustments(date)],
             "ledger": {b: bk.to_plain() for b, bk in current.items()},

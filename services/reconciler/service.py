@@ -54,7 +54,8 @@ from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
 from bus.service import Service
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
-from core.messages import Alert, AlertLevel, Command, CommandResult, Heartbeat, Message, ReconReport
+from core.messages import TERMINAL_STATUSES, Alert, AlertLevel, Command, CommandResult, Heartbeat, Message, ReconReport
+from core.orders import date_of_client_order_id
 from core.reconcile import (
     Action,
     BrokerState,
@@ -273,8 +274,8 @@ class ReconcilerService(Service):
         broker = self._broker_state()
         ledger_date = str(raw_journal.get("ledger_date") or "") if isinstance(raw_journal, dict) else ""
         after = self._broker_date()
-        stale = [o for o in raw_journal.get("orders") or [] if isinstance(o, dict)
-                 and o.get("status") not in TERMINAL and _date_in(str(o.get("client_order_id", ""))) < ledger_date]
+        stale = [o for o in raw_journal.get("orders") or [] if isinstance(o, dict) and o.get("status") not in TERMINAL
+                 and "" < date_of_client_order_id(str(o.get("client_order_id", ""))) < ledger_date]
         if ledger_date and stale:
             self._next_run = min(self._next_run, time.monotonic() + RECONNECT_DELAY_S)
             raise DayRollInProgress(f"the day roll is in progress ({len(stale)} order(s) of an earlier day still open "
@@ -410,13 +411,7 @@ def project_path(path: str) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
-TERMINAL = ("filled", "canceled", "rejected", "expired")
-
-
-def _date_in(client_order_id: str) -> str:
-    """The trading date in a client order id ``<agent>-<YYYYMMDD>-<n>`` ("99999999" when it has none)."""
-    date = client_order_id.rpartition("-")[0].rpartition("-")[2]
-    return date if len(date) == 8 and date.isdigit() else "99999999"
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 
 
 def _diff_id(d: Difference) -> str:
