@@ -358,6 +358,9 @@ def reconcile(
     ``agent_last_fill``: agent -> exec id of the latest fill its book has
     applied; an agent that has not reached the journal's latest fill of its
     own is behind (AGENT_BOOK_BEHIND, pending) and its book is not compared.
+    An execution missing in the journal is missing in every agent's book too
+    (agents learn fills only from the order manager), so an agent's book is
+    compared with the journal as it stands: the heal brings both along.
     """
     unmanaged = unmanaged or {}
     report = Report()
@@ -440,10 +443,9 @@ def reconcile(
     if journal.ledger is not None and journal.origins is not None:
         diffs.extend(ledger_differences(journal.ledger, journal.origins))
     if agent_last_fill and journal.agent_last_fill is not None:
-        missing_ids = {str(f["exec_id"]) for f in missing_in_oms}
         for agent_id, seen in sorted(agent_last_fill.items()):
             latest = journal.agent_last_fill.get(agent_id, "")
-            if latest and seen != latest and latest not in missing_ids:
+            if latest and seen != latest:
                 diffs.append(Difference(DiffClass.AGENT_BOOK_BEHIND, Action.WAIT, f"{agent_id}/fills",
                                         f"agent {agent_id} has applied fills up to {seen or 'none'}, the journal "
                                         f"holds {latest}", broker=None, oms=latest,
@@ -451,13 +453,12 @@ def reconcile(
                 agent_books = {a: b for a, b in (agent_books or {}).items() if a != agent_id}
                 agent_cash = {a: c for a, c in (agent_cash or {}).items() if a != agent_id}
     if agent_books:
-        _compare_agent_books(report, journal, agent_books, agent_starts or {}, missing_in_oms)
+        _compare_agent_books(report, journal, agent_books, agent_starts or {})
     if agent_cash and journal.agent_cash is not None:
         for agent_id in sorted(agent_cash):
             implied = journal.agent_cash.get(agent_id)
             if implied is None:
                 continue
-            implied += sum(_cash_effect(f) for f in missing_in_oms if str(f["agent_id"]) == agent_id)
             if agent_cash[agent_id] != implied:
                 diffs.append(Difference(
                     DiffClass.AGENT_BOOK_DIFFERENCE, Action.ALERT, f"{agent_id}/cash",
@@ -508,7 +509,6 @@ def _compare_agent_books(
     journal: JournalState,
     agent_books: Mapping[str, Mapping[str, int]],
     agent_starts: Mapping[str, Mapping[str, int]],
-    missing_in_oms: list[Mapping[str, Any]],
 ) -> None:
     if journal.agent_positions is None:
         report.skipped.append("agent books: the journal state carries no per-agent positions")
@@ -518,9 +518,6 @@ def _compare_agent_books(
         expected = dict(journal.agent_positions.get(agent_id, {}))
         for code, qty in agent_starts.get(agent_id, {}).items():
             expected[code] = expected.get(code, 0) + qty
-        for fill in missing_in_oms:
-            if str(fill["agent_id"]) == agent_id:
-                expected[str(fill["code"])] = expected.get(str(fill["code"]), 0) + _signed_qty(fill)
         for code in sorted(set(book) | set(expected)):
             own, implied = book.get(code, 0), expected.get(code, 0)
             if own != implied:

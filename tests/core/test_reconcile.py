@@ -57,7 +57,8 @@ def test_fill_the_oms_missed_is_healed_with_the_broker_execution_and_explains_ho
     broker, _ = agreeing()
     journal = JournalState(orders=(order(status="accepted"),), fills=(), positions={}, cash_won=CASH,
                            agent_positions={"alpha": {}})
-    report = reconcile(broker, journal, agent_books={"alpha": {"005930": 10}})
+    # the agent learns fills from the order manager only: its book lacks the fill as the journal does
+    report = reconcile(broker, journal, agent_books={"alpha": {}})
     # the order is not open at the broker any more (it filled), so it is resolved as well
     assert kinds(report) == [("FILL_MISSING_IN_OMS", "APPLY_MISSING_FILL"),
                              ("ORDER_OPEN_IN_OMS_GONE_AT_BROKER", "RESOLVE_ORDER")]
@@ -65,6 +66,22 @@ def test_fill_the_oms_missed_is_healed_with_the_broker_execution_and_explains_ho
     assert missing.key == "E1" and missing.data["fill"]["exec_id"] == "E1"
     assert report.needing_halt() == []
     assert len(report.to_heal()) == 2
+
+
+def test_an_agent_is_compared_with_the_journal_as_it_stands_while_a_fill_is_missing_in_it() -> None:
+    broker, _ = agreeing()
+    journal = JournalState(orders=(order(status="accepted"),), fills=(), positions={}, cash_won=CASH,
+                           agent_positions={"alpha": {}}, agent_cash={"alpha": CASH}, agent_last_fill={"alpha": ""})
+    # before the heal lands (the journal refusing writes, say) the agent agrees with the journal: no break
+    waiting = reconcile(broker, journal, agent_books={"alpha": {}}, agent_cash={"alpha": CASH},
+                        agent_last_fill={"alpha": ""})
+    assert DiffClass.AGENT_BOOK_DIFFERENCE not in {d.kind for d in waiting.differences}
+    assert len(waiting.to_heal()) == 2
+    # an agent holding what neither the journal nor the order manager gave it differs
+    ahead = reconcile(broker, journal, agent_books={"alpha": {"005930": 10}}, agent_cash={"alpha": AFTER_BUY},
+                      agent_last_fill={"alpha": ""})
+    assert [d.key for d in ahead.differences if d.kind is DiffClass.AGENT_BOOK_DIFFERENCE] == [
+        "alpha/005930", "alpha/cash"]
 
 
 def test_fill_of_an_order_the_journal_never_had_needs_a_halt() -> None:
