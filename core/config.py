@@ -8,7 +8,10 @@ replaced by the run directory. Secrets come only from the environment or a
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -91,9 +94,69 @@ class Dashboard(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
 
 
+KIS_URLS = {  # KIS.md section 1
+    "real": ("https://openapi.koreainvestment.com:9443", "ws://ops.koreainvestment.com:21000"),
+    "demo": ("https://openapivts.koreainvestment.com:29443", "ws://ops.koreainvestment.com:31000"),
+}
+KIS_APPKEY_LENGTH = 36  # KIS.md section 1
+KIS_APPSECRET_LENGTH = 180
+KIS_ACCOUNT_RE = re.compile(r"^[0-9]{8}-[0-9]{2}$")  # CANO-ACNT_PRDT_CD
+
+
+def _kis_sim_secret(seed: str) -> str:
+    raw = b"".join(hashlib.sha512(f"{seed}:{i}".encode()).digest() for i in range(3))
+    return base64.b64encode(raw).decode("ascii").replace("+", "A").replace("/", "B")[:KIS_APPSECRET_LENGTH]
+
+
+# The local KIS server's fixed credentials per environment (``trader kis-sim --print-credentials``):
+# fixed so that a rehearsal needs no configuration, and known to the gateway for the same reason.
+KIS_SIM_APPKEYS = {"demo": "PSKISSIMDEMOAPPKEY000000000000000001", "real": "PSKISSIMREALAPPKEY000000000000000001"}
+KIS_SIM_APPSECRETS = {env: _kis_sim_secret(f"kis-sim-{env}") for env in KIS_SIM_APPKEYS}
+KIS_SIM_ACCOUNTS = {"demo": "50000000-01", "real": "60000000-01"}
+KIS_SIM_HTS_ID = "kissim"
+KIS_SIM_REST_PORT = 29443  # where `trader kis-sim` listens by default (127.0.0.1)
+KIS_SIM_WS_PORT = 31000
+
+
+class Kis(_Section):
+    """The KIS venue (``broker.kind = "kis"``): which server the gateway talks to and how.
+
+    ``server = "kis-sim"`` (the default) rehearses against the local KIS server
+    the stack starts itself; ``"kis"`` is Korea Investment & Securities' own
+    server of ``env`` (demo = 모의투자, real = 실전). Keys, the account and the
+    HTS id come from the environment or ``.env`` only (``TRADER_KIS_APP_KEY``,
+    ``TRADER_KIS_APP_SECRET``, ``TRADER_KIS_ACCOUNT``, ``TRADER_KIS_HTS_ID``).
+    """
+
+    env: Literal["demo", "real"] = "demo"
+    server: Literal["kis-sim", "kis"] = "kis-sim"
+    rest_url: str = ""  # "" = the env's KIS URL, or the local kis-sim's
+    ws_url: str = ""
+    sim_speed: float = Field(default=60.0, gt=0)  # the local kis-sim's market clock (market seconds per wall second)
+    rate_per_s: float = Field(default=0.0, ge=0)  # 0 = KIS's published rate for env, less a margin
+    order_timeout_s: float = Field(default=5.0, gt=0)  # an order reply later than this leaves the order UNKNOWN
+    max_registrations: int = Field(default=41, ge=1, le=41)  # WebSocket registrations per app key (KIS: 41)
+
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError(f"{v!r} must start with http(s):// (REST) or ws(s):// (WebSocket)")
+        return v.rstrip("/")
+
+    def urls(self) -> tuple[str, str]:
+        """(REST base, WebSocket base) the gateway connects to."""
+        if self.server == "kis-sim":
+            rest, ws = f"http://127.0.0.1:{KIS_SIM_REST_PORT}", f"ws://127.0.0.1:{KIS_SIM_WS_PORT}"
+        else:
+            rest, ws = KIS_URLS[self.env]
+        return self.rest_url or rest, self.ws_url or ws
+
+
 class Broker(_Section):
     kind: Literal["paper", "kis"] = "paper"
     account_cash_won: int = Field(default=1_000_000_000, ge=0)
+    kis: Kis = Field(default_factory=Kis)
 
 
 class Bus(_Section):
@@ -253,6 +316,10 @@ class StackSettings(BaseSettings):
     security: Security = Field(default_factory=Security)
     # Flat secret aliases read straight from the environment.
     dashboard_token: SecretStr = SecretStr("")
+    kis_app_key: SecretStr = SecretStr("")  # TRADER_KIS_APP_KEY
+    kis_app_secret: SecretStr = SecretStr("")  # TRADER_KIS_APP_SECRET
+    kis_account: SecretStr = SecretStr("")  # TRADER_KIS_ACCOUNT: CANO-ACNT_PRDT_CD, e.g. 50012345-01
+    kis_hts_id: SecretStr = SecretStr("")  # TRADER_KIS_HTS_ID: the HTS id execution notices are subscribed with
 
     _toml_data: ClassVar[dict[str, Any]] = {}
 
@@ -271,6 +338,41 @@ class StackSettings(BaseSettings):
         """An endpoint by name, with ``{run_dir}`` expanded to an absolute path."""
         raw = getattr(self.endpoints, name)
         return raw.replace("{run_dir}", str(self.run_path / "run"))
+
+    def kis_credentials(self) -> dict[str, str]:
+        """The gateway's app key, secret, account and HTS id (the local kis-sim's when rehearsing and unset)."""
+        kis = self.broker.kis
+        values = {
+            "appkey": self.kis_app_key.get_secret_value() or self.secrets.kis_app_key.get_secret_value(),
+            "appsecret": self.kis_app_secret.get_secret_value() or self.secrets.kis_app_secret.get_secret_value(),
+            "account": self.kis_account.get_secret_value(),
+            "hts_id": self.kis_hts_id.get_secret_value(),
+        }
+        if kis.server == "kis-sim":
+            defaults = {"appkey": KIS_SIM_APPKEYS[kis.env], "appsecret": KIS_SIM_APPSECRETS[kis.env],
+                        "account": KIS_SIM_ACCOUNTS[kis.env], "hts_id": KIS_SIM_HTS_ID}
+            values = {k: v or defaults[k] for k, v in values.items()}
+        return values
+
+    def kis_credential_problems(self) -> list[tuple[str, str]]:
+        """(environment variable, reason) for every KIS credential that is missing or malformed; never a secret."""
+        c = self.kis_credentials()
+        out = []
+        checks = (("TRADER_KIS_APP_KEY", "appkey", KIS_APPKEY_LENGTH), ("TRADER_KIS_APP_SECRET", "appsecret",
+                                                                      KIS_APPSECRET_LENGTH))
+        for var, key, length in checks:
+            if not c[key]:
+                out.append((var, "missing: set it in the environment or .env"))
+            elif len(c[key]) != length:
+                out.append((var, f"must be {length} characters (KIS issues them so), not {len(c[key])}"))
+        if not c["account"]:
+            out.append(("TRADER_KIS_ACCOUNT", "missing: the account as CANO-ACNT_PRDT_CD, e.g. 50012345-01"))
+        elif not KIS_ACCOUNT_RE.match(c["account"]):
+            out.append(("TRADER_KIS_ACCOUNT", f"must be 8 digits, a dash and 2 digits (CANO-ACNT_PRDT_CD), "
+                                              f"not {len(c['account'])} characters of that shape"))
+        if not c["hts_id"]:
+            out.append(("TRADER_KIS_HTS_ID", "missing: execution notices are subscribed with the HTS id"))
+        return out
 
     def token(self) -> str:
         return self.dashboard_token.get_secret_value() or self.secrets.dashboard_token.get_secret_value()

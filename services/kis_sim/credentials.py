@@ -10,26 +10,15 @@ the server too, so that using it gets KIS's cross-environment refusal.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 
-APPKEY_LENGTH = 36
-APPSECRET_LENGTH = 180
-ACCOUNT_RE = re.compile(r"^[0-9]{8}-[0-9]{2}$")
-
-
-def _secret(seed: str) -> str:
-    raw = b"".join(hashlib.sha512(f"{seed}:{i}".encode()).digest() for i in range(3))
-    import base64
-
-    return base64.b64encode(raw).decode("ascii").replace("+", "A").replace("/", "B")[:APPSECRET_LENGTH]
-
-
-DEFAULT_APPKEYS = {"demo": "PSKISSIMDEMOAPPKEY000000000000000001", "real": "PSKISSIMREALAPPKEY000000000000000001"}
-DEFAULT_APPSECRETS = {env: _secret(f"kis-sim-{env}") for env in DEFAULT_APPKEYS}
-DEFAULT_ACCOUNTS = {"demo": "50000000-01", "real": "60000000-01"}
-DEFAULT_HTS_ID = "kissim"
+from core.config import KIS_ACCOUNT_RE as ACCOUNT_RE
+from core.config import KIS_APPKEY_LENGTH as APPKEY_LENGTH
+from core.config import KIS_APPSECRET_LENGTH as APPSECRET_LENGTH
+from core.config import KIS_SIM_ACCOUNTS as DEFAULT_ACCOUNTS
+from core.config import KIS_SIM_APPKEYS as DEFAULT_APPKEYS
+from core.config import KIS_SIM_APPSECRETS as DEFAULT_APPSECRETS
+from core.config import KIS_SIM_HTS_ID as DEFAULT_HTS_ID
 
 
 @dataclass(frozen=True, slots=True)

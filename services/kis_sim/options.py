@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_REST_PORT = 29443
-DEFAULT_WS_PORT = 31000
+from core.config import KIS_SIM_REST_PORT as DEFAULT_REST_PORT
+from core.config import KIS_SIM_WS_PORT as DEFAULT_WS_PORT
 
 
 @dataclass(frozen=True, slots=True)
