@@ -32,7 +32,7 @@ from bus.rpc import RpcClient
 from core import krx
 from core.config import PROJECT_ROOT, load_stack
 from core.messages import Command, OrderEvent, OrderRequest, OrderStatus, Side
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 from services.order_manager.journal import SYNCHRONOUS
 
 MODULES = ["bus.proxy", "services.exchange", "services.market_data", "services.risk_guard", "services.order_manager"]
@@ -111,7 +111,7 @@ def main() -> None:
                                           stdout=log, stderr=subprocess.STDOUT))
         settings = load_stack()
         oms = RpcClient(ctx, settings.endpoint("order_manager_rpc"), timeout_ms=5000, retries=0, sender="bench")
-        exchange = PaperBroker(ctx, settings, timeout_ms=3000, retries=0)
+        exchange = VenueBroker(ctx, settings, timeout_ms=3000, retries=0)
         deadline = time.monotonic() + 120
         date, price, n = "", 0, 0
         while time.monotonic() < deadline:  # until the whole chain approves and acknowledges an order

@@ -56,7 +56,7 @@ from core import krx
 from core.config import PROJECT_ROOT, load_stack
 from core.messages import Alert, Command, OrderEvent, OrderRequest, OrderStatus, Side
 from services.broker.connection import ALERT_KIND
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 
 MODULES = {"bus": "bus.proxy", "exchange": "services.exchange", "market-data": "services.market_data",
            "risk-guard": "services.risk_guard", "order-manager": "services.order_manager"}
@@ -114,7 +114,7 @@ class Bench:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.oms = RpcClient(self.ctx, self.settings.endpoint("order_manager_rpc"), timeout_ms=5000, retries=0,
                              sender="bench")
-        self.exchange = PaperBroker(self.ctx, self.settings, timeout_ms=3000, retries=0)
+        self.exchange = VenueBroker(self.ctx, self.settings, timeout_ms=3000, retries=0)
         self.alerts = Subscriber(self.ctx, self.settings.endpoint("bus_out"), ["sys.alert"])
         self.wall_minus_mono_ns = time.time_ns() - time.monotonic_ns()
         self.date = ""
@@ -312,7 +312,7 @@ class Bench:
 
     def exchange_answers(self, deadline: float) -> float:
         """When the exchange first answered a ping from the bench (monotonic)."""
-        probe = PaperBroker(self.ctx, self.settings, timeout_ms=20, retries=0)
+        probe = VenueBroker(self.ctx, self.settings, timeout_ms=20, retries=0)
         try:
             while time.monotonic() < deadline:
                 try:

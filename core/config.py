@@ -84,7 +84,7 @@ class MarketData(_Section):
     replay_dir: str = ""  # replay source: a folder of recorded bars (<dir>/<YYYYMMDD>/<code>.parquet)
     replay_speed: float = Field(default=60.0, ge=0)  # market seconds per wall second; 0 = as fast as possible
     bars_kept: int = Field(default=390, ge=1)  # last bars per code kept for snapshots
-    feed_heartbeat_s: float = Field(default=1.0, gt=0)  # the broker feed's heartbeat interval (sys.heartbeat.exchange)
+    feed_heartbeat_s: float = Field(default=1.0, gt=0)  # the broker feed's heartbeat interval (sys.heartbeat.venue)
     silence_heartbeats: int = Field(default=3, ge=1)  # feed heartbeat intervals of silence that count as a drop
     backoff_max_s: float = Field(default=30.0, gt=0)
 

@@ -28,18 +28,13 @@ from core.messages import (
     OrderStatus,
 )
 from core.orders import date_of_client_order_id
+from core.venue import BAD_ARGS, QUERIES, UNKNOWN_CODE, UNKNOWN_COMMAND, UNKNOWN_ORDER, UNKNOWN_REQUEST
 from services.exchange.venue import Outbound, PaperVenue, fill_from_execution, notices, order_event_from_order
 from services.exchange.venue import order_event_from_update
 
 PastDay = Callable[[str], "tuple[list[dict[str, Any]], list[dict[str, Any]]] | None"]
 
 BROKER_REJECTED_RANDOM = "BROKER_REJECTED_RANDOM"
-UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
-UNKNOWN_REQUEST = "UNKNOWN_REQUEST"
-BAD_ARGS = "BAD_ARGS"
-UNKNOWN_ORDER = "UNKNOWN_ORDER"
-UNKNOWN_CODE = "UNKNOWN_CODE"
-QUERIES = ("ping", "clock", "account", "positions", "open_orders", "orders_today", "fills_today", "order_status", "quote")
 
 
 class Desk:
@@ -143,7 +138,7 @@ class Desk:
         if name in ("ping", "clock"):
             result: Any = {
                 "ts_ns": now_ns, "trading_date": self.venue.trading_date, "session": self.venue.session_name(),
-                "clock_speed": self.venue.clock_speed,
+                "clock_speed": self.venue.clock_speed, "venue": "paper",
             }
         elif name == "account":
             view = engine.account(account_id)

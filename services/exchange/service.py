@@ -36,10 +36,10 @@ from services.exchange.clock import MarketClock, first_market_day, kst_ns
 from services.exchange.desk import BAD_ARGS, Desk, unknown_request
 from services.exchange.faults import BAD_FAULT, FaultError, Faults, phantom_from_args
 from services.exchange.store import ExchangeStore, store_path
-from services.exchange.venue import SESSION_TOPIC, Outbound, PaperVenue
+from core.venue import FEED_HEARTBEAT_TOPIC, SESSION_TOPIC
+from services.exchange.venue import Outbound, PaperVenue
 
 ACCOUNT_ID = "firm"
-FEED_HEARTBEAT_TOPIC = "sys.heartbeat.exchange"
 STATE_VERSION = 1
 WALL_TICK_BUDGET_S = 3600  # caps prints per bar so a fast clock does not flood the feed
 

@@ -47,14 +47,12 @@ from core.messages import (
     Tick,
 )
 from core.simulator import DayBars, MarketSimulator, ticks_from_bar
+from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC
 
 NS_PER_MIN = 60_000_000_000
 PRE_OPEN_NS = 30 * NS_PER_MIN
 CLOSING_AUCTION_NS = 10 * NS_PER_MIN
 EVENING_NS = 10 * NS_PER_MIN  # market time between the close and the overnight jump
-EXEC_EVENT_TOPIC = "exec.event"
-EXEC_FILL_TOPIC = "exec.fill"
-SESSION_TOPIC = "md.session"
 
 # Items of the timetable at the same instant run in this order (a flow report stamped at the close
 # goes out before the closing auction, as the back-tester hands agents a flow before the bar of its stamp).

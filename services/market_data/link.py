@@ -3,7 +3,7 @@
 A thin use of ``services.broker.connection.ConnectionMonitor``: the service
 tells the link when a frame arrived (with the monotonic time) and asks
 ``poll(now)`` what to do next. A feed that has said nothing, not even its
-once-a-second ``sys.heartbeat.exchange``, for ``silence_limit_s`` counts as
+once-a-second ``sys.heartbeat.venue``, for ``silence_limit_s`` counts as
 dropped even when the socket looks open (a ZeroMQ SUB socket never reports a
 dead peer). After a drop the link waits the monitor's jittered, growing delay
 before it asks for a new subscription (the monitor's ``connect`` step: a fresh

@@ -29,13 +29,14 @@ from bus.service import Service
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
 from core.messages import AlertLevel, Bar, Command, CommandResult, Message, SessionEvent, SessionPhase
+from core.venue import FEED_HEARTBEAT_TOPIC, MARKET_TOPIC_PREFIX
 from services.broker.base import ConnectionState
 from services.broker.connection import ALERT_KIND, broker_backoff
 from services.market_data import recorder, replay
 from services.market_data.board import MarketBoard, board_from_master
 from services.market_data.link import FeedLink, LinkAction
 
-FEED_TOPICS = ["md.", "sys.heartbeat.exchange"]
+FEED_TOPICS = [MARKET_TOPIC_PREFIX, FEED_HEARTBEAT_TOPIC]
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 BAD_ARGS = "BAD_ARGS"
 UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"

@@ -69,7 +69,7 @@ from core.messages import (
 from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
 from services.broker.connection import ALERT_KIND, ConnectionLost, ConnectionMonitor, ReconnectHooks, broker_backoff
 from services.broker.connection import Transition
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 from services.order_manager.desk import DeskReason, DeskRefusal, JournalUnavailable, OrderDesk, RiskAnswer
 from services.order_manager.faults import FaultPoints
 from services.order_manager.bookkeeper import AdjustmentRefused, Bookkeeper, BookStart
@@ -135,7 +135,7 @@ class OrderManagerService(Service):
                   for a in roster.valid_agents}
         self.books = Bookkeeper(self.journal, s.run_path, starts, s.broker.account_cash_won, set(instruments),
                                 s.retention.retention_days)
-        self.broker = PaperBroker(self.ctx, s, timeout_ms=min(s.bus.rpc_timeout_ms, 500), retries=1, sender=self.name)
+        self.broker = VenueBroker(self.ctx, s, timeout_ms=min(s.bus.rpc_timeout_ms, 500), retries=1, sender=self.name)
         self.risk_client = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=self.risk_timeout_ms,
                                      retries=0, sender=self.name)
         self.desk = OrderDesk(self.journal, self.broker, self._ask_risk, self.publish, self._alert,

@@ -68,7 +68,7 @@ from core.reconcile import (
     reconcile,
 )
 from services.broker.base import BrokerError, BrokerUnavailable
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 from services.reconciler.journal import ReconJournal
 
 RECON_TOPIC = "recon.report"
@@ -99,7 +99,7 @@ class ReconcilerService(Service):
         self.journal: ReconJournal | None = None
         self.rpc: RpcServer | None = None
         self.bus: Subscriber | None = None
-        self.broker: PaperBroker | None = None
+        self.broker: VenueBroker | None = None
         self.oms: RpcClient | None = None
         self.risk: RpcClient | None = None
         self.agent_ports: dict[str, int] = {}
@@ -129,7 +129,7 @@ class ReconcilerService(Service):
             if isinstance(b, dict) and "kind" in b and "key" in b:
                 self.breaks[f"{b['kind']} {b['key']}"] = b
         assert self.ctx is not None
-        self.broker = PaperBroker(self.ctx, s, sender=self.name)
+        self.broker = VenueBroker(self.ctx, s, sender=self.name)
         self.oms = RpcClient(self.ctx, s.endpoint("order_manager_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
         self.risk = RpcClient(self.ctx, s.endpoint("risk_guard_rpc"), timeout_ms=s.bus.rpc_timeout_ms, retries=1, sender=self.name)
         self.bus = Subscriber(self.ctx, s.endpoint("bus_out"), BUS_TOPICS, rcvhwm=s.bus.rcvhwm, linger_ms=s.bus.linger_ms,

@@ -198,7 +198,7 @@ def feed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def fuzz_feed(stack: Stack, frames_total: int, seed: int) -> None:
     """The broker feed as market data consumes it: garbage between real ticks and feed heartbeats."""
     feed: zmq.Socket = stack.feed  # type: ignore[attr-defined]
-    factory = FrameFactory(seed, ["md.tick.005930", "md.bar.1m.005930", "md.session", "sys.heartbeat.exchange", "exec.x"])
+    factory = FrameFactory(seed, ["md.tick.005930", "md.bar.1m.005930", "md.session", "sys.heartbeat.venue", "exec.x"])
     forwarded = Subscriber(stack.ctx, stack.endpoint("bus_out"), ["md.tick.000660"], rcvhwm=0)
     status = RpcClient(stack.ctx, stack.endpoint("market_data_rpc"), timeout_ms=10_000, retries=0)
     seqs = Counter[str]()
@@ -208,7 +208,7 @@ def fuzz_feed(stack: Stack, frames_total: int, seed: int) -> None:
         feed.send(encode(topic, "exchange", seqs[topic], msg, ts_ns=time.time_ns()))  # type: ignore[arg-type]
 
     def beat() -> None:
-        real("sys.heartbeat.exchange", Heartbeat(name="exchange", pid=1, ts_ns=time.time_ns()))
+        real("sys.heartbeat.venue", Heartbeat(name="exchange", pid=1, ts_ns=time.time_ns()))
 
     def tick(n: int) -> None:
         # Garbage may have carried a well-formed session event that closed the market: reopen it first.

@@ -37,7 +37,7 @@ from core.messages import Bar, OrderRequest, SessionEvent, SessionPhase
 from core.orders import Order
 from core.risk import load_risk_limits
 from services.broker.base import BrokerUnavailable
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 from tests.agents.test_runtime import Stack, wait_for
 
 CODE = "005930"
@@ -95,7 +95,7 @@ def market(tmp_path: Path) -> Iterator[Stack]:
 @pytest.mark.slow
 def test_the_auction_bar_is_recorded_at_the_close_and_an_order_on_it_meets_the_same_refusal_live(market: Stack) -> None:
     bt_order = order_on_the_auction_bar()
-    broker = PaperBroker(market.zctx, market.settings, timeout_ms=3000, retries=1)
+    broker = VenueBroker(market.zctx, market.settings, timeout_ms=3000, retries=1)
     feed = broker.subscribe_market([CODE])
     try:
         market.start("exchange", "services.exchange")

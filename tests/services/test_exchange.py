@@ -21,7 +21,7 @@ from core.config import PROJECT_ROOT, StackSettings, load_stack
 from bus.pubsub import Subscriber
 from core.messages import CancelRequest, Command, CommandResult, OrderRequest, OrderStatus, SessionEvent, SessionPhase
 from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 
 START_TIMEOUT_S = 30.0
 
@@ -46,7 +46,7 @@ class Exchange:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ctx = zmq.Context()
         self.settings = self._settings()
-        self.broker = PaperBroker(self.ctx, self.settings, timeout_ms=2000, retries=1)
+        self.broker = VenueBroker(self.ctx, self.settings, timeout_ms=2000, retries=1)
 
     def _settings(self) -> StackSettings:
         saved = {k: os.environ.get(k) for k in self.env if k.startswith("TRADER_")}
@@ -255,7 +255,7 @@ def test_disconnect_fault_times_calls_out_then_they_work_again(exchange: Exchang
 
 def test_reject_fraction_and_delay_faults(exchange: Exchange) -> None:
     b = exchange.broker
-    patient = PaperBroker(exchange.ctx, exchange.settings, timeout_ms=15000, retries=0)
+    patient = VenueBroker(exchange.ctx, exchange.settings, timeout_ms=15000, retries=0)
     q = b.quote("005930")
     try:
         b.fault(kind="reject_fraction", fraction=1.0)

@@ -192,7 +192,7 @@ while True:
         next_hb = now + hb_every
         if minute < close_after or close_after == 0:  # the phase is repeated for late joiners
             pub.publish("md.session", SessionEvent(phase=SessionPhase.OPEN, trading_date="20260105", ts_ns=day0))
-        pub.publish("sys.heartbeat.exchange", Heartbeat(name="exchange", pid=0, ts_ns=time.time_ns(), info=pub.heartbeat_info()))
+        pub.publish("sys.heartbeat.venue", Heartbeat(name="exchange", pid=0, ts_ns=time.time_ns(), info=pub.heartbeat_info()))
     i += 1
     if minute < close_after or close_after == 0:
         for code, px in (("005930", 70000), ("005935", 58000)):

@@ -24,7 +24,7 @@ from bus.rpc import RpcClient
 from core import krx
 from core.config import PROJECT_ROOT, load_stack
 from core.messages import CancelRequest, Command, Fill, OrderEvent, OrderRequest, OrderStatus, Side
-from services.broker.paper import PaperBroker
+from services.broker.venue import VenueBroker
 from services.order_manager.entry import parse_client_order_id
 
 AGENT = "foreign-hynix"
@@ -83,7 +83,7 @@ class Stack:
         self.settings = load_stack()
         self.ctx = zmq.Context()
         self.oms = RpcClient(self.ctx, self.settings.endpoint("order_manager_rpc"), timeout_ms=5000, retries=0)
-        self.exchange = PaperBroker(self.ctx, self.settings, timeout_ms=3000, retries=0)
+        self.exchange = VenueBroker(self.ctx, self.settings, timeout_ms=3000, retries=0)
         self._n = 0
 
     def start(self, name: str) -> None:

@@ -1,14 +1,17 @@
-"""The broker client for the paper exchange: the Broker interface over the exchange's RPC and feed.
+"""The broker client of the firm: the Broker interface over the venue protocol (``core.venue``).
 
-Requests go to ``exchange_rpc`` through a Lazy Pirate ``RpcClient`` (timeout and
-bounded retries); a call that gets no answer raises ``BrokerUnavailable`` and a
-refusal that is not about an order (an unknown command, a bad argument, a
-cancel of an order the exchange never saw: ``UNKNOWN_ORDER``) raises
-``BrokerError`` with the exchange's reason code. Order refusals are ordinary
-answers: a REJECTED ``OrderEvent`` with its reason.
+Whichever venue process runs (the paper exchange, or the KIS gateway when
+``broker.kind = "kis"``), the order manager, the market-data feed and the
+reconciler reach it through this one client. Requests go to ``exchange_rpc``
+through a Lazy Pirate ``RpcClient`` (timeout and bounded retries); a call
+that gets no answer raises ``BrokerUnavailable`` and a refusal that is not
+about an order (an unknown command, a bad argument, a cancel of an order the
+venue never saw: ``UNKNOWN_ORDER``) raises ``BrokerError`` with the venue's
+reason code. Order refusals are ordinary answers: a REJECTED ``OrderEvent``
+with its reason.
 
 New orders carry their client order id as the RPC idempotency key, so a retry
-after a lost reply never places a second order (the exchange is idempotent on
+after a lost reply never places a second order (every venue is idempotent on
 the client order id as well). ``connection_state`` is CONNECTED after a call
 that got an answer and DISCONNECTED after one that did not; reconnecting is the
 caller's policy (see ``services.broker.backoff.Backoff``).
@@ -27,16 +30,14 @@ from bus.pubsub import Subscriber
 from bus.rpc import RpcClient, RpcError, RpcFailure
 from core.config import StackSettings
 from core.messages import CancelRequest, Command, CommandResult, Fill, Message, OrderEvent, OrderRequest
+from core.venue import EXEC_TOPIC_PREFIX
 from services.broker.base import Broker, BrokerError, BrokerUnavailable, ConnectionState
 
-EXEC_TOPIC_PREFIX = "exec."
-EXEC_EVENT_TOPIC = "exec.event"
-EXEC_FILL_TOPIC = "exec.fill"
 BAD_REPLY = "BAD_REPLY"
 
 
-class PaperBroker(Broker):
-    """The paper exchange as a broker: orders, queries and notices over its RPC and feed."""
+class VenueBroker(Broker):
+    """The venue as a broker: orders, queries and notices over its RPC and feed."""
 
     def __init__(
         self,
@@ -54,7 +55,7 @@ class PaperBroker(Broker):
             settings.endpoint("exchange_rpc"),
             timeout_ms=settings.bus.rpc_timeout_ms if timeout_ms is None else timeout_ms,
             retries=settings.bus.rpc_retries if retries is None else retries,
-            sender=sender or f"paper-broker-{os.getpid()}",
+            sender=sender or f"venue-client-{os.getpid()}",
         )
         self._state = ConnectionState.DISCONNECTED
         self._command_ids = itertools.count(1)
@@ -79,7 +80,7 @@ class PaperBroker(Broker):
         return None if raw is None else OrderEvent.model_validate(raw)
 
     def open_orders(self) -> list[OrderEvent]:
-        """Orders open at the exchange now."""
+        """Orders open at the venue now."""
         return [OrderEvent.model_validate(r) for r in self.command("open_orders") or []]
 
     def orders_today(self, trading_date: str = "") -> list[OrderEvent]:
@@ -88,7 +89,7 @@ class PaperBroker(Broker):
         return [OrderEvent.model_validate(r) for r in self.command("orders_today", args) or []]
 
     def fills_today(self, trading_date: str = "") -> list[Fill]:
-        """Every execution of the trading day (or of a closed day) with the exchange's execution ids."""
+        """Every execution of the trading day (or of a closed day) with the venue's execution ids."""
         args = {"trading_date": trading_date} if trading_date else {}
         return [Fill.model_validate(r) for r in self.command("fills_today", args) or []]
 
@@ -109,7 +110,7 @@ class PaperBroker(Broker):
         return dict(self.command("quote", {"code": code}) or {})
 
     def fault(self, **args: Any) -> Any:
-        """Inject a fault at the paper exchange (disconnect, delay, reject_fraction, ...; see the exchange)."""
+        """Inject a fault at the venue (the paper exchange: disconnect, delay, reject_fraction, ...; the KIS gateway: kis-sim faults)."""
         return self.command("fault", args)
 
     def command(self, name: str, args: dict[str, Any] | None = None) -> Any:
@@ -123,11 +124,11 @@ class PaperBroker(Broker):
     # --- notices -------------------------------------------------------------
 
     def subscribe_notices(self) -> Subscriber:
-        """A subscriber to the exchange's execution notices (``exec.event`` OrderEvents, ``exec.fill`` Fills)."""
+        """A subscriber to the venue's execution notices (``exec.event`` OrderEvents, ``exec.fill`` Fills)."""
         return self._subscribe([EXEC_TOPIC_PREFIX])
 
     def subscribe_market(self, codes: list[str] | None = None) -> Subscriber:
-        """A subscriber to the exchange's market data (all of it, or ticks, bars and flows of ``codes``)."""
+        """A subscriber to the venue's market data (all of it, or ticks, bars and flows of ``codes``)."""
         if not codes:
             return self._subscribe(["md."])
         topics = ["md.session"]
@@ -178,4 +179,4 @@ class PaperBroker(Broker):
             return reply
         if isinstance(reply, CommandResult) and not reply.ok:
             raise BrokerError(reply.reason_code or BAD_REPLY, reply.error)
-        raise BrokerError(BAD_REPLY, f"expected {cls.__name__}, the exchange answered {type(reply).__name__}")
+        raise BrokerError(BAD_REPLY, f"expected {cls.__name__}, the venue answered {type(reply).__name__}")
