@@ -20,6 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_path(path: str) -> Path:
+    """A configured path; relative ones are taken from the project root."""
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,7 +51,7 @@ from agents.settings import check_roster
 from bus.pubsub import Subscriber
 from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
 from bus.service import Service
-from core.config import PROJECT_ROOT, StackSettings
+from core.config import StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
 from core.messages import TERMINAL_STATUSES, Alert, AlertLevel, Command, CommandResult, Heartbeat, Message, ReconReport
 from core.orders import date_of_client_order_id
@@ -403,12 +402,6 @@ class ReconcilerService(Service):
     def heartbeat_info(self) -> dict[str, object]:
         latest = self.latest or {}
         return {"runs": self.runs, "clean": latest.get("clean"), "differences": len(latest.get("differences") or [])}
-
-
-def project_path(path: str) -> Path:
-    """A configured path; relative ones are taken from the project root."""
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)

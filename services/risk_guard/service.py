@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 from agents.settings import check_roster
 from bus.pubsub import Subscriber
 from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
 from bus.service import Service
-from core.config import PROJECT_ROOT, ConfigError, StackSettings
+from core.config import ConfigError, StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
 from core.messages import (
     AlertLevel,
@@ -47,12 +46,6 @@ SYNC_EVERY_S = 1.0
 SYNC_TIMEOUT_MS = 500
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 UNSUPPORTED_REQUEST = "UNSUPPORTED_REQUEST"
-
-
-def project_path(path: str) -> Path:
-    """A configured path; relative ones are taken from the project root."""
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 class RiskGuardService(Service):

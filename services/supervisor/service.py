@@ -42,7 +42,7 @@ from bus.pidlock import LockOwner, lock_path
 from bus.pubsub import Subscriber
 from bus.rpc import RequestInfo, RpcClient, RpcServer
 from bus.service import Service
-from core.config import PROJECT_ROOT, StackSettings
+from core.config import StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
 from core.messages import Alert, AlertLevel, Command, CommandResult, Health, Heartbeat, Message, SessionEvent, SessionPhase
 from services.supervisor import dayroll
@@ -65,12 +65,6 @@ ALREADY_RUNNING = "ALREADY_RUNNING"
 NOT_RUNNING = "NOT_RUNNING"
 ROSTER_UNREADABLE = "ROSTER_UNREADABLE"
 IGNORED_LOCKS = {"trader-up"}
-
-
-def project_path(p: str) -> Path:
-    """A configured path: absolute as given, relative from the project root."""
-    path = Path(p)
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 class SupervisorService(Service):
