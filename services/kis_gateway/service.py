@@ -1,0 +1,603 @@
+"""The KIS gateway process: the venue protocol (``core.venue``) on one side, KIS's REST and WebSocket on the other.
+
+It binds where the paper exchange would (``exchange_rpc`` ROUTER, ``exchange_feed``
+PUB), so the order manager, the market-data feed and the reconciler cannot tell
+which venue runs. It is the only process that knows KIS's wire format:
+
+* orders: journaled (``store``) with their client order id before they are sent,
+  then KIS's order number; a reply that never comes leaves the order of unknown
+  fate (answered SUBMITTED, never sent again) until the daily orders tell
+  (``book``); a cancel is an order-rvsecncl cancel of the order's number;
+* executions: notices from the stream, and the daily orders as the catch-up,
+  become fills whose execution id both agree on;
+* market data: H0STCNT0 trades become ``md.tick.<code>`` and 1-minute bars, the
+  session comes from the market clock (``clock``), and the feed heartbeat
+  ``sys.heartbeat.venue`` goes out every second;
+* the connection: when the stream drops, new orders are refused until it is
+  back, subscribed again and the daily orders and the balance were read (the
+  catch-up), so nothing the firm missed meanwhile is lost.
+
+``broker.kis.env = "real"`` refuses to start unless ``TRADER_LIVE=yes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any, NoReturn
+
+from pathlib import Path
+
+import httpx
+
+from agents.settings import check_roster
+from bus.pubsub import Publisher
+from bus.rpc import RequestInfo, RpcServer
+from bus.service import EXIT_CONFIG, Service, configure_logging
+from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack, project_path
+from core.instruments import InstrumentError, load_instruments
+from core.messages import (
+    AlertLevel,
+    Bar,
+    CancelRequest,
+    Command,
+    CommandResult,
+    Fill,
+    Heartbeat,
+    Message,
+    OrderEvent,
+    OrderRequest,
+    OrderStatus,
+    SessionEvent,
+    SessionPhase,
+    Side,
+    Tick,
+)
+from core.venue import (
+    BAD_ARGS,
+    FEED_HEARTBEAT_TOPIC,
+    QUERIES,
+    SESSION_TOPIC,
+    UNKNOWN_COMMAND,
+    UNKNOWN_ORDER,
+    UNKNOWN_REQUEST,
+    bar_topic,
+    tick_topic,
+)
+from services.kis_gateway import rest as kis
+from services.kis_gateway.bars import MinuteBars
+from services.kis_gateway.book import ACCEPTED, KisBook, Outbound, exec_id, norm_odno
+from services.kis_gateway.clock import SimClock, WallClock, hhmmss_ns
+from services.kis_gateway.notices import BookRecord, NoticeRecord, TickRecord
+from services.kis_gateway.store import GatewayStore
+from services.kis_gateway.stream import Resubscribed, StateChange, StreamClient, StreamProblem
+
+NAME = "kis-gateway"
+LIVE_ENV = "TRADER_LIVE"
+CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
+IN_DOUBT_INTERVAL_S = 1.0  # ... and this often while an order's fate is unknown
+BALANCE_MAX_AGE_S = 1.0
+ALERT_KIND = "broker_connection"
+BROKER_DISCONNECTED = "BROKER_DISCONNECTED"
+REDUCE_ONLY = "REDUCE_ONLY_UNRESOLVED_ORDER"
+BAD_FAULT = "BAD_FAULT"
+log = logging.getLogger(NAME)
+
+
+def mask_account(account: str) -> str:
+    """An account number fit for logs and the dashboard: 5001****-01."""
+    return account[:4] + "****" + account[8:] if len(account) >= 10 else "****"
+
+
+def start_problems(settings: StackSettings, environ: dict[str, str] | None = None) -> list[str]:
+    """Why the gateway must not start with these settings ([] when it may)."""
+    environ = dict(os.environ) if environ is None else environ
+    problems = []
+    if settings.broker.kind != "kis":
+        problems.append(f"broker.kind is {settings.broker.kind!r}: the paper exchange is this stack's venue "
+                        "(set broker.kind = \"kis\" to trade through KIS)")
+    kis_cfg = settings.broker.kis
+    if kis_cfg.env == "real" and environ.get(LIVE_ENV) != "yes":
+        problems.append(f"broker.kis.env is \"real\" (real money) but {LIVE_ENV}=yes is not set; "
+                        f"set it to trade live, or use env = \"demo\"")
+    problems += [f"{var}: {why}" for var, why in settings.kis_credential_problems()]
+    return problems
+
+
+class KisGateway(Service):
+    """The venue process for ``broker.kind = "kis"``."""
+
+    service_name = NAME
+    timer_interval_s = 0.05
+
+    def setup(self) -> None:
+        s = self.settings
+        cfg = s.broker.kis
+        creds = s.kis_credentials()
+        self.env = cfg.env
+        self.account = creds["account"]
+        self.hts_id = creds["hts_id"]
+        self.live = cfg.env == "real"
+        rest_url, ws_url = cfg.urls()
+        if self.live:
+            self.log.warning("LIVE: trading real money through KIS on account %s", mask_account(self.account))
+        self.log.info("KIS %s server %s (%s), stream %s, account %s", cfg.env, cfg.server, rest_url, ws_url,
+                      mask_account(self.account))
+        home = s.run_path / "kis-gateway"
+        home.mkdir(parents=True, exist_ok=True)
+        self.rest = kis.KisRest(rest_url, cfg.env, creds["appkey"], creds["appsecret"], self.account,
+                                home / "tokens.json", rate_per_s=cfg.rate_per_s, timeout_s=cfg.order_timeout_s)
+        self.clock: SimClock | WallClock = SimClock(rest_url) if cfg.server == "kis-sim" else WallClock()
+        self.book = KisBook()
+        self.book.wall_ns = time.monotonic_ns()
+        self.store = GatewayStore(home / "gateway.sqlite")
+        self.store.load(self.book)
+        self.log.info("journal: %s", self.store.counts())
+        self.bars = MinuteBars()
+        self.codes = self._codes()
+        self.quotes: dict[str, dict[str, int]] = {}
+        self.counters: Counter[str] = Counter()
+        self.stream = StreamClient(ws_url, approval=self.rest.approval_key, drop_approval=self._drop_approval,
+                                   hts_id=self.hts_id, env=cfg.env, max_registrations=cfg.max_registrations)
+        self.stream.want(self.codes)
+        assert self.ctx is not None
+        self.feed = Publisher(self.ctx, s.endpoint("exchange_feed"), self.name, bind=True, sndhwm=s.bus.sndhwm,
+                              linger_ms=s.bus.linger_ms)
+        self.server = RpcServer(self.ctx, s.endpoint("exchange_rpc"), self._on_request, name=self.name,
+                                linger_ms=s.bus.linger_ms)
+        self.add_socket(self.server.socket, self._on_rpc)
+        self._pending: Outbound = []
+        self.ready = False  # the stream is up and the catch-up after it has run: new orders may go out
+        self.stream_state = "disconnected"
+        self._catch_up_due = time.monotonic()
+        self._balance: tuple[float, Any] | None = None
+        self._last_phase: tuple[SessionPhase, str] | None = None
+        self._next_feed_hb = 0.0
+        self._wake = _FdWaker(self.stream.fileno())
+        self._poller.register(self._wake, 1)  # the stream's wake-up pipe, next to the sockets
+        self._handlers[self._wake] = self._on_stream  # type: ignore[index]
+        self.stream.start()
+
+    def _codes(self) -> list[str]:
+        """The codes to stream: the enabled agents' first (in roster order), then the rest of the market."""
+        s = self.settings
+        path = Path(s.market.instruments_file)
+        master = load_instruments(path if path.is_absolute() or path.exists() else PROJECT_ROOT / path)
+        codes = [c for c in (s.market.codes or list(master)) if c in master]
+        first: list[str] = []
+        try:
+            roster = check_roster(project_path(s.roster_file), master, s)
+            for agent in roster.enabled_agents:
+                first += [c for c in agent.all_codes if c in codes and c not in first]
+        except (OSError, InstrumentError) as exc:
+            self.log.warning("no roster (codes streamed in the master's order): %s", exc)
+        return first + [c for c in codes if c not in first]
+
+    def _drop_approval(self) -> None:
+        drop = getattr(self.rest, "drop_approval", None)
+        if drop is not None:
+            drop()
+
+    # --- requests ----------------------------------------------------------------
+
+    def _on_rpc(self) -> None:
+        self.server.handle_ready()
+        self._flush()
+
+    def _on_request(self, msg: Message, info: RequestInfo) -> Message:
+        self.book.wall_ns = time.monotonic_ns()
+        try:
+            if isinstance(msg, OrderRequest):
+                return self._place(msg)
+            if isinstance(msg, CancelRequest):
+                return self._cancel(msg)
+            if isinstance(msg, Command):
+                return self._command(msg)
+        finally:
+            self._save()
+        return CommandResult(command_id="-", ok=False, reason_code=UNKNOWN_REQUEST,
+                             error=f"the KIS gateway does not serve {type(msg).__name__} requests")
+
+    def _refuse(self, req: OrderRequest, reason: str, text: str) -> OrderEvent:
+        self.counters[f"refused:{reason}"] += 1
+        return OrderEvent(client_order_id=req.client_order_id, agent_id=req.agent_id, code=req.code, side=req.side,
+                          status=OrderStatus.REJECTED, qty=req.qty, price=req.price, reason_code=reason,
+                          reason_text=text, ts_ns=self.clock.now().ts_ns)
+
+    def _place(self, req: OrderRequest) -> OrderEvent:
+        mt = self.clock.now()
+        known = self.book.orders.get(req.client_order_id)
+        if known is not None:
+            return known.event(mt.ts_ns)  # the same order again: its record, never a second order
+        if not self.ready:
+            return self._refuse(req, BROKER_DISCONNECTED, f"the KIS connection is {self.stream_state} or catching "
+                                                          "up; the order was not sent")
+        if req.side is Side.BUY and req.code in self.book.reduce_only_codes():
+            return self._refuse(req, REDUCE_ONLY, f"an order in {req.code} could not be told apart at KIS; "
+                                                  "buying there waits until it is resolved")
+        order = self.book.register(req.client_order_id, req.agent_id, req.code, req.side.value,
+                                   req.order_type.value, req.qty, req.price, mt.trading_date, mt.ts_ns)
+        self._save()  # journaled before it leaves
+        try:
+            reply = self.rest.place(req.code, req.side.value, req.qty, req.price, req.order_type.value)
+        except kis.KisRejected as exc:
+            self.book.rejected(order.client_order_id, exc.reason_code, f"{exc.msg_cd} {exc.text}", mt.ts_ns)
+        except kis.KisRateLimited as exc:
+            self.book.rejected(order.client_order_id, "RATE_LIMIT_EXCEEDED", f"KIS's rate limit: {exc}", mt.ts_ns)
+        except kis.KisUnavailable as exc:
+            self.book.rejected(order.client_order_id, BROKER_DISCONNECTED, f"not sent: {exc}", mt.ts_ns)
+        except Exception as exc:  # noqa: BLE001 - KisFateUnknown, or anything that leaves the fate open
+            why = str(exc) or type(exc).__name__
+            if not isinstance(exc, kis.KisFateUnknown):
+                self.log.exception("order %s: unexpected failure; its fate is unknown", order.client_order_id)
+            self.book.unknown(order.client_order_id, why, mt.ts_ns)
+            self.alert(AlertLevel.WARNING, "kis_order_unknown", f"{order.client_order_id}: no answer from KIS "
+                                                                 f"({why}); looking for it in the daily orders")
+            self._catch_up_due = 0.0
+        else:
+            self._pending += self.book.accepted(order.client_order_id, reply.odno, reply.branch, reply.ord_tmd,
+                                                mt.ts_ns)[1:]
+        return order.event(mt.ts_ns)
+
+    def _cancel(self, req: CancelRequest) -> Message:
+        mt = self.clock.now()
+        order = self.book.orders.get(req.client_order_id)
+        if order is None:
+            return CommandResult(command_id="-", ok=False, reason_code=UNKNOWN_ORDER,
+                                 error=f"no order {req.client_order_id!r} at KIS")
+        open_qty = order.open_qty
+
+        def refused(reason: str, text: str) -> OrderEvent:
+            return order.event(mt.ts_ns).model_copy(update={"status": OrderStatus.REJECTED, "reason_code": reason,
+                                                           "reason_text": text})
+
+        if order.state != ACCEPTED or open_qty <= 0:
+            return refused("ORDER_NOT_OPEN", f"the order is {order.status.value}")
+        if req.qty > open_qty:
+            return refused("CANCEL_QTY_EXCEEDS_REMAINING", f"{req.qty} to cancel, {open_qty} open")
+        qty = req.qty or open_qty
+        self.book.cancel_sent(order.client_order_id, qty, mt.ts_ns)
+        self._save()
+        try:
+            reply = self.rest.cancel(order.odno, order.branch, qty, qty == open_qty, order.code)
+        except kis.KisRejected as exc:
+            self.book.cancel_failed(order.client_order_id, mt.ts_ns)
+            return refused(exc.reason_code or "CANCEL_REFUSED", f"{exc.msg_cd} {exc.text}")
+        except (kis.KisRateLimited, kis.KisUnavailable) as exc:
+            self.book.cancel_failed(order.client_order_id, mt.ts_ns)
+            return refused(BROKER_DISCONNECTED, f"the cancel was not sent: {exc}")
+        except Exception as exc:  # noqa: BLE001 - fate unknown: the daily orders will tell
+            if not isinstance(exc, kis.KisFateUnknown):
+                self.log.exception("cancel of %s: unexpected failure", order.client_order_id)
+            self._catch_up_due = 0.0
+            return order.event(mt.ts_ns)  # CANCEL_PENDING until KIS's record says
+        out = self.book.cancel_done(order.client_order_id, reply.odno, qty, mt.ts_ns)
+        return out[0][1] if out else order.event(mt.ts_ns)  # type: ignore[return-value]
+
+    def _command(self, cmd: Command) -> CommandResult:
+        name, args = cmd.name, cmd.args
+
+        def ok(result: Any) -> CommandResult:
+            return CommandResult(command_id=cmd.command_id, ok=True, result=result)
+
+        def refuse(code: str, text: str) -> CommandResult:
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=code, error=text)
+
+        mt = self.clock.now()
+        try:
+            if name in ("ping", "clock"):
+                return ok({"ts_ns": mt.ts_ns, "trading_date": mt.trading_date, "session": mt.phase.value,
+                           "clock_speed": mt.speed, "venue": "kis", "env": self.env, "ready": self.ready,
+                           "stream": self.stream_state})
+            if name in ("account", "positions"):
+                bal = self._read_balance()
+                if name == "positions":
+                    return ok({c: {"qty": q, "avg_price": p} for c, (q, p) in bal.positions.items() if q})
+                return ok({"cash_won": bal.cash_won, **{k: v for k, v in _plain(bal).items()
+                                                        if k.endswith("_won") and k != "cash_won"}})
+            if name == "open_orders":
+                return ok([o.event(mt.ts_ns).model_dump(mode="json") for o in self.book.open()])
+            if name in ("orders_today", "fills_today"):
+                date = args.get("trading_date") or mt.trading_date
+                if not isinstance(date, str) or len(date) != 8 or not date.isdigit():
+                    return refuse(BAD_ARGS, f"{name} takes args {{trading_date?: YYYYMMDD}}")
+                rows = self._catch_up(date)
+                if name == "orders_today":
+                    return ok([o.event(mt.ts_ns).model_dump(mode="json") for o in self.book.of_day(date)]
+                              + [e.model_dump(mode="json") for e in self._foreign_orders(rows, date)])
+                return ok([f.model_dump(mode="json") for f in self.book.fills_of_day(date)]
+                          + [f.model_dump(mode="json") for f in self._foreign_fills(rows, date)])
+            if name == "order_status":
+                coid = args.get("client_order_id")
+                if not isinstance(coid, str) or not coid:
+                    return refuse(BAD_ARGS, "order_status needs args {client_order_id: str}")
+                order = self.book.orders.get(coid)
+                return ok(order.event(mt.ts_ns).model_dump(mode="json") if order else None)
+            if name == "quote":
+                code = args.get("code")
+                if not isinstance(code, str) or code not in self.codes:
+                    return refuse("UNKNOWN_CODE", f"{code!r} is not traded here")
+                return ok(self._quote(code))
+            if name == "adopt":
+                coid, odno = args.get("client_order_id"), args.get("odno")
+                if not isinstance(coid, str) or not isinstance(odno, str) or coid not in self.book.orders:
+                    return refuse(BAD_ARGS, "adopt needs args {client_order_id: a firm order, odno: KIS's number}")
+                self._pending += self.book.adopt(coid, odno, mt.ts_ns)
+                return ok(self.book.orders[coid].event(mt.ts_ns).model_dump(mode="json"))
+            if name == "fault":
+                return self._fault(cmd)
+            if name == "status":
+                return ok(self.describe())
+        except ValueError as exc:
+            return refuse(BAD_ARGS, str(exc))
+        except (kis.KisUnavailable, kis.KisRateLimited, kis.KisBadReply) as exc:
+            return refuse(BROKER_DISCONNECTED, f"KIS did not answer: {exc}")
+        except kis.KisRejected as exc:
+            return refuse(exc.reason_code or "KIS_REFUSED", f"{exc.msg_cd} {exc.text}")
+        return refuse(UNKNOWN_COMMAND, f"unknown command {name!r}; try one of {', '.join(QUERIES)}, adopt, "
+                                       "status, fault")
+
+    def _read_balance(self) -> Any:
+        now = time.monotonic()
+        if self._balance is None or now - self._balance[0] > BALANCE_MAX_AGE_S:
+            self._balance = (now, self.rest.balance())
+        return self._balance[1]
+
+    def _quote(self, code: str) -> dict[str, int]:
+        q = dict(self.quotes.get(code, {}))
+        if "upper" not in q:
+            p = self.rest.price(code)
+            for key in ("last", "base", "upper", "lower"):
+                v = getattr(p, key, None) or getattr(p, f"{key}_price", None)
+                if isinstance(v, int):
+                    q[key] = v
+            self.quotes.setdefault(code, {}).update(q)
+        return q
+
+    def _fault(self, cmd: Command) -> CommandResult:
+        """A fault at the local kis-sim (rehearsal only): its ``/kis-sim/fault`` control."""
+        if self.settings.broker.kis.server != "kis-sim":
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=BAD_FAULT,
+                                 error="faults exist only against the local kis-sim")
+        rest_url, _ = self.settings.broker.kis.urls()
+        try:
+            r = httpx.post(f"{rest_url}/kis-sim/fault", json=dict(cmd.args), timeout=5)
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=BAD_FAULT, error=str(exc))
+        if r.status_code != 200:
+            return CommandResult(command_id=cmd.command_id, ok=False, reason_code=BAD_FAULT,
+                                 error=str(body.get("error", body)))
+        self.log.warning("fault injected at kis-sim: %s", cmd.args)
+        return CommandResult(command_id=cmd.command_id, ok=True, result=body)
+
+    # --- the catch-up -------------------------------------------------------------
+
+    def _catch_up(self, trading_date: str) -> list[Any]:
+        """Read KIS's daily orders of a day and bring the book in line; the rows."""
+        rows = self.rest.daily_orders(trading_date, trading_date)
+        self.book.wall_ns = time.monotonic_ns()
+        self._pending += self.book.on_daily(rows, trading_date, self.clock.now().ts_ns)
+        self._save()
+        self.counters["catch_ups"] += 1
+        return rows
+
+    def _foreign_orders(self, rows: list[Any], date: str) -> list[OrderEvent]:
+        """KIS orders of the account that are no firm order (the owner's own, from HTS): the reconciler's to see."""
+        out = []
+        for r in rows:
+            if (date, norm_odno(r.odno)) in self.book.by_odno or (date, norm_odno(r.odno)) in self.book.cancel_odnos:
+                continue
+            if r.orgn_odno and norm_odno(r.orgn_odno) != "0":
+                continue
+            remaining = max(0, r.remaining_qty)
+            status = OrderStatus.FILLED if r.filled_qty >= r.qty else (
+                OrderStatus.CANCELED if remaining == 0 else OrderStatus.ACCEPTED)
+            out.append(OrderEvent(client_order_id=f"HTS-{norm_odno(r.odno)}", agent_id="-", code=r.code,
+                                  side=Side(r.side), status=status, qty=r.qty, price=r.price,
+                                  filled_qty=r.filled_qty, remaining_qty=remaining, avg_fill_price=r.avg_price,
+                                  broker_order_id=norm_odno(r.odno), ts_ns=hhmmss_ns(date, r.ord_tmd)))
+        return out
+
+    def _foreign_fills(self, rows: list[Any], date: str) -> list[Fill]:
+        return [Fill(exec_id=exec_id(date, e.broker_order_id, e.filled_qty), client_order_id=e.client_order_id,
+                     agent_id="-", code=e.code, side=e.side, qty=e.filled_qty, price=max(1, e.avg_fill_price),
+                     broker_order_id=e.broker_order_id, ts_ns=e.ts_ns)
+                for e in self._foreign_orders(rows, date) if e.filled_qty > 0]
+
+    # --- the stream ---------------------------------------------------------------
+
+    def _on_stream(self) -> None:
+        self._wake.drain()
+        self.book.wall_ns = time.monotonic_ns()
+        mt = self.clock.now()
+        for ev in self.stream.drain():
+            if isinstance(ev, TickRecord):
+                self._on_tick(ev, mt.trading_date)
+            elif isinstance(ev, NoticeRecord):
+                if getattr(ev, "cust_id", self.hts_id) not in ("", self.hts_id):
+                    self.counters["notice_other_user"] += 1
+                    continue
+                self.counters["notices"] += 1
+                self._pending += self.book.on_notice(ev, mt.trading_date, mt.ts_ns)
+            elif isinstance(ev, BookRecord):
+                q = self.quotes.setdefault(ev.code, {})
+                if ev.asks and ev.bids:
+                    q["ask"], q["bid"] = int(ev.asks[0]), int(ev.bids[0])
+            elif isinstance(ev, StateChange):
+                self._on_state(ev)
+            elif isinstance(ev, Resubscribed):
+                self.ready = False
+                self._catch_up_due = 0.0  # before the firm trades again
+            elif isinstance(ev, StreamProblem):
+                self.counters[f"stream_problem:{ev.kind}"] += 1
+                self.log.warning("stream: %s: %s", ev.kind, ev.text)
+        self._save()
+        self._flush()
+
+    def _on_tick(self, t: Any, trading_date: str) -> None:
+        try:
+            ts = hhmmss_ns(trading_date, t.hhmmss)
+        except ValueError:
+            self.counters["bad_tick_time"] += 1
+            return
+        q = self.quotes.setdefault(t.code, {})
+        q["last"] = t.price
+        ask, bid = getattr(t, "ask1", 0) or 0, getattr(t, "bid1", 0) or 0
+        self.feed.publish(tick_topic(t.code), Tick(code=t.code, ts_ns=ts, price=t.price, qty=t.qty,
+                                                   cum_volume=getattr(t, "cum_volume", 0) or 0, bid=bid, ask=ask))
+        for bar in self.bars.add(t.code, ts, t.price, t.qty):
+            self._publish_bar(bar)
+
+    def _publish_bar(self, bar: Any) -> None:
+        msg = bar if isinstance(bar, Bar) else Bar(code=bar.code, ts_ns=bar.ts_ns, open=bar.open, high=bar.high,
+                                                   low=bar.low, close=bar.close, volume=bar.volume)
+        self.feed.publish(bar_topic(msg.code), msg)
+
+    def _on_state(self, ev: Any) -> None:
+        old, new = str(ev.old), str(ev.new)
+        self.stream_state = new
+        if new != "connected":
+            self.ready = False
+        level = AlertLevel.INFO if new == "connected" else AlertLevel.WARNING
+        if new == "blocked":
+            level = AlertLevel.CRITICAL
+        self.alert(level, ALERT_KIND, f"KIS stream {old} -> {new}: {ev.why}")
+        if new == "connected":
+            self._catch_up_due = 0.0
+
+    # --- the timer ----------------------------------------------------------------
+
+    def on_timer(self, now_monotonic: float) -> None:
+        self.book.wall_ns = time.monotonic_ns()
+        problem = self.clock.poll()
+        if problem:
+            self.counters["clock_unread"] += 1
+        mt = self.clock.now()
+        self._session(mt)
+        for bar in self.bars.flush(mt.ts_ns):
+            self._publish_bar(bar)
+        if now_monotonic >= self._catch_up_due and self.stream_state == "connected":
+            self._timed_catch_up(mt.trading_date, now_monotonic)
+        gone = self.book.expire_buffer()
+        if gone:
+            self.log.warning("notices of unknown order number(s) %s dropped after waiting for their reply", gone)
+        for kind, text in self.book.alerts:
+            self.alert(AlertLevel.CRITICAL if kind == "kis_order_ambiguous" else AlertLevel.WARNING, kind, text)
+        self.book.alerts.clear()
+        if now_monotonic >= self._next_feed_hb:
+            self._next_feed_hb = now_monotonic + 1.0
+            self._feed_heartbeat(mt)
+        self._flush()
+
+    def _timed_catch_up(self, trading_date: str, now_monotonic: float) -> None:
+        try:
+            self._catch_up(trading_date)
+            if not self.ready:
+                self._balance = None
+                self._read_balance()
+                self.ready = True
+                self.alert(AlertLevel.INFO, ALERT_KIND, "KIS connected and caught up; orders go out again")
+        except (kis.KisUnavailable, kis.KisRateLimited, kis.KisBadReply, kis.KisRejected) as exc:
+            self.log.warning("catch-up with KIS failed: %s", exc)
+            self._catch_up_due = now_monotonic + 1.0
+            return
+        busy = self.book.in_doubt()
+        self._catch_up_due = now_monotonic + (IN_DOUBT_INTERVAL_S if busy else CATCH_UP_INTERVAL_S)
+
+    def _session(self, mt: Any) -> None:
+        key = (mt.phase, mt.trading_date)
+        if key == self._last_phase:
+            return
+        self._last_phase = key
+        self.log.info("session %s %s", mt.trading_date, mt.phase.value)
+        self.feed.publish(SESSION_TOPIC, SessionEvent(phase=mt.phase, trading_date=mt.trading_date, ts_ns=mt.ts_ns,
+                                                      clock_speed=mt.speed))
+        if mt.phase is SessionPhase.CLOSED:
+            for bar in self.bars.flush(mt.ts_ns + 60 * 1_000_000_000):
+                self._publish_bar(bar)
+
+    def _feed_heartbeat(self, mt: Any) -> None:
+        info: dict[str, object] = {"trading_date": mt.trading_date, "session": mt.phase.value,
+                                   "market_ts_ns": mt.ts_ns, "venue": "kis", "ready": self.ready}
+        info.update(self.feed.heartbeat_info())
+        self.feed.publish(FEED_HEARTBEAT_TOPIC, Heartbeat(name=self.name, pid=os.getpid(), state=self.state,
+                                                          ts_ns=time.time_ns(), last_seq=self.feed.last_seq,
+                                                          info=info))
+        self.feed.publish(SESSION_TOPIC, SessionEvent(phase=mt.phase, trading_date=mt.trading_date, ts_ns=mt.ts_ns,
+                                                      clock_speed=mt.speed))
+
+    # --- output -------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.store.save(self.book)
+
+    def _flush(self) -> None:
+        if self._pending:
+            out, self._pending = self._pending, []
+            for topic, msg in out:
+                self.feed.publish(topic, msg)
+
+    def describe(self) -> dict[str, Any]:
+        return {"env": self.env, "live": self.live, "account": mask_account(self.account), "ready": self.ready,
+                "stream": self.stream.describe(), "orders_in_doubt": [o.client_order_id for o in self.book.in_doubt()],
+                "reduce_only_codes": sorted(self.book.reduce_only_codes()), "counters": dict(self.counters),
+                "rest": dict(getattr(self.rest, "counters", {}))}
+
+    def heartbeat_info(self) -> dict[str, object]:
+        stream = self.stream.describe() if hasattr(self, "stream") else {}
+        return {"venue": "kis", "env": getattr(self, "env", ""), "live": getattr(self, "live", False),
+                "ready": getattr(self, "ready", False), "stream": getattr(self, "stream_state", ""),
+                "streamed": len(stream.get("streamed", []) or []), "polled": len(stream.get("polled", []) or []),
+                "account": mask_account(getattr(self, "account", ""))}
+
+    def teardown(self) -> None:
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            stream.stop()
+        for name in ("rest", "clock", "store"):
+            obj = getattr(self, name, None)
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()
+
+
+class _FdWaker:
+    """A raw file descriptor the zmq Poller can watch (the stream's wake-up pipe)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def drain(self) -> None:
+        try:
+            os.read(self.fd, 65536)
+        except (BlockingIOError, OSError):
+            pass
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) else dict(getattr(obj, "__dict__", {}))
+
+
+def main() -> NoReturn:
+    """``python -m services.kis_gateway``: refuse to start on settings that would trade by mistake, else run."""
+    configure_logging()
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_CONFIG)
+    problems = start_problems(settings)
+    if problems:
+        for p in problems:
+            log.error("refusing to start: %s", p)
+        sys.exit(EXIT_CONFIG)
+    sys.exit(KisGateway(NAME, settings).run())
