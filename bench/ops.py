@@ -32,7 +32,7 @@ import zmq
 from bus.rpc import RpcClient, RpcFailure
 from core.config import PROJECT_ROOT
 from core.messages import Command
-from services.cli.stack import read_procfile
+from services.cli.stack import stack_entries
 
 IDLE_S = 20.0
 
@@ -58,7 +58,7 @@ def main() -> None:
            "PYTHONUNBUFFERED": "1", "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     os.environ["TRADER_RUN_DIR"] = str(run_dir)
     (run_dir / "logs").mkdir(parents=True)
-    lines = read_procfile(PROJECT_ROOT / "Procfile")
+    lines = stack_entries()
     services = {name for name, _ in lines}
     procs: list[subprocess.Popen[bytes]] = []
     ctx = zmq.Context()

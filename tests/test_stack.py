@@ -28,7 +28,7 @@ import zmq
 
 from bus.pubsub import Subscriber
 from core.config import PROJECT_ROOT
-from services.cli.stack import read_procfile
+from services.cli.stack import stack_entries
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ class Stack:
 
     def start(self) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for name, cmd in read_procfile(PROJECT_ROOT / "Procfile"):
+        for name, cmd in stack_entries():
             argv = cmd.split()
             argv[0] = sys.executable if argv[0] == "python" else argv[0]
             with open(self.run_dir / "logs" / f"{name}.log", "ab") as log:

@@ -12,7 +12,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -88,6 +88,9 @@ def serve(
                                         "send; past it they are refused, at five times it the session is closed."),
     print_credentials: bool = typer.Option(False, "--print-credentials", help="Print the credentials a client "
                                            "needs (JSON) and exit."),
+    stack: bool = typer.Option(False, "--stack", help="Run as the stack's KIS server (what `trader up` starts when "
+                               "broker.kind = \"kis\"): env, ports, clock speed (broker.kis.sim_speed), seed, start "
+                               "and state (<run_dir>/kis-sim) from the stack's settings, and a pid lock."),
 ) -> None:
     """Run the local KIS server (the default), or a subcommand."""
     if ctx.invoked_subcommand is not None:
@@ -109,16 +112,48 @@ def serve(
         return
     from services.kis_sim.service import run
 
-    run(SimOptions(
-        env=env, rest_port=rest_port, ws_port=ws_port, appkey=appkey, appsecret=appsecret, account=account,
-        hts_id=hts_id, speed=speed, seed=seed, state=state, start_date=start_date, start_time=start_time,
-        cash_won=cash_won, rate_limit_per_s=rate_limit, trades_per_print=trades_per_print,
-        token_error_status=token_error_status, keep_old_tokens=keep_old_tokens, cancel_guard_ms=cancel_guard_ms,
-        accept_empty_branch=accept_empty_branch, unpadded_odno=unpadded_odno, notice_fields=notice_fields,
-        tick_fields=tick_fields, book_fields=book_fields, doc_spellings=doc_spellings,
-        key_per_subscription=key_per_subscription, ping_interval_s=ping_interval, pong_timeout_s=pong_timeout,
-        ws_max_requests_per_s=ws_max_requests,
-    ))
+    lock = None
+    if stack:
+        env, rest_port, ws_port, speed, seed, state, start_date, start_time, lock = _from_stack()
+    try:
+        run(SimOptions(
+            env=env, rest_port=rest_port, ws_port=ws_port, appkey=appkey, appsecret=appsecret, account=account,
+            hts_id=hts_id, speed=speed, seed=seed, state=state, start_date=start_date, start_time=start_time,
+            cash_won=cash_won, rate_limit_per_s=rate_limit, trades_per_print=trades_per_print,
+            token_error_status=token_error_status, keep_old_tokens=keep_old_tokens, cancel_guard_ms=cancel_guard_ms,
+            accept_empty_branch=accept_empty_branch, unpadded_odno=unpadded_odno, notice_fields=notice_fields,
+            tick_fields=tick_fields, book_fields=book_fields, doc_spellings=doc_spellings,
+            key_per_subscription=key_per_subscription, ping_interval_s=ping_interval, pong_timeout_s=pong_timeout,
+            ws_max_requests_per_s=ws_max_requests,
+        ))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _from_stack() -> tuple[Any, ...]:
+    """The kis-sim settings of the stack's KIS venue, and its pid lock (taken)."""
+    from urllib.parse import urlsplit
+
+    from bus.pidlock import LockHeld, PidLock, lock_path
+    from core.config import ConfigError, load_stack
+
+    try:
+        s = load_stack()
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    kis = s.broker.kis
+    rest, ws = kis.urls()
+    lock = PidLock(lock_path(s.run_path, "kis-sim"))
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3) from exc
+    state = s.run_path / "kis-sim"
+    state.mkdir(parents=True, exist_ok=True)
+    return (kis.env, urlsplit(rest).port or DEFAULT_REST_PORT, urlsplit(ws).port or DEFAULT_WS_PORT, kis.sim_speed,
+            s.clock.seed, state, s.clock.start_date, s.clock.start_time, lock)
 
 
 @app.command()

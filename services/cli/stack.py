@@ -35,15 +35,48 @@ def read_procfile(path: Path) -> list[tuple[str, str]]:
     return entries
 
 
+# The Procfile's venue processes and the venue each belongs to: the stack runs one venue (DESIGN 3b).
+VENUE_PROCESSES = {"exchange": ("paper", ""), "kis-gateway": ("kis", ""), "kis-sim": ("kis", "kis-sim")}
+
+
+def stack_entries(procfile: Path = PROJECT_ROOT / "Procfile", kind: str = "paper",
+                  kis_server: str = "kis-sim") -> list[tuple[str, str]]:
+    """The Procfile's processes for ``broker.kind = kind``: every service, and that venue's processes only.
+
+    Paper: the paper exchange. KIS: the gateway, and the local kis-sim unless
+    ``broker.kis.server`` is KIS's own server.
+    """
+    out = []
+    for name, cmd in read_procfile(procfile):
+        venue = VENUE_PROCESSES.get(name)
+        if venue is not None and (venue[0] != kind or (venue[1] and venue[1] != kis_server)):
+            continue
+        out.append((name, cmd))
+    return out
+
+
 def up(
     procfile: Path = typer.Option(PROJECT_ROOT / "Procfile", help="The Procfile to start."),
 ) -> None:
-    """Start the whole stack in the foreground (honcho + Procfile); Ctrl-C or `trader down` stops it."""
+    """Start the whole stack in the foreground (honcho + Procfile); Ctrl-C or `trader down` stops it.
+
+    ``broker.kind`` picks the venue: the paper exchange (default), or the KIS
+    gateway with the local kis-sim (``TRADER_BROKER__KIND=kis``; see the README's
+    "Trading through KIS").
+    """
     try:
         settings = load_stack()
     except ConfigError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
+    if settings.broker.kind == "kis":
+        from services.kis_gateway.service import start_problems
+
+        problems = start_problems(settings)
+        if problems:
+            for p in problems:
+                err.print(f"[bold red]error:[/] {p}")
+            raise typer.Exit(2)
     run = settings.run_path
     (run / "run").mkdir(parents=True, exist_ok=True)
     (run / "logs").mkdir(parents=True, exist_ok=True)
@@ -56,8 +89,10 @@ def up(
         if other and psutil.pid_exists(other) and other != os.getpid():
             err.print(f"[bold red]error:[/] the stack is already running (pid {other}); stop it with `trader down`")
             raise typer.Exit(1)
-    entries = read_procfile(procfile)
-    table = Table(title="starting the trader stack")
+    entries = stack_entries(procfile, settings.broker.kind, settings.broker.kis.server)
+    venue = "paper exchange" if settings.broker.kind == "paper" else (
+        f"KIS {settings.broker.kis.env} through the gateway, server {settings.broker.kis.server}")
+    table = Table(title=f"starting the trader stack (venue: {venue})")
     table.add_column("process")
     table.add_column("command")
     for name, cmd in entries:
@@ -73,7 +108,7 @@ def up(
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     honcho = Path(sys.executable).parent / "honcho"
-    argv = [str(honcho), "start", "-f", str(procfile), "-d", str(PROJECT_ROOT)]
+    argv = [str(honcho), "start", "-f", str(procfile), "-d", str(PROJECT_ROOT), *(name for name, _ in entries)]
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
 

@@ -1,6 +1,6 @@
 """Start the paper exchange: ``python -m services.exchange``."""
 
-from services.exchange.service import ExchangeService
+from services.exchange.service import main
 
 if __name__ == "__main__":
-    ExchangeService.main()
+    main()

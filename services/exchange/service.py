@@ -15,18 +15,20 @@ day roll, before the reply or notice that reports it goes out, so a restart
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 
 from bus.pubsub import Publisher
 from bus.rpc import RequestInfo, RpcServer
-from bus.service import Service
-from core.config import PROJECT_ROOT
+from bus.service import EXIT_CONFIG, Service, configure_logging
+from core.config import PROJECT_ROOT, ConfigError, load_stack
 from core.instruments import Instrument, load_instruments
 from core.krx import KST
 from core.matching import MatchingEngine
@@ -296,3 +298,19 @@ class ExchangeService(Service):
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
+
+
+def main() -> NoReturn:
+    """``python -m services.exchange``: the paper exchange, unless the stack trades through another venue."""
+    configure_logging()
+    log = logging.getLogger(ExchangeService.service_name)
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_CONFIG)
+    if settings.broker.kind != "paper":
+        log.error("refusing to start: broker.kind is %r, so the stack's venue is the KIS gateway, not the paper "
+                  "exchange (nothing trades paper by mistake)", settings.broker.kind)
+        sys.exit(EXIT_CONFIG)
+    sys.exit(ExchangeService(ExchangeService.service_name, settings).run())

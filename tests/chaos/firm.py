@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from core.config import PROJECT_ROOT
-from services.cli.stack import read_procfile
+from services.cli.stack import stack_entries
 
 TRADER = str(Path(sys.executable).parent / "trader")
 RESTART_PAUSE_S = 0.5  # honcho/systemd-style pause before a dead service is started again
@@ -108,7 +108,7 @@ class Firm:
             "TRADER_RECONCILE__INTERVAL_S": str(recon_interval_s),
             "TRADER_RETENTION__RETENTION_DAYS": str(retention_days),
         }
-        self.commands = {name: cmd for name, cmd in read_procfile(PROJECT_ROOT / "Procfile")}
+        self.commands = {name: cmd for name, cmd in stack_entries()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.seen_pids: set[int] = set()
         self.restarts: dict[str, int] = {}
