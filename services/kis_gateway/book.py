@@ -77,6 +77,7 @@ class DailyLike(Protocol):
     price: int
     ord_tmd: str
     filled_qty: int
+    filled_value_won: int
     avg_price: int
     canceled: bool
     remaining_qty: int
@@ -358,7 +359,7 @@ class KisBook:
                 order = self.orders[coid]
                 if r.filled_qty > order.filled_qty:
                     missing = r.filled_qty - order.filled_qty
-                    total = r.avg_price * r.filled_qty
+                    total = r.filled_value_won or r.avg_price * r.filled_qty
                     price = max(1, round((total - order.filled_won) / missing)) if order.filled_qty else r.avg_price
                     out += self._fill(order, missing, price, now_ns, "daily", r.filled_qty)
                 broker_canceled = max(0, r.qty - r.filled_qty - r.remaining_qty - r.rejected_qty)

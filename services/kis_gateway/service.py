@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from pathlib import Path
 
 import httpx
+import zmq
 
 from agents.settings import check_roster
 from bus.pubsub import Publisher
@@ -80,11 +81,13 @@ LIVE_ENV = "TRADER_LIVE"
 CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
 IN_DOUBT_INTERVAL_S = 1.0  # ... and this often while an order's fate is unknown
 BALANCE_MAX_AGE_S = 1.0
+DAILY_MAX_AGE_S = 2.0  # a query of the day's orders or fills reads KIS again when its last reading is older
 ALERT_KIND = "broker_connection"
 BROKER_DISCONNECTED = "BROKER_DISCONNECTED"
 REDUCE_ONLY = "REDUCE_ONLY_UNRESOLVED_ORDER"
 BAD_FAULT = "BAD_FAULT"
 log = logging.getLogger(NAME)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per KIS call is too many; failures are logged
 
 
 def mask_account(account: str) -> str:
@@ -154,11 +157,13 @@ class KisGateway(Service):
         self.stream_state = "disconnected"
         self._catch_up_due = time.monotonic()
         self._balance: tuple[float, Any] | None = None
+        self._daily_rows: dict[str, tuple[float, list[Any]]] = {}
         self._last_phase: tuple[SessionPhase, str] | None = None
         self._next_feed_hb = 0.0
-        self._wake = _FdWaker(self.stream.fileno())
-        self._poller.register(self._wake, 1)  # the stream's wake-up pipe, next to the sockets
-        self._handlers[self._wake] = self._on_stream  # type: ignore[index]
+        # the stream's wake-up pipe, polled next to the sockets (a zmq Poller reports a raw fd by its number)
+        wake = self.stream.fileno()
+        self._poller.register(wake, zmq.POLLIN)
+        self._handlers[wake] = self._on_stream  # type: ignore[index]
         self.stream.start()
 
     def _codes(self) -> list[str]:
@@ -223,10 +228,10 @@ class KisGateway(Service):
         self._save()  # journaled before it leaves
         try:
             reply = self.rest.place(req.code, req.side.value, req.qty, req.price, req.order_type.value)
-        except kis.KisRejected as exc:
-            self.book.rejected(order.client_order_id, exc.reason_code, f"{exc.msg_cd} {exc.text}", mt.ts_ns)
         except kis.KisRateLimited as exc:
             self.book.rejected(order.client_order_id, "RATE_LIMIT_EXCEEDED", f"KIS's rate limit: {exc}", mt.ts_ns)
+        except kis.KisRejected as exc:
+            self.book.rejected(order.client_order_id, exc.reason_code, f"{exc.msg_cd} {exc.text}", mt.ts_ns)
         except kis.KisUnavailable as exc:
             self.book.rejected(order.client_order_id, BROKER_DISCONNECTED, f"not sent: {exc}", mt.ts_ns)
         except Exception as exc:  # noqa: BLE001 - KisFateUnknown, or anything that leaves the fate open
@@ -263,12 +268,12 @@ class KisGateway(Service):
         self._save()
         try:
             reply = self.rest.cancel(order.odno, order.branch, qty, qty == open_qty, order.code)
-        except kis.KisRejected as exc:
-            self.book.cancel_failed(order.client_order_id, mt.ts_ns)
-            return refused(exc.reason_code or "CANCEL_REFUSED", f"{exc.msg_cd} {exc.text}")
         except (kis.KisRateLimited, kis.KisUnavailable) as exc:
             self.book.cancel_failed(order.client_order_id, mt.ts_ns)
             return refused(BROKER_DISCONNECTED, f"the cancel was not sent: {exc}")
+        except kis.KisRejected as exc:
+            self.book.cancel_failed(order.client_order_id, mt.ts_ns)
+            return refused(exc.reason_code or "CANCEL_REFUSED", f"{exc.msg_cd} {exc.text}")
         except Exception as exc:  # noqa: BLE001 - fate unknown: the daily orders will tell
             if not isinstance(exc, kis.KisFateUnknown):
                 self.log.exception("cancel of %s: unexpected failure", order.client_order_id)
@@ -304,7 +309,7 @@ class KisGateway(Service):
                 date = args.get("trading_date") or mt.trading_date
                 if not isinstance(date, str) or len(date) != 8 or not date.isdigit():
                     return refuse(BAD_ARGS, f"{name} takes args {{trading_date?: YYYYMMDD}}")
-                rows = self._catch_up(date)
+                rows = self._daily(date)
                 if name == "orders_today":
                     return ok([o.event(mt.ts_ns).model_dump(mode="json") for o in self.book.of_day(date)]
                               + [e.model_dump(mode="json") for e in self._foreign_orders(rows, date)])
@@ -333,7 +338,7 @@ class KisGateway(Service):
                 return ok(self.describe())
         except ValueError as exc:
             return refuse(BAD_ARGS, str(exc))
-        except (kis.KisUnavailable, kis.KisRateLimited, kis.KisBadReply) as exc:
+        except (kis.KisUnavailable, kis.KisRateLimited, kis.KisBadReply, kis.KisFateUnknown) as exc:
             return refuse(BROKER_DISCONNECTED, f"KIS did not answer: {exc}")
         except kis.KisRejected as exc:
             return refuse(exc.reason_code or "KIS_REFUSED", f"{exc.msg_cd} {exc.text}")
@@ -376,9 +381,19 @@ class KisGateway(Service):
 
     # --- the catch-up -------------------------------------------------------------
 
+    def _daily(self, trading_date: str) -> list[Any]:
+        """KIS's daily orders of a day: as last read when that was lately, else read (and caught up with) now."""
+        seen = self._daily_rows.get(trading_date)
+        if seen is not None and time.monotonic() - seen[0] < DAILY_MAX_AGE_S:
+            return seen[1]
+        return self._catch_up(trading_date)
+
     def _catch_up(self, trading_date: str) -> list[Any]:
         """Read KIS's daily orders of a day and bring the book in line; the rows."""
         rows = self.rest.daily_orders(trading_date, trading_date)
+        self._daily_rows[trading_date] = (time.monotonic(), rows)
+        for old in sorted(self._daily_rows)[:-3]:
+            del self._daily_rows[old]
         self.book.wall_ns = time.monotonic_ns()
         self._pending += self.book.on_daily(rows, trading_date, self.clock.now().ts_ns)
         self._save()
@@ -411,7 +426,6 @@ class KisGateway(Service):
     # --- the stream ---------------------------------------------------------------
 
     def _on_stream(self) -> None:
-        self._wake.drain()
         self.book.wall_ns = time.monotonic_ns()
         mt = self.clock.now()
         for ev in self.stream.drain():
@@ -438,18 +452,13 @@ class KisGateway(Service):
         self._save()
         self._flush()
 
-    def _on_tick(self, t: Any, trading_date: str) -> None:
-        try:
-            ts = hhmmss_ns(trading_date, t.hhmmss)
-        except ValueError:
-            self.counters["bad_tick_time"] += 1
-            return
+    def _on_tick(self, t: TickRecord, trading_date: str) -> None:
+        ts = t.ts_ns
         q = self.quotes.setdefault(t.code, {})
         q["last"] = t.price
-        ask, bid = getattr(t, "ask1", 0) or 0, getattr(t, "bid1", 0) or 0
         self.feed.publish(tick_topic(t.code), Tick(code=t.code, ts_ns=ts, price=t.price, qty=t.qty,
-                                                   cum_volume=getattr(t, "cum_volume", 0) or 0, bid=bid, ask=ask))
-        for bar in self.bars.add(t.code, ts, t.price, t.qty):
+                                                   cum_volume=t.cum_volume, bid=t.bid1, ask=t.ask1))
+        for bar in self.bars.on_tick(t.code, ts, t.price, t.qty):
             self._publish_bar(bar)
 
     def _publish_bar(self, bar: Any) -> None:
@@ -533,6 +542,8 @@ class KisGateway(Service):
     # --- output -------------------------------------------------------------------
 
     def _save(self) -> None:
+        if self.book.dirty_fills:
+            self._balance = None  # the account moved: the next account or positions query reads KIS again
         self.store.save(self.book)
 
     def _flush(self) -> None:
@@ -563,22 +574,6 @@ class KisGateway(Service):
             close = getattr(obj, "close", None)
             if close is not None:
                 close()
-
-
-class _FdWaker:
-    """A raw file descriptor the zmq Poller can watch (the stream's wake-up pipe)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def drain(self) -> None:
-        try:
-            os.read(self.fd, 65536)
-        except (BlockingIOError, OSError):
-            pass
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class D:
     price: int = 70_000
     filled_qty: int = 0
     avg_price: int = 0
+    filled_value_won: int = 0
     remaining_qty: int = 10
     canceled: bool = False
     rejected_qty: int = 0
@@ -79,7 +80,7 @@ def test_the_same_fill_from_a_notice_and_from_the_daily_orders_is_one_fill() -> 
     # the daily orders show the same 4 shares: nothing new
     assert fills(book.on_daily([D("0000000123", filled_qty=4, avg_price=70_000, remaining_qty=6)], DATE, T0)) == []
     # a fill whose notice was lost shows up in the daily orders with the cumulative quantity
-    caught = fills(book.on_daily([D("123", filled_qty=10, avg_price=70_300, remaining_qty=0)], DATE, T0))
+    caught = fills(book.on_daily([D("123", filled_qty=10, avg_price=70_300, filled_value_won=703_000, remaining_qty=0)], DATE, T0))
     assert [(f.qty, f.price, f.exec_id) for f in caught] == [(6, 70_500, exec_id(DATE, "123", 10))]
     # and its late notice is not applied a second time
     assert fills(book.on_notice(N("123", 6, 70_500), DATE, T0)) == []

@@ -1,0 +1,217 @@
+"""The KIS gateway as a real process between the firm's venue client and a real local KIS server.
+
+Everything here goes through ``VenueBroker`` (the client the order manager and
+the reconciler use) to a ``python -m services.kis_gateway`` process, which
+talks REST and WebSocket to ``python -m services.kis_sim``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from core.config import load_stack
+from core.messages import Fill, OrderEvent, OrderRequest, OrderStatus, Side, Tick
+from services.broker.base import BrokerError
+from services.broker.venue import VenueBroker
+from tests.kis_sim.conftest import Server
+
+ROOT = Path(__file__).resolve().parents[2]
+CODE = "005930"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Gateway:
+    """A gateway process on its own run directory, pointed at ``sim``."""
+
+    def __init__(self, run_dir: Path, sim: Server, **env: str) -> None:
+        self.run_dir = run_dir
+        self.env = {**os.environ, "TRADER_RUN_DIR": str(run_dir), "TRADER_BROKER__KIND": "kis",
+                    "TRADER_BROKER__KIS__REST_URL": sim.base, "TRADER_BROKER__KIS__WS_URL": sim.ws_url,
+                    "TRADER_BROKER__KIS__RATE_PER_S": "200", "TRADER_BROKER__KIS__ORDER_TIMEOUT_S": "3",
+                    "PYTHONUNBUFFERED": "1", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = run_dir / "kis-gateway.log"
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "services.kis_gateway"], cwd=ROOT, env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def settings(self) -> Any:
+        saved = dict(os.environ)
+        try:
+            os.environ.update({k: v for k, v in self.env.items() if k.startswith("TRADER_")})
+            return load_stack()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+@pytest.fixture
+def venue(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, Server]]:
+    gw = Gateway(tmp_path / "run", sim)
+    gw.start()
+    ctx = zmq.Context()
+    client = VenueBroker(ctx, gw.settings(), timeout_ms=4000, retries=0, sender="test")
+    try:
+        wait_for("the gateway ready", lambda: _ping(client).get("ready"), 30)
+        yield gw, client, sim
+    finally:
+        client.close()
+        ctx.term()
+        gw.stop()
+
+
+def _ping(client: VenueBroker) -> dict[str, Any]:
+    try:
+        return client.ping()
+    except Exception:  # noqa: BLE001 - not up yet
+        return {}
+
+
+def order(n: int, side: str = "buy", qty: int = 3, price: int = 0) -> OrderRequest:
+    kind = "limit" if price else "market"
+    return OrderRequest(client_order_id=f"kt-20260101-{n}", agent_id="kt", code=CODE, side=Side(side),
+                        order_type=kind, qty=qty, price=price)
+
+
+class Notices:
+    """The gateway's execution notices, as the order manager subscribes to them."""
+
+    def __init__(self, client: VenueBroker) -> None:
+        self.sub = client.subscribe_notices()
+        self.fills: list[Fill] = []
+        self.events: list[OrderEvent] = []
+
+    def pump(self) -> None:
+        for env in self.sub.drain(1000):
+            if isinstance(env.msg, Fill):
+                self.fills.append(env.msg)
+            elif isinstance(env.msg, OrderEvent):
+                self.events.append(env.msg)
+
+    def fills_of(self, coid: str) -> list[Fill]:
+        self.pump()
+        return [f for f in self.fills if f.client_order_id == coid]
+
+
+def test_an_order_through_the_gateway_is_accepted_filled_once_and_told_alike_by_notice_and_query(venue) -> None:
+    gw, client, sim = venue
+    notices = Notices(client)
+    time.sleep(0.3)  # the SUB socket's subscription reaches the PUB (ZeroMQ's slow joiner)
+    reply = client.place(order(1))
+    assert reply.status in (OrderStatus.ACCEPTED, OrderStatus.FILLED), reply
+    assert reply.broker_order_id
+    fills = wait_for("the fill notice", lambda: notices.fills_of("kt-20260101-1"))
+    assert sum(f.qty for f in fills) == 3 and all(f.broker_order_id == reply.broker_order_id for f in fills)
+    # the query tells the same fills with the same execution ids
+    queried = [f for f in client.fills_today() if f.client_order_id == "kt-20260101-1"]
+    assert {f.exec_id for f in queried} == {f.exec_id for f in fills}
+    assert client.order_status("kt-20260101-1").status is OrderStatus.FILLED
+    # the same order again is its record, not a second order at KIS
+    again = client.place(order(1))
+    assert again.broker_order_id == reply.broker_order_id
+    assert sim.control("status")["orders_today"] == 1
+    held = client.positions()
+    assert held[CODE]["qty"] >= 3
+
+
+def test_an_order_whose_reply_is_lost_is_never_sent_again_and_is_found_in_the_daily_orders(venue) -> None:
+    gw, client, sim = venue
+    sim.fault("order-timeout", count=1)
+    reply = client.place(order(2))
+    assert reply.status is OrderStatus.SUBMITTED and not reply.broker_order_id  # fate unknown, not refused
+    found = wait_for("the order found at KIS", lambda: (client.order_status("kt-20260101-2").broker_order_id or None))
+    assert found
+    assert sim.control("status")["orders_today"] == 1
+    sim.fault("order-drop", count=1)
+    assert client.place(order(3)).status is OrderStatus.SUBMITTED
+    wait_for("the dropped order found", lambda: client.order_status("kt-20260101-3").broker_order_id)
+    assert sim.control("status")["orders_today"] == 2
+
+
+def test_a_notice_that_beats_the_reply_and_duplicated_notices_make_one_fill(venue) -> None:
+    gw, client, sim = venue
+    notices = Notices(client)
+    time.sleep(0.3)
+    sim.fault("notice-first")
+    sim.fault("duplicate-notices")
+    client.place(order(4, qty=5))
+    fills = wait_for("the fill", lambda: notices.fills_of("kt-20260101-4"))
+    time.sleep(0.5)  # any duplicate would have arrived by now
+    fills = notices.fills_of("kt-20260101-4")
+    assert sum(f.qty for f in fills) == 5 and len({f.exec_id for f in fills}) == len(fills)
+
+
+def test_a_resting_order_is_canceled_and_an_unknown_order_refused(venue) -> None:
+    gw, client, sim = venue
+    quote = wait_for("a price", lambda: client.quote(CODE).get("lower"))
+    reply = client.place(order(5, qty=2, price=quote))  # at the lower limit: rests
+    assert reply.status is OrderStatus.ACCEPTED
+    time.sleep(0.15)  # kis-sim refuses a cancel sooner than 100 ms after its order (as KIS does)
+    from core.messages import CancelRequest
+
+    done = client.cancel(CancelRequest(client_order_id="kt-20260101-5", agent_id="kt"))
+    assert done.status is OrderStatus.CANCELED
+    assert client.order_status("kt-20260101-5").status is OrderStatus.CANCELED
+    with pytest.raises(BrokerError) as err:
+        client.cancel(CancelRequest(client_order_id="kt-20260101-99", agent_id="kt"))
+    assert err.value.reason_code == "UNKNOWN_ORDER"
+
+
+def test_while_the_stream_is_down_orders_are_refused_and_afterwards_the_missed_fills_arrive(venue) -> None:
+    gw, client, sim = venue
+    sim.fault("drop-ws", abort=True)
+    refused = wait_for("a refusal while reconnecting", lambda: (
+        (r := client.place(order(int(time.monotonic() * 1000) % 1_000_000 + 100))).status is OrderStatus.REJECTED
+        and r.reason_code == "BROKER_DISCONNECTED"), 10)
+    assert refused
+    wait_for("ready again", lambda: _ping(client).get("ready"), 40)
+    assert client.place(order(6)).status in (OrderStatus.ACCEPTED, OrderStatus.FILLED)
+
+
+def test_the_feed_carries_ticks_and_the_heartbeat(venue) -> None:
+    gw, client, sim = venue
+    sub = client.subscribe_market([CODE])
+    ticks = wait_for("ticks", lambda: [e.msg for e in sub.drain(100) if isinstance(e.msg, Tick)], 30)
+    assert ticks[0].code == CODE and ticks[0].price > 0
+
+
+def test_the_gateway_refuses_to_start_on_the_paper_stack_or_real_money_without_the_live_switch(tmp_path: Path,
+                                                                                             sim: Server) -> None:
+    for env, needle in (({"TRADER_BROKER__KIND": "paper"}, "paper exchange is this stack's venue"),
+                        ({"TRADER_BROKER__KIS__ENV": "real"}, "TRADER_LIVE=yes")):
+        gw = Gateway(tmp_path / f"run-{len(needle)}", sim, **env)
+        gw.start()
+        assert gw.proc is not None
+        assert gw.proc.wait(30) == 2
+        assert needle in gw.log.read_text()
