@@ -71,7 +71,7 @@ class Stack:
 
     def start(self) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for name, cmd in stack_entries():
+        for name, cmd in stack_entries(kind=self.env.get("TRADER_BROKER__KIND", "paper")):
             argv = cmd.split()
             argv[0] = sys.executable if argv[0] == "python" else argv[0]
             with open(self.run_dir / "logs" / f"{name}.log", "ab") as log:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -114,7 +115,8 @@ def serve(
 
     lock = None
     if stack:
-        env, rest_port, ws_port, speed, seed, state, start_date, start_time, lock = _from_stack()
+        env, rest_port, ws_port, speed, seed, state, start_date, start_time, stack_rate, lock = _from_stack()
+        rate_limit = rate_limit or stack_rate
     try:
         run(SimOptions(
             env=env, rest_port=rest_port, ws_port=ws_port, appkey=appkey, appsecret=appsecret, account=account,
@@ -152,8 +154,11 @@ def _from_stack() -> tuple[Any, ...]:
         raise typer.Exit(3) from exc
     state = s.run_path / "kis-sim"
     state.mkdir(parents=True, exist_ok=True)
+    # a gateway told that KIS allows more than its published rate (broker.kis.rate_per_s) is rehearsing against a
+    # server that does: this one, its limit a quarter above the gateway's pace
+    rate = math.ceil(kis.rate_per_s * 1.25) if kis.rate_per_s else 0
     return (kis.env, urlsplit(rest).port or DEFAULT_REST_PORT, urlsplit(ws).port or DEFAULT_WS_PORT, kis.sim_speed,
-            s.clock.seed, state, s.clock.start_date, s.clock.start_time, lock)
+            s.clock.seed, state, s.clock.start_date, s.clock.start_time, rate, lock)
 
 
 @app.command()

@@ -139,6 +139,10 @@ class TokenCache:
                                            "appsecret": self._appsecret})
             token, expires_in = _token_grant(body, now)
         except KisUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.ConnectError):
+                # the request never reached KIS (nothing listening yet): it does not count against the minute
+                self._entry["last_issue_s"] = last
+                self._write_entry()
             if fallback:
                 _log.warning("access token renewal failed (%s); %s serves until it expires", exc.why,
                              tail(fallback))

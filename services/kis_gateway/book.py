@@ -181,6 +181,7 @@ class KisBook:
     dirty_orders: set[str] = field(default_factory=set)
     dirty_fills: list[KisFill] = field(default_factory=list)
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) for the operator
+    seen_notices: set[tuple[Any, ...]] = field(default_factory=set)
     wall_ns: int = 0  # the service's monotonic clock, set before each call: timers run on it, not on market time
 
     # --- persistence ---------------------------------------------------------------------
@@ -282,8 +283,18 @@ class KisBook:
     # --- notices -------------------------------------------------------------------------------
 
     def on_notice(self, n: NoticeLike, trading_date: str, now_ns: int) -> Outbound:
-        """An execution notice: a fill, a cancel confirmation, a refusal (or kept for its reply)."""
+        """An execution notice: a fill, a cancel confirmation, a refusal (or kept for its reply).
+
+        KIS gives a notice no id: one seen before (same order, kind, time, quantity and
+        price) is dropped. Two real partial fills alike in all of these lose the second
+        here; the daily orders' cumulative quantity brings it back (``on_daily``).
+        """
+        key = (trading_date, n.odno, n.is_fill, n.accepted, n.hhmmss, n.qty, n.price, n.rctf_cls)
+        if key in self.seen_notices:
+            return []
         odno = norm_odno(n.odno)
+        if n.rctf_cls == "2" and not n.is_fill or (trading_date, odno) in self.by_odno:
+            self.seen_notices.add(key)  # applied now (a notice kept for its reply is applied, and seen, later)
         if n.rctf_cls == "2" and not n.is_fill:  # a cancel order's confirmation
             coid = self.cancel_odnos.get((trading_date, odno)) or self.by_odno.get(
                 (trading_date, norm_odno(n.orig_odno)))

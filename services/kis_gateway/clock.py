@@ -35,6 +35,7 @@ class MarketTime:
     trading_date: str
     phase: SessionPhase
     speed: float
+    known: bool = True  # False until the clock could be read (nothing is announced from a guess)
 
 
 class WallClock:
@@ -99,7 +100,7 @@ class SimClock:
             self.poll()
         if self._at is None:
             ts = time.time_ns()
-            return MarketTime(ts, _trading_date(ts), SessionPhase.CLOSED, 1.0)
+            return MarketTime(ts, _trading_date(ts), SessionPhase.CLOSED, 1.0, known=False)
         at = self._at
         ts = at.ts_ns + int((time.monotonic() - self._at_mono) * at.speed * 1e9)
         return MarketTime(ts, at.trading_date, at.phase, at.speed)

@@ -22,6 +22,7 @@ which venue runs. It is the only process that knows KIS's wire format:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -294,7 +295,9 @@ class KisGateway(Service):
         mt = self.clock.now()
         try:
             if name in ("ping", "clock"):
-                return ok({"ts_ns": mt.ts_ns, "trading_date": mt.trading_date, "session": mt.phase.value,
+                # no date or session before the market clock could be read: a guess would open the wrong day
+                return ok({"ts_ns": mt.ts_ns, "trading_date": mt.trading_date if mt.known else "",
+                           "session": mt.phase.value if mt.known else "",
                            "clock_speed": mt.speed, "venue": "kis", "env": self.env, "ready": self.ready,
                            "stream": self.stream_state})
             if name in ("account", "positions"):
@@ -432,9 +435,6 @@ class KisGateway(Service):
             if isinstance(ev, TickRecord):
                 self._on_tick(ev, mt.trading_date)
             elif isinstance(ev, NoticeRecord):
-                if getattr(ev, "cust_id", self.hts_id) not in ("", self.hts_id):
-                    self.counters["notice_other_user"] += 1
-                    continue
                 self.counters["notices"] += 1
                 self._pending += self.book.on_notice(ev, mt.trading_date, mt.ts_ns)
             elif isinstance(ev, BookRecord):
@@ -489,7 +489,7 @@ class KisGateway(Service):
         self._session(mt)
         for bar in self.bars.flush(mt.ts_ns):
             self._publish_bar(bar)
-        if now_monotonic >= self._catch_up_due and self.stream_state == "connected":
+        if now_monotonic >= self._catch_up_due and self.stream_state == "connected" and mt.known:
             self._timed_catch_up(mt.trading_date, now_monotonic)
         gone = self.book.expire_buffer()
         if gone:
@@ -497,7 +497,7 @@ class KisGateway(Service):
         for kind, text in self.book.alerts:
             self.alert(AlertLevel.CRITICAL if kind == "kis_order_ambiguous" else AlertLevel.WARNING, kind, text)
         self.book.alerts.clear()
-        if now_monotonic >= self._next_feed_hb:
+        if now_monotonic >= self._next_feed_hb and mt.known:
             self._next_feed_hb = now_monotonic + 1.0
             self._feed_heartbeat(mt)
         self._flush()
@@ -518,6 +518,8 @@ class KisGateway(Service):
         self._catch_up_due = now_monotonic + (IN_DOUBT_INTERVAL_S if busy else CATCH_UP_INTERVAL_S)
 
     def _session(self, mt: Any) -> None:
+        if not mt.known:
+            return
         key = (mt.phase, mt.trading_date)
         if key == self._last_phase:
             return
@@ -568,6 +570,8 @@ class KisGateway(Service):
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
         if stream is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(stream.fileno())
             stream.stop()
         for name in ("rest", "clock", "store"):
             obj = getattr(self, name, None)

@@ -84,6 +84,12 @@ def test_the_same_fill_from_a_notice_and_from_the_daily_orders_is_one_fill() -> 
     assert [(f.qty, f.price, f.exec_id) for f in caught] == [(6, 70_500, exec_id(DATE, "123", 10))]
     # and its late notice is not applied a second time
     assert fills(book.on_notice(N("123", 6, 70_500), DATE, T0)) == []
+    # a notice delivered twice counts once
+    twice = book_with_order("a-20260305-2")
+    twice.accepted("a-20260305-2", "124", "", "100001", T0)
+    assert len(fills(twice.on_notice(N("124", 2), DATE, T0))) == 1
+    assert fills(twice.on_notice(N("124", 2), DATE, T0)) == []
+    assert twice.orders["a-20260305-2"].filled_qty == 2
     assert book.orders["a-20260305-1"].status is OrderStatus.FILLED
 
 
