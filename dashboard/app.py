@@ -44,6 +44,7 @@ from dashboard.journal import JournalReader
 from dashboard.metrics import FirmCollector
 from dashboard.roster import load_roster
 from dashboard.state import SECTIONS, FirmState
+from dashboard.venue import VenueConfig
 
 log = logging.getLogger("dashboard")
 
@@ -51,14 +52,14 @@ PUSH_MIN_INTERVAL_S = 0.1  # at most ten pushes a second per browser: ticks arri
 PING_INTERVAL_S = 1.0  # a quiet stream still says it is alive this often
 AGENT_ACTIONS = ("spawn", "kill", "restart")
 RISK_ACTIONS = ("halt", "resume", "reduce")
-PAGE_SECTIONS = {
-    "overview": ("processes", "alerts", "bus", "clock", "risk"),
-    "agents": ("agents",),
-    "agent": ("agents", "market"),
-    "market": ("market", "clock"),
-    "risk": ("risk",),
-    "recon": ("recon",),
-    "config": ("processes",),
+PAGE_SECTIONS = {  # every page carries "venue": the LIVE banner is on every page
+    "overview": ("processes", "alerts", "bus", "clock", "risk", "venue"),
+    "agents": ("agents", "venue"),
+    "agent": ("agents", "market", "venue"),
+    "market": ("market", "clock", "venue"),
+    "risk": ("risk", "venue"),
+    "recon": ("recon", "venue"),
+    "config": ("processes", "venue"),
 }
 
 
@@ -107,7 +108,8 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
     settings = settings or load_stack()
     roster, roster_note = load_roster(settings.config_dir)
     names, bases = _instrument_facts(settings)
-    state = FirmState(roster, names, bases)
+    kis = settings.broker.kis
+    state = FirmState(roster, names, bases, VenueConfig(settings.broker.kind, kis.env, kis.server))
     hub = Hub()
     state.subscribe(hub.notify_threadsafe)
     feed = BusFeed(settings, state)

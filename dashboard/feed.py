@@ -22,7 +22,7 @@ from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
 from bus.rpc import RpcClient, RpcFailure
 from core.config import StackSettings
 from core.messages import Command, CommandResult, Heartbeat
-from dashboard.state import FirmState
+from dashboard.state import GATEWAY_STATUS, FirmState
 
 log = logging.getLogger("dashboard.feed")
 
@@ -41,6 +41,13 @@ POLLS = (
     ("reconciler.latest", "reconciler_rpc", "latest"),
     ("order_manager.positions", "order_manager_rpc", "positions"),
 )
+# With broker.kind = "kis" the venue's ROUTER is the KIS gateway's: its status names the streamed and polled codes.
+KIS_GATEWAY_POLL = (GATEWAY_STATUS, "exchange_rpc", "status")
+
+
+def polls(settings: StackSettings) -> tuple[tuple[str, str, str], ...]:
+    """What the poller asks, for the venue this stack runs."""
+    return (*POLLS, KIS_GATEWAY_POLL) if settings.broker.kind == "kis" else POLLS
 
 # What a control action is sent to: action -> (endpoint name, command name).
 ACTIONS = {
@@ -186,7 +193,7 @@ class BusFeed:
     def _poll(self) -> None:
         # one connection per service, kept between rounds (a client closes its socket after a timeout)
         clients = {endpoint_name: RpcClient(self.ctx, self.settings.endpoint(endpoint_name), timeout_ms=RPC_POLL_TIMEOUT_MS,
-                                            retries=0, sender="dashboard") for _, endpoint_name, _ in POLLS}
+                                            retries=0, sender="dashboard") for _, endpoint_name, _ in polls(self.settings)}
         try:
             self._poll_rounds(clients)
         finally:
@@ -195,7 +202,7 @@ class BusFeed:
 
     def _poll_rounds(self, clients: dict[str, RpcClient]) -> None:
         while not self._stop.is_set():
-            for key, endpoint_name, name in POLLS:
+            for key, endpoint_name, name in polls(self.settings):
                 if self._stop.is_set():
                     return
                 try:

@@ -38,7 +38,11 @@ def _asset(name: str) -> str:
 
 
 def page(name: str, title: str, body: str, initial: Any, *, stream: str, control: bool) -> str:
-    """A whole page: navigation, token field, stale banner, ``body``, the first state and the script."""
+    """A whole page: navigation, venue, token field, LIVE and stale banners, ``body``, the first state and the script.
+
+    The venue label and the LIVE banner are rendered here from the first state
+    as well as by the script, so a page shows them even before it runs.
+    """
     here = ' class="here"'
     nav = "".join(
         f'<a href="{href}"{here if key == name else ""}>{escape(label)}</a>' for key, href, label in NAV
@@ -49,6 +53,10 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
         if control
         else '<span class="token muted" title="set TRADER_DASHBOARD_TOKEN to enable">read-only</span>'
     )
+    venue = initial.get("venue") or {}
+    banner = escape(str(venue.get("banner") or ""))
+    live_banner = f'<div id="live-banner" class="live-banner"{"" if banner else " hidden"}>{banner}</div>'
+    venue_label = f'<span id="venue" class="venue">{escape(str(venue.get("label") or ""))}</span>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -57,7 +65,8 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 </head>
 <body data-page="{escape(name)}" data-stream="{escape(stream)}">
 <header><strong class="brand">trader</strong><nav>{nav}</nav>
-<span id="conn" class="conn">connecting…</span>{token_box}</header>
+{venue_label}<span id="conn" class="conn">connecting…</span>{token_box}</header>
+{live_banner}
 <div id="stale" class="stale" hidden></div>
 <div id="flash" class="flash" hidden></div>
 <main>
@@ -74,13 +83,14 @@ def overview_body() -> str:
     return """
 <section class="cards">
  <div class="card"><h3>Market clock</h3><div id="clock" class="big">-</div><div id="session" class="muted">-</div></div>
- <div class="card"><h3>Broker</h3><div id="broker" class="big">-</div></div>
+ <div class="card"><h3>Broker</h3><div id="broker" class="big">-</div><div id="venue-summary" class="muted">-</div></div>
  <div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div></div>
  <div class="card"><h3>Bus</h3><div id="bus-summary" class="big">-</div><div id="bus-gaps" class="muted">-</div></div>
 </section>
 <h2>Processes</h2>
 <table id="processes" class="grid"><thead><tr><th>process</th><th>state</th><th>pid</th><th>uptime</th>
-<th>cpu %</th><th>rss MB</th><th>queue</th><th>heartbeat age</th></tr></thead><tbody></tbody></table>
+<th>cpu %</th><th>rss MB</th><th>queue</th><th>heartbeat age</th><th>detail</th></tr></thead><tbody></tbody></table>
+<div id="venue-codes"></div>
 <h2>Bus message rates (per second)</h2>
 <table id="rates" class="grid"><thead><tr><th>topic</th><th>rate</th><th>total</th></tr></thead><tbody></tbody></table>
 <h2>Alerts</h2>

@@ -32,19 +32,21 @@ from core.messages import (
     Tick,
 )
 from core.portfolio import Portfolio
-
-SECTIONS = ("processes", "agents", "market", "risk", "recon", "alerts", "bus", "clock")
-SERVICE_NAMES = (
-    "bus",
-    "exchange",
-    "market_data",
-    "order_manager",
-    "risk_guard",
-    "reconciler",
-    "supervisor",
-    "dashboard",
+from dashboard.venue import (
+    GATEWAY,
+    NO_BUS_HEARTBEAT,
+    VenueConfig,
+    gateway_detail,
+    service_names,
+    venue_view,
 )
+
+SECTIONS = ("processes", "agents", "market", "risk", "recon", "alerts", "bus", "clock", "venue")
 STALE_HEARTBEAT_S = 3.0  # a process silent for longer is shown as down
+STALE_SUPERVISOR_LIST_S = 6.0  # a process without heartbeats is up while the supervisor's list of it is this fresh
+GATEWAY_STATUS = "kis_gateway.status"  # the poller's key for the KIS gateway's status answer
+VENUE_INFO_KEYS = ("env", "live", "ready", "stream", "streamed", "polled", "account")
+PAPER = VenueConfig()
 RATE_WINDOW_S = 5  # bus rates are averaged over this many seconds
 MAX_ALERTS = 500
 MAX_BARS = 400
@@ -82,6 +84,8 @@ class ProcessView:
     last_heartbeat_ns: int = 0  # when the dashboard received it (wall clock)
     started_ns: int = 0  # process start time, when known
     info: dict[str, Any] = field(default_factory=dict)
+    supervisor_state: str = ""  # what the supervisor's list says (the state of a process without heartbeats)
+    supervisor_ns: int = 0  # when that list was received (wall clock)
 
 
 @dataclass(slots=True)
@@ -172,11 +176,14 @@ class FirmState:
         roster: Iterable[RosterEntry] = (),
         instrument_names: Mapping[str, str] | None = None,
         base_prices: Mapping[str, int] | None = None,
+        venue: VenueConfig = PAPER,
     ) -> None:
         self._lock = threading.RLock()
         self.versions: dict[str, int] = {s: 0 for s in SECTIONS}
         self.version = 0
-        self.processes: dict[str, ProcessView] = {n: ProcessView(n) for n in SERVICE_NAMES}
+        self.venue = venue
+        self.processes: dict[str, ProcessView] = {n: ProcessView(n) for n in service_names(venue)}
+        self.gateway_info: dict[str, Any] | None = None  # the KIS gateway's last heartbeat info, once seen
         self.agents: dict[str, AgentView] = {}
         self.quotes: dict[str, Quote] = {}
         self.instrument_names = dict(instrument_names or {})
@@ -301,6 +308,7 @@ class FirmState:
                     "reconciler": "recon",
                     "order_manager": "agents",
                     "market_data": "market",
+                    "kis_gateway": "venue",
                 }.get(service.split(".")[0], "processes")
                 self._touch(section, "processes")
         if changed:
@@ -419,6 +427,11 @@ class FirmState:
         proc.queue_depth, proc.last_heartbeat_ns = hb.queue_depth, now_ns
         proc.info = {k: v for k, v in info.items() if k not in ("seqs", "book")}
         self._touch(section)
+        if name == GATEWAY:
+            venue_info = {k: info[k] for k in VENUE_INFO_KEYS if k in info}
+            if venue_info != self.gateway_info:
+                self.gateway_info = venue_info
+                self._touch("venue")
 
     def _pnl_point(self, agent: AgentView, ts_ns: int, pnl_won: int) -> None:
         if agent.pnl_points and ts_ns - agent.pnl_points[-1][0] < NS // 2:
@@ -473,7 +486,9 @@ class FirmState:
             kind = str(row.get("kind", ""))
             if name in self.processes and kind != "agent":
                 proc = self.processes[name]
-                if not proc.pid and row.get("pid"):
+                if name in NO_BUS_HEARTBEAT:
+                    self._on_listed_without_heartbeat(proc, row)
+                elif not proc.pid and row.get("pid"):
                     proc.pid = int(row["pid"])
                 continue
             agent = self._agent(name, create=kind == "agent" or name in self.agents or "dp" in row or "strategy" in row)
@@ -487,7 +502,21 @@ class FirmState:
                 agent.codes = tuple(code) if isinstance(code, list) else (str(code),)
             if row.get("dp") and not agent.dp:
                 agent.dp = int(row["dp"])
+        listed = {name for name, _ in rows}
+        for name in NO_BUS_HEARTBEAT & (set(self.processes) - listed):
+            self._on_listed_without_heartbeat(self.processes[name], {"state": "not running"})
         self._touch("agents")
+
+    def _on_listed_without_heartbeat(self, proc: ProcessView, row: Mapping[str, Any]) -> None:
+        """A process that publishes no heartbeat (kis-sim): the supervisor's row is all there is of it."""
+        proc.supervisor_state = str(row.get("state") or "")
+        proc.supervisor_ns = self.rpc["supervisor.list"]["ts_ns"]
+        pid = int(row.get("pid") or 0)
+        if pid != proc.pid:
+            proc.started_ns = 0
+        proc.pid = pid
+        proc.cpu_pct = float(row.get("cpu_pct") or 0.0)
+        proc.rss_bytes = int(row.get("rss_bytes") or 0)
 
     # --- reading --------------------------------------------------------------
 
@@ -514,10 +543,17 @@ class FirmState:
     def _process_row(self, p: ProcessView, now_ns: int) -> dict[str, Any]:
         age = _age_s(now_ns, p.last_heartbeat_ns)
         up = age is not None and age <= STALE_HEARTBEAT_S
+        state = p.state if up else ("down" if p.last_heartbeat_ns else "not seen")
+        if p.name in NO_BUS_HEARTBEAT:
+            listed = _age_s(now_ns, p.supervisor_ns)
+            fresh = listed is not None and listed <= STALE_SUPERVISOR_LIST_S
+            up = fresh and p.supervisor_state == "running"
+            state = (p.supervisor_state or "not seen") if fresh else ("unknown (no answer from the supervisor)"
+                                                                       if p.supervisor_ns else "not seen")
         return {
             "name": p.name,
             "up": up,
-            "state": p.state if up else ("down" if p.last_heartbeat_ns else "not seen"),
+            "state": state,
             "pid": p.pid,
             "uptime_s": round((now_ns - p.started_ns) / NS) if p.started_ns and up else None,
             "cpu_pct": round(p.cpu_pct, 1),
@@ -529,8 +565,11 @@ class FirmState:
 
     def _view_processes(self, now_ns: int) -> dict[str, Any]:
         rows = [self._process_row(p, now_ns) for p in self.processes.values()]
+        venue = self._venue()
+        for row in rows:
+            row["detail"] = gateway_detail(venue) if row["name"] == GATEWAY else ""
         broker = "unknown"
-        for name in ("order_manager", "market_data"):
+        for name in ("order-manager", "market-data"):
             info = self.processes[name].info
             for key in ("broker", "connection_state", "broker_connection"):
                 if key in info:
@@ -538,9 +577,9 @@ class FirmState:
                     break
             if broker != "unknown":
                 break
-        exchange = self._process_row(self.processes["exchange"], now_ns)
+        venue_row = self._process_row(self.processes[venue["process"]], now_ns)
         if broker == "unknown":
-            broker = "exchange up" if exchange["up"] else "no broker heartbeat"
+            broker = f"{venue_row['name']} up" if venue_row["up"] else "no broker heartbeat"
         health = {k: v for k, v in self.health.items()}
         rpc = {k: {"ok": v["ok"], "error": v["error"], "age_s": _age_s(now_ns, v["ts_ns"])} for k, v in self.rpc.items()}
         return {"rows": rows, "broker": broker, "health": health, "rpc": rpc}
@@ -704,6 +743,14 @@ class FirmState:
 
     def _view_clock(self, now_ns: int) -> dict[str, Any]:
         return {"session": self.session, "market_ts_ns": self.market_ts_ns}
+
+    def _venue(self) -> dict[str, Any]:
+        status = self.rpc.get(GATEWAY_STATUS)
+        answer = status["result"] if status and status["ok"] and isinstance(status["result"], Mapping) else None
+        return venue_view(self.venue, self.gateway_info, answer)
+
+    def _view_venue(self, now_ns: int) -> dict[str, Any]:
+        return self._venue()
 
     # --- metrics ----------------------------------------------------------------
 

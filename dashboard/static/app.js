@@ -108,8 +108,27 @@ function renderProcesses(s) {
   if (!tb) return;
   setHTML(tb, s.rows.map(p => `<tr class="${p.up ? "" : "down"}" data-name="${esc(p.name)}"><td>${esc(p.name)}</td>` +
     `<td class="state">${esc(p.state)}</td><td>${p.pid || "-"}</td><td>${dur(p.uptime_s)}</td><td>${num(p.cpu_pct)}</td>` +
-    `<td>${num(p.rss_mb)}</td><td>${num(p.queue_depth)}</td><td class="age">${p.heartbeat_age_s === null ? "-" : p.heartbeat_age_s + " s"}</td></tr>`).join(""));
+    `<td>${num(p.rss_mb)}</td><td>${num(p.queue_depth)}</td><td class="age">${p.heartbeat_age_s === null ? "-" : p.heartbeat_age_s + " s"}</td>` +
+    `<td class="detail">${esc(p.detail || "")}</td></tr>`).join(""));
   setText("broker", s.broker);
+}
+
+// The venue: its label in the header, the LIVE banner on every page, the KIS stream on the overview.
+function renderVenue(v) {
+  const label = document.getElementById("venue");
+  if (label) { if (label.textContent !== v.label) label.textContent = v.label; label.className = "venue" + (v.live ? " live" : ""); }
+  const banner = document.getElementById("live-banner");
+  if (banner) { banner.hidden = !v.banner; if (banner.textContent !== v.banner) banner.textContent = v.banner; }
+  if (v.kind !== "kis") { setText("venue-summary", v.label); return; }
+  setText("venue-summary", v.heard ? `${v.label} · stream ${v.stream} · ${v.ready ? "orders go out" : "orders refused until caught up"}`
+    : `${v.label} · the gateway has not reported yet`);
+  const codes = list => list.length ? esc(list.join(", ")) : '<span class="muted">none</span>';
+  const panel = document.getElementById("venue-codes");
+  if (panel) setHTML(panel, `<h2>KIS stream: which codes are streamed and which polled</h2><table class="kv">` +
+    `<tr><th>streamed (${num(v.streamed)})</th><td data-k="streamed">${v.streamed_codes.length || !v.streamed ? codes(v.streamed_codes) : '<span class="muted">codes not asked yet</span>'}</td></tr>` +
+    `<tr><th>polled over REST (${num(v.polled)})</th><td data-k="polled">${v.polled_codes.length || !v.polled ? codes(v.polled_codes) : '<span class="muted">codes not asked yet</span>'}</td></tr>` +
+    `<tr><th>orders of unknown fate</th><td>${codes(v.orders_in_doubt)}</td></tr>` +
+    `<tr><th>reduce-only codes</th><td>${codes(v.reduce_only_codes)}</td></tr></table>`);
 }
 
 function renderAlerts(s) {
@@ -241,13 +260,13 @@ function renderAgent(d) {
 }
 
 const RENDER = {processes: renderProcesses, alerts: renderAlerts, bus: renderBus, clock: renderClock, risk: renderRisk,
-  recon: renderRecon, market: renderMarket, agents: renderAgents};
+  recon: renderRecon, market: renderMarket, agents: renderAgents, venue: renderVenue};
 
 function render(update) {
   for (const [section, fn] of Object.entries(RENDER)) {
     if (update[section] === undefined) continue;
     state[section] = update[section];
-    if (page === "agent" && section !== "agents") continue;
+    if (page === "agent" && section !== "agents" && section !== "venue") continue;
     fn(update[section]);
   }
   if (update.agent !== undefined) { state.agent = update.agent; renderAgent(update.agent); }

@@ -10,7 +10,8 @@ Wire (supervisor ROUTER on ``supervisor_rpc``) and usage:
 * ``trader reload [--json]``      -> ``Command(name="reload")``: the running agents follow the roster again
 * ``trader logs NAME [-f]``       -> prints ``<run_dir>/logs/NAME.log`` (follows it with -f)
 * ``trader profile NAME --seconds N [--yappi]`` -> runs NAME's command under cProfile (or yappi) for N s
-* ``trader config check [--json]`` -> every configuration problem with file, key and reason
+* ``trader config check [--json]`` -> every configuration problem with file, key and reason (with
+  ``broker.kind = "kis"`` the KIS venue's too: credentials, live trading, URLs; never a secret)
 
 State-changing commands carry a fresh ``command_id`` as their idempotency key,
 so the RPC retry of a command never acts twice. Exit codes: 0 done, 1 refused
@@ -293,6 +294,90 @@ def _stack_running(settings: StackSettings) -> bool:
     return False
 
 
+# KIS credentials are secrets (DESIGN 8): these keys of the stack file name one, wherever they sit.
+KIS_SECRET_KEYS = {
+    "": ("kis_app_key", "kis_app_secret", "kis_account", "kis_hts_id"),
+    "secrets": ("kis_app_key", "kis_app_secret"),
+    "broker.kis": ("app_key", "appkey", "app_secret", "appsecret", "secret", "account", "hts_id"),
+}
+KIS_SECRET_ENV = {"kis_app_key": "TRADER_KIS_APP_KEY", "app_key": "TRADER_KIS_APP_KEY", "appkey": "TRADER_KIS_APP_KEY",
+                  "kis_app_secret": "TRADER_KIS_APP_SECRET", "app_secret": "TRADER_KIS_APP_SECRET",
+                  "appsecret": "TRADER_KIS_APP_SECRET", "secret": "TRADER_KIS_APP_SECRET",
+                  "kis_account": "TRADER_KIS_ACCOUNT", "account": "TRADER_KIS_ACCOUNT",
+                  "kis_hts_id": "TRADER_KIS_HTS_ID", "hts_id": "TRADER_KIS_HTS_ID"}
+KIS_URL_SCHEMES = {"rest_url": ("http", "https"), "ws_url": ("ws", "wss")}
+CREDENTIALS_SOURCE = "environment (or .env)"
+
+
+def _read_raw_toml(path: Path) -> dict[str, Any]:
+    """The stack file as written ({} when missing or not TOML: load_stack names that problem)."""
+    from core.config import _read_toml
+
+    try:
+        return _read_toml(path)
+    except (OSError, ConfigError):
+        return {}
+
+
+def kis_secrets_in_file(stack_file: str, data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A KIS key, secret, account or HTS id written in the stack file: named, never shown."""
+    problems = []
+    for section, keys in KIS_SECRET_KEYS.items():
+        table: Any = data
+        for part in section.split(".") if section else ():
+            table = table.get(part) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue
+        for key in keys:
+            if key in table:
+                where = f"{section}.{key}" if section else key
+                why = f"a KIS credential belongs in the environment or .env ({KIS_SECRET_ENV[key]}), never in the file"
+                problems.append((stack_file, where, why))
+    return problems
+
+
+def _kis_url_problem(url: str, schemes: tuple[str, ...], other_env: str, other_url: str) -> str:
+    """Why ``url`` is no base URL of one of ``schemes``, or is KIS's server of the other env ('' when fine)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port >= 0
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        return f"{url!r} has a port that is not a number from 0 to 65535"
+    if parts.scheme not in schemes:
+        return f"{url!r} must start with {' or '.join(s + '://' for s in schemes)}"
+    if not parts.hostname:
+        return f"{url!r} names no host"
+    if parts.query or parts.fragment:
+        return f"{url!r}: a base URL takes no query or fragment"
+    if parts.netloc == urlsplit(other_url).netloc:
+        return f"{url!r} is KIS's {other_env} server: say env = {other_env!r} if that is meant"
+    return ""
+
+
+def kis_problems(settings: StackSettings, stack_file: str, environ: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Why the KIS gateway could not trade, or would trade other than meant, with these settings."""
+    from core.config import KIS_URLS
+    from services.kis_gateway.service import LIVE_ENV
+
+    kis = settings.broker.kis
+    problems = [(CREDENTIALS_SOURCE, var, why) for var, why in settings.kis_credential_problems()]
+    if kis.env == "real" and environ.get(LIVE_ENV) != "yes":
+        why = (f"\"real\" trades real money, and {LIVE_ENV}=yes is not set: the gateway refuses to start "
+               f"(set {LIVE_ENV}=yes to mean it, or use env = \"demo\")")
+        problems.append((stack_file, "broker.kis.env", why))
+    other = "demo" if kis.env == "real" else "real"
+    for i, (name, schemes) in enumerate(KIS_URL_SCHEMES.items()):
+        url = getattr(kis, name)
+        why = _kis_url_problem(url, schemes, other, KIS_URLS[other][i]) if url else ""
+        if why:
+            problems.append((stack_file, f"broker.kis.{name}", why))
+    return problems
+
+
 def check_configs() -> list[tuple[str, str, str]]:
     """Every problem of the configuration set as (file, key, reason); empty when clean."""
     from agents.settings import check_roster
@@ -301,11 +386,15 @@ def check_configs() -> list[tuple[str, str, str]]:
     from core.risk import load_risk_limits
 
     stack_file = str(stack_config_path())
+    in_file = kis_secrets_in_file(stack_file, _read_raw_toml(Path(stack_file)))
     try:
         settings = load_stack()
     except ConfigError as exc:
-        return list(exc.problems)
-    problems: list[tuple[str, str, str]] = []
+        named = {key for _, key, _ in in_file}
+        return in_file + [p for p in exc.problems if p[1] not in named]
+    problems: list[tuple[str, str, str]] = list(in_file)
+    if settings.broker.kind == "kis":
+        problems += kis_problems(settings, stack_file, dict(os.environ))
 
     def path_of(p: str) -> Path:
         q = Path(p)
@@ -383,7 +472,8 @@ def check_configs() -> list[tuple[str, str, str]]:
 
 
 def config_check(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Check stack.toml, the roster, risk.toml and the instruments; exit 0 only when clean."""
+    """Check stack.toml, the roster, risk.toml, the instruments and, with broker.kind = "kis", the KIS venue
+    (credentials, live trading, URLs); exit 0 only when clean. No secret is ever printed."""
     problems = check_configs()
     if as_json:
         print(json.dumps([{"file": f, "key": k, "reason": r} for f, k, r in problems], indent=2))

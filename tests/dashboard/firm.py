@@ -29,7 +29,7 @@ from core.config import PROJECT_ROOT, StackSettings, load_stack
 from core.messages import Alert, AlertLevel, Heartbeat, Tick
 from dashboard.roster import load_roster
 
-STANDIN_SERVICES = ("exchange", "market_data")
+STANDIN_SERVICES = ("exchange", "market-data")
 STANDIN_CODES = {"005930": 70_000, "005935": 58_000, "000660": 180_000}
 
 
@@ -55,10 +55,12 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
 class Firm:
     """Real processes of a test stack under one run directory; always stopped by ``stop()``."""
 
-    def __init__(self, run_dir: Path, *, config_dir: Path | None = None, token: str = "") -> None:
+    def __init__(self, run_dir: Path, *, config_dir: Path | None = None, token: str = "",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.config_dir = config_dir
         self.token = token
+        self.extra_env = dict(extra_env or {})  # more TRADER_* settings for every process (e.g. the venue)
         self.port = 0
         self.procs: dict[str, subprocess.Popen] = {}
         self._ctx: zmq.Context | None = None
@@ -75,6 +77,7 @@ class Firm:
             env["TRADER_CONFIG_DIR"] = str(self.config_dir)
         if self.port:
             env["TRADER_DASHBOARD__PORT"] = str(self.port)
+        env.update(self.extra_env)
         return env
 
     @property
