@@ -49,6 +49,7 @@ from core.messages import (
     CommandResult,
     Fill,
     Heartbeat,
+    InvestorFlow,
     Message,
     OrderEvent,
     OrderRequest,
@@ -67,6 +68,7 @@ from core.venue import (
     UNKNOWN_ORDER,
     UNKNOWN_REQUEST,
     bar_topic,
+    flow_topic,
     tick_topic,
 )
 from services.kis_gateway import rest as kis
@@ -79,6 +81,7 @@ from services.kis_gateway.stream import Resubscribed, StateChange, StreamClient,
 
 NAME = "kis-gateway"
 LIVE_ENV = "TRADER_LIVE"
+POLL_INTERVAL_S = 1.0  # one background REST read (flows, polled prices) a second leaves the rest to orders
 CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
 IN_DOUBT_INTERVAL_S = 1.0  # ... and this often while an order's fate is unknown
 BALANCE_MAX_AGE_S = 1.0
@@ -161,6 +164,10 @@ class KisGateway(Service):
         self._daily_rows: dict[str, tuple[float, list[Any]]] = {}
         self._last_phase: tuple[SessionPhase, str] | None = None
         self._next_feed_hb = 0.0
+        self._flows_due: list[str] = []  # codes whose investor flows of the closed day are still to be read
+        self._flows_date = ""
+        self._polled: list[str] = []  # wanted codes the stream cannot carry (beyond the registrations)
+        self._next_poll = 0.0
         # the stream's wake-up pipe, polled next to the sockets (a zmq Poller reports a raw fd by its number)
         wake = self.stream.fileno()
         self._poller.register(wake, zmq.POLLIN)
@@ -444,6 +451,7 @@ class KisGateway(Service):
             elif isinstance(ev, StateChange):
                 self._on_state(ev)
             elif isinstance(ev, Resubscribed):
+                self._polled = list(ev.polled)
                 self.ready = False
                 self._catch_up_due = 0.0  # before the firm trades again
             elif isinstance(ev, StreamProblem):
@@ -465,6 +473,31 @@ class KisGateway(Service):
         msg = bar if isinstance(bar, Bar) else Bar(code=bar.code, ts_ns=bar.ts_ns, open=bar.open, high=bar.high,
                                                    low=bar.low, close=bar.close, volume=bar.volume)
         self.feed.publish(bar_topic(msg.code), msg)
+
+    def _poll_one(self, mt: Any) -> None:
+        """One REST read a second, when the stream is up: a closed day's investor flows, else a polled code's price."""
+        try:
+            if self._flows_due:
+                code = self._flows_due.pop(0)
+                days = [d for d in self.rest.investor(code) if d.date == self._flows_date]
+                if days:
+                    d = days[0]
+                    self.feed.publish(flow_topic(code), InvestorFlow(
+                        code=code, ts_ns=mt.ts_ns, foreign_net_qty=d.foreign_net_qty,
+                        institution_net_qty=d.institution_net_qty, individual_net_qty=d.person_net_qty))
+                    self.counters["flows"] += 1
+            elif self._polled and mt.phase in (SessionPhase.OPEN, SessionPhase.PRE_OPEN, SessionPhase.CLOSING):
+                code = self._polled.pop(0)
+                self._polled.append(code)
+                q = self.rest.price(code)
+                self.quotes.setdefault(code, {}).update(last=q.last, base=q.base, upper=q.upper, lower=q.lower)
+                if q.last > 0:  # the last price, for marks and the board; no trade of its own (qty 0, no bar)
+                    self.feed.publish(tick_topic(code), Tick(code=code, ts_ns=mt.ts_ns, price=q.last, qty=0,
+                                                             cum_volume=q.volume))
+                self.counters["polled"] += 1
+        except (kis.KisUnavailable, kis.KisRateLimited, kis.KisBadReply, kis.KisRejected) as exc:
+            self.counters["poll_failures"] += 1
+            self.log.info("REST poll failed: %s", exc)
 
     def _on_state(self, ev: Any) -> None:
         old, new = str(ev.old), str(ev.new)
@@ -491,6 +524,9 @@ class KisGateway(Service):
             self._publish_bar(bar)
         if now_monotonic >= self._catch_up_due and self.stream_state == "connected" and mt.known:
             self._timed_catch_up(mt.trading_date, now_monotonic)
+        if now_monotonic >= self._next_poll and self.ready:
+            self._next_poll = now_monotonic + POLL_INTERVAL_S
+            self._poll_one(mt)
         gone = self.book.expire_buffer()
         if gone:
             self.log.warning("notices of unknown order number(s) %s dropped after waiting for their reply", gone)
@@ -530,6 +566,8 @@ class KisGateway(Service):
         if mt.phase is SessionPhase.CLOSED:
             for bar in self.bars.flush(mt.ts_ns + 60 * 1_000_000_000):
                 self._publish_bar(bar)
+            if self._flows_date != mt.trading_date:  # the day's investor flows: KIS has them after the close
+                self._flows_date, self._flows_due = mt.trading_date, list(self.codes)
 
     def _feed_heartbeat(self, mt: Any) -> None:
         info: dict[str, object] = {"trading_date": mt.trading_date, "session": mt.phase.value,

@@ -215,3 +215,50 @@ def test_the_gateway_refuses_to_start_on_the_paper_stack_or_real_money_without_t
         assert gw.proc is not None
         assert gw.proc.wait(30) == 2
         assert needle in gw.log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_weekly_restart_is_survived_and_trading_resumes_once_a_new_token_may_be_issued(venue) -> None:
+    gw, client, sim = venue
+    sim.fault("weekly-restart", seconds=1)  # sessions closed, tokens and approval keys revoked, REST silent 1 s
+    wait_for("the gateway to notice", lambda: not _ping(client).get("ready", True), 20)
+    # while it cannot trade, an order is refused as not sent, never left in doubt or sent twice
+    refused = client.place(order(7))
+    assert refused.status is OrderStatus.REJECTED and refused.reason_code == "BROKER_DISCONNECTED"
+    # KIS issues one token a minute: the gateway asks again when that allows, then catches up and trades
+    wait_for("ready again", lambda: _ping(client).get("ready"), 120)
+    assert client.place(order(8)).status in (OrderStatus.ACCEPTED, OrderStatus.FILLED)
+    assert sim.control("status")["orders_today"] == 1
+
+
+def test_at_kis_rate_limit_an_order_is_refused_or_placed_once_never_twice(venue) -> None:
+    gw, client, sim = venue
+    sim.control("settings", {"rate_limit_per_s": 2})
+    replies = [client.place(order(20 + i)) for i in range(6)]
+    placed = [r for r in replies if r.broker_order_id]
+    refused = [r for r in replies if r.status is OrderStatus.REJECTED]
+    assert len(placed) + len(refused) == 6
+    assert all(r.reason_code in ("RATE_LIMIT_EXCEEDED", "RATE_LIMITED") for r in refused)
+    assert sim.control("status")["orders_today"] == len(placed)
+
+
+def test_codes_beyond_the_registrations_are_polled_by_rest(tmp_path: Path, sim: Server) -> None:
+    gw = Gateway(tmp_path / "run", sim, TRADER_BROKER__KIS__MAX_REGISTRATIONS="3",
+                 TRADER_MARKET__CODES='["005930", "000660", "035420", "005380"]')
+    gw.start()
+    ctx = zmq.Context()
+    client = VenueBroker(ctx, gw.settings(), timeout_ms=4000, retries=0, sender="test")
+    try:
+        wait_for("ready", lambda: _ping(client).get("ready"), 30)
+        status = client.command("status")["stream"]
+        assert len(status["streamed"]) == 2 and len(status["polled"]) == 2  # notices + 2 codes' ticks = 3
+        polled = status["polled"][0]
+        sub = client.subscribe_market([polled])
+        marks = wait_for("a polled price", lambda: [e.msg for e in sub.drain(100)
+                                                    if isinstance(e.msg, Tick) and e.msg.code == polled], 30)
+        assert marks[0].qty == 0 and marks[0].price > 0
+    finally:
+        client.close()
+        ctx.term()
+        gw.stop()
