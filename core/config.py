@@ -231,6 +231,8 @@ class Secrets(_Section):
 Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
 CURVE_KEY_LENGTH = 40  # a 32-byte CURVE key in Z85 text
 SECURITY_SECRET_KEYS = ("curve_server_secret_key", "curve_client_secret_key")
+# read from the environment or .env only: KIS's credentials, and the switch that allows real money
+ENV_ONLY_KEYS = ("kis_app_key", "kis_app_secret", "kis_account", "kis_hts_id", "live")
 
 
 def _z85_key_problem(key: str) -> str:
@@ -328,6 +330,7 @@ class StackSettings(BaseSettings):
     kis_app_secret: SecretStr = SecretStr("")  # TRADER_KIS_APP_SECRET
     kis_account: SecretStr = SecretStr("")  # TRADER_KIS_ACCOUNT: CANO-ACNT_PRDT_CD, e.g. 50012345-01
     kis_hts_id: SecretStr = SecretStr("")  # TRADER_KIS_HTS_ID: the HTS id execution notices are subscribed with
+    live: str = ""  # TRADER_LIVE=yes allows broker.kis.env = "real" (real money); environment or .env only
 
     _toml_data: ClassVar[dict[str, Any]] = {}
 
@@ -425,9 +428,12 @@ def load_stack(path: str | Path | None = None, **overrides: Any) -> StackSetting
     p = Path(path) if path else stack_config_path()
     data = _read_toml(p)
     in_file = [k for k in SECURITY_SECRET_KEYS if isinstance(data.get("security"), dict) and k in data["security"]]
+    secrets = data.get("secrets") if isinstance(data.get("secrets"), dict) else {}
+    in_file = [f"security.{k}" for k in in_file]
+    in_file += [k for k in ENV_ONLY_KEYS if k in data] + [f"secrets.{k}" for k in ENV_ONLY_KEYS if k in secrets]
     if in_file:
-        raise ConfigError([(str(p), f"security.{k}", "a secret key belongs in the environment or .env, never in the file")
-                           for k in in_file])
+        raise ConfigError([(str(p), k, "a secret (or the live switch) belongs in the environment or .env, never in "
+                                       "the file") for k in in_file])
     StackSettings._toml_data = data
     try:
         return StackSettings(**overrides)

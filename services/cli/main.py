@@ -116,6 +116,10 @@ from services.cli import kis_sim as _kis_sim  # noqa: E402
 
 app.add_typer(_kis_sim.app, name="kis-sim")
 
+from services.cli.kis import kis_app  # noqa: E402
+
+app.add_typer(kis_app, name="kis")
+
 from services.cli import ops as _ops  # noqa: E402
 
 app.command()(_ops.ps)

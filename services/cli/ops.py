@@ -365,7 +365,7 @@ def kis_problems(settings: StackSettings, stack_file: str, environ: dict[str, st
 
     kis = settings.broker.kis
     problems = [(CREDENTIALS_SOURCE, var, why) for var, why in settings.kis_credential_problems()]
-    if kis.env == "real" and environ.get(LIVE_ENV) != "yes":
+    if kis.env == "real" and (environ.get(LIVE_ENV) or settings.live) != "yes":
         why = (f"\"real\" trades real money, and {LIVE_ENV}=yes is not set: the gateway refuses to start "
                f"(set {LIVE_ENV}=yes to mean it, or use env = \"demo\")")
         problems.append((stack_file, "broker.kis.env", why))

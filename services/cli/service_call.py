@@ -26,6 +26,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "risk_guard_rpc": ("risk guard", "python -m services.risk_guard"),
     "reconciler_rpc": ("reconciler", "python -m services.reconciler"),
     "market_data_rpc": ("market-data service", "python -m services.market_data"),
+    "exchange_rpc": ("venue (the paper exchange or the KIS gateway)", "trader up"),
 }
 
 

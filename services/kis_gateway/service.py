@@ -107,7 +107,7 @@ def start_problems(settings: StackSettings, environ: dict[str, str] | None = Non
         problems.append(f"broker.kind is {settings.broker.kind!r}: the paper exchange is this stack's venue "
                         "(set broker.kind = \"kis\" to trade through KIS)")
     kis_cfg = settings.broker.kis
-    if kis_cfg.env == "real" and environ.get(LIVE_ENV) != "yes":
+    if kis_cfg.env == "real" and (environ.get(LIVE_ENV) or settings.live) != "yes":
         problems.append(f"broker.kis.env is \"real\" (real money) but {LIVE_ENV}=yes is not set; "
                         f"set it to trade live, or use env = \"demo\"")
     problems += [f"{var}: {why}" for var, why in settings.kis_credential_problems()]

@@ -262,3 +262,28 @@ def test_codes_beyond_the_registrations_are_polled_by_rest(tmp_path: Path, sim: 
         client.close()
         ctx.term()
         gw.stop()
+
+
+def test_an_order_that_cannot_be_told_apart_is_flagged_reduce_only_and_settled_with_trader_kis_adopt(venue) -> None:
+    gw, client, sim = venue
+    price = wait_for("a price", lambda: client.quote(CODE).get("lower"))
+    # the owner's own order at KIS (from HTS), the same as the firm's next one
+    own = sim.order("buy", qty=2, price=price)
+    assert own.status_code == 200, own.text
+    sim.fault("order-drop", count=1)
+    assert client.place(order(30, qty=2, price=price)).status is OrderStatus.SUBMITTED
+    status = wait_for("the order flagged", lambda: (st := client.command("status"))["reduce_only_codes"] and st, 30)
+    assert status["orders_in_doubt"] == ["kt-20260101-30"]
+    refused = client.place(order(31, qty=1, price=price))
+    assert refused.status is OrderStatus.REJECTED and refused.reason_code == "REDUCE_ONLY_UNRESOLVED_ORDER"
+    shown = subprocess.run([str(Path(sys.executable).parent / "trader"), "kis", "status", "--json"], cwd=ROOT,
+                           env=gw.env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "kt-20260101-30" in shown.stdout, shown.stderr
+    rows = [o for o in client.orders_today() if o.client_order_id.startswith("HTS-")]
+    assert len(rows) == 2  # both KIS orders are the owner's as far as the firm knows
+    odno = rows[-1].broker_order_id
+    done = subprocess.run([str(Path(sys.executable).parent / "trader"), "kis", "adopt", "kt-20260101-30", odno],
+                          cwd=ROOT, env=gw.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert client.order_status("kt-20260101-30").broker_order_id == odno
+    assert client.command("status")["reduce_only_codes"] == []
