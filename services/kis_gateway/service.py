@@ -436,6 +436,13 @@ class KisGateway(Service):
     # --- the stream ---------------------------------------------------------------
 
     def _on_stream(self) -> None:
+        try:
+            self._stream_events()
+        except Exception:  # as for the timer: one batch of events, never the process
+            self.counters["stream_errors"] += 1
+            self.log.exception("stream events failed; going on")
+
+    def _stream_events(self) -> None:
         self.book.wall_ns = time.monotonic_ns()
         mt = self.clock.now()
         for ev in self.stream.drain():
@@ -514,6 +521,13 @@ class KisGateway(Service):
     # --- the timer ----------------------------------------------------------------
 
     def on_timer(self, now_monotonic: float) -> None:
+        try:
+            self._timer(now_monotonic)
+        except Exception:  # a bad reply or a bug costs one round of the timer, never the process
+            self.counters["timer_errors"] += 1
+            self.log.exception("timer round failed; going on")
+
+    def _timer(self, now_monotonic: float) -> None:
         self.book.wall_ns = time.monotonic_ns()
         problem = self.clock.poll()
         if problem:
