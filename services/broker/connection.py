@@ -129,6 +129,11 @@ class ConnectionMonitor:
             return []
         return [self._drop(now, reason)]
 
+    def try_now(self, now: float) -> None:
+        """Waiting to retry, but the broker was just heard: the next ``poll`` tries at once."""
+        if self.state is ConnectionState.DISCONNECTED:
+            self._next_try_at = min(self._next_try_at, now)
+
     def attempt_began(self, now: float) -> None:
         """The attempt really started at ``now`` (opening it took time): its silence limit counts from here."""
         if self.state is ConnectionState.RECONNECTING:

@@ -77,7 +77,11 @@ class FeedLink:
         self.monitor.heard(now)
         if self.monitor.connected:
             return False
+        # a frame while waiting to retry (an attempt given up a moment too soon): the feed is alive, go on now
+        self.monitor.try_now(now)
         self._advance(now)
+        if self.monitor.connected:
+            self._subscribe_asked = False  # the subscription that delivered the frame serves; no new one
         return self.monitor.connected
 
     def seconds_silent(self, now: float) -> float | None:

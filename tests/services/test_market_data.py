@@ -116,6 +116,9 @@ def test_a_silent_feed_counts_as_dropped_and_is_reopened_after_backoff() -> None
     link.connecting(5.2)
     assert link.poll(8.3) is LinkAction.DROP  # the attempt heard nothing either
     assert link.drops == 1 and link.state is ConnectionState.DISCONNECTED
+    # its subscription delivers a moment later, while the link waits to retry: connected now, no new subscription
+    assert link.frame_received(8.5) is True and link.state is ConnectionState.CONNECTED
+    assert link.poll(8.6) is LinkAction.NOTHING
 
 
 # --- the recorder and replay ------------------------------------------------------
@@ -488,8 +491,9 @@ def test_exchange_data_flows_and_market_data_recovers_from_a_disconnect_and_a_re
     tick = received(sub, lambda e: e.topic.startswith("md.tick."), timeout=30)
     assert tick.sender == "market-data" and tick.msg.code in {"005930", "005935"}
     assert isinstance(received(sub, lambda e: e.topic.startswith("md.bar.1m."), timeout=20).msg, Bar)
-    snap = stack.rpc("snapshot", bars=1)
-    assert snap["feed"] == "connected" and snap["codes"]["005930"]["last"] > 0
+    snap = wait_until(lambda: (s := stack.rpc("snapshot", bars=1))["feed"] == "connected" and s,
+                      what="the feed connected")
+    assert snap["codes"]["005930"]["last"] > 0
 
     # An injected disconnect: the feed goes silent with its socket open.
     assert exchange_fault(stack, kind="disconnect", seconds=5).ok
