@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -115,6 +117,9 @@ def serve(
 
     lock = None
     if stack:
+        # uvicorn re-raises the SIGTERM it caught once it has shut down: through this handler, so the
+        # pid lock below is released rather than left stale by a process killed by its own signal
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         env, rest_port, ws_port, speed, seed, state, start_date, start_time, stack_rate, lock = _from_stack()
         rate_limit = rate_limit or stack_rate
     try:

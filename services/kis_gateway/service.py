@@ -166,7 +166,7 @@ class KisGateway(Service):
         self._next_feed_hb = 0.0
         self._flows_due: list[str] = []  # codes whose investor flows of the closed day are still to be read
         self._flows_date = ""
-        self._polled: list[str] = []  # wanted codes the stream cannot carry (beyond the registrations)
+        self._poll_turn = 0  # round robin over the codes the stream does not carry (beyond the registrations)
         self._next_poll = 0.0
         # the stream's wake-up pipe, polled next to the sockets (a zmq Poller reports a raw fd by its number)
         wake = self.stream.fileno()
@@ -458,7 +458,6 @@ class KisGateway(Service):
             elif isinstance(ev, StateChange):
                 self._on_state(ev)
             elif isinstance(ev, Resubscribed):
-                self._polled = list(ev.polled)
                 self.ready = False
                 self._catch_up_due = 0.0  # before the firm trades again
             elif isinstance(ev, StreamProblem):
@@ -493,9 +492,10 @@ class KisGateway(Service):
                         code=code, ts_ns=mt.ts_ns, foreign_net_qty=d.foreign_net_qty,
                         institution_net_qty=d.institution_net_qty, individual_net_qty=d.person_net_qty))
                     self.counters["flows"] += 1
-            elif self._polled and mt.phase in (SessionPhase.OPEN, SessionPhase.PRE_OPEN, SessionPhase.CLOSING):
-                code = self._polled.pop(0)
-                self._polled.append(code)
+            elif mt.phase in (SessionPhase.OPEN, SessionPhase.PRE_OPEN, SessionPhase.CLOSING) and (
+                    polled := [c for c in self.stream.describe()["polled"] if c in self.codes]):
+                self._poll_turn += 1
+                code = polled[self._poll_turn % len(polled)]
                 q = self.rest.price(code)
                 self.quotes.setdefault(code, {}).update(last=q.last, base=q.base, upper=q.upper, lower=q.lower)
                 if q.last > 0:  # the last price, for marks and the board; no trade of its own (qty 0, no bar)

@@ -687,11 +687,14 @@ class StreamClient:
             self._publish_view(None)
 
     def _after_change(self, s: _Session) -> None:
-        """Publish what is registered; the first time all of the plan is, the session is connected."""
+        """Publish what is registered; once the execution notices are, the session is connected.
+
+        Notices are what trading needs (fills and cancels must not be missed): the
+        owner may catch up and trade as soon as they flow, while ticks and books
+        are still being registered (paced), which takes seconds for many codes.
+        """
         self._publish_view(s)
-        if s.connected_s is not None or s.inflight:
-            return
-        if not all(reg in s.active for reg in self._target(s)):
+        if s.connected_s is not None or self._notice not in s.active:
             return
         s.connected_s = time.monotonic()
         self._settled_sessions += 1

@@ -47,6 +47,7 @@ class Gateway:
         self.env = {**os.environ, "TRADER_RUN_DIR": str(run_dir), "TRADER_BROKER__KIND": "kis",
                     "TRADER_BROKER__KIS__REST_URL": sim.base, "TRADER_BROKER__KIS__WS_URL": sim.ws_url,
                     "TRADER_BROKER__KIS__RATE_PER_S": "200", "TRADER_BROKER__KIS__ORDER_TIMEOUT_S": "3",
+                    "TRADER_MARKET__CODES": '["005930", "000660"]',  # a few registrations: ready sooner
                     "PYTHONUNBUFFERED": "1", **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = run_dir / "kis-gateway.log"
@@ -251,7 +252,8 @@ def test_codes_beyond_the_registrations_are_polled_by_rest(tmp_path: Path, sim: 
     client = VenueBroker(ctx, gw.settings(), timeout_ms=4000, retries=0, sender="test")
     try:
         wait_for("ready", lambda: _ping(client).get("ready"), 30)
-        status = client.command("status")["stream"]
+        status = wait_for("the registrations", lambda: (st := client.command("status")["stream"])["streamed"]
+                          and st["counters"].get("acks", 0) >= 3 and st)
         assert len(status["streamed"]) == 2 and len(status["polled"]) == 2  # notices + 2 codes' ticks = 3
         polled = status["polled"][0]
         sub = client.subscribe_market([polled])

@@ -129,8 +129,8 @@ def order_notices(sim: Server, feed: Feed, qty: int = 1) -> tuple[NoticeRecord, 
 def test_every_tick_of_a_multi_record_frame_arrives_and_books_in_the_current_layouts(sim: Server) -> None:
     code = "000660"  # the busiest code of the local server's seeded day
     with streaming(sim, [code]) as (client, feed):
-        first = feed.resubscribed(1)
-        assert first.streamed == (code,) and first.polled == ()
+        feed.resubscribed(1)  # connected once notices flow; ticks and books follow
+        feed.until(lambda: client.describe()["streamed"] == [code] and client.describe()["polled"] == [])
         feed.until(lambda: len(feed.of(TickRecord)) >= 40 and bool(feed.of(BookRecord)))
         ticks = feed.of(TickRecord)
         counters = client.describe()["counters"]
@@ -170,9 +170,9 @@ def test_the_older_46_59_and_23_field_layouts(tmp_path: Path) -> None:
 def test_the_42nd_registration_never_goes_out_and_codes_past_the_limit_are_polled(sim: Server) -> None:
     codes = ["005930", *(f"{100_000 + i:06d}" for i in range(44))]  # 45 codes: 1 + 45 + 45 wished
     with streaming(sim, codes, requests_per_s=18.0) as (client, feed):
-        first = feed.resubscribed(1, timeout_s=15)
+        feed.resubscribed(1, timeout_s=15)
+        feed.until(lambda: client.describe()["streamed"] == codes[:40], timeout_s=15)
         view = client.describe()
-        assert first.streamed == tuple(codes[:40]) and first.polled == tuple(codes[40:])
         assert view["polled"] == codes[40:] and view["books"] == []
         assert view["counters"]["registrations_sent"] == 41 and view["counters"]["limit_refusals"] == 0
         assert sim.control("status")["stream"]["subscriptions"] == 41
@@ -199,7 +199,7 @@ def test_a_dropped_session_reconnects_with_backoff_resubscribes_and_notices_flow
             retry = feed.wait(is_state(StreamState.RECONNECTING), after=start)
             again = feed.resubscribed(session)
             assert feed.events.index(down) < feed.events.index(retry) < feed.events.index(again)
-            assert again.streamed == ("005930",)
+            feed.until(lambda: client.describe()["streamed"] == ["005930"])
             expected = "closed by the server (1001" if not fault else "without a close frame"
             assert isinstance(down, StateChange) and expected in down.why
             # backoff: the second drop in a row waits twice as long as the first (less jitter)
