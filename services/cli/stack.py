@@ -153,15 +153,29 @@ def _stop_group(group: list[psutil.Process], timeout: float) -> int:
             proc.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _gone, alive = psutil.wait_procs(group, timeout=timeout)
+    alive = _wait_gone(group, timeout)
     for proc in alive:
         err.print(f"[yellow]warning:[/] pid {proc.pid} did not stop in {timeout:.0f} s; killing it")
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5.0)
     return len(group)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; those still running after ``timeout``.
+
+    One that has exited is gone even while its parent has not reaped it yet (a
+    zombie): waiting for its pid to vanish would wait out the whole timeout.
+    """
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p.pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _alive(p.pid)]
+    return alive
 
 
 def down(timeout: float = typer.Option(15.0, help="Seconds to wait before killing what is left.")) -> None:
