@@ -34,7 +34,12 @@ SENDING, ACCEPTED, REJECTED, UNKNOWN, AMBIGUOUS = "sending", "accepted", "reject
 IN_DOUBT = (SENDING, UNKNOWN, AMBIGUOUS)
 NOTICE_BUFFER_NS = 300 * 1_000_000_000  # a notice that beat its REST reply waits this long for it
 NEVER_ARRIVED_AFTER_NS = 20 * 1_000_000_000  # looked for this long in the daily orders without a candidate
-MATCH_WINDOW_S = 120  # a candidate's order time within this many seconds after the request was sent
+# A candidate's KIS order time must fall within this window around the moment the request left, in wall
+# seconds (times the market clock's speed when rehearsing on a fast clock). Generous both ways: KIS's clock and
+# ours are not the same clock (the demo server's runs ahead at times), and a window too narrow would call an
+# order that arrived "never arrived"; one too wide can only make a match ambiguous, which is flagged, not guessed.
+MATCH_BEFORE_S = 30
+MATCH_AFTER_S = 120
 NEVER_REACHED_BROKER = "NEVER_REACHED_BROKER"
 
 Outbound = list[tuple[str, Message]]
@@ -182,6 +187,7 @@ class KisBook:
     dirty_fills: list[KisFill] = field(default_factory=list)
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) for the operator
     seen_notices: set[tuple[Any, ...]] = field(default_factory=set)
+    clock_speed: float = 1.0  # market seconds per wall second (the service sets it; KIS's own market: 1)
     wall_ns: int = 0  # the service's monotonic clock, set before each call: timers run on it, not on market time
 
     # --- persistence ---------------------------------------------------------------------
@@ -394,7 +400,7 @@ class KisBook:
         claimed |= {odno for (date, odno) in self.cancel_odnos if date == trading_date}
         for order in [o for o in self.orders.values() if o.state in (UNKNOWN, AMBIGUOUS)
                       and o.trading_date == trading_date]:
-            candidates = [r for r in rows if norm_odno(r.odno) not in claimed and _matches(order, r)]
+            candidates = [r for r in rows if norm_odno(r.odno) not in claimed and _matches(order, r, self.clock_speed)]
             if len(candidates) == 1:
                 r = candidates[0]
                 was = order.state
@@ -444,17 +450,17 @@ class KisBook:
         return [o for o in self.orders.values() if o.state == ACCEPTED and o.open_qty > 0]
 
 
-def _matches(order: KisOrder, r: DailyLike) -> bool:
+def _matches(order: KisOrder, r: DailyLike, speed: float = 1.0) -> bool:
     if r.code != order.code or r.side != order.side or r.qty != order.qty:
         return False
     if order.order_type == "limit" and r.price != order.price:
         return False
     if r.orgn_odno and norm_odno(r.orgn_odno) != "0":
         return False  # a cancel or revise order, not a new one
-    return _within(order, r.ord_tmd)
+    return _within(order, r.ord_tmd, speed)
 
 
-def _within(order: KisOrder, hhmmss: str) -> bool:
+def _within(order: KisOrder, hhmmss: str, speed: float = 1.0) -> bool:
     """Whether a KIS order time (KST HHMMSS of the order's day) falls in the window after it was sent."""
     if len(hhmmss) != 6 or not hhmmss.isdigit():
         return True  # no usable time: code, side, quantity and price decide
@@ -463,7 +469,7 @@ def _within(order: KisOrder, hhmmss: str) -> bool:
     sent = dt.datetime.fromtimestamp(order.sent_ns / 1e9, KST)
     t = sent.replace(hour=int(hhmmss[:2]), minute=int(hhmmss[2:4]), second=int(hhmmss[4:]), microsecond=0)
     delta = (t - sent.replace(microsecond=0)).total_seconds()
-    return -2 <= delta <= MATCH_WINDOW_S
+    return -MATCH_BEFORE_S * speed <= delta <= MATCH_AFTER_S * speed
 
 
 def order_row(order: KisOrder) -> dict[str, Any]:

@@ -401,6 +401,7 @@ class KisGateway(Service):
     def _catch_up(self, trading_date: str) -> list[Any]:
         """Read KIS's daily orders of a day and bring the book in line; the rows."""
         rows = self.rest.daily_orders(trading_date, trading_date)
+        self.book.clock_speed = max(1.0, self.clock.now().speed)
         self._daily_rows[trading_date] = (time.monotonic(), rows)
         for old in sorted(self._daily_rows)[:-3]:
             del self._daily_rows[old]

@@ -167,3 +167,22 @@ def test_an_order_sending_when_the_gateway_stopped_is_of_unknown_fate_after_a_re
     o = again.orders["a-20260305-1"]
     assert o.state == "unknown" and o.looked_since_ns == 9 * S
     store.close()
+
+
+def test_kis_stamping_the_order_on_a_clock_behind_ours_still_finds_it() -> None:
+    book = book_with_order()
+    book.unknown("a-20260305-1", "dropped", T0)
+    # sent at 10:00:00 by our clock, stamped 09:59:40 by KIS's (20 s behind): the same order, not a stranger
+    book.on_daily([D("777", ord_tmd="095940", filled_qty=10, avg_price=70_000, remaining_qty=0)], DATE, T0)
+    assert book.orders["a-20260305-1"].odno == "777"
+    # on a rehearsal clock 300 times the wall, ten minutes of market time is two seconds of skew
+    fast = book_with_order("a-20260305-2")
+    fast.clock_speed = 300
+    fast.unknown("a-20260305-2", "dropped", T0)
+    fast.on_daily([D("778", ord_tmd="095000")], DATE, T0)
+    assert fast.orders["a-20260305-2"].odno == "778"
+    # an order an hour before is another one
+    slow = book_with_order("a-20260305-3")
+    slow.unknown("a-20260305-3", "dropped", T0)
+    slow.on_daily([D("779", ord_tmd="090000")], DATE, T0)
+    assert slow.orders["a-20260305-3"].state == "unknown"
