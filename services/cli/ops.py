@@ -361,7 +361,7 @@ def _kis_url_problem(url: str, schemes: tuple[str, ...], other_env: str, other_u
 def kis_problems(settings: StackSettings, stack_file: str, environ: dict[str, str]) -> list[tuple[str, str, str]]:
     """Why the KIS gateway could not trade, or would trade other than meant, with these settings."""
     from core.config import KIS_URLS
-    from services.kis_gateway.service import LIVE_ENV
+    from services.kis_gateway.safety import LIVE_ENV
 
     kis = settings.broker.kis
     problems = [(CREDENTIALS_SOURCE, var, why) for var, why in settings.kis_credential_problems()]

@@ -70,7 +70,7 @@ def up(
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
     if settings.broker.kind == "kis":
-        from services.kis_gateway.service import start_problems
+        from services.kis_gateway.safety import start_problems
 
         problems = start_problems(settings)
         if problems:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from core.costs import DEFAULT_COSTS, CostModel
 from core.messages import Fill, Message, OrderEvent, OrderStatus, Side
 from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC
+from services.kis_gateway.wire import norm_odno
 
 SENDING, ACCEPTED, REJECTED, UNKNOWN, AMBIGUOUS = "sending", "accepted", "rejected", "unknown", "ambiguous"
 IN_DOUBT = (SENDING, UNKNOWN, AMBIGUOUS)
@@ -43,12 +44,6 @@ MATCH_AFTER_S = 120
 NEVER_REACHED_BROKER = "NEVER_REACHED_BROKER"
 
 Outbound = list[tuple[str, Message]]
-
-
-def norm_odno(odno: str) -> str:
-    """An order number without its zero padding (KIS pads it in some answers and not in others)."""
-    s = str(odno).strip().lstrip("0")
-    return s or "0"
 
 
 def exec_id(trading_date: str, odno: str, cumulative_qty: int) -> str:
@@ -478,3 +473,30 @@ def order_row(order: KisOrder) -> dict[str, Any]:
 
 def fill_row(f: KisFill) -> dict[str, Any]:
     return asdict(f)
+
+
+def foreign_orders(book: KisBook, rows: list[Any], trading_date: str) -> list[OrderEvent]:
+    """KIS orders of the account that are no firm order (the owner's own, from HTS): for the reconciler to see."""
+    from services.kis_gateway.clock import hhmmss_ns
+
+    out = []
+    for r in rows:
+        key = (trading_date, norm_odno(r.odno))
+        if key in book.by_odno or key in book.cancel_odnos or (r.orgn_odno and norm_odno(r.orgn_odno) != "0"):
+            continue
+        remaining = max(0, r.remaining_qty)
+        status = OrderStatus.FILLED if r.filled_qty >= r.qty else (
+            OrderStatus.CANCELED if remaining == 0 else OrderStatus.ACCEPTED)
+        out.append(OrderEvent(client_order_id=f"HTS-{key[1]}", agent_id="-", code=r.code, side=Side(r.side),
+                              status=status, qty=r.qty, price=r.price, filled_qty=r.filled_qty,
+                              remaining_qty=remaining, avg_fill_price=r.avg_price, broker_order_id=key[1],
+                              ts_ns=hhmmss_ns(trading_date, r.ord_tmd)))
+    return out
+
+
+def foreign_fills(book: KisBook, rows: list[Any], trading_date: str) -> list[Fill]:
+    """The executions of those orders, one per order as far as it is filled."""
+    return [Fill(exec_id=exec_id(trading_date, e.broker_order_id, e.filled_qty), client_order_id=e.client_order_id,
+                 agent_id="-", code=e.code, side=e.side, qty=e.filled_qty, price=max(1, e.avg_fill_price),
+                 broker_order_id=e.broker_order_id, ts_ns=e.ts_ns)
+            for e in foreign_orders(book, rows, trading_date) if e.filled_qty > 0]

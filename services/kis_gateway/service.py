@@ -39,7 +39,7 @@ from agents.settings import check_roster
 from bus.pubsub import Publisher
 from bus.rpc import RequestInfo, RpcServer
 from bus.service import EXIT_CONFIG, Service, configure_logging
-from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack, project_path
+from core.config import PROJECT_ROOT, ConfigError, load_stack, project_path
 from core.instruments import InstrumentError, load_instruments
 from core.messages import (
     AlertLevel,
@@ -47,7 +47,6 @@ from core.messages import (
     CancelRequest,
     Command,
     CommandResult,
-    Fill,
     Heartbeat,
     InvestorFlow,
     Message,
@@ -73,14 +72,14 @@ from core.venue import (
 )
 from services.kis_gateway import rest as kis
 from services.kis_gateway.bars import MinuteBars
-from services.kis_gateway.book import ACCEPTED, KisBook, Outbound, exec_id, norm_odno
-from services.kis_gateway.clock import SimClock, WallClock, hhmmss_ns
+from services.kis_gateway.book import ACCEPTED, KisBook, Outbound, foreign_fills, foreign_orders
+from services.kis_gateway.clock import SimClock, WallClock
 from services.kis_gateway.notices import BookRecord, NoticeRecord, TickRecord
+from services.kis_gateway.safety import mask_account, start_problems
 from services.kis_gateway.store import GatewayStore
 from services.kis_gateway.stream import Resubscribed, StateChange, StreamClient, StreamProblem
 
 NAME = "kis-gateway"
-LIVE_ENV = "TRADER_LIVE"
 POLL_INTERVAL_S = 1.0  # one background REST read (flows, polled prices) a second leaves the rest to orders
 CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
 IN_DOUBT_INTERVAL_S = 1.0  # ... and this often while an order's fate is unknown
@@ -92,26 +91,6 @@ REDUCE_ONLY = "REDUCE_ONLY_UNRESOLVED_ORDER"
 BAD_FAULT = "BAD_FAULT"
 log = logging.getLogger(NAME)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per KIS call is too many; failures are logged
-
-
-def mask_account(account: str) -> str:
-    """An account number fit for logs and the dashboard: 5001****-01."""
-    return account[:4] + "****" + account[8:] if len(account) >= 10 else "****"
-
-
-def start_problems(settings: StackSettings, environ: dict[str, str] | None = None) -> list[str]:
-    """Why the gateway must not start with these settings ([] when it may)."""
-    environ = dict(os.environ) if environ is None else environ
-    problems = []
-    if settings.broker.kind != "kis":
-        problems.append(f"broker.kind is {settings.broker.kind!r}: the paper exchange is this stack's venue "
-                        "(set broker.kind = \"kis\" to trade through KIS)")
-    kis_cfg = settings.broker.kis
-    if kis_cfg.env == "real" and (environ.get(LIVE_ENV) or settings.live) != "yes":
-        problems.append(f"broker.kis.env is \"real\" (real money) but {LIVE_ENV}=yes is not set; "
-                        f"set it to trade live, or use env = \"demo\"")
-    problems += [f"{var}: {why}" for var, why in settings.kis_credential_problems()]
-    return problems
 
 
 class KisGateway(Service):
@@ -322,9 +301,9 @@ class KisGateway(Service):
                 rows = self._daily(date)
                 if name == "orders_today":
                     return ok([o.event(mt.ts_ns).model_dump(mode="json") for o in self.book.of_day(date)]
-                              + [e.model_dump(mode="json") for e in self._foreign_orders(rows, date)])
+                              + [e.model_dump(mode="json") for e in foreign_orders(self.book, rows, date)])
                 return ok([f.model_dump(mode="json") for f in self.book.fills_of_day(date)]
-                          + [f.model_dump(mode="json") for f in self._foreign_fills(rows, date)])
+                          + [f.model_dump(mode="json") for f in foreign_fills(self.book, rows, date)])
             if name == "order_status":
                 coid = args.get("client_order_id")
                 if not isinstance(coid, str) or not coid:
@@ -410,29 +389,6 @@ class KisGateway(Service):
         self._save()
         self.counters["catch_ups"] += 1
         return rows
-
-    def _foreign_orders(self, rows: list[Any], date: str) -> list[OrderEvent]:
-        """KIS orders of the account that are no firm order (the owner's own, from HTS): the reconciler's to see."""
-        out = []
-        for r in rows:
-            if (date, norm_odno(r.odno)) in self.book.by_odno or (date, norm_odno(r.odno)) in self.book.cancel_odnos:
-                continue
-            if r.orgn_odno and norm_odno(r.orgn_odno) != "0":
-                continue
-            remaining = max(0, r.remaining_qty)
-            status = OrderStatus.FILLED if r.filled_qty >= r.qty else (
-                OrderStatus.CANCELED if remaining == 0 else OrderStatus.ACCEPTED)
-            out.append(OrderEvent(client_order_id=f"HTS-{norm_odno(r.odno)}", agent_id="-", code=r.code,
-                                  side=Side(r.side), status=status, qty=r.qty, price=r.price,
-                                  filled_qty=r.filled_qty, remaining_qty=remaining, avg_fill_price=r.avg_price,
-                                  broker_order_id=norm_odno(r.odno), ts_ns=hhmmss_ns(date, r.ord_tmd)))
-        return out
-
-    def _foreign_fills(self, rows: list[Any], date: str) -> list[Fill]:
-        return [Fill(exec_id=exec_id(date, e.broker_order_id, e.filled_qty), client_order_id=e.client_order_id,
-                     agent_id="-", code=e.code, side=e.side, qty=e.filled_qty, price=max(1, e.avg_fill_price),
-                     broker_order_id=e.broker_order_id, ts_ns=e.ts_ns)
-                for e in self._foreign_orders(rows, date) if e.filled_qty > 0]
 
     # --- the stream ---------------------------------------------------------------
 
