@@ -29,16 +29,11 @@ import zmq
 from bus.pubsub import Subscriber
 from core.config import PROJECT_ROOT
 from services.cli.stack import stack_entries
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
 TRADER = str(Path(sys.executable).parent / "trader")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:

@@ -267,11 +267,12 @@ async def serve(options: SimOptions) -> None:
     config = uvicorn.Config(make_app(sim), host="127.0.0.1", port=options.rest_port, http=DroppableH11Protocol,
                             lifespan="off", log_level="warning", access_log=False, ws="none")
     server = uvicorn.Server(config)
+    rest_socket = config.bind_socket()  # listening before the ready line, so that line can be waited for
     market = asyncio.create_task(market_loop())
     print(f"kis-sim {sim.flavour.name} ready: REST http://127.0.0.1:{options.rest_port} "
           f"WebSocket ws://127.0.0.1:{options.ws_port} pid {os.getpid()}", flush=True)
     try:
-        await server.serve()  # until SIGINT / SIGTERM (uvicorn's own handlers)
+        await server.serve(sockets=[rest_socket])  # until SIGINT / SIGTERM (uvicorn's own handlers)
     finally:
         stop.set()
         await market

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +19,17 @@ import zmq
 from bus.pubsub import Publisher, Subscriber
 from bus.rpc import RpcClient
 from core.config import PROJECT_ROOT, StackSettings, load_stack
-from core.messages import Command, CommandResult, Fill, OrderEvent, SessionEvent, SessionPhase, Tick
+from core.messages import (
+    Command,
+    CommandResult,
+    Fill,
+    OrderEvent,
+    SessionEvent,
+    SessionPhase,
+    Tick,
+)
 from core.portfolio import Portfolio
+from tests.ports import free_port
 
 T0 = 1_772_500_000_000_000_000  # 2026-03-03 01:06:40 UTC, 10:06:40 KST
 
@@ -35,12 +43,6 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0, what: str = 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_status(port: int) -> dict[str, Any] | None:

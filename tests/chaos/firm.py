@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import psutil
 
 from core.config import PROJECT_ROOT
 from services.cli.stack import stack_entries
+from tests.ports import free_port
 
 TRADER = str(Path(sys.executable).parent / "trader")
 RESTART_PAUSE_S = 0.5  # honcho/systemd-style pause before a dead service is started again
@@ -56,13 +56,6 @@ def trimmed_roster(source: Path, keep: list[str], target: Path) -> Path:
         raise ValueError(f"{source}: no agent(s) {sorted(missing)}")
     target.write_text(head + "".join(kept))
     return target
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def roster_with_free_ports(source: Path, target: Path) -> dict[str, int]:

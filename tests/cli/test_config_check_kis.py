@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from core.config import KIS_APPKEY_LENGTH, KIS_APPSECRET_LENGTH, PROJECT_ROOT
+from tests.ports import free_port
 
 CREDENTIALS = "environment (or .env)"
 # Made-up credentials of the right shapes; no window of them may appear in any output.
@@ -22,12 +22,6 @@ APP_KEY = ("PSq7Lw2Zr9Xc4Vb8Nm1Kj6Hg3Fd5Sa0TyuEo" * 2)[:KIS_APPKEY_LENGTH]
 APP_SECRET = ("Qz8Wx3Ec7Rv1Tb5Yn9Um2Ik6Ol4Pa0Sd" * 6)[:KIS_APPSECRET_LENGTH]
 ACCOUNT = "73918264-01"
 HTS_ID = "hts7q2w9"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_check(tmp_path: Path, toml: str, *, human: bool = False, **env: str) -> tuple[int, list[dict], str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,10 @@ from bus.pubsub import Publisher
 from core.config import PROJECT_ROOT, StackSettings, load_stack
 from core.messages import Alert, AlertLevel, Heartbeat, Tick
 from dashboard.roster import load_roster
+from tests.ports import free_port
 
 STANDIN_SERVICES = ("exchange", "market-data")
 STANDIN_CODES = {"005930": 70_000, "005935": 58_000, "000660": 180_000}
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import zmq
 from bus.pubsub import Subscriber
 from core.config import PROJECT_ROOT
 from core.messages import Heartbeat
+from tests.ports import free_port
 
 START_TIMEOUT_S = 60.0
 
@@ -31,13 +31,6 @@ CORE_PROCESSES = {
     "services.reconciler": "reconciler",
     "services.supervisor": "supervisor",
 }
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:

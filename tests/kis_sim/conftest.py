@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tests.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
 ORDER = "/uapi/domestic-stock/v1/trading/order-cash"
@@ -27,23 +28,16 @@ CCLD = "/uapi/domestic-stock/v1/trading/inquire-daily-ccld"
 BALANCE = "/uapi/domestic-stock/v1/trading/inquire-balance"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+def wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Wait for the server's ready line, which it prints once its REST and WebSocket ports both listen."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if b" ready: " in log.read_bytes():
+            return
         if proc.poll() is not None:
-            raise RuntimeError(f"kis-sim exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"kis-sim did not listen on {port}")
+            raise RuntimeError(f"kis-sim exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    raise TimeoutError(f"kis-sim did not say it was ready in {timeout_s} s (its output: {log})")
 
 
 class Server:
@@ -61,14 +55,17 @@ class Server:
         self.base = f"http://127.0.0.1:{self.rest_port}"
         self.ws_url = f"ws://127.0.0.1:{self.ws_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
         self.start()
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "services.kis_sim", "--rest-port", str(self.rest_port), "--ws-port",
                str(self.ws_port), "--state", str(self.state), *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        wait_port(self.rest_port, self.proc)
+        self.log = self.state / f"kis-sim-{self.starts}.log"  # one per start: the ready line waited for is this one's
+        self.starts += 1
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_ready(self.log, self.proc)
         self.http = httpx.Client(base_url=self.base, timeout=10)
         self._token: str | None = None
 
@@ -80,8 +77,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
         self.http.close()
 
     # --- control ---------------------------------------------------------------------
