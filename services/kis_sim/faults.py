@@ -17,6 +17,10 @@ as ``trader kis-sim fault NAME [--seconds S] [--count N] [--fraction F]``:
 * ``duplicate-notices``: every notice is sent twice (on / off);
 * ``weekly-restart``: every session closed, every token revoked, and REST
   silent for ``seconds`` (default 0), as KIS's weekly maintenance;
+* ``phantom``: ``{"name": "phantom", "code": "000660", "qty": 3, "cash_won": -12345}``
+  changes the account's holding and cash without a fill, order or notice (a
+  change only a reconciliation can find; saved before the reply; it stays
+  after ``clear``, being no fault in force);
 * ``clear``: back to normal.
 
 Pure: monotonic time is passed in; the service carries out the immediate ones.
@@ -28,8 +32,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.exchange.faults import FaultError as ExchangeFaultError
+from services.exchange.faults import Phantom, phantom_from_args
+
 NAMES = ("drop-ws", "rest-silence", "order-timeout", "order-drop", "notice-first", "revoke-token", "random-500",
-         "duplicate-notices", "weekly-restart", "clear")
+         "duplicate-notices", "weekly-restart", "phantom", "clear")
 
 
 class FaultError(ValueError):
@@ -53,10 +60,13 @@ class Faults:
         self._rng.seed(self.seed)
 
     def apply(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
-        """Take a fault request; returns what the service must do now ("drop_ws", "revoke") and the state."""
+        """Take a fault request; returns what the service must do now ("drop_ws", "revoke", "phantom") and the
+        state (a phantom's change under "phantom")."""
         name = request.get("name")
         if name not in NAMES:
             raise FaultError(f"unknown fault {name!r}; one of {', '.join(NAMES)}")
+        if name == "phantom":
+            return {"actions": ["phantom"], "phantom": phantom_from(request), "faults": self.describe(now_s)}
         seconds = _number(request, "seconds", 0.0)
         count = int(_number(request, "count", 1))
         on = request.get("on", True)
@@ -111,6 +121,14 @@ class Faults:
         return {"silent_for_s": round(max(0.0, self.silent_until_s - now_s), 3), "order_timeouts": self.order_timeouts,
                 "order_drops": self.order_drops, "notice_first": self.notice_first,
                 "duplicate_notices": self.duplicate_notices, "random_500": self.random_500}
+
+
+def phantom_from(request: dict[str, Any]) -> Phantom:
+    """The change a ``phantom`` request asks for (the paper exchange's phantom); FaultError names what is wrong."""
+    try:
+        return phantom_from_args({k: v for k, v in request.items() if k != "name"})
+    except ExchangeFaultError as exc:
+        raise FaultError(str(exc)) from exc
 
 
 def _number(request: dict[str, Any], key: str, default: float) -> float:

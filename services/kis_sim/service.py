@@ -31,7 +31,7 @@ from services.exchange.clock import first_market_day
 from services.kis_sim import frames
 from services.kis_sim.auth import AuthRules, TokenBook
 from services.kis_sim.credentials import credentials
-from services.kis_sim.faults import Faults
+from services.kis_sim.faults import FaultError, Faults, Phantom
 from services.kis_sim.flavour import BOOK_TR, FLAVOURS, TICK_TR
 from services.kis_sim.market import CodeDay, KisMarket, Step, Trade
 from services.kis_sim.notices import Notice, record
@@ -171,10 +171,25 @@ class KisSim:
             if action == "revoke":
                 result["revoked_tokens"] = self.book.revoke_all()
                 self.save_kis()
+            elif action == "phantom":
+                result["phantom"] = self._phantom(result["phantom"])
             else:
                 result["dropped_sessions"] = await self.stream.drop_all(abort=action == "drop_ws_abort")
         _log.warning("fault injected: %s", body)
         return result
+
+    def _phantom(self, change: Phantom) -> dict[str, Any]:
+        """Change the account without a fill (``faults.Phantom``), saved before the reply; the holding and cash now."""
+        engine = self.market.engine
+        try:
+            engine.adjust_account(ACCOUNT_ID, change.code, change.qty, change.cash_won)
+        except ValueError as exc:
+            raise FaultError(f"phantom: {exc}") from exc
+        self.store.save_market(self._service_state(), engine, markets=False)
+        held = engine.positions(ACCOUNT_ID).get(change.code)
+        account = engine.account(ACCOUNT_ID)
+        assert account is not None
+        return {"code": change.code, "qty": held.qty if held else 0, "cash_won": account.cash_won}
 
     def status(self) -> dict[str, Any]:
         m = self.market

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 import zmq
@@ -70,6 +70,20 @@ class MarketClock:
         return self.session == "continuous" and self.hhmm >= hhmm
 
 
+def read_market_clock(path: Path) -> MarketClock | None:
+    """The trading date, session and market time a paper market's store (the exchange's, kis-sim's) last saved."""
+    if not path.exists():
+        return None
+    try:
+        meta = dict(_read(path, "SELECT key, value FROM meta WHERE key IN ('service', 'engine_header')"))
+        service, header = json.loads(meta["service"]), json.loads(meta["engine_header"])
+    except (sqlite3.Error, KeyError, ValueError):
+        return None
+    at = dt.datetime.fromtimestamp(int(service["market_ns"]) / 1e9, KST)
+    date = (header.get("trading_date") or "").replace("-", "")
+    return MarketClock(trading_date=date, session=str(header.get("session")), hhmm=at.strftime("%H:%M"))
+
+
 class ExchangeRecorder:
     """Every order and fill the exchange held, by trading date, read from its store."""
 
@@ -102,16 +116,7 @@ class ExchangeRecorder:
 
     def clock(self) -> MarketClock | None:
         """The exchange's trading date, session and market time as last saved (None while unreadable)."""
-        if not self.path.exists():
-            return None
-        try:
-            meta = dict(_read(self.path, "SELECT key, value FROM meta WHERE key IN ('service', 'engine_header')"))
-            service, header = json.loads(meta["service"]), json.loads(meta["engine_header"])
-        except (sqlite3.Error, KeyError, ValueError):
-            return None
-        at = dt.datetime.fromtimestamp(int(service["market_ns"]) / 1e9, KST)
-        date = (header.get("trading_date") or "").replace("-", "")
-        return MarketClock(trading_date=date, session=str(header.get("session")), hhmm=at.strftime("%H:%M"))
+        return read_market_clock(self.path)
 
     def account(self) -> tuple[int, dict[str, int]]:
         """The broker account's cash and holdings (non-zero), as stored now."""
@@ -120,7 +125,8 @@ class ExchangeRecorder:
         return int(cash), held
 
 
-ORDER_COLUMNS = ("client_order_id", "status", "qty", "filled_qty", "broker_order_id", "reason_code", "agent_id")
+ORDER_COLUMNS = ("client_order_id", "status", "qty", "filled_qty", "broker_order_id", "reason_code", "agent_id",
+                 "code", "side", "order_type", "price")
 FILL_COLUMNS = ("exec_id", "client_order_id", "agent_id", "code", "side", "qty", "price", "fee_won", "tax_won")
 
 
@@ -271,7 +277,18 @@ class Adjustment:
     cash_won: int
 
 
-def account_differences(journal: Journal, exchange: ExchangeRecorder, start_cash_won: int,
+class VenueRecord(Protocol):
+    """What the run reads of a venue's own record: the market's clock and the broker account (the exchange's
+    store, or kis-sim's)."""
+
+    def poll(self) -> None: ...
+
+    def clock(self) -> MarketClock | None: ...
+
+    def account(self) -> tuple[int, dict[str, int]]: ...
+
+
+def account_differences(journal: Journal, exchange: VenueRecord, start_cash_won: int,
                         agent_books: dict[str, dict[str, Any] | None],
                         adjustments: Iterable[Adjustment] = (), *, skip_behind: bool = False) -> list[str]:
     """What differs between the broker account, the journal's fills plus adjustments and the agents' books

@@ -2,14 +2,18 @@
 
 The services are started from the Procfile (the supervisor starts the
 agents of the roster, ``default``, ``busy`` or a file, copied with free status
-ports). A service that dies is started again by ``keep_alive`` after a short
-pause, the way honcho or systemd would; agents are the supervisor's to
-restart. ``restart_all`` takes the whole stack down (gracefully, or kill -9 of
-every process at once, agents included) and starts it again, as a machine
-restart would. ``stop`` asks the stack to go down (``trader down``), then
-kills whatever is left; ``leftovers`` finds every process of this run
-directory (by its environment), so a run can prove it left no orphan and no
-lock.
+ports). The venue is the paper exchange (``venue="paper"``) or, with
+``venue="kis-sim"``, the KIS gateway and the local kis-sim behind it
+(``broker.kind = "kis"``, kis-sim's REST and WebSocket on free ports, its
+market clock at the run's speed). A service that dies is started again by
+``keep_alive`` after a short pause, the way honcho or systemd would; agents
+are the supervisor's to restart. ``restart_all`` takes the whole stack down
+(gracefully, or kill -9 of every process at once, agents included) and
+starts it again, as a machine restart would. ``stop`` asks the stack to go
+down (``trader down``), then kills whatever is left; ``leftovers`` finds
+every process of this run directory (by its environment), so a run can prove
+it left no orphan and no lock; ``remove_stale_locks`` clears the locks kill -9
+left behind.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ TRADER = str(Path(sys.executable).parent / "trader")
 RESTART_PAUSE_S = 0.5  # honcho/systemd-style pause before a dead service is started again
 TERMINAL = ("filled", "canceled", "rejected", "expired")
 ROSTERS = {"default": PROJECT_ROOT / "configs" / "agents.toml", "busy": PROJECT_ROOT / "configs" / "agents_busy.toml"}
+VENUES = ("paper", "kis-sim")
+# the process whose clock is the market's, per venue: a graceful restart stops it first
+CLOCK_PROCESS = {"paper": "exchange", "kis-sim": "kis-sim"}
+KIS_RATE_PER_S = 200  # the gateway's pace against kis-sim (which allows a quarter more): a busy roster at x300
 
 
 def roster_file(name: str | Path) -> Path:
@@ -80,8 +88,12 @@ class Firm:
     """The processes of one chaos run and the environment they share."""
 
     def __init__(self, run_dir: Path, *, speed: float, start_time: str, start_date: str, seed: int,
-                 roster: str | Path = "default", retention_days: int = 30, recon_interval_s: float = 10.0) -> None:
+                 roster: str | Path = "default", retention_days: int = 30, recon_interval_s: float = 10.0,
+                 venue: str = "paper") -> None:
+        if venue not in VENUES:
+            raise ValueError(f"venue {venue!r}: one of {', '.join(VENUES)}")
         self.run_dir = run_dir
+        self.venue = venue
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.ports = roster_with_free_ports(roster_file(roster), run_dir / "agents.toml")
         self.env = {
@@ -101,7 +113,19 @@ class Firm:
             "TRADER_RECONCILE__INTERVAL_S": str(recon_interval_s),
             "TRADER_RETENTION__RETENTION_DAYS": str(retention_days),
         }
-        self.commands = {name: cmd for name, cmd in stack_entries()}
+        self.kis_rest_url = ""
+        if venue == "kis-sim":
+            rest, ws = free_port(), free_port()
+            self.kis_rest_url = f"http://127.0.0.1:{rest}"
+            self.env.update({
+                "TRADER_BROKER__KIND": "kis",
+                "TRADER_BROKER__KIS__SERVER": "kis-sim",
+                "TRADER_BROKER__KIS__REST_URL": self.kis_rest_url,
+                "TRADER_BROKER__KIS__WS_URL": f"ws://127.0.0.1:{ws}",
+                "TRADER_BROKER__KIS__SIM_SPEED": str(speed),
+                "TRADER_BROKER__KIS__RATE_PER_S": str(KIS_RATE_PER_S),
+            })
+        self.commands = {name: cmd for name, cmd in stack_entries(kind="kis" if venue == "kis-sim" else "paper")}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.seen_pids: set[int] = set()
         self.restarts: dict[str, int] = {}
@@ -127,20 +151,21 @@ class Firm:
     def restart_all(self, *, graceful: bool) -> tuple[bool, str]:
         """The whole stack down and up again; (whether it went down as asked, what was wrong).
 
-        Graceful: the exchange first (its clock stops with it, so the market
-        does not move on while the rest goes down), then ``trader down`` for
-        the others, which must leave no process and no lock. Otherwise: kill -9
-        of every process of the run at the same moment, locks left behind.
+        Graceful: the venue's clock first (the exchange, or kis-sim: the
+        market stops with it, so it does not move on while the rest goes
+        down), then ``trader down`` for the others, which must leave no
+        process and no lock. Otherwise: kill -9 of every process of the run at
+        the same moment, locks left behind.
         """
         self._dead_since.clear()
         if graceful:
-            exchange = self.procs.get("exchange")
-            if exchange is not None and exchange.poll() is None:
-                exchange.terminate()
+            clock = self.procs.get(CLOCK_PROCESS[self.venue])
+            if clock is not None and clock.poll() is None:
+                clock.terminate()
                 try:
-                    exchange.wait(30)
+                    clock.wait(30)
                 except subprocess.TimeoutExpired:
-                    exchange.kill()
+                    clock.kill()
             ok, detail = self._down()
         else:
             victims = self.leftovers()
@@ -269,6 +294,24 @@ class Firm:
             clean = False
             detail += f" locks left: {locks}"
         return clean, detail.strip()
+
+    def remove_stale_locks(self) -> list[str]:
+        """Delete the pid locks of this run whose process is gone (kill -9 leaves them); their names."""
+        gone = []
+        for lock in sorted((self.run_dir / "run").glob("*.pid")):
+            try:
+                text = lock.read_text().strip()
+                pid = int(json.loads(text)["pid"]) if text.startswith("{") else int(text)
+            except (OSError, ValueError, KeyError, TypeError):
+                pid = 0
+            try:
+                alive = pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                alive = False
+            if not alive:
+                lock.unlink(missing_ok=True)
+                gone.append(lock.name)
+        return gone
 
     def kill_everything(self) -> None:
         """SIGKILL every process this run started or found (safe to call twice)."""

@@ -1,13 +1,16 @@
 """One chaos run: the whole firm over several accelerated trading days under seeded faults, then the checks.
 
-The loop plays honcho (dead services are started again), reads the exchange's
-store, listens to ``sys.alert`` and lets the injector strike. Besides the
-injector's faults, the ``ChaosPlan`` takes the whole stack down and up again
-once overnight (gracefully, between a day's close and the next open) and
-once mid-day (kill -9 of every process at the same moment), and injects one
-phantom account change at the exchange: the reconciler must report it as a
-break in its first run after it, the run books it with ``trader ledger
-adjust`` and ``trader resume``, and trading goes on.
+The loop plays honcho (dead services are started again), reads the venue's
+store (the paper exchange's, or with ``venue="kis-sim"`` kis-sim's: the firm
+then trades through the KIS gateway and is checked against KIS's own record,
+``tests.chaos.kis_checks``), listens to ``sys.alert`` and lets the injector
+strike. Besides the injector's faults, the ``ChaosPlan`` takes the whole
+stack down and up again once overnight (gracefully, between a day's close
+and the next open) and once mid-day (kill -9 of every process at the same
+moment), and injects one phantom account change at the venue: the
+reconciler must report it as a break in its first run after it, the run
+books it with ``trader ledger adjust`` and ``trader resume``, and trading
+goes on.
 
 When the supervisor's daily report of a day appears, injection pauses and the
 day is checked (orders, fills, report, account and agents' books, journal and
@@ -20,9 +23,11 @@ process and no lock. ``ChaosResult.ok`` is true only when every check held.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -51,7 +56,12 @@ from tests.chaos.checks import (
     report_started_ns,
 )
 from tests.chaos.firm import Firm
-from tests.chaos.injector import KINDS, FaultInjector
+from tests.chaos.injector import TOKEN_INTERVAL_S, FaultInjector, kinds_of
+from tests.chaos.kis_checks import (
+    KisSimRecord,
+    check_fills_match_kis,
+    check_orders_match_kis,
+)
 
 TICK_S = 0.2
 WARM_UP_S = 8.0  # the stack starts and the agents sync before the first fault
@@ -92,6 +102,7 @@ class ChaosResult:
 
     days: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    venue: str = "paper"
     faults: dict[str, int] = field(default_factory=dict)
     orders: int = 0
     fills: int = 0
@@ -108,8 +119,9 @@ class ChaosResult:
 
     def summary(self) -> str:
         """The printed summary: faults by kind, orders and fills per day, restarts, reconciliation, each check."""
-        lines = [f"chaos run over {len(self.days)} trading day(s): {', '.join(self.days)}", "faults injected:"]
-        lines += [f"  {k:<24} {self.faults.get(k, 0)}" for k in KINDS]
+        lines = [f"chaos run on {self.venue} over {len(self.days)} trading day(s): {', '.join(self.days)}",
+                 "faults injected:"]
+        lines += [f"  {k:<24} {self.faults.get(k, 0)}" for k in kinds_of(self.venue)]
         lines.append(f"orders {self.orders}, fills {self.fills}")
         lines.append("per day (orders / fills):")
         lines += [f"  {d}  {o:>6} / {f:<6}" for d, (o, f) in sorted(self.per_day.items())]
@@ -129,8 +141,13 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
               start_date: str = "2026-03-03", day_timeout_s: float = 600.0, roster: str | Path = "default",
               retention_days: int = 3, recon_interval_s: float = 3.0, plan: ChaosPlan | None = None,
               min_orders_per_day: int = 0, min_fills_per_day: int = 0, gap_s: tuple[float, float] = (3.0, 8.0),
-              settle_tries: int = 60, log: Callable[[str], None] = print) -> ChaosResult:
+              settle_tries: int = 60, venue: str = "paper", token_interval_s: float = TOKEN_INTERVAL_S,
+              log: Callable[[str], None] = print) -> ChaosResult:
     """Run the firm for ``days`` trading days under faults; every process is stopped before returning.
+
+    ``venue``: ``paper`` (the paper exchange) or ``kis-sim`` (the KIS gateway and the local kis-sim).
+    ``token_interval_s``: on kis-sim, the least wall time between two faults that revoke the gateway's token
+    (shorter than KIS's minute, the gateway goes without a token for the rest of it).
 
     ``min_orders_per_day`` / ``min_fills_per_day``: when set, every day after
     the first (which may start late) must carry at least that many.
@@ -148,17 +165,20 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         else:
             os.environ["TRADER_RUN_DIR"] = previous
     firm = Firm(run_dir, speed=speed, start_time=start_time, start_date=start_date, seed=seed, roster=roster,
-                retention_days=retention_days, recon_interval_s=recon_interval_s)
+                retention_days=retention_days, recon_interval_s=recon_interval_s, venue=venue)
     agents = sorted(firm.ports)
-    injector = FaultInjector(firm, settings, agents, seed, gap_s=gap_s, log=log)
-    recorder = ExchangeRecorder(run_dir)
+    injector = FaultInjector(firm, settings, agents, seed, gap_s=gap_s, token_interval_s=token_interval_s, log=log)
+    exchange = ExchangeRecorder(run_dir) if venue == "paper" else None
+    kis = KisSimRecord(run_dir) if venue == "kis-sim" else None
+    recorder = exchange or kis
+    assert recorder is not None
     journal = Journal(run_dir)
     recon = ReconLog(journal)
     alerts = AlertRecorder(settings.endpoint("bus_out"))
-    result = ChaosResult()
+    result = ChaosResult(venue=venue)
     start_cash = settings.broker.account_cash_won
     adjustments: list[Adjustment] = []
-    trading_dates: list[str] = []  # as the exchange's clock shows them, in order
+    trading_dates: list[str] = []  # as the venue's clock shows them, in order
     episode: PhantomEpisode | None = None
     closed: list[str] = []  # dates whose daily report appeared, in order (retention deletes old report files)
     inject = False
@@ -168,7 +188,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         if reports.exists():
             closed.extend(sorted(p.stem for p in reports.glob("*.csv") if p.stem not in closed))
 
-    closes_seen: list[str] = []  # trading dates the exchange's clock was seen closed on
+    closes_seen: list[str] = []  # trading dates the venue's clock was seen closed on
     overnight = {"done": plan.overnight_restart_after is None, "busy": False}
 
     def watch_for_the_night() -> None:
@@ -225,12 +245,19 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
 
     def day_checks(date: str) -> None:
         def orders_and_fills() -> list[Check]:
-            return [*check_orders_match_exchange(date, journal, recorder),
-                    *check_fills_match_exchange(date, journal, recorder)]
+            if kis is not None:
+                return [*check_orders_match_kis(date, journal, kis), *check_fills_match_kis(date, journal, kis)]
+            assert exchange is not None
+            return [*check_orders_match_exchange(date, journal, exchange),
+                    *check_fills_match_exchange(date, journal, exchange)]
         found: list[Check] = []
 
         def probe() -> list[str]:
-            found[:] = orders_and_fills()
+            try:
+                found[:] = orders_and_fills()
+            except Exception as exc:  # a store mid-restart: report it as what was seen, and look again
+                found[:] = [Check(f"{date} orders and fills read from the venue and the journal", False,
+                                  f"could not read the records: {exc!r}")]
             return [c.name for c in found if not c.passed]
         converge(probe, tick, 45)
         result.checks.extend(found)
@@ -283,7 +310,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         code, qty, cash = plan.phantom_code, plan.phantom_qty, plan.phantom_cash_won
         injected_ns = time.time_ns()
         if not injector.phantom(code, qty, cash):
-            result.checks.append(Check("the exchange took the phantom", False, "the fault command was refused"))
+            result.checks.append(Check(f"the {venue} venue took the phantom", False, "the fault command was refused"))
             inject = True
             return None
         found = PhantomEpisode(code=code, qty=qty, cash_won=cash, injected_ns=injected_ns)
@@ -324,6 +351,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         return found
 
     started = time.monotonic()
+    stopped = False
     try:
         firm.start_all()
         tick(WARM_UP_S)
@@ -387,7 +415,7 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         result.checks.extend(check_recon_reports(recon, episode, recon_interval_s))
         result.checks.append(check_trading_state(journal, episode, until_ns=quiet_from_ns))
         result.checks.append(check_break_alerts(alerts, recon, episode))
-        missing = [k for k in KINDS if not injector.injected.get(k)]
+        missing = [k for k in injector.kinds if not injector.injected.get(k)]
         result.checks.append(Check("every fault kind injected at least once", not missing, ", ".join(missing)))
         result.faults = dict(injector.injected)
         result.orders = sum(o for o, _ in result.per_day.values())
@@ -396,11 +424,16 @@ def run_chaos(run_dir: Path, *, days: int, seed: int, speed: float, start_time: 
         result.recoveries = _recoveries(firm, journal)
         log(f"ran {time.monotonic() - started:.0f} s; stopping the stack")
         clean, detail = firm.stop()
+        stopped = True
         result.checks.append(Check("the stack went down leaving no process and no lock", clean, detail))
     finally:
         injector.close()
         alerts.close()
+        if not stopped:  # the run broke off (an error, Ctrl-C, SIGTERM): the stack still goes down
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                firm.stop()
         firm.kill_everything()
+        firm.remove_stale_locks()  # kill -9 leaves its victims' locks; the run's check above saw them
     leftovers = firm.leftovers()
     if leftovers:
         result.checks.append(Check("no orphan process after the run", False, str([p.pid for p in leftovers])))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import httpx
@@ -252,5 +254,41 @@ def test_state_survives_a_restart(tmp_path_factory) -> None:
         rows = server.ccld().json()["output1"]
         assert odno in {r["odno"] for r in rows}
         assert server.order(qty=1).json()["output"]["ODNO"] > odno
+    finally:
+        server.stop()
+
+
+def _holding_and_cash(server: Server, code: str) -> tuple[int, int]:
+    params = {"CANO": server.cano, "ACNT_PRDT_CD": "01", "AFHR_FLPR_YN": "N", "OFL_YN": "", "INQR_DVSN": "02",
+              "UNPR_DVSN": "01", "FUND_STTL_ICLD_YN": "N", "FNCG_AMT_AUTO_RDPT_YN": "N", "PRCS_DVSN": "00",
+              "CTX_AREA_FK100": "", "CTX_AREA_NK100": ""}
+    body = server.get(BALANCE, "VTTC8434R", params, tr_cont="").json()
+    held = {r["pdno"]: int(r["hldg_qty"]) for r in body["output1"]}
+    return held.get(code, 0), int(body["output2"][0]["nxdy_excc_amt"])
+
+
+def test_a_phantom_changes_the_balance_without_an_order_and_is_saved_before_the_reply(tmp_path_factory) -> None:
+    server = Server(tmp_path_factory.mktemp("phantom"), "--rate-limit", "1000", "--start-time", "09:05")
+    try:
+        qty, cash = _holding_and_cash(server, "000660")
+        reply = server.fault("phantom", code="000660", qty=3, cash_won=-12345)
+        assert reply["phantom"] == {"code": "000660", "qty": qty + 3, "cash_won": cash - 12345}
+        assert _holding_and_cash(server, "000660") == (qty + 3, cash - 12345)
+        assert server.ccld().json()["output1"] == []  # no order, no fill explains it
+        token = server.token()
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)  # kill -9 right after the reply: the change was on disk
+        server.proc.wait(5)
+        server.stop()
+        server.start()
+        server._token = token
+        assert _holding_and_cash(server, "000660") == (qty + 3, cash - 12345)
+        server.fault("clear")  # a phantom is no fault in force: clear leaves it
+        assert _holding_and_cash(server, "000660") == (qty + 3, cash - 12345)
+        for bad in ({"code": "000660", "qty": 1.5}, {"code": "999999", "qty": 1}, {"code": "000660", "qty": -10**6},
+                    {"code": "000660", "price": 1}):
+            r = server.http.post("/kis-sim/fault", json={"name": "phantom", **bad})
+            assert r.status_code == 400 and "phantom" in r.json()["error"], (bad, r.text)
+        assert _holding_and_cash(server, "000660") == (qty + 3, cash - 12345)
     finally:
         server.stop()
