@@ -5,6 +5,13 @@ machine and for any notional. Commission is charged on both sides and rounded
 half up to the won; the sell-side tax (securities transaction tax plus the
 rural special tax on KOSPI) is rounded down to the won, and its rate depends on
 the trade date and the market.
+
+An order filled in several executions is charged, on each, the cost of its
+filled amount so far minus what it was already charged (``order_fill_costs``):
+what an order costs in all is the cost of its total, however the executions
+split it. That is what lets a KIS gateway that missed the notices of some
+executions, and learns only the order's new total from the daily orders, book
+the same costs as the broker did.
 """
 
 from __future__ import annotations
@@ -60,6 +67,19 @@ class CostModel:
         fee = self.commission(notional_won)
         tax = sell_tax(notional_won, trade_date, market) if side == "sell" else 0
         return fee, tax
+
+    def order_fill_costs(self, side: str, filled_before_won: int, notional_won: int, trade_date: dt.date,
+                         market: str = "KOSPI") -> tuple[int, int]:
+        """(fee_won, tax_won) for an execution of ``notional_won`` on an order that had ``filled_before_won``.
+
+        The cost of the order's new filled amount minus the cost of what it had:
+        the executions of one order add up to the cost of its total.
+        """
+        if filled_before_won < 0 or notional_won < 0:
+            raise ValueError(f"filled amounts must not be negative ({filled_before_won}, {notional_won})")
+        fee_after, tax_after = self.fill_costs(side, filled_before_won + notional_won, trade_date, market)
+        fee_before, tax_before = self.fill_costs(side, filled_before_won, trade_date, market)
+        return fee_after - fee_before, tax_after - tax_before
 
 
 def tax_rate_ppm(trade_date: dt.date, market: str = "KOSPI") -> int:

@@ -758,8 +758,9 @@ class MatchingEngine:
         account = self._accounts[order.account_id]
         notional = qty * price
         assert self.trading_date is not None  # orders exist only after start_day
-        fee, tax = self.costs.fill_costs(
-            _TEXT[order.side], notional, self.trading_date, self.instruments[order.code].market
+        fee, tax = self.costs.order_fill_costs(
+            _TEXT[order.side], order.filled_value_won, notional, self.trading_date,
+            self.instruments[order.code].market,
         )
         held = account.holdings.get(order.code)
         if held is None:

@@ -339,8 +339,8 @@ class KisBook:
         eid = exec_id(order.trading_date, order.odno, cumulative)
         if eid in self.fills:
             return []
-        fee, tax = self.costs.fill_costs(order.side, qty * price, dt.datetime.strptime(order.trading_date,
-                                                                                     "%Y%m%d").date())
+        fee, tax = self.costs.order_fill_costs(order.side, order.filled_won, qty * price,
+                                               dt.datetime.strptime(order.trading_date, "%Y%m%d").date())
         f = KisFill(eid, order.client_order_id, qty, price, fee, tax, now_ns, source)
         self.fills[eid] = f
         self.dirty_fills.append(f)
@@ -350,6 +350,26 @@ class KisBook:
         order.taxes_won += tax
         self._touch(order, now_ns)
         return [(EXEC_FILL_TOPIC, self.fill_message(f)), (EXEC_EVENT_TOPIC, order.event(now_ns))]
+
+    def _catch_up(self, order: KisOrder, filled_qty: int, filled_won: int, now_ns: int) -> Outbound:
+        """Book the executions KIS's daily orders show and no notice brought: the amount to the won.
+
+        The missed executions may have had several prices; the daily orders give only
+        their total. They are booked as at most two fills, at the average price
+        rounded down and one won above it, so that the order's filled amount (and so
+        the cash and the costs) is KIS's to the won.
+        """
+        missing, amount = filled_qty - order.filled_qty, filled_won - order.filled_won
+        if missing <= 0 or amount < missing:
+            return []
+        low = amount // missing
+        at_high = amount - low * missing  # executions at low + 1 that make up the rest
+        out: Outbound = []
+        if missing - at_high:
+            out += self._fill(order, missing - at_high, low, now_ns, "daily", order.filled_qty + missing - at_high)
+        if at_high:
+            out += self._fill(order, at_high, low + 1, now_ns, "daily", filled_qty)
+        return out
 
     def fill_message(self, f: KisFill) -> Fill:
         order = self.orders[f.client_order_id]
@@ -370,10 +390,8 @@ class KisBook:
             if coid is not None:
                 order = self.orders[coid]
                 if r.filled_qty > order.filled_qty:
-                    missing = r.filled_qty - order.filled_qty
                     total = r.filled_value_won or r.avg_price * r.filled_qty
-                    price = max(1, round((total - order.filled_won) / missing)) if order.filled_qty else r.avg_price
-                    out += self._fill(order, missing, price, now_ns, "daily", r.filled_qty)
+                    out += self._catch_up(order, r.filled_qty, total, now_ns)
                 broker_canceled = max(0, r.qty - r.filled_qty - r.remaining_qty - r.rejected_qty)
                 if r.rejected_qty and not order.filled_qty and r.rejected_qty >= r.qty and order.state != REJECTED:
                     order.state, order.reason_code, order.reason_text = REJECTED, "BROKER_REJECTED", \

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.costs import DEFAULT_COSTS
 from core.krx import KST
 from core.messages import Fill, OrderEvent, OrderStatus
 from services.kis_gateway.book import (
@@ -53,9 +54,9 @@ class D:
     ord_dt: str = DATE
 
 
-def book_with_order(coid: str = "a-20260305-1") -> KisBook:
+def book_with_order(coid: str = "a-20260305-1", side: str = "buy") -> KisBook:
     book = KisBook()
-    book.register(coid, "a", "005930", "buy", "limit", 10, 70_000, DATE, T0)
+    book.register(coid, "a", "005930", side, "limit", 10, 70_000, DATE, T0)
     return book
 
 
@@ -91,6 +92,31 @@ def test_the_same_fill_from_a_notice_and_from_the_daily_orders_is_one_fill() -> 
     assert fills(twice.on_notice(N("124", 2), DATE, T0)) == []
     assert twice.orders["a-20260305-2"].filled_qty == 2
     assert book.orders["a-20260305-1"].status is OrderStatus.FILLED
+
+
+def test_executions_caught_up_from_the_daily_orders_cost_what_kis_charged_to_the_won() -> None:
+    """Missed executions at several prices: their amount and costs are KIS's to the won, however they split."""
+    executions = [(2, 70_000), (3, 70_000), (1, 70_100), (3, 70_300)]  # the first one's notice comes, no other
+    day = dt.date(2026, 3, 5)
+    kis_fees = kis_taxes = amount = 0
+    for qty, price in executions:  # what KIS charged, execution by execution
+        fee, tax = DEFAULT_COSTS.order_fill_costs("sell", amount, qty * price, day)
+        kis_fees, kis_taxes, amount = kis_fees + fee, kis_taxes + tax, amount + qty * price
+    book = book_with_order(side="sell")
+    book.accepted("a-20260305-1", "123", "00950", "100001", T0)
+    assert len(fills(book.on_notice(N("123", 2, 70_000), DATE, T0))) == 1
+    caught = fills(book.on_daily([D("123", filled_qty=9, avg_price=amount // 9, filled_value_won=amount,
+                                    remaining_qty=1)], DATE, T0))
+    # 491,000 won for 7 shares is no whole price: 1 at 70,142 and 6 at 70,143 make it to the won
+    assert [(f.qty, f.price) for f in caught] == [(1, 70_142), (6, 70_143)]
+    assert caught[-1].exec_id == exec_id(DATE, "123", 9)
+    order = book.orders["a-20260305-1"]
+    assert (order.filled_qty, order.filled_won) == (9, amount)
+    assert (order.fees_won, order.taxes_won) == (kis_fees, kis_taxes) == DEFAULT_COSTS.fill_costs("sell", amount, day)
+    # the same daily orders again, or the late notices: nothing more
+    assert fills(book.on_daily([D("123", filled_qty=9, avg_price=amount // 9, filled_value_won=amount,
+                                  remaining_qty=1)], DATE, T0)) == []
+    assert fills(book.on_notice(N("123", 3, 70_300), DATE, T0)) == []
 
 
 def test_an_order_of_unknown_fate_is_adopted_from_the_one_matching_daily_order() -> None:
