@@ -140,6 +140,7 @@ class KisSim:
     def order(self, action: str, body: dict[str, Any]) -> tuple[str, dict[str, str], list[Notice]]:
         """Carry out an order-cash or order-rvsecncl request and save it; raises KisError on refusal."""
         market, desk = self.market, self.desk
+        self._after(market.advance(time.monotonic_ns()))  # the order meets, and is stamped with, the market of now
         now_ns, wall = market.now_ns, time.monotonic()
         before_open = market.phase is SessionPhase.CLOSED and now_ns < market.venue.pre_open_ns
         if action == "change":
