@@ -23,6 +23,7 @@ from core.config import load_stack
 from core.messages import Fill, OrderEvent, OrderRequest, OrderStatus, Side, Tick
 from services.broker.base import BrokerError
 from services.broker.venue import VenueBroker
+from services.kis_gateway.auth import TokenCache
 from tests.kis_sim.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,19 +219,49 @@ def test_the_gateway_refuses_to_start_on_the_paper_stack_or_real_money_without_t
         assert needle in gw.log.read_text()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_the_weekly_restart_is_survived_and_trading_resumes_once_a_new_token_may_be_issued(venue) -> None:
-    gw, client, sim = venue
+@pytest.fixture
+def venue_a_minute_old(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, Server]]:
+    """A gateway whose access token was issued over a minute ago, as on any trading day after its first minute.
+
+    The token is issued through the gateway's own token cache on a clock a minute
+    behind, and kis-sim's auth clock is moved on the same minute, so both KIS and
+    the gateway see the last issuance as over a minute old.
+    """
+    gw = Gateway(tmp_path / "run", sim)
+    cache = TokenCache(tmp_path / "run" / "kis-gateway" / "tokens.json", sim.base, sim.creds["appkey"],
+                       sim.creds["appsecret"], clock=lambda: time.time() - 61)
+    try:
+        cache.token()
+    finally:
+        cache.close()
+    sim.control("auth-clock", {"advance_s": 61})
+    gw.start()
+    ctx = zmq.Context()
+    client = VenueBroker(ctx, gw.settings(), timeout_ms=4000, retries=0, sender="test")
+    try:
+        wait_for("the gateway ready", lambda: _ping(client).get("ready"), 30)
+        yield gw, client, sim
+    finally:
+        client.close()
+        ctx.term()
+        gw.stop()
+
+
+def test_the_weekly_restart_is_survived_and_trading_resumes_once_a_new_token_may_be_issued(
+        venue_a_minute_old) -> None:
+    gw, client, sim = venue_a_minute_old
+    assert not client.command("status")["rest"].get("token_issued")  # the gateway started on the cached token
     sim.fault("weekly-restart", seconds=1)  # sessions closed, tokens and approval keys revoked, REST silent 1 s
     wait_for("the gateway to notice", lambda: not _ping(client).get("ready", True), 20)
     # while it cannot trade, an order is refused as not sent, never left in doubt or sent twice
     refused = client.place(order(7))
     assert refused.status is OrderStatus.REJECTED and refused.reason_code == "BROKER_DISCONNECTED"
     # KIS issues one token a minute: the gateway asks again when that allows, then catches up and trades
-    wait_for("ready again", lambda: _ping(client).get("ready"), 120)
+    wait_for("ready again", lambda: _ping(client).get("ready"), 60)
     assert client.place(order(8)).status in (OrderStatus.ACCEPTED, OrderStatus.FILLED)
     assert sim.control("status")["orders_today"] == 1
+    # the cached token served until the restart revoked it; then one new token, at once
+    assert client.command("status")["rest"].get("token_issued") == 1
 
 
 def test_at_kis_rate_limit_an_order_is_refused_or_placed_once_never_twice(venue) -> None:
