@@ -111,6 +111,7 @@ class KisOrder:
     reason_text: str = ""
     updated_ns: int = 0
     looked_since_ns: int = 0  # when the search for an UNKNOWN order began (the service's monotonic clock)
+    caught_up_qty: int = 0  # shares booked from the daily orders that no notice has accounted for since
 
     @property
     def open_qty(self) -> int:
@@ -182,6 +183,7 @@ class KisBook:
     dirty_fills: list[KisFill] = field(default_factory=list)
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) for the operator
     seen_notices: set[tuple[Any, ...]] = field(default_factory=set)
+    daily_check_due: bool = False  # a fill notice needs the daily orders to tell whether it is new (``on_notice``)
     clock_speed: float = 1.0  # market seconds per wall second (the service sets it; KIS's own market: 1)
     wall_ns: int = 0  # the service's monotonic clock, set before each call: timers run on it, not on market time
 
@@ -312,6 +314,14 @@ class KisBook:
             return []
         order = self.orders[coid]
         if n.is_fill:
+            if order.caught_up_qty > 0:
+                # executions booked from the daily orders had no notice: this one may be one of them arriving
+                # late, or a new execution. KIS's cumulative quantity tells which, so the daily orders are read
+                # again and it books what is new; the notice itself books nothing.
+                order.caught_up_qty = max(0, order.caught_up_qty - n.qty)
+                self.daily_check_due = True
+                self._touch(order, order.updated_ns)
+                return []
             return self._fill(order, n.qty, n.price, now_ns, "notice", order.filled_qty + n.qty)
         if n.refused and order.state != REJECTED and not order.filled_qty:
             order.state, order.reason_code, order.reason_text = REJECTED, "BROKER_REJECTED", "KIS refused the order"
@@ -354,6 +364,8 @@ class KisBook:
     def _catch_up(self, order: KisOrder, filled_qty: int, filled_won: int, now_ns: int) -> Outbound:
         """Book the executions KIS's daily orders show and no notice brought: the amount to the won.
 
+        Their notices may still come (late): ``caught_up_qty`` remembers them, so that
+        a notice after a catch-up is checked against the daily orders, not booked again.
         The missed executions may have had several prices; the daily orders give only
         their total. They are booked as at most two fills, at the average price
         rounded down and one won above it, so that the order's filled amount (and so
@@ -362,6 +374,7 @@ class KisBook:
         missing, amount = filled_qty - order.filled_qty, filled_won - order.filled_won
         if missing <= 0 or amount < missing:
             return []
+        order.caught_up_qty += missing
         low = amount // missing
         at_high = amount - low * missing  # executions at low + 1 that make up the rest
         out: Outbound = []

@@ -420,6 +420,10 @@ class KisGateway(Service):
             elif isinstance(ev, StreamProblem):
                 self.counters[f"stream_problem:{ev.kind}"] += 1
                 self.log.warning("stream: %s: %s", ev.kind, ev.text)
+        if self.book.daily_check_due:  # a fill notice after a catch-up: the daily orders tell if it is new
+            self.book.daily_check_due = False
+            self._catch_up_due = 0.0
+            self.counters["notices_checked"] += 1
         self._save()
         self._flush()
 

@@ -9,10 +9,11 @@ what the journal does not know KIS's daily orders tell (``KisBook.on_daily``).
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from services.kis_gateway.book import FILL_FIELDS, ORDER_FIELDS, KisBook
+from services.kis_gateway.book import FILL_FIELDS, ORDER_FIELDS, KisBook, KisOrder
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS orders ({", ".join(f + (" PRIMARY KEY" if f == "client_order_id" else "")
@@ -39,7 +40,16 @@ class GatewayStore:
         # commit; what a power cut could take back, KIS's daily orders give again (the catch-up)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._add_new_columns()
         self._saved_cancels: set[tuple[str, str]] = set()
+
+    def _add_new_columns(self) -> None:
+        """A journal written by an older gateway gets the order fields it lacks, at their defaults."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(orders)")}
+        defaults = {f.name: f.default for f in fields(KisOrder)}
+        for name in ORDER_FIELDS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE orders ADD COLUMN {name} DEFAULT {defaults[name]!r}")
 
     def load(self, book: KisBook, keep_from: str = "") -> None:
         """Read the journal into ``book`` (orders of ``keep_from`` or later, their fills, the cancels)."""

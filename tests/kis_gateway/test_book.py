@@ -119,6 +119,35 @@ def test_executions_caught_up_from_the_daily_orders_cost_what_kis_charged_to_the
     assert fills(book.on_notice(N("123", 3, 70_300), DATE, T0)) == []
 
 
+def test_a_notice_after_a_catch_up_is_checked_against_the_daily_orders_late_or_new() -> None:
+    """Notices have no id: after the daily orders brought executions, a notice may be one of them, late."""
+    def catch_up(book: KisBook, qty: int) -> list[Fill]:
+        return fills(book.on_daily([D("123", qty=30, filled_qty=qty, avg_price=33_900,
+                                      filled_value_won=qty * 33_900, remaining_qty=30 - qty)], DATE, T0))
+
+    # the late notice of an execution the daily orders brought: nothing booked twice
+    book = KisBook()
+    book.register("a-20260305-1", "a", "263750", "sell", "limit", 30, 33_900, DATE, T0)
+    book.accepted("a-20260305-1", "123", "00950", "100001", T0)
+    assert [f.qty for f in catch_up(book, 8)] == [8]
+    assert fills(book.on_notice(N("123", 8, 33_900), DATE, T0)) == [] and book.daily_check_due
+    assert catch_up(book, 8) == []
+    assert [f.qty for f in fills(book.on_notice(N("123", 5, 33_900, hhmmss="100200"), DATE, T0))] == [5]
+    assert book.orders["a-20260305-1"].filled_qty == 13
+
+    # a new execution's notice before the late one: the daily orders book the new one, the late one adds nothing
+    book = KisBook()
+    book.register("a-20260305-1", "a", "263750", "sell", "limit", 30, 33_900, DATE, T0)
+    book.accepted("a-20260305-1", "123", "00950", "100001", T0)
+    assert [f.qty for f in catch_up(book, 8)] == [8]
+    assert fills(book.on_notice(N("123", 5, 33_900, hhmmss="100200"), DATE, T0)) == []
+    assert [f.qty for f in catch_up(book, 13)] == [5]
+    assert fills(book.on_notice(N("123", 8, 33_900), DATE, T0)) == []
+    assert catch_up(book, 13) == []
+    order = book.orders["a-20260305-1"]
+    assert (order.filled_qty, order.filled_won, len(book.fills)) == (13, 13 * 33_900, 2)
+
+
 def test_an_order_of_unknown_fate_is_adopted_from_the_one_matching_daily_order() -> None:
     book = book_with_order()
     book.unknown("a-20260305-1", "EGW00301", T0)
@@ -212,3 +241,26 @@ def test_kis_stamping_the_order_on_a_clock_behind_ours_still_finds_it() -> None:
     slow.unknown("a-20260305-3", "dropped", T0)
     slow.on_daily([D("779", ord_tmd="090000")], DATE, T0)
     assert slow.orders["a-20260305-3"].state == "unknown"
+
+
+def test_a_journal_of_an_older_gateway_gains_the_new_order_fields_and_loads(tmp_path: Path) -> None:
+    import sqlite3
+
+    from services.kis_gateway.book import ORDER_FIELDS
+
+    path = tmp_path / "gateway.sqlite"
+    book = book_with_order()
+    book.accepted("a-20260305-1", "123", "00950", "100001", T0)
+    store = GatewayStore(path)
+    store.save(book)
+    store.close()
+    db = sqlite3.connect(path)  # as an older gateway left it: without the last order field
+    db.execute(f"ALTER TABLE orders DROP COLUMN {ORDER_FIELDS[-1]}")
+    db.commit()
+    db.close()
+    again = KisBook()
+    store = GatewayStore(path)
+    store.load(again)
+    store.close()
+    assert again.orders["a-20260305-1"].odno == "123"
+    assert getattr(again.orders["a-20260305-1"], ORDER_FIELDS[-1]) == 0
