@@ -17,6 +17,17 @@ is rounded onto the tick grid for its side (buys up, sells down) and clipped to
 the day's limits, a buy must fit in the cash available, and a sell may not
 exceed the holding less the shares already offered (no short selling).
 
+The context also knows the agent's limits as the risk guard applies them
+(``agents.limits``: the same ``configs/risk.toml``): ``limits()`` tells them,
+``max_order_qty`` sizes an order within them, and an order beyond the per-order
+quantity, notional or open-order limit is refused here, before it goes out.
+A refused order is a signal, not a retry (``agents.refusals``): each refusal is
+remembered with a backoff by its reason code, later orders of a shape it
+blocks are held back (``BACKING_OFF``), the strategy hears ``on_refused``, and
+a storm of one reason queues one alert. ``work`` takes a parent order and
+works it as child orders over time (``agents.slicing``), on the bars of its
+code; parents end at ``closing``.
+
 Crash-only start-up, the same live and in the back-tester: the shell hands the
 context the strategy's saved state (``resume``) and the recorded bars it can
 get (``queue_warm_up``) before ``start``. ``start`` then takes the state back
@@ -38,12 +49,17 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from agents import state_store
+from agents.limits import Limits, agent_limits, max_qty_at
+from agents.refusals import BACKING_OFF, Refusal, RefusalMemory
+from agents.slicing import MAX_CHILD_REFUSALS, ParentOrder, ParentStatus, schedule_problem
 from agents.state_store import SavedState
 from agents.strategy import BarData, FillData, FlowData, OrderEventData, StateError, Strategy, TickData
 from core import krx
 from core.instruments import Instrument
 from core.messages import CancelRequest, OrderRequest, OrderType, SessionPhase
 from core.portfolio import BookOrder, Portfolio, kst_date
+from core.risk import Reason
+from core.risk_limits import AgentLimits
 
 _ORDER_TYPE_TEXT = {t: t.value for t in OrderType}  # without the enum ``.value`` property per order
 
@@ -58,6 +74,15 @@ HALTED_BY_ERRORS = "HALTED_BY_ERRORS"
 UNKNOWN_ORDER = "UNKNOWN_ORDER"
 CANCEL_ALREADY_REQUESTED = "CANCEL_ALREADY_REQUESTED"
 WARMING_UP = "WARMING_UP"
+BAD_SCHEDULE = "BAD_SCHEDULE"
+UNKNOWN_PARENT = "UNKNOWN_PARENT"
+# the risk guard's own codes for the limits the context checks first
+QTY_EXCEEDS_MAX_PER_ORDER = Reason.QTY_EXCEEDS_MAX_PER_ORDER.value
+NOTIONAL_EXCEEDS_MAX_PER_ORDER = Reason.NOTIONAL_EXCEEDS_MAX_PER_ORDER.value
+TOO_MANY_OPEN_ORDERS = Reason.TOO_MANY_OPEN_ORDERS.value
+# refusals of the context's own that count as refusals heard (the others are bad input)
+_LIMIT_REASONS = frozenset({QTY_EXCEEDS_MAX_PER_ORDER, NOTIONAL_EXCEEDS_MAX_PER_ORDER, TOO_MANY_OPEN_ORDERS,
+                            INSUFFICIENT_CASH, INSUFFICIENT_HOLDING})
 
 HISTORY_BARS = 1024  # bars kept per code (``ctx.bars`` sees at most this many)
 
@@ -134,6 +159,17 @@ class BarWindow(NamedTuple):
     volume: np.ndarray
 
 
+def _is_qty(qty: Any) -> bool:
+    """A positive whole number of shares (not a bool)."""
+    return not isinstance(qty, bool) and isinstance(qty, (int, np.integer)) and qty > 0
+
+
+def _is_price(price: Any) -> bool:
+    """A positive finite number (not a bool)."""
+    return (not isinstance(price, bool) and isinstance(price, (int, float, np.integer, np.floating))
+            and math.isfinite(price) and price > 0)
+
+
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY_WINDOW = BarWindow(_EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY)
 
@@ -154,8 +190,14 @@ class AgentContext:
         order_seq: int = 0,
         order_seq_date: str = "",
         log_depth: int = 500,
+        limits: AgentLimits | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.agent_limits: AgentLimits = limits if limits is not None else agent_limits(agent_id)
+        self.refusals = RefusalMemory(agent_id)
+        self._parents: dict[str, ParentOrder] = {}
+        self._child_parent: dict[str, ParentOrder] = {}  # child client order id -> its parent
+        self._parent_seq = 0
         self.codes: tuple[str, ...] = tuple(codes)
         self.strategy = strategy
         self.portfolio = portfolio
@@ -202,6 +244,7 @@ class AgentContext:
         self._strategy_on_order_event = (
             None if type(strategy).on_order_event is Strategy.on_order_event else strategy.on_order_event
         )
+        self._strategy_on_refused = None if type(strategy).on_refused is Strategy.on_refused else strategy.on_refused
 
     # --- clock, prices, data ------------------------------------------------------
 
@@ -308,6 +351,34 @@ class AgentContext:
         """Return of the holding if sold at the last price, after buy and sell costs."""
         return self.portfolio.return_after_costs(code)
 
+    # --- limits -----------------------------------------------------------------
+
+    def limits(self) -> Limits:
+        """The agent's limits as the risk guard applies them, with its open orders, cash and sellable shares now."""
+        lim = self.agent_limits
+        return Limits(lim.max_qty_per_order, lim.max_notional_per_order_won, lim.max_open_orders,
+                      len(self.portfolio.open_by_id), self.cash(), {c: self.sellable(c) for c in self.codes},
+                      lim.max_position_qty, lim.max_position_notional_won)
+
+    def max_order_qty(self, code: str, side: str, price: float | int | None = None) -> int:
+        """The most shares one order of ``side`` at ``price`` (None: market) may have: per-order limits, cash or shares."""
+        if side == "sell":
+            return min(self.sellable(code), max_qty_at(self.agent_limits, self._unit_price(code, side, price)))
+        unit = self._unit_price(code, side, price)
+        if unit <= 0:
+            return 0
+        return min(self.affordable_qty(code, unit), max_qty_at(self.agent_limits, unit))
+
+    def _unit_price(self, code: str, side: str, price: float | int | None) -> int:
+        """What the risk guard values one share of the order at: its limit, a market buy at the upper limit."""
+        limits = self._limits.get(code)
+        if price is None:
+            if side == "buy":
+                return limits[1] if limits is not None else 0
+            return self._marks.get(code, 0)
+        px = krx.round_for_side(price, side)
+        return min(max(px, limits[0]), limits[1]) if limits is not None else px
+
     # --- acting -----------------------------------------------------------------
 
     def buy(self, code: str, qty: int, price: float | int | None = None) -> OrderIntent | Refused:
@@ -349,7 +420,7 @@ class AgentContext:
             return Refused(HALTED_BY_ERRORS, f"{self.agent_id} stopped trading after {self.consecutive_errors} strategy errors")
         if code not in self._bars:
             return Refused(UNKNOWN_CODE, f"{code!r} is not one of this agent's codes {self.codes}")
-        if isinstance(qty, bool) or not isinstance(qty, (int, np.integer)) or qty <= 0:
+        if not _is_qty(qty):
             return Refused(BAD_QTY, f"quantity must be a positive whole number of shares, not {qty!r}")
         qty = int(qty)
         limits = self._limits.get(code)
@@ -358,25 +429,165 @@ class AgentContext:
                 return Refused(NO_PRICE_LIMITS, f"no limit prices known for {code}; a market order cannot be sized")
             order_type, px = OrderType.MARKET, 0
         else:
-            if isinstance(price, bool) or not isinstance(price, (int, float, np.integer, np.floating)) or not math.isfinite(price) or price <= 0:
+            if not _is_price(price):
                 return Refused(BAD_PRICE, f"limit price must be a positive number, not {price!r}")
             px = krx.round_for_side(price, side)
             if limits is not None:
                 px = min(max(px, limits[0]), limits[1])
             order_type = OrderType.LIMIT
         book = self.portfolio
+        lim = self.agent_limits
+        if qty > lim.max_qty_per_order:
+            return self._refuse_own(code, side, qty, px, QTY_EXCEEDS_MAX_PER_ORDER, f"{qty} shares > {lim.max_qty_per_order} per order")
+        unit = px or (limits[1] if side == "buy" and limits is not None else self._marks.get(code, 0))
+        if qty * unit > lim.max_notional_per_order_won:
+            return self._refuse_own(code, side, qty, px, NOTIONAL_EXCEEDS_MAX_PER_ORDER,
+                                    f"{qty * unit:,} won > {lim.max_notional_per_order_won:,} won per order")
+        if len(book.open_by_id) >= lim.max_open_orders:
+            return self._refuse_own(code, side, qty, px, TOO_MANY_OPEN_ORDERS,
+                                    f"{len(book.open_by_id)} open orders, limit {lim.max_open_orders}")
         if side == "buy":
             hold = book.buy_hold_won(code, qty, px)
             if hold > book.cash_available_won:
-                return Refused(INSUFFICIENT_CASH, f"buy {qty} {code} needs {hold} won, {book.cash_available_won} available")
+                return self._refuse_own(code, side, qty, px, INSUFFICIENT_CASH,
+                                        f"buy {qty} {code} needs {hold} won, {book.cash_available_won} available")
         else:
             sellable = self.sellable(code)
             if qty > sellable:
-                return Refused(INSUFFICIENT_HOLDING, f"sell {qty} {code} exceeds the {sellable} shares that may be offered")
+                return self._refuse_own(code, side, qty, px, INSUFFICIENT_HOLDING,
+                                        f"sell {qty} {code} exceeds the {sellable} shares that may be offered")
+        block = self.refusals.holds(code, side, qty, px, self._now)
+        if block is not None:
+            return Refused(BACKING_OFF, f"held back: a like order was refused {block.reason_code} ({block.repeats + 1}x)")
         intent = OrderIntent(self._next_client_order_id(), self.agent_id, code, side, _ORDER_TYPE_TEXT[order_type], qty, px, self._now)
         book.on_order_placed(intent.client_order_id, code, side, qty, px, self._now)
         self._outbox.append(intent)
         return intent
+
+    def _refuse_own(self, code: str, side: str, qty: int, price: int, reason_code: str, text: str) -> Refused:
+        """A refusal of the context's own by a limit: counted with the refusals heard, then returned."""
+        self._heard(Refusal("", code, side, qty, price, reason_code, text, self._now, sent=False))
+        return Refused(reason_code, text)
+
+    def _heard(self, refusal: Refusal) -> None:
+        storm = self.refusals.record(refusal, self._now)
+        if storm is not None:
+            self._alerts.append(AlertRecord("warning", "refusal_storm", storm, self._now))
+
+    # --- sliced execution ---------------------------------------------------------
+
+    def work(self, code: str, side: str, qty: int, *, twap_minutes: int | None = None, participation: float | None = None,
+             limit_price: float | int | None = None) -> ParentOrder | Refused:
+        """Work a parent order as child orders: TWAP over ``twap_minutes``, or ``participation`` of traded volume.
+
+        Children are limit orders at the last price (never beyond ``limit_price``),
+        each within the per-order limits; see ``agents.slicing``.
+        """
+        if self._warming:
+            return Refused(WARMING_UP, "catching up on recorded bars: no order")
+        if self.halted_by_errors:
+            return Refused(HALTED_BY_ERRORS, f"{self.agent_id} stopped trading after {self.consecutive_errors} strategy errors")
+        if code not in self._bars:
+            return Refused(UNKNOWN_CODE, f"{code!r} is not one of this agent's codes {self.codes}")
+        if side not in ("buy", "sell"):
+            return Refused(BAD_QTY, f"side must be buy or sell, not {side!r}")
+        if not _is_qty(qty):
+            return Refused(BAD_QTY, f"quantity must be a positive whole number of shares, not {qty!r}")
+        problem = schedule_problem(twap_minutes, participation)
+        if problem:
+            return Refused(BAD_SCHEDULE, problem)
+        limit = 0
+        if limit_price is not None:
+            if not _is_price(limit_price):
+                return Refused(BAD_PRICE, f"limit price must be a positive number, not {limit_price!r}")
+            limit = krx.round_for_side(limit_price, side)
+        qty = int(qty)
+        pending = sum(p.remaining_qty for p in self._parents.values() if p.is_working and p.code == code and p.side == side)
+        if side == "sell":
+            if qty + pending > self.sellable(code):
+                return Refused(INSUFFICIENT_HOLDING, f"sell {qty} {code}: {self.sellable(code)} shares may be offered, "
+                                                     f"{pending} already being worked")
+        else:
+            px = limit or self.last_price(code)
+            if px <= 0:
+                return Refused(BAD_PRICE, f"no price known for {code}: give a limit price")
+            hold = self.portfolio.buy_hold_won(code, qty + pending, px)
+            if hold > self.cash():
+                return Refused(INSUFFICIENT_CASH, f"buy {qty} {code} (and {pending} being worked) needs about {hold} won, "
+                                                  f"{self.cash()} available")
+        self._parent_seq += 1
+        date = self.trading_date or kst_date(self._now).strftime("%Y%m%d")
+        parent = ParentOrder(f"{self.agent_id}-{date}-P{self._parent_seq}", code, side, qty, self._now, limit,
+                             twap_minutes or 0, float(participation or 0.0))
+        self._parents[parent.parent_id] = parent
+        self.log(f"work {parent.parent_id}: {side} {qty} {code}, {parent.as_dict()['schedule']}")
+        self._work(parent)
+        return parent
+
+    def trade(self, code: str, side: str, qty: int, price: float | int | None = None, *,
+              twap_minutes: int = 5) -> OrderIntent | ParentOrder | Refused:
+        """One order if it fits the per-order limits, else the same worked as TWAP children over ``twap_minutes``.
+
+        A worked order is limited to ``price`` (children at the last price, never beyond it).
+        """
+        if _is_qty(qty) and (price is None or _is_price(price)) \
+                and qty > max_qty_at(self.agent_limits, self._unit_price(code, side, price)):
+            return self.work(code, side, int(qty), twap_minutes=twap_minutes, limit_price=price)
+        return self._order(code, side, qty, price)
+
+    def cancel_work(self, parent_id: str) -> bool:
+        """Stop working a parent order and cancel its working child; False if it is not working."""
+        parent = self._parents.get(parent_id)
+        if parent is None or not parent.is_working:
+            return False
+        parent.end(ParentStatus.CANCELED, "cancelled by the strategy")
+        self._cancel_child(parent)
+        return True
+
+    def working(self, code: str | None = None) -> list[ParentOrder]:
+        """The parent orders being worked (all codes, or one)."""
+        return [p for p in self._parents.values() if p.is_working and (code is None or p.code == code)]
+
+    def parent(self, parent_id: str) -> ParentOrder | None:
+        """A parent order of today, working or ended."""
+        return self._parents.get(parent_id)
+
+    def _cancel_child(self, parent: ParentOrder) -> None:
+        order = self.portfolio.orders.get(parent.child_id) if parent.child_id else None
+        if order is not None and order.is_open and not order.cancel_requested:
+            self.cancel(parent.child_id)
+
+    def _work(self, parent: ParentOrder) -> None:
+        """Send the child a parent's schedule asks for now, or roll a child left open into the next slice."""
+        if not parent.is_working:
+            return
+        if parent.child_id:
+            child = self.portfolio.orders.get(parent.child_id)
+            if child is not None and child.is_open:
+                if child.ts_ns < self._now and not child.cancel_requested:
+                    self.cancel(parent.child_id)  # its slice is over: what it left goes with the next
+                return
+            parent.child_id = ""
+        want = parent.target_qty(self._now) - parent.filled_qty
+        if want <= 0:
+            return
+        price = parent.child_price(self.last_price(parent.code))
+        if price <= 0 or len(self.portfolio.open_by_id) >= self.agent_limits.max_open_orders:
+            return
+        qty = min(want, self.max_order_qty(parent.code, parent.side, price))
+        if qty <= 0:
+            return
+        got = self._order(parent.code, parent.side, qty, price)
+        if isinstance(got, OrderIntent):
+            parent.child_id = got.client_order_id
+            parent.children.append(got.client_order_id)
+            self._child_parent[got.client_order_id] = parent
+
+    def _end_parents(self, status: ParentStatus, reason: str) -> None:
+        for parent in self._parents.values():
+            if parent.is_working:
+                parent.end(status, reason)
+                self.log(f"{parent.parent_id} {status.value} ({reason}): {parent.filled_qty} of {parent.qty} done")
 
     def _next_client_order_id(self) -> str:
         date = self.trading_date or kst_date(self._now).strftime("%Y%m%d")
@@ -433,6 +644,9 @@ class AgentContext:
             "book": self.portfolio.snapshot(),
             "strategy_state": self.strategy.state(),
             "resumed": dict(self.resumed),
+            "limits": self.limits()._asdict(),
+            "refusals": self.refusals.status(),
+            "working": [p.as_dict() for p in self._parents.values()],
         }
 
     def _failed(self, where: str, exc: Exception) -> None:
@@ -479,6 +693,7 @@ class AgentContext:
             through_ns={code: rows[-1].ts_ns for code, rows in self._bars.items() if rows},
             flows={code: [tuple(f[1:]) for f in rows[-self._history:]] for code, rows in self._flows.items() if rows},  # type: ignore[misc]
             state=strategy.save_state(),
+            parents=[p.to_plain() for p in self._parents.values() if p.is_working],
         )
 
     def resume(self, saved: SavedState | None, refused: str = "") -> None:
@@ -519,10 +734,27 @@ class AgentContext:
             fresh.load_state(saved.state, saved.version)
         except StateError as exc:
             return str(exc)
+        parents = []
+        if saved.trading_date == self.trading_date:  # parents are of one day: older ones ended at their close
+            try:
+                parents = [ParentOrder.from_plain(p) for p in saved.parents]
+            except (TypeError, ValueError, KeyError) as exc:
+                return f"saved parent orders do not fit: {exc}"
         self._bind(fresh)
         for code, rows in saved.flows.items():
             if code in self._flows:
                 self._flows[code] = [FlowData(code, *row) for row in rows]
+        for parent in parents:
+            if parent.code in self._bars:
+                self._parents[parent.parent_id] = parent
+                self._child_parent.update((child, parent) for child in parent.children)
+                # the book of record (synced before start) also has the fills that came after the save
+                orders = self.portfolio.orders
+                parent.filled_qty = max(parent.filled_qty, sum(orders[c].filled_qty for c in parent.children if c in orders))
+                if parent.filled_qty >= parent.qty:
+                    parent.end(ParentStatus.FILLED, "filled")
+                n = parent.parent_id.rpartition("-P")[2]
+                self._parent_seq = max(self._parent_seq, int(n) if n.isdigit() else 0)
         return ""
 
     def _warm(self, through: Mapping[str, int] | None) -> tuple[int, int]:
@@ -580,6 +812,11 @@ class AgentContext:
             self._failed("on_bar", exc)
         else:
             self.consecutive_errors = 0
+        if self._parents:
+            for parent in self._parents.values():
+                if parent.code == bar.code and parent.is_working:
+                    parent.on_bar_volume(bar.ts_ns, bar.volume)
+                    self._work(parent)
 
     def on_tick(self, tick: TickData) -> None:
         """A trade print: mark the book, then the strategy's ``on_tick``."""
@@ -609,6 +846,12 @@ class AgentContext:
             fill.exec_id, fill.client_order_id, fill.code, fill.side, fill.qty, fill.price, fill.fee_won, fill.tax_won, fill.ts_ns
         )
         if applied:
+            parent = self._child_parent.get(fill.client_order_id) if self._child_parent else None
+            if parent is not None:
+                parent.filled_qty += fill.qty
+                parent.child_refusals = 0
+                if parent.filled_qty >= parent.qty:
+                    parent.end(ParentStatus.FILLED, "filled")
             if self._strategy_on_fill is None:
                 if not self.halted_by_errors:  # what the no-op call would do: a success ends a run of errors
                     self.consecutive_errors = 0
@@ -620,13 +863,34 @@ class AgentContext:
         """An order's new state: update the book's holds, then the strategy's ``on_order_event``."""
         self._now = max(self._now, event.ts_ns)
         if self.portfolio.on_order_event(event.client_order_id, event.status, event.ts_ns) is None:
+            refusal = None
             if event.status == "rejected":
                 self.log(f"order {event.client_order_id} rejected: {event.reason_code}")
+                refusal = self._order_refused(event)
+            elif event.status == "accepted":
+                self.refusals.on_accepted(event.code, event.side)
             if self._strategy_on_order_event is None:
                 if not self.halted_by_errors:  # as for on_fill
                     self.consecutive_errors = 0
             else:
                 self._call("on_order_event", self._strategy_on_order_event, event)
+            if refusal is not None and self._strategy_on_refused is not None:
+                self._call("on_refused", self._strategy_on_refused, refusal)
+
+    def _order_refused(self, event: OrderEventData) -> Refusal:
+        """A refusal of a sent order: remembered for its backoff, its parent told, a storm alerted."""
+        order = self.portfolio.orders.get(event.client_order_id)
+        qty, price = (order.qty, order.price) if order is not None else (event.remaining_qty, 0)
+        parent = self._child_parent.get(event.client_order_id)
+        refusal = Refusal(event.client_order_id, event.code, event.side, qty, price, event.reason_code, "", event.ts_ns,
+                          parent.parent_id if parent is not None else "")
+        self._heard(refusal)
+        if parent is not None and parent.is_working:
+            parent.child_refusals += 1
+            if parent.child_refusals >= MAX_CHILD_REFUSALS:
+                parent.end(ParentStatus.CANCELED, f"{parent.child_refusals} children refused in a row, last {event.reason_code}")
+                self.log(f"{parent.parent_id} stopped: {parent.reason}")
+        return refusal
 
     def on_session(self, phase: SessionPhase | str, ts_ns: int, trading_date: str = "") -> None:
         """A change of trading phase; at ``closing`` open orders are cancelled after the strategy had its say.
@@ -638,10 +902,16 @@ class AgentContext:
         self.phase = phase
         if trading_date:
             self.trading_date = trading_date
+        self.refusals.on_session_change()
         self._call("on_session", self.strategy.on_session, phase)
         if phase is SessionPhase.CLOSING:
+            self._end_parents(ParentStatus.EXPIRED, "the close")
             self.cancel_all()
         elif phase is SessionPhase.CLOSED:
+            self._end_parents(ParentStatus.EXPIRED, "the close")
+            self._parents.clear()
+            self._child_parent.clear()
+            self.refusals.on_day_end()
             for code in self.codes:
                 self.set_base_price(code, self._marks.get(code, 0))
 

@@ -26,6 +26,13 @@ drives). In order, it:
    reported), alerts to ``sys.alert``, its status to its heartbeat and to its
    status page on ``127.0.0.1:<dp>``.
 
+The agent trades within the limits the risk guard applies to it, read from the
+same risk file (``settings.risk_file``, see ``agents.limits``). A refused order
+is a signal, not a retry: the context remembers it with a backoff by its
+reason code and tells the strategy (``on_refused``); a storm of refusals of one
+reason is raised once on ``sys.alert``. A refusal that comes as an RPC error
+instead of an order event goes the same way.
+
 No call waits forever: every RPC has a timeout and bounded retries. An order or
 cancel whose answer does not come puts the agent out of sync: it stops
 trading and resyncs; the rebuilt book says whether the order reached the order
@@ -60,6 +67,7 @@ from typing import Any
 
 from agents import state_store
 from agents.context import AgentContext, CancelIntent, OrderIntent
+from agents.limits import agent_limits
 from agents.settings import AgentSettings, check_roster
 from agents.status_page import StatusPage
 from agents.strategy import BarData, FillData, FlowData, OrderEventData, TickData, get_strategy
@@ -72,6 +80,7 @@ from core.instruments import Instrument, InstrumentError, load_instruments
 from core.ledger import Book, LedgerError
 from core.messages import Bar, Command, CommandResult, Fill, Message, OrderEvent, SessionPhase
 from core.portfolio import Portfolio, kst_date
+from core.risk_limits import AgentLimits
 
 # Sync states shown on the status page and in heartbeats.
 SYNC_WAITING = "waiting"  # never synced yet: the strategy has not started
@@ -92,6 +101,7 @@ TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
 NS_PER_MIN = 60_000_000_000
 STATE_SAVE_MIN_INTERVAL_S = 1.0  # the minute's save of the strategy state waits at least this long after the last
+MAX_REPLY_ROUNDS = 100  # rounds of intents a strategy makes in reply to refusals within one flush, as the back-tester's
 
 log = logging.getLogger("agents.runtime")
 
@@ -101,14 +111,18 @@ class AgentRuntime(Service):
 
     timer_interval_s = BUSY_TIMER_S  # IDLE_TIMER_S once a whole round was quiet (see on_timer)
 
-    def __init__(self, agent: AgentSettings, settings: StackSettings, instruments: dict[str, Instrument]) -> None:
+    def __init__(self, agent: AgentSettings, settings: StackSettings, instruments: dict[str, Instrument],
+                 limits: AgentLimits | None = None) -> None:
+        """``limits``: the agent's risk limits (default: read from the stack's risk file; ConfigError if it is broken)."""
         super().__init__(agent.id, settings)
         self.agent = agent
         self.codes = agent.all_codes
         self.markets = {c: instruments[c].market for c in self.codes if c in instruments}
         self.instruments = instruments
         strategy = get_strategy(agent.strategy).from_params(agent.params)
-        self._agent_ctx = AgentContext(agent.id, self.codes, strategy, self._fresh_book(), instruments)
+        if limits is None:
+            limits = agent_limits(agent.id, _project_path(settings.risk_file))
+        self._agent_ctx = AgentContext(agent.id, self.codes, strategy, self._fresh_book(), instruments, limits=limits)
         self.state_path = state_store.state_path(settings.run_path, agent.id)
         self._state_minute = -1  # market minute of the last save of the strategy state
         self._state_saved_at = 0.0  # monotonic time of that save
@@ -514,6 +528,14 @@ class AgentRuntime(Service):
     def _flush_outbox(self) -> None:
         """Send the context's intents to the order manager; an unanswered one costs the sync."""
         assert self.oms is not None, "setup() makes the RPC clients"
+        for _ in range(MAX_REPLY_ROUNDS):  # a refusal's reply may queue more intents: they go out in this flush too
+            if not self.context.outbox:
+                return
+            self._flush_round()
+        self.log.warning("more than %d rounds of orders in reply to refusals; the rest wait for the next event", MAX_REPLY_ROUNDS)
+
+    def _flush_round(self) -> None:
+        assert self.oms is not None, "setup() makes the RPC clients"
         if any(type(i) is OrderIntent for i in self.context.outbox):
             self._save_strategy_state("order")  # write-ahead: the step the strategy just took is saved before it goes out
         for intent in self.context.drain_outbox():
@@ -547,9 +569,11 @@ class AgentRuntime(Service):
             return
         text = reply.error if isinstance(reply, CommandResult) else f"unexpected {type(reply).__name__}"
         if isinstance(intent, OrderIntent):
-            # A refusal in another form: the order does not exist anywhere.
+            # A refusal in another form: the order does not exist anywhere. It is heard as a refusal all the same.
             self.counters["orders_rejected"] += 1
-            self.context.portfolio.on_order_event(intent.client_order_id, "rejected", intent.ts_ns)
+            reason = getattr(reply, "reason_code", "") or "REFUSED"
+            self.context.on_order_event(OrderEventData(intent.client_order_id, intent.code, intent.side, "rejected",
+                                                       max(intent.ts_ns, self.context.now()), 0, 0, reason))
         self.log.warning("%s %s refused: %s", type(intent).__name__, intent.client_order_id, text)
 
     # --- periodic work ------------------------------------------------------------
@@ -764,7 +788,12 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             log.error("cannot start agent %s: %s", args.agent_id, p)
         return EXIT_CONFIG
-    return AgentRuntime(agent, settings, instruments).run()
+    try:
+        limits = agent_limits(agent.id, _project_path(settings.risk_file))
+    except ConfigError as exc:
+        log.error("cannot start agent %s: risk limits: %s", args.agent_id, exc)
+        return EXIT_CONFIG
+    return AgentRuntime(agent, settings, instruments, limits).run()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class SavedState(msgspec.Struct, forbid_unknown_fields=True):
     flows: dict[str, list[FlowRow]]  # per code: the context's recent investor-flow reports, oldest first
     state: dict[str, Any]
     record_format: int = RECORD_FORMAT
+    parents: list[dict[str, Any]] = []  # the sliced orders being worked (``ParentOrder.to_plain``), of ``trading_date``
 
 
 class StateFileError(ValueError):

@@ -1,6 +1,6 @@
 """The strategy API: the base class every strategy extends and the light event records it receives.
 
-A strategy reacts to market and order events through callbacks and acts only
+A strategy reacts to market and order events (and refusals of its orders) through callbacks and acts only
 through the ``AgentContext`` it is handed (no sockets, no clock), so the same
 class runs live, on the paper exchange and in the back-tester. Its parameters
 are a pydantic model validated once at start; the per-event records are plain
@@ -18,6 +18,7 @@ from core.messages import SessionPhase
 
 if TYPE_CHECKING:
     from agents.context import AgentContext
+    from agents.refusals import Refusal
 
 
 class BarData(NamedTuple):
@@ -181,6 +182,14 @@ class Strategy:
 
     def on_order_event(self, ctx: AgentContext, event: OrderEventData) -> None:
         """One of the agent's orders changed state; the book is already updated."""
+
+    def on_refused(self, ctx: AgentContext, refusal: Refusal) -> None:
+        """One of the agent's orders was refused (risk, order manager or venue), with its reason code.
+
+        A signal, not a cue to send it again: the context already holds back
+        orders of the shape the reason blocks (``agents.refusals``); a strategy
+        may resize, wait or give up.
+        """
 
     def on_session(self, ctx: AgentContext, phase: SessionPhase) -> None:
         """The trading phase changed (open, closing, closed, ...)."""

@@ -176,8 +176,16 @@ class AgentResult:
     bars_seen: int = 0
     exposed_bars: int = 0
     orders: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)  # sent orders refused by the risk checks or the venue
+    refused_by_agent: Counter[str] = field(default_factory=Counter)  # orders the agent's context refused at its limits
+    held_back: Counter[str] = field(default_factory=Counter)  # orders not sent during a backoff, by the reason held
+    alerts: list[str] = field(default_factory=list)  # alerts the agent raised (refusal storms, ...), "kind: text"
     book: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def refusals(self) -> Counter[str]:
+        """Every refusal by reason: of sent orders, and of the agent's own at its limits."""
+        return self.rejected + self.refused_by_agent
 
 
 @dataclass(slots=True)
@@ -283,7 +291,7 @@ class Backtest:
             holding[spec.codes[0]] = (spec.start_qty, spec.start_avg_price)
         self.venue.open_account(spec.agent_id, spec.cash_won, holding)
         self.view.add_agent(spec.agent_id, spec.cash_won, holding)
-        ctx = AgentContext(spec.agent_id, spec.codes, strategy, book, self.instruments)
+        ctx = AgentContext(spec.agent_id, spec.codes, strategy, book, self.instruments, limits=self.limits.for_agent(spec.agent_id))
         capital = spec.cash_won + spec.start_qty * spec.start_avg_price
         result = AgentResult(spec.agent_id, spec.strategy, spec.codes, dict(strategy.params.model_dump()), capital)
         return _Agent(spec, ctx, result)
@@ -459,7 +467,8 @@ class Backtest:
         """Tear an agent's strategy and context down and start them again as the live runtime does."""
         old, spec = agent.ctx, agent.spec
         strategy = get_strategy(spec.strategy).from_params(dict(spec.params))
-        ctx = AgentContext(spec.agent_id, spec.codes, strategy, old.portfolio, self.instruments)
+        self._collect(agent)
+        ctx = AgentContext(spec.agent_id, spec.codes, strategy, old.portfolio, self.instruments, limits=old.agent_limits)
         for code in spec.codes:  # today's limits, as the market-data snapshot gives them live
             if code in self.view.base_prices:
                 ctx.set_base_price(code, self.view.base_prices[code])
@@ -482,6 +491,15 @@ class Backtest:
                 if entry[0] is agent:
                     entries[n] = (agent, ctx.on_bar, ctx.portfolio.positions, ctx.outbox)
         self._route(agent, ctx.drain_outbox())
+
+    @staticmethod
+    def _collect(agent: _Agent) -> None:
+        """Move what the agent's context counted (its refusals, backoffs, alerts) into its result."""
+        ctx, res = agent.ctx, agent.result
+        own, held_back = ctx.refusals.take_counts()
+        res.refused_by_agent.update(own)
+        res.held_back.update(held_back)
+        res.alerts.extend(f"{a.kind}: {a.text}" for a in ctx.drain_alerts())
 
     # --- sessions --------------------------------------------------------------
 
@@ -522,6 +540,7 @@ class Backtest:
         for code in sorted(self._pending):
             self._flush(self._pending.pop(code))
         for agent in self._agents.values():
+            self._collect(agent)
             book = agent.ctx.portfolio
             # finished orders of past days are never looked up again (client order ids carry the date)
             book.forget_finished_orders()

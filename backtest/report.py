@@ -2,7 +2,9 @@
 
 ``write_report(result, folder)`` writes ``report.html``, ``trades.csv``,
 ``equity.csv`` and ``metrics.json``. The page states the data source and the
-fill model, then the metrics per agent and combined, the equity curve, the
+fill model, the agents with their refusals by reason (of sent orders, of the
+agent's own at its limits, orders held back by a backoff) and alerts, then
+the metrics per agent and combined, the equity curve, the
 drawdown, each code's price with the fills marked (buys up, sells down) and a
 table of monthly returns. The charts are SVG drawn here, so the page needs no
 network and no JavaScript.
@@ -14,6 +16,7 @@ import csv
 import datetime as dt
 import html
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -188,7 +191,8 @@ def render_html(result: BacktestResult) -> str:
     agent_rows = "".join(
         f"<tr><td>{html.escape(a.agent_id)}</td><td>{html.escape(a.strategy)}</td><td>{html.escape(', '.join(a.codes))}</td>"
         f"<td>{html.escape(json.dumps(a.params))}</td><td>{a.capital_won:,}</td><td>{a.orders}</td>"
-        f"<td>{html.escape(', '.join(f'{k}: {v}' for k, v in sorted(a.rejected.items())) or '-')}</td></tr>"
+        f"<td>{_counts(a.rejected)}</td><td>{_counts(a.refused_by_agent)}</td><td>{_counts(a.held_back)}</td>"
+        f"<td>{html.escape('; '.join(a.alerts)) or '-'}</td></tr>"
         for a in agents
     )
     return f"""<!doctype html>
@@ -206,7 +210,7 @@ svg {{ display: block; margin: 8px 0 18px; }}
 Costs: the paper broker's commission on both sides and the dated sell tax (core.costs); venue rules: core.matching.</p>
 {failure}
 <h2>Agents</h2>
-<table><tr><th>agent</th><th>strategy</th><th>codes</th><th>params</th><th>capital (won)</th><th>orders</th><th>refused</th></tr>{agent_rows}</table>
+<table><tr><th>agent</th><th>strategy</th><th>codes</th><th>params</th><th>capital (won)</th><th>orders</th><th>refused (risk, venue)</th><th>refused by the agent at its limits</th><th>held back (backoff)</th><th>alerts</th></tr>{agent_rows}</table>
 <h2>Metrics</h2>
 {_metrics_table(metrics)}
 <h2>Charts</h2>
@@ -215,6 +219,10 @@ Costs: the paper broker's commission on both sides and the dated sell tax (core.
 {_monthly_table(monthly)}
 </body></html>
 """
+
+
+def _counts(by_reason: Counter[str]) -> str:
+    return html.escape(", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items()))) or "-"
 
 
 def write_trades_csv(result: BacktestResult, path: Path) -> None:
@@ -253,6 +261,9 @@ def write_report(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
         "days": len(result.days),
         "failure": str(result.failure) if result.failure else None,
         "metrics": {k: m.as_dict() for k, m in all_metrics(result).items()},
+        "refusals": {a.agent_id: {"refused": dict(a.rejected), "refused_by_agent": dict(a.refused_by_agent),
+                                  "held_back": dict(a.held_back), "alerts": list(a.alerts)}
+                     for a in result.agents.values()},
     }
     paths["metrics.json"].write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return paths

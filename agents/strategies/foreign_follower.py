@@ -5,6 +5,8 @@ strategy sums foreign net buying over the last few flow reports and scales it
 by the volume traded over the recent bars; when that share is large and most
 reports were net purchases it buys. It sells when the cumulated flow turns to
 net selling or when the price falls a set fraction below its peak since entry.
+An order larger than the agent's per-order limits is worked as TWAP children
+(``ctx.trade``).
 
 State kept across restarts and days: the trailing peak since entry (it
 survives the overnight while the holding does; the sale of the last share
@@ -69,28 +71,28 @@ class ForeignFollower(Strategy):
             return
         self.score = sum(f.foreign_net_qty for f in flows) / volume
         self.positive_fraction = sum(1 for f in flows if f.foreign_net_qty > 0) / len(flows)
-        if ctx.open_orders(code):
+        if ctx.has_open_orders(code) or ctx.working(code):
             return
         held = ctx.sellable(code)
         if held > 0:
             if self.score <= p.exit_score:
                 self.exits["reversal"] += 1
-                ctx.sell(code, held, ctx.last_price(code))
+                ctx.trade(code, "sell", held, ctx.last_price(code))
         elif self.score >= p.entry_score and self.positive_fraction >= p.min_positive_fraction:
             price = ctx.last_price(code)
             qty = ctx.affordable_qty(code, price, int(ctx.equity() * p.invest_fraction))
             if qty > 0:
-                ctx.buy(code, qty, price)
+                ctx.trade(code, "buy", qty, price)
                 ctx.log(f"foreign buying score {self.score:.3f}: buy {qty}")
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         held = ctx.sellable(bar.code)
-        if held <= 0:
+        if held <= 0 or ctx.working(bar.code):
             return
         self.peak = max(self.peak, bar.high)
         if bar.close <= self.peak * (1 - self.params.trail_pct):
             self.exits["trailing_stop"] += 1
-            ctx.sell(bar.code, held, bar.close)
+            ctx.trade(bar.code, "sell", held, bar.close)
             ctx.log(f"trailing stop at {bar.close} (peak {self.peak}): sell {held}")
 
     def on_fill(self, ctx: AgentContext, fill: FillData) -> None:

@@ -7,6 +7,13 @@ wide (hold the preferred) or narrow (hold the common), provided the deviation
 also beats the round-trip cost of switching there and back, and returns to its
 home leg once the discount has reverted.
 
+A switch is sized within the agent's limits: a leg larger than one order may
+be is sold (and the other bought) as TWAP children over ``SWITCH_MINUTES``
+(``ctx.trade``), and nothing new starts while a switch is being worked. The
+leg is topped up only when at least ``MIN_TOP_UP`` of the equity lies idle,
+so a switch cut short (at the close, or by a restart) is finished later
+without a trickle of small orders.
+
 State kept across restarts and days: the ring of the last ``window``
 discounts with its running sums, the last discount and z-score, and the leg it
 holds (``target``), so a restarted agent keeps the leg it switched to instead
@@ -24,6 +31,10 @@ from pydantic import Field, model_validator
 from agents.context import AgentContext
 from agents.strategy import BarData, Strategy, StrategyParams, StateError, read_state
 from core import krx
+
+
+SWITCH_MINUTES = 5  # a leg bigger than one order is switched over this many minutes
+MIN_TOP_UP = 0.1  # share of the equity idle before the held leg is bought up to its size again
 
 
 class PairArbitrageParams(StrategyParams):
@@ -124,22 +135,24 @@ class PairArbitrage(Strategy):
         self._rebalance(ctx)
 
     def _rebalance(self, ctx: AgentContext) -> None:
-        if ctx.open_orders():
+        if ctx.working() or ctx.has_open_orders():
             return
         legs = {"common": ctx.codes[0], "pref": ctx.codes[1]}
         for leg, code in legs.items():
             qty = ctx.sellable(code)
             if leg != self.target and qty > 0:
-                ctx.sell(code, qty, ctx.last_price(code))
+                ctx.trade(code, "sell", qty, ctx.last_price(code), twap_minutes=SWITCH_MINUTES)
                 ctx.log(f"switch to {self.target}: sell {qty} {code}, z={self.z:.2f}")
                 return  # buy the other leg once the proceeds are in
         code = legs.get(self.target)
-        if code is None or ctx.position(code) > 0:
+        if code is None:
             return
         price = ctx.last_price(code)
-        qty = ctx.affordable_qty(code, price, int(ctx.cash() * self.params.invest_fraction))
-        if qty > 0:
-            ctx.buy(code, qty, price)
+        equity = ctx.equity()
+        idle = ctx.cash() - int(equity * (1 - self.params.invest_fraction))
+        qty = ctx.affordable_qty(code, price, idle)
+        if qty > 0 and qty * price >= MIN_TOP_UP * equity:
+            ctx.trade(code, "buy", qty, price, twap_minutes=SWITCH_MINUTES)
             ctx.log(f"hold {self.target}: buy {qty} {code}, z={self.z:.2f}")
 
     def state(self) -> dict[str, Any]:

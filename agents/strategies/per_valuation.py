@@ -6,7 +6,8 @@ further ``step_pct`` below the previous; above the ceiling it sells one slice
 per level up, the last level selling what is left. Counters reset once PER is
 back at the middle of the band, so the ladder can be climbed again. A step
 whose order ends with nothing done (refused, cancelled at the close, expired)
-was not taken: it is given back and may be taken again.
+was not taken: it is given back and may be taken again. A step is at most
+one order within the agent's per-order limits (``ctx.max_order_qty``).
 
 State kept across restarts and days: the ladder (buy and sell steps taken,
 and the orders of the last step of each side, which may still be given back)
@@ -87,7 +88,7 @@ class PerValuation(Strategy):
         if ctx.open_orders(code):
             return
         if self.buy_steps < p.max_steps and per <= p.low_per * (1 - p.step_pct * self.buy_steps):
-            qty = ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.step_fraction))
+            qty = min(ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.step_fraction)), ctx.max_order_qty(code, "buy", bar.close))
             intent = ctx.buy(code, qty, bar.close) if qty > 0 else None
             if intent is not None and intent.ok:
                 self._step_orders["buy"] = intent.client_order_id  # type: ignore[union-attr]
@@ -96,7 +97,7 @@ class PerValuation(Strategy):
         elif self.sell_steps < p.max_steps and per >= p.high_per * (1 + p.step_pct * self.sell_steps):
             held = ctx.sellable(code)
             if held > 0:
-                qty = math.ceil(held / (p.max_steps - self.sell_steps))
+                qty = min(math.ceil(held / (p.max_steps - self.sell_steps)), ctx.max_order_qty(code, "sell", bar.close))
                 intent = ctx.sell(code, qty, bar.close)
                 if intent.ok:
                     self._step_orders["sell"] = intent.client_order_id  # type: ignore[union-attr]

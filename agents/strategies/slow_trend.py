@@ -5,6 +5,8 @@ long window; it enters when the slope is positive and significant (t-stat), the
 fit is tight (high R-squared, small residual volatility) and volume is not
 trending down significantly. It exits when the t-stat fades, or as soon as a
 close falls several residual deviations below the extrapolated trend line.
+A position larger than one order may be is bought and sold as TWAP children
+(``ctx.trade``), within the agent's limits.
 
 State kept across restarts and days: the bars seen, the bars since the last
 fit and the fitted line (so the break rule keeps extrapolating it), and the
@@ -24,6 +26,10 @@ from pydantic import Field, model_validator
 
 from agents.context import AgentContext
 from agents.strategy import BarData, Strategy, StrategyParams, read_state
+
+
+ENTRY_MINUTES = 10  # a holding larger than one order is bought as TWAP children over this many minutes
+EXIT_MINUTES = 3  # and sold over this many
 
 
 class SlowTrendParams(StrategyParams):
@@ -102,8 +108,9 @@ class SlowTrend(Strategy):
             level, slope, sd = self._line
             expected = level + slope * self._since_fit
             if math.log(bar.close) < expected - p.break_sigmas * sd:
-                ctx.sell(code, ctx.sellable(code), bar.close)
-                ctx.log(f"trend broken at {bar.close}: sell")
+                if not ctx.working(code):
+                    ctx.trade(code, "sell", ctx.sellable(code), bar.close, twap_minutes=EXIT_MINUTES)
+                    ctx.log(f"trend broken at {bar.close}: sell")
                 return
         if self._seen < p.window or self._since_fit < p.eval_every:
             return
@@ -115,17 +122,17 @@ class SlowTrend(Strategy):
         self._line = (a + slope * (p.window - 1), slope, sd)
         self._since_fit = 0
         self.t_stat, self.r2, self.resid_vol, self.volume_t = t, r2, sd, vt
-        if ctx.open_orders(code):
+        if ctx.has_open_orders(code) or ctx.working(code):
             return
         held = ctx.sellable(code)
         if held > 0:
             if t < p.t_exit:
-                ctx.sell(code, held, bar.close)
+                ctx.trade(code, "sell", held, bar.close, twap_minutes=EXIT_MINUTES)
                 ctx.log(f"trend faded (t={t:.1f}): sell {held}")
         elif ctx.position(code) == 0 and slope > 0 and t >= p.t_entry and r2 >= p.min_r2 and sd <= p.max_resid_vol and vt >= p.volume_t_min:
             qty = ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.invest_fraction))
             if qty > 0:
-                ctx.buy(code, qty, bar.close)
+                ctx.trade(code, "buy", qty, bar.close, twap_minutes=ENTRY_MINUTES)
                 ctx.log(f"steady trend (t={t:.1f}, R2={r2:.2f}): buy {qty}")
 
     def state(self) -> dict[str, Any]:

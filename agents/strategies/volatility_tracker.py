@@ -5,7 +5,9 @@ are not positive). Realised volatility is tracked as fast and slow exponential
 averages of squared one-bar log returns; the target holding is the equity times
 target volatility over fast volatility (capped). The strategy adds toward the
 target only while the price is below value and volatility is falling, and cuts
-down to the target when volatility spikes above its slow average.
+down to the target when volatility spikes above its slow average. Each order
+is sized within the agent's per-order limits (``ctx.max_order_qty``): a
+larger step is taken over the following bars, one order at a time.
 
 State kept across restarts and days: both exponential averages of squared
 returns, the previous close, the returns seen (the warm-up) and the last
@@ -112,12 +114,12 @@ class VolatilityTracker(Strategy):
         current = ctx.position(code) * close
         if self.vol_fast > p.spike_ratio * self.vol_slow:
             if current > target * (1 + p.band):
-                qty = min(ctx.sellable(code), math.ceil((current - target) / close))
+                qty = min(ctx.max_order_qty(code, "sell", close), math.ceil((current - target) / close))
                 if qty > 0:
                     ctx.sell(code, qty, close)
                     ctx.log(f"volatility spike {self.vol_fast:.2f} vs {self.vol_slow:.2f}: sell {qty}")
         elif self.vol_fast < self.vol_slow and close < self.value * (1 - p.value_discount) and current < target * (1 - p.band):
-            qty = ctx.affordable_qty(code, close, target - current)
+            qty = min(ctx.affordable_qty(code, close, target - current), ctx.max_order_qty(code, "buy", close))
             if qty > 0:
                 ctx.buy(code, qty, close)
                 ctx.log(f"below value {self.value:.0f}, volatility falling: buy {qty}")

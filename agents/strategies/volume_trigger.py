@@ -3,7 +3,8 @@
 A bar whose volume is several times the recent average, with the close up by
 at least a set fraction on the previous close, signals informed buying; the
 strategy buys at that close. It sells when the return after buy and sell costs
-reaches the take-profit, or falls to the stop loss.
+reaches the take-profit, or falls to the stop loss. An order larger than the
+agent's per-order limits is worked as TWAP children (``ctx.trade``).
 
 State kept across restarts and days: the ring of the last ``lookback``
 volumes with its sum, the previous close and the counters. The average runs
@@ -64,11 +65,13 @@ class VolumeTrigger(Strategy):
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         p = self.params
         code = bar.code
-        if ctx.sellable(code) > 0:
+        if ctx.working(code):
+            pass  # an entry or exit bigger than one order is being worked
+        elif ctx.sellable(code) > 0:
             r = ctx.return_after_costs(code)
             if r >= p.take_profit or r <= -p.stop_loss:
                 self.exits["take_profit" if r > 0 else "stop_loss"] += 1
-                ctx.sell(code, ctx.sellable(code), bar.close)
+                ctx.trade(code, "sell", ctx.sellable(code), bar.close)
         elif self._n >= p.lookback and self._prev_close > 0 and ctx.position(code) == 0 and not ctx.open_orders(code):
             surge = bar.volume * p.lookback >= p.surge_ratio * self._sum
             moved = bar.close >= self._prev_close * (1 + p.min_move)
@@ -76,7 +79,7 @@ class VolumeTrigger(Strategy):
                 self.surges += 1
                 qty = ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.invest_fraction))
                 if qty > 0:
-                    ctx.buy(code, qty, bar.close)
+                    ctx.trade(code, "buy", qty, bar.close)
                     ctx.log(f"volume surge {bar.volume} vs avg {self._sum / p.lookback:.0f}: buy {qty}")
         slot = self._n % p.lookback
         self._sum += bar.volume - self._ring[slot]

@@ -130,7 +130,8 @@ def feed_flows(ctx, flows: list[int], start: int) -> list:
 
 
 def test_foreign_follower_buys_strong_persistent_foreign_buying_and_exits_on_a_trailing_stop() -> None:
-    ctx = make_ctx("foreign_follower", [HYNIX], params={"window": 4, "volume_bars": 60, "entry_score": 0.05, "trail_pct": 0.05})
+    ctx = make_ctx("foreign_follower", [HYNIX], cash=50_000_000,
+                   params={"window": 4, "volume_bars": 60, "entry_score": 0.05, "trail_pct": 0.05})
     run_bars(ctx, [bar(HYNIX, i, 170_000) for i in range(60)])  # 600,000 shares traded
     sent = feed_flows(ctx, [10_000, 9_000, 8_000, 12_000], 60)  # 39,000 / 600,000 = 0.065
     [(_, buy)] = sent
@@ -146,7 +147,7 @@ def test_foreign_follower_buys_strong_persistent_foreign_buying_and_exits_on_a_t
 
 
 def test_foreign_follower_leaves_when_foreign_buying_reverses() -> None:
-    ctx = make_ctx("foreign_follower", [HYNIX], params={"window": 2, "volume_bars": 60, "entry_score": 0.05})
+    ctx = make_ctx("foreign_follower", [HYNIX], cash=50_000_000, params={"window": 2, "volume_bars": 60, "entry_score": 0.05})
     run_bars(ctx, [bar(HYNIX, i, 170_000) for i in range(60)])
     assert len(feed_flows(ctx, [20_000, 20_000], 60)) == 1
     sent = feed_flows(ctx, [-30_000, -30_000], 62)
@@ -234,7 +235,7 @@ PER = {"low_per": 4.5, "high_per": 6.5, "step_pct": 0.05, "max_steps": 3, "step_
 
 
 def test_per_valuation_buys_in_steps_below_the_band_and_sells_in_steps_above() -> None:
-    ctx = make_ctx("per_valuation", [HYUNDAI], cash=100_000_000, params=PER)
+    ctx = make_ctx("per_valuation", [HYUNDAI], cash=60_000_000, params=PER)
     path = [215_000, 200_000, 200_000, 190_000, 180_000, 170_000, 250_000, 300_000, 300_000, 315_000, 330_000, 340_000]
     sent = orders(run_bars(ctx, [bar(HYUNDAI, i, c) for i, c in enumerate(path)]))
     # PER 4.42, 4.20, 3.98 cross the levels 4.5, 4.275, 4.05; then 6.64, 6.97, 7.30 cross 6.5, 6.825, 7.15
@@ -258,7 +259,7 @@ TREND = {"window": 60, "eval_every": 5, "t_entry": 8.0, "t_exit": 2.0, "min_r2":
 
 
 def test_slow_trend_enters_a_steady_trend_and_exits_when_it_breaks() -> None:
-    ctx = make_ctx("slow_trend", [NAVER], params=TREND)
+    ctx = make_ctx("slow_trend", [NAVER], cash=30_000_000, params=TREND)
     rising = [bar(NAVER, i, int(round(150_000 * math.exp(0.0005 * i), -2)), 10_000 + 10 * i) for i in range(80)]
     sent = orders(run_bars(ctx, rising))
     [(i, side, _, qty, _)] = sent
