@@ -177,6 +177,20 @@ class SessionEvent(Message):
     clock_speed: float = 1.0
 
 
+@register
+class DayReference(Message):
+    """A code's reference price for a trading day (기준가, yesterday's close as the exchange set it) and the
+    day's price limits, from the venue: what price bands and market-buy reservations are measured against."""
+
+    TYPE: ClassVar[str] = "day_reference"
+    code: Code
+    trading_date: Annotated[str, Field(pattern=r"^[0-9]{8}$")]
+    ts_ns: TsNs
+    base_price: Annotated[int, Field(gt=0)]
+    lower_limit: Annotated[int, Field(gt=0)]
+    upper_limit: Annotated[int, Field(gt=0)]
+
+
 # --- orders ------------------------------------------------------------------
 
 

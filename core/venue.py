@@ -42,6 +42,10 @@ Notices and market data: a PUB on the ``exchange_feed`` endpoint
 * ``md.session`` ``SessionEvent`` (and again once a second with the
   heartbeat, so a late joiner learns the session), ``md.tick.<code>``
   ``Tick``, ``md.bar.1m.<code>`` ``Bar``, ``md.flow.<code>`` ``InvestorFlow``.
+* ``md.ref.<code>`` ``DayReference``: the code's base price and limits for
+  the trading day, as the venue has them (the paper exchange's day, KIS's
+  inquire-price), sent when the venue learns them and again every
+  ``REFERENCE_REPEAT_S`` seconds, so a late joiner learns them too.
 * ``sys.heartbeat.venue`` ``Heartbeat`` once a second: a feed silent for a
   few heartbeats counts as dropped.
 
@@ -77,6 +81,14 @@ def tick_topic(code: str) -> str:
 def bar_topic(code: str) -> str:
     """The topic of a code's 1-minute bars."""
     return f"md.bar.1m.{code}"
+
+
+REFERENCE_REPEAT_S = 10.0  # how often a venue repeats the day's references on its feed
+
+
+def reference_topic(code: str) -> str:
+    """The topic of a code's reference price and limits for the day."""
+    return f"md.ref.{code}"
 
 
 def flow_topic(code: str) -> str:

@@ -23,6 +23,7 @@ from core.messages import (
     TERMINAL_STATUSES,
     Alert,
     Bar,
+    DayReference,
     Fill,
     Heartbeat,
     InvestorFlow,
@@ -246,6 +247,11 @@ class FirmState:
                 self.session = _plain(msg)
                 self.market_ts_ns = max(self.market_ts_ns, msg.ts_ns)
                 self._touch("clock")
+            elif isinstance(msg, DayReference):  # the venue's base price of the day: the Market page's change
+                self.base_prices[msg.code] = msg.base_price
+                if msg.code in self.quotes:
+                    self.quotes[msg.code].base_price = msg.base_price
+                self._touch("market")
             elif isinstance(msg, Heartbeat):
                 self._on_heartbeat(topic, msg, now_ns)
             elif isinstance(msg, Alert):

@@ -38,7 +38,7 @@ from services.exchange.clock import MarketClock, first_market_day, kst_ns
 from services.exchange.desk import BAD_ARGS, Desk, unknown_request
 from services.exchange.faults import BAD_FAULT, FaultError, Faults, phantom_from_args
 from services.exchange.store import ExchangeStore, store_path
-from core.venue import FEED_HEARTBEAT_TOPIC, SESSION_TOPIC
+from core.venue import FEED_HEARTBEAT_TOPIC, REFERENCE_REPEAT_S, SESSION_TOPIC
 from services.exchange.venue import Outbound, PaperVenue
 
 ACCOUNT_ID = "firm"
@@ -112,6 +112,7 @@ class ExchangeService(Service):
         self._pending: Outbound = []
         self.add_socket(self.server.socket, self._on_rpc)
         self._next_feed_hb = 0.0
+        self._next_references = 0.0
         self._save(everything=True)
         self._publish(first_out)
 
@@ -276,6 +277,11 @@ class ExchangeService(Service):
         session = self.venue.session_in_force()
         if session is not None:  # repeated so that a client started mid-session learns it
             self.feed.publish(SESSION_TOPIC, session)
+        now = time.monotonic()
+        if now >= self._next_references:  # the same for the day's base prices and limits
+            self._next_references = now + REFERENCE_REPEAT_S
+            for topic, msg in self.venue.references():
+                self.feed.publish(topic, msg)
 
     def heartbeat_info(self) -> dict[str, object]:
         return {"trading_date": self.venue.trading_date, "session": self.venue.session_name(),

@@ -35,6 +35,7 @@ from core.instruments import Instrument
 from core.krx import Session, market_hours, tick_size
 from core.matching import CancelRefused, Event, Execution, MatchingEngine, Order, OrderUpdate
 from core.messages import (
+    DayReference,
     Bar,
     Fill,
     InvestorFlow,
@@ -47,7 +48,7 @@ from core.messages import (
     Tick,
 )
 from core.simulator import DayBars, MarketSimulator, ticks_from_bar
-from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC
+from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC, reference_topic
 
 NS_PER_MIN = 60_000_000_000
 PRE_OPEN_NS = 30 * NS_PER_MIN
@@ -215,7 +216,7 @@ class PaperVenue:
             self._feed_engine = True
         self.now_ns = now_ns
         session = self.session_in_force()
-        return [] if session is None else [(SESSION_TOPIC, session)]
+        return [] if session is None else [(SESSION_TOPIC, session), *self.references()]
 
     # --- market time ------------------------------------------------------------
 
@@ -348,6 +349,8 @@ class PaperVenue:
             self._close_day(ts, out)
             return
         out.append((SESSION_TOPIC, self._session_event(phase, ts)))
+        if phase is SessionPhase.PRE_OPEN:
+            out += self.references()  # the new day's base prices and limits, before its first order
         if feed:
             self._engine(self.engine.set_session(_ENGINE_SESSION[phase], ts), engine_out)
         # notices of the opening auction follow the session event that caused them
@@ -390,6 +393,20 @@ class PaperVenue:
         if self.day is None or (self.phase is SessionPhase.CLOSED and self.now_ns < self.pre_open_ns):
             return None
         return self._session_event(self.phase, self.phase_ts_ns)
+
+    def references(self) -> Outbound:
+        """Each code's base price and limits for the day, as ``md.ref.<code>`` (none before the first day)."""
+        day = self.day
+        if day is None:
+            return []
+        out: Outbound = []
+        for k, code in enumerate(day.codes):
+            limits, base = self.engine.price_limits(code), int(day.base_price[k])
+            if limits is not None and base > 0 and limits[0] > 0:
+                out.append((reference_topic(code), DayReference(
+                    code=code, trading_date=self.trading_date, ts_ns=self.now_ns, base_price=base,
+                    lower_limit=limits[0], upper_limit=limits[1])))
+        return out
 
     def session_name(self) -> str:
         """The current phase as announced on ``md.session``."""

@@ -41,12 +41,14 @@ from bus.rpc import RequestInfo, RpcServer
 from bus.service import EXIT_CONFIG, Service, configure_logging
 from core.config import PROJECT_ROOT, ConfigError, load_stack, project_path
 from core.instruments import InstrumentError, load_instruments
+from core.krx import tick_size
 from core.messages import (
     AlertLevel,
     Bar,
     CancelRequest,
     Command,
     CommandResult,
+    DayReference,
     Heartbeat,
     InvestorFlow,
     Message,
@@ -62,12 +64,14 @@ from core.venue import (
     BAD_ARGS,
     FEED_HEARTBEAT_TOPIC,
     QUERIES,
+    REFERENCE_REPEAT_S,
     SESSION_TOPIC,
     UNKNOWN_COMMAND,
     UNKNOWN_ORDER,
     UNKNOWN_REQUEST,
     bar_topic,
     flow_topic,
+    reference_topic,
     tick_topic,
 )
 from services.kis_gateway import rest as kis
@@ -80,6 +84,7 @@ from services.kis_gateway.store import GatewayStore
 from services.kis_gateway.stream import Resubscribed, StateChange, StreamClient, StreamProblem
 
 NAME = "kis-gateway"
+REFERENCE_RETRY_S = 30.0  # a code whose reference could not be read is asked again after this long
 POLL_INTERVAL_S = 1.0  # one background REST read (flows, polled prices) a second leaves the rest to orders
 CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
 IN_DOUBT_INTERVAL_S = 1.0  # ... and this often while an order's fate is unknown
@@ -125,6 +130,9 @@ class KisGateway(Service):
         self.bars = MinuteBars()
         self.codes = self._codes()
         self.quotes: dict[str, dict[str, int]] = {}
+        self.references: dict[str, DayReference] = {}  # code -> its base price and limits (inquire-price)
+        self._next_references = 0.0
+        self._reference_asked: dict[str, float] = {}  # code -> when inquire-price was last asked for its reference
         self.counters: Counter[str] = Counter()
         self.stream = StreamClient(ws_url, approval=self.rest.approval_key, drop_approval=self._drop_approval,
                                    hts_id=self.hts_id, env=cfg.env, max_registrations=cfg.max_registrations)
@@ -341,15 +349,32 @@ class KisGateway(Service):
         return self._balance[1]
 
     def _quote(self, code: str) -> dict[str, int]:
-        q = dict(self.quotes.get(code, {}))
-        if "upper" not in q:
-            p = self.rest.price(code)
-            for key in ("last", "base", "upper", "lower"):
-                v = getattr(p, key, None) or getattr(p, f"{key}_price", None)
-                if isinstance(v, int):
-                    q[key] = v
-            self.quotes.setdefault(code, {}).update(q)
-        return q
+        """The venue protocol's quote (the paper exchange's keys): the stream's prices, the day's limits."""
+        mt = self.clock.now()
+        ref = self.references.get(code)
+        if ref is None or ref.trading_date != mt.trading_date:
+            self._read_reference(code, mt)
+            ref = self.references[code]
+        q = self.quotes.get(code, {})
+        last = q.get("last") or ref.base_price
+        return {"last": last, "bid": q.get("bid", 0), "ask": q.get("ask", 0), "tick_size": tick_size(last),
+                "lower_limit": ref.lower_limit, "upper_limit": ref.upper_limit, "base_price": ref.base_price,
+                "volume": q.get("volume", 0)}
+
+    def _read_reference(self, code: str, mt: Any) -> None:
+        """inquire-price: the code's base price and limits for the day (published), and its price now."""
+        self._reference_asked[code] = time.monotonic()
+        p = self.rest.price(code)
+        q = self.quotes.setdefault(code, {})
+        q.update(last=p.last, volume=p.volume)
+        if p.base <= 0 or p.lower <= 0:
+            raise kis.KisBadReply("inquire-price", f"{code}: base price {p.base} / limits {p.lower}..{p.upper}")
+        ref = DayReference(code=code, trading_date=mt.trading_date, ts_ns=mt.ts_ns, base_price=p.base,
+                           lower_limit=p.lower, upper_limit=p.upper)
+        if self.references.get(code) != ref:
+            self.references[code] = ref
+            self.feed.publish(reference_topic(code), ref)
+        self.counters["references"] += 1
 
     def _fault(self, cmd: Command) -> CommandResult:
         """A fault at the local kis-sim (rehearsal only): its ``/kis-sim/fault`` control."""
@@ -444,7 +469,12 @@ class KisGateway(Service):
     def _poll_one(self, mt: Any) -> None:
         """One REST read a second, when the stream is up: a closed day's investor flows, else a polled code's price."""
         try:
-            if self._flows_due:
+            now = time.monotonic()
+            stale = [c for c in self.codes if ((r := self.references.get(c)) is None or r.trading_date != mt.trading_date)
+                     and now - self._reference_asked.get(c, -REFERENCE_RETRY_S) >= REFERENCE_RETRY_S]
+            if stale and mt.known:  # the day's base prices and limits first: the risk guard measures against them
+                self._read_reference(stale[0], mt)
+            elif self._flows_due:
                 code = self._flows_due.pop(0)
                 days = [d for d in self.rest.investor(code) if d.date == self._flows_date]
                 if days:
@@ -458,7 +488,7 @@ class KisGateway(Service):
                 self._poll_turn += 1
                 code = polled[self._poll_turn % len(polled)]
                 q = self.rest.price(code)
-                self.quotes.setdefault(code, {}).update(last=q.last, base=q.base, upper=q.upper, lower=q.lower)
+                self.quotes.setdefault(code, {}).update(last=q.last, volume=q.volume)
                 if q.last > 0:  # the last price, for marks and the board; no trade of its own (qty 0, no bar)
                     self.feed.publish(tick_topic(code), Tick(code=code, ts_ns=mt.ts_ns, price=q.last, qty=0,
                                                              cum_volume=q.volume))
@@ -553,6 +583,12 @@ class KisGateway(Service):
                                                           info=info))
         self.feed.publish(SESSION_TOPIC, SessionEvent(phase=mt.phase, trading_date=mt.trading_date, ts_ns=mt.ts_ns,
                                                       clock_speed=mt.speed))
+        now = time.monotonic()
+        if now >= self._next_references:  # repeated, so that a late joiner learns them too
+            self._next_references = now + REFERENCE_REPEAT_S
+            for code, ref in self.references.items():
+                if ref.trading_date == mt.trading_date:
+                    self.feed.publish(reference_topic(code), ref)
 
     # --- output -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import krx
-from core.messages import Bar, InvestorFlow, Message, SessionEvent, SessionPhase, Tick
+from core.messages import Bar, DayReference, InvestorFlow, Message, SessionEvent, SessionPhase, Tick
 
 DEFAULT_BARS_KEPT = 390  # one continuous session of one-minute bars
 
@@ -49,7 +49,9 @@ class MarketBoard:
     flows: dict[str, InvestorFlow] = field(default_factory=dict)
     session: SessionEvent | None = None
     days: dict[str, CodeDay] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: {"tick": 0, "bar": 0, "flow": 0, "session": 0})
+    references: dict[str, DayReference] = field(default_factory=dict)  # the venue's base price and limits per code
+    counts: dict[str, int] = field(default_factory=lambda: {"tick": 0, "bar": 0, "flow": 0, "session": 0,
+                                                            "reference": 0})
 
     def apply(self, msg: Message) -> bool:
         """Take one market-data message in; False if it is not market data (ignored)."""
@@ -65,8 +67,22 @@ class MarketBoard:
         elif isinstance(msg, SessionEvent):
             self._apply_session(msg)
             self.counts["session"] += 1
+        elif isinstance(msg, DayReference):
+            return self._apply_reference(msg)
         else:
             return False
+        return True
+
+    def _apply_reference(self, ref: DayReference) -> bool:
+        """The venue's base price and limits of a code for a day; False when nothing new (a repeat, or stale)."""
+        if self.session is not None and ref.trading_date < self.session.trading_date:
+            return False
+        known = self.references.get(ref.code)
+        if known is not None and _reference_key(known) == _reference_key(ref):
+            return False
+        self.references[ref.code] = ref
+        self.base_prices[ref.code] = ref.base_price
+        self.counts["reference"] += 1
         return True
 
     def _apply_bar(self, bar: Bar) -> None:
@@ -91,9 +107,11 @@ class MarketBoard:
         previous = self.session
         self.session = event
         if event.phase is SessionPhase.PRE_OPEN and previous is not None and previous.trading_date < event.trading_date:
-            # A new trading day: yesterday's last price is today's base price.
+            # A new trading day: yesterday's last price is today's base price, until the venue says what it is.
             for code, close in self.last_prices().items():
-                self.base_prices[code] = close
+                ref = self.references.get(code)
+                if ref is None or ref.trading_date != event.trading_date:
+                    self.base_prices[code] = close
 
     def last_prices(self) -> dict[str, int]:
         """The latest known price per code: the last tick, else the last bar's close."""
@@ -123,9 +141,13 @@ class MarketBoard:
             day = self.days.get(code)
             price = last.get(code)
             base = self.base_prices.get(code)
+            ref = self.references.get(code)
+            today = ref is not None and (self.session is None or ref.trading_date == self.session.trading_date)
             out[code] = {
                 "last": price,
                 "base_price": base,
+                "lower_limit": ref.lower_limit if ref is not None and today else None,
+                "upper_limit": ref.upper_limit if ref is not None and today else None,
                 "change": price - base if price is not None and base else None,
                 "change_pct": round((price - base) / base * 100, 4) if price is not None and base else None,
                 "volume": tick.cum_volume if tick is not None and tick.cum_volume else (day.volume if day else 0),
@@ -138,6 +160,10 @@ class MarketBoard:
             "session": self.session.model_dump(mode="json") if self.session is not None else None,
             "codes": out,
         }
+
+
+def _reference_key(ref: DayReference) -> tuple[str, int, int, int]:
+    return ref.trading_date, ref.base_price, ref.lower_limit, ref.upper_limit
 
 
 def board_from_master(master: Mapping[str, Any], *, bars_kept: int = DEFAULT_BARS_KEPT) -> MarketBoard:

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from core import krx, risk
 from core.instruments import Instrument
-from core.messages import Fill, LedgerAdjustment, Message, OrderEvent, SessionEvent, Tick
+from core.messages import DayReference, Fill, LedgerAdjustment, Message, OrderEvent, SessionEvent, Tick
 from core.ledger import Book, LedgerError
 from core.risk import Decision, Reason, RiskLimits, RiskView, TradingState
 from core.risk_view import Position
@@ -87,6 +87,7 @@ class RiskGuard:
         self.trading_date = ""
         self.over_limit_agents: set[str] = set()
         self.session_from_events = False
+        self.references: dict[str, DayReference] = {}  # the venue's base price and limits per code (md.ref.*)
         self._clock_checked_until = 0
         self.sync_problems: list[str] = []
         self.adjustments_seen: set[str] = set()
@@ -153,6 +154,10 @@ class RiskGuard:
         if isinstance(msg, SessionEvent):
             self.session_from_events = True
             self.on_session(msg.phase.value, msg.trading_date, now_ns)
+        if isinstance(msg, DayReference):
+            self.references[msg.code] = msg
+            if not self.trading_date or msg.trading_date == self.trading_date:
+                self.view.base_prices[msg.code] = msg.base_price
         return None
 
     def on_market_time(self, market_ts_ns: int, now_ns: int) -> None:
@@ -167,6 +172,9 @@ class RiskGuard:
         if self.trading_date and trading_date and trading_date != self.trading_date:
             self.view.roll_day(now_ns)
             self.over_limit_agents.clear()
+            # the venue's base prices of the new day, where it told them before the day began here
+            self.view.base_prices.update({c: r.base_price for c, r in self.references.items()
+                                          if r.trading_date == trading_date})
         if trading_date:
             self.trading_date = trading_date
         self.session = phase

@@ -40,7 +40,7 @@ from services.risk_guard.guard import OPERATOR_COMMANDS, AgentAllocation, RiskGu
 from services.risk_guard.journal import RiskJournal
 
 RISK_STATE_TOPIC = "risk.state"
-BUS_TOPICS = ["oms.event.", "md.tick.", "md.session"]
+BUS_TOPICS = ["oms.event.", "md.tick.", "md.session", "md.ref."]
 STATE_EVERY_S = 5.0
 SYNC_EVERY_S = 1.0
 SYNC_TIMEOUT_MS = 500

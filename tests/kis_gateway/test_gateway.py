@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from core.config import load_stack
-from core.messages import Fill, OrderEvent, OrderRequest, OrderStatus, Side, Tick
+from core.messages import DayReference, Fill, OrderEvent, OrderRequest, OrderStatus, Side, Tick
 from services.broker.base import BrokerError
 from services.broker.venue import VenueBroker
 from services.kis_gateway.auth import TokenCache
@@ -78,9 +78,8 @@ class Gateway:
             os.environ.update(saved)
 
 
-@pytest.fixture
-def venue(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, Server]]:
-    gw = Gateway(tmp_path / "run", sim)
+def _serve(gw: Gateway, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, Server]]:
+    """Start ``gw``, wait until it is ready, hand it out with a client; stop both afterwards."""
     gw.start()
     ctx = zmq.Context()
     client = VenueBroker(ctx, gw.settings(), timeout_ms=4000, retries=0, sender="test")
@@ -91,6 +90,11 @@ def venue(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, S
         client.close()
         ctx.term()
         gw.stop()
+
+
+@pytest.fixture
+def venue(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, Server]]:
+    yield from _serve(Gateway(tmp_path / "run", sim), sim)
 
 
 def _ping(client: VenueBroker) -> dict[str, Any]:
@@ -176,7 +180,7 @@ def test_a_notice_that_beats_the_reply_and_duplicated_notices_make_one_fill(venu
 
 def test_a_resting_order_is_canceled_and_an_unknown_order_refused(venue) -> None:
     gw, client, sim = venue
-    quote = wait_for("a price", lambda: client.quote(CODE).get("lower"))
+    quote = wait_for("a price", lambda: client.quote(CODE).get("lower_limit"))
     reply = client.place(order(5, qty=2, price=quote))  # at the lower limit: rests
     assert reply.status is OrderStatus.ACCEPTED
     time.sleep(0.15)  # kis-sim refuses a cancel sooner than 100 ms after its order (as KIS does)
@@ -204,8 +208,24 @@ def test_while_the_stream_is_down_orders_are_refused_and_afterwards_the_missed_f
 def test_the_feed_carries_ticks_and_the_heartbeat(venue) -> None:
     gw, client, sim = venue
     sub = client.subscribe_market([CODE])
-    ticks = wait_for("ticks", lambda: [e.msg for e in sub.drain(100) if isinstance(e.msg, Tick)], 30)
+    seen: list[Any] = []
+
+    def got(kind: type) -> list[Any]:
+        seen.extend(e.msg for e in sub.drain(100))
+        return [m for m in seen if isinstance(m, kind)]
+
+    ticks = wait_for("ticks", lambda: got(Tick), 30)
     assert ticks[0].code == CODE and ticks[0].price > 0
+    # the day's base price and limits, as KIS's inquire-price has them, for the risk guard and the Market page
+    ref = wait_for("the day's reference", lambda: got(DayReference), 30)[0]
+    kis = sim.price(CODE)
+    assert (ref.code, ref.base_price, ref.lower_limit, ref.upper_limit) == (
+        CODE, int(kis["stck_sdpr"]), int(kis["stck_llam"]), int(kis["stck_mxpr"]))
+    assert ref.trading_date == sim.control("status")["trading_date"]
+    quote = client.quote(CODE)  # the venue protocol's quote, in the paper exchange's keys
+    assert (quote["base_price"], quote["lower_limit"], quote["upper_limit"]) == (
+        ref.base_price, ref.lower_limit, ref.upper_limit)
+    assert quote["last"] > 0 and quote["tick_size"] > 0
 
 
 def test_the_gateway_refuses_to_start_on_the_paper_stack_or_real_money_without_the_live_switch(tmp_path: Path,
@@ -235,16 +255,7 @@ def venue_a_minute_old(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, V
     finally:
         cache.close()
     sim.control("auth-clock", {"advance_s": 61})
-    gw.start()
-    ctx = zmq.Context()
-    client = VenueBroker(ctx, gw.settings(), timeout_ms=4000, retries=0, sender="test")
-    try:
-        wait_for("the gateway ready", lambda: _ping(client).get("ready"), 30)
-        yield gw, client, sim
-    finally:
-        client.close()
-        ctx.term()
-        gw.stop()
+    yield from _serve(gw, sim)
 
 
 def test_the_weekly_restart_is_survived_and_trading_resumes_once_a_new_token_may_be_issued(
@@ -299,7 +310,7 @@ def test_codes_beyond_the_registrations_are_polled_by_rest(tmp_path: Path, sim: 
 
 def test_an_order_that_cannot_be_told_apart_is_flagged_reduce_only_and_settled_with_trader_kis_adopt(venue) -> None:
     gw, client, sim = venue
-    price = wait_for("a price", lambda: client.quote(CODE).get("lower"))
+    price = wait_for("a price", lambda: client.quote(CODE).get("lower_limit"))
     # the owner's own order at KIS (from HTS), the same as the firm's next one
     own = sim.order("buy", qty=2, price=price)
     assert own.status_code == 200, own.text

@@ -19,7 +19,17 @@ from bus.codec import decode, encode
 from bus.rpc import RpcClient, RpcError, RpcFailure
 from core.config import PROJECT_ROOT, StackSettings, load_stack
 from bus.pubsub import Subscriber
-from core.messages import CancelRequest, Command, CommandResult, OrderRequest, OrderStatus, SessionEvent, SessionPhase
+from core import krx
+from core.messages import (
+    CancelRequest,
+    Command,
+    CommandResult,
+    DayReference,
+    OrderRequest,
+    OrderStatus,
+    SessionEvent,
+    SessionPhase,
+)
 from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
 from services.broker.venue import VenueBroker
 
@@ -343,13 +353,24 @@ def test_session_events_in_order_and_open_orders_expire_at_the_close(
     req = order(price=q["lower_limit"])
     assert b.place(req).status is OrderStatus.ACCEPTED
     phases: list[tuple[SessionPhase, str]] = []
+    references: list[DayReference] = []
+    last_print = 0
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (phases and phases[-1][0] is SessionPhase.PRE_OPEN):
+    while time.monotonic() < deadline and not references:
         env = sub.recv(100)
         if env is not None and env.topic == "md.session":
             seen = (env.msg.phase, env.msg.trading_date)
             if not phases or phases[-1] != seen:  # the session is repeated each second; keep the changes
                 phases.append(seen)
+        elif env is not None and env.topic == "md.tick.005930" and not (phases and phases[-1][1] == "20260304"):
+            last_print = env.msg.price
+        elif env is not None and env.topic == "md.ref.005930" and env.msg.trading_date == "20260304":
+            references.append(env.msg)
+    # the new day's base price (its previous close) and limits come with its pre-open
+    assert references, "no md.ref.005930 for 20260304"
+    ref = references[0]
+    assert ref.base_price == last_print == b.quote("005930")["base_price"]
+    assert (ref.lower_limit, ref.upper_limit) == krx.limit_prices(ref.base_price)
     # the repeat of the session in force at the start (open) may come first
     assert [p for p, _ in phases[-3:]] == [SessionPhase.CLOSING, SessionPhase.CLOSED, SessionPhase.PRE_OPEN]
     assert {p for p, _ in phases[:-3]} <= {SessionPhase.OPEN}

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient
 from core.config import PROJECT_ROOT
-from core.messages import Alert, Bar, Command, SessionEvent, SessionPhase, Tick
+from core.messages import Alert, Bar, Command, DayReference, SessionEvent, SessionPhase, Tick
 from services.broker.base import ConnectionState
 from services.market_data import recorder, replay
 from services.market_data.board import MarketBoard, preferred_discount_pct
@@ -73,6 +73,21 @@ def test_board_rolls_base_price_to_the_previous_close_on_a_new_day() -> None:
     row = board.snapshot()["codes"]["005930"]
     assert row["base_price"] == 71_000 and row["change"] == 500
     assert row["vwap"] == 71_500  # the day's figures start again
+
+
+def test_the_venues_reference_is_the_days_base_price_once_a_day_and_survives_the_roll() -> None:
+    board = MarketBoard(base_prices={"005930": 70_000})  # the instrument master's close: maybe not the venue's
+    board.apply(bar("005930", 380, 71_000))
+    board.apply(SessionEvent(phase=SessionPhase.CLOSED, trading_date="20260105", ts_ns=DAY0_OPEN_NS + 400 * MIN_NS))
+    ref = DayReference(code="005930", trading_date="20260106", ts_ns=DAY0_OPEN_NS + 1400 * MIN_NS,
+                       base_price=70_900, lower_limit=49_650, upper_limit=92_100)
+    assert board.apply(ref) is True  # told before the day's pre-open: kept through the roll
+    assert board.apply(ref.model_copy(update={"ts_ns": ref.ts_ns + 1})) is False  # a repeat: not forwarded
+    board.apply(SessionEvent(phase=SessionPhase.PRE_OPEN, trading_date="20260106", ts_ns=DAY0_OPEN_NS + 1440 * MIN_NS))
+    row = board.snapshot()["codes"]["005930"]
+    assert (row["base_price"], row["lower_limit"], row["upper_limit"]) == (70_900, 49_650, 92_100)
+    stale = ref.model_copy(update={"trading_date": "20260105", "base_price": 1})
+    assert board.apply(stale) is False and board.snapshot()["codes"]["005930"]["base_price"] == 70_900
 
 
 def test_board_ignores_messages_that_are_not_market_data() -> None:
