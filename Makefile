@@ -19,8 +19,12 @@ install: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/trader up
 
+# The tests not marked slow run on two workers (a test file stays on one worker: its fixtures and order are
+# kept), the slow ones (whole stacks, chaos runs) one at a time after them; both always run.
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile; fast=$$?; \
+	  $(BIN)/python -m pytest -q -m slow; slow=$$?; \
+	  test $$fast -eq 0 -a $$slow -eq 0
 
 bench: $(STAMP)
 	@for b in bus simulator storage orders agent ops dashboard backtest ledger kis_sim; do \

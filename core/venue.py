@@ -83,7 +83,7 @@ def bar_topic(code: str) -> str:
     return f"md.bar.1m.{code}"
 
 
-REFERENCE_REPEAT_S = 10.0  # how often a venue repeats the day's references on its feed
+REFERENCE_REPEAT_S = 2.0  # how often a venue repeats the day's references on its feed
 
 
 def reference_topic(code: str) -> str:

@@ -16,7 +16,7 @@ at 12:30, so the run stays well under three minutes on two cores. The
 standalone run (``python -m tests.chaos --days 10 --roster busy``) is the
 long version.
 
-The same on kis-sim, an afternoon: the firm trades through the KIS gateway and
+The same on kis-sim, one day: the firm trades through the KIS gateway and
 the local kis-sim, every fault of the kis-sim deck strikes (kis-sim and the
 gateway killed, the stream dropped with and without a close frame, REST
 silent, orders carried out and their replies lost, early and doubled
@@ -64,9 +64,9 @@ def test_a_day_on_kis_sim_of_its_faults_and_a_phantom_loses_nothing_at_kis_and_r
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     lines: list[str] = []
-    plan = ChaosPlan(phantom_on=1, phantom_at="13:30")
-    result = run_chaos(run_dir, days=1, seed=7, speed=300, start_time="12:30", day_timeout_s=150, roster="default",
-                       retention_days=3, recon_interval_s=2.0, plan=plan, gap_s=(1.5, 3.0), settle_tries=20,
+    plan = ChaosPlan(phantom_on=1, phantom_at="09:30")  # early: the faults go on after it
+    result = run_chaos(run_dir, days=1, seed=7, speed=300, start_time="08:50", day_timeout_s=150, roster="default",
+                       retention_days=3, recon_interval_s=2.0, plan=plan, gap_s=(1.0, 2.0), settle_tries=20,
                        venue="kis-sim", token_interval_s=0.0, log=lines.append)
     summary = result.summary()
     print("\n".join(lines))

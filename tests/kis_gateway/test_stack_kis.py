@@ -38,7 +38,7 @@ def kis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TRADER_BROKER__KIS__SIM_SPEED": "300",
         "TRADER_BROKER__KIS__RATE_PER_S": "200",
         "TRADER_CLOCK__START_DATE": "2026-03-03",
-        "TRADER_CLOCK__START_TIME": "12:00",
+        "TRADER_CLOCK__START_TIME": "13:30",
         "TRADER_DASHBOARD__PORT": str(free_port()),
         "TRADER_RECONCILE__INTERVAL_S": "5",
         "TRADER_SUPERVISOR__KILL_TIMEOUT_S": "4",
