@@ -215,6 +215,7 @@ class AgentContext:
         self._alerts: list[AlertRecord] = []
         self._logs: deque[tuple[int, str]] = deque(maxlen=log_depth)
         self._now = 0
+        self._market_ns = 0  # the market's time: bars, ticks, flows, sessions and timers move it, order events never
         self.phase: SessionPhase | None = None
         self.trading_date = order_seq_date
         self._order_seq = order_seq
@@ -456,7 +457,7 @@ class AgentContext:
             if qty > sellable:
                 return self._refuse_own(code, side, qty, px, INSUFFICIENT_HOLDING,
                                         f"sell {qty} {code} exceeds the {sellable} shares that may be offered")
-        block = self.refusals.holds(code, side, qty, px, self._now)
+        block = self.refusals.holds(code, side, qty, px, self._market_ns)
         if block is not None:
             return Refused(BACKING_OFF, f"held back: a like order was refused {block.reason_code} ({block.repeats + 1}x)")
         intent = OrderIntent(self._next_client_order_id(), self.agent_id, code, side, _ORDER_TYPE_TEXT[order_type], qty, px, self._now)
@@ -470,7 +471,8 @@ class AgentContext:
         return Refused(reason_code, text)
 
     def _heard(self, refusal: Refusal) -> None:
-        storm = self.refusals.record(refusal, self._now)
+        # backoffs run on the market's clock: an order event's stamp may be the back office's wall clock
+        storm = self.refusals.record(refusal, self._market_ns)
         if storm is not None:
             self._alerts.append(AlertRecord("warning", "refusal_storm", storm, self._now))
 
@@ -787,6 +789,7 @@ class AgentContext:
             self._warming = False
         self._marks.update(marks)  # prices known at start (the book's, a snapshot's) are newer than any recorded bar
         self._now = max(now, self._now)
+        self._market_ns = max(self._market_ns, now)
         self.warmed_through = {code: rows[-1].ts_ns for code, rows in self._bars.items() if rows}
         if replayed:
             self.log(f"warm-up: {warmed} recorded bar(s), {replayed} of them newer than the saved state replayed")
@@ -798,7 +801,7 @@ class AgentContext:
         if rows is None:
             self.ignored_events += 1
             return
-        self._now = bar.ts_ns
+        self._now = self._market_ns = bar.ts_ns
         rows.append(bar)
         if len(rows) > self._trim_at:
             del rows[: -self._history]
@@ -823,7 +826,7 @@ class AgentContext:
         if tick.code not in self._bars:
             self.ignored_events += 1
             return
-        self._now = tick.ts_ns
+        self._now = self._market_ns = tick.ts_ns
         self._marks[tick.code] = tick.price
         self._call("on_tick", self.strategy.on_tick, tick)
 
@@ -833,7 +836,7 @@ class AgentContext:
         if rows is None:
             self.ignored_events += 1
             return
-        self._now = flow.ts_ns
+        self._now = self._market_ns = flow.ts_ns
         rows.append(flow)
         if len(rows) > self._trim_at:
             del rows[: -self._history]
@@ -898,7 +901,7 @@ class AgentContext:
         At ``closed`` the last price becomes the next day's base price.
         """
         phase = SessionPhase(phase)
-        self._now = ts_ns
+        self._now = self._market_ns = ts_ns
         self.phase = phase
         if trading_date:
             self.trading_date = trading_date
@@ -917,7 +920,7 @@ class AgentContext:
 
     def on_timer(self, now_ns: int) -> None:
         """A periodic wake-up in market time."""
-        self._now = now_ns
+        self._now = self._market_ns = now_ns
         self._call("on_timer", self.strategy.on_timer, now_ns)
 
     def _call(self, where: str, callback: Any, arg: Any) -> None:

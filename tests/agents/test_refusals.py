@@ -101,6 +101,21 @@ def test_a_transient_refusal_holds_every_order_briefly_and_longer_each_time() ->
     assert ctx.refusals.status()["backoffs"] == []  # an accepted order ends it
 
 
+def test_a_refusal_stamped_by_the_back_offices_wall_clock_backs_off_in_market_time() -> None:
+    """The order manager stamps its own refusals with the wall clock, months past a simulated market's time."""
+    ctx = listening_ctx()
+    t = ctx.now()
+    intent = ctx.buy(COMMON, 10, 70_000)
+    assert isinstance(intent, OrderIntent)
+    ctx.drain_outbox()
+    wall = t + 270 * 86_400 * SECOND
+    ctx.on_order_event(OrderEventData(intent.client_order_id, COMMON, "buy", "rejected", wall, 0, 0,
+                                      "BROKER_DISCONNECTED"))
+    assert ctx.buy(COMMON, 10, 70_000).reason_code == BACKING_OFF
+    ctx.on_bar(bar(COMMON, 1, 70_000))  # a minute of market time later: the one-second backoff is long over
+    assert ctx.buy(COMMON, 10, 70_000).ok
+
+
 def test_a_refusal_by_the_book_blocks_the_code_and_side_a_while() -> None:
     ctx = listening_ctx()
     t = ctx.now()
