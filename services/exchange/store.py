@@ -28,7 +28,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -229,8 +229,9 @@ class ExchangeStore:
         *,
         everything: bool = False,
         markets: bool = True,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Write one increment in one transaction.
+        """Write one increment in one transaction (with what ``also`` writes on the same connection, if given).
 
         ``service`` is the shell's own small state (seed, days, clock);
         ``changes`` comes from ``engine.take_changes()``; ``rejected`` holds
@@ -276,6 +277,8 @@ class ExchangeStore:
                 fresh = [r for r in table_rows if written.get(_row_key(table, r)) != r]
                 if fresh:
                     db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({_placeholders(len(fresh[0]))})", fresh)
+            if also is not None:
+                also(db)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

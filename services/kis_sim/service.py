@@ -149,8 +149,7 @@ class KisSim:
             what = action
             output, notices = desk.place(action, body, now_ns, wall, market.trading_date, before_open)
         desk.note_desk_fills(market.trading_date)
-        self.save_kis()
-        self.store.save_market(self._service_state(), market.engine, markets=False)
+        self._save(markets=False)
         return what, output, notices
 
     def send_notices(self, notices: list[Notice], *, wait: bool = False) -> list[asyncio.Future[None]]:
@@ -235,24 +234,30 @@ class KisSim:
             if books:
                 self.stream.publish_records(BOOK_TR, {
                     c: [frames.book_record(market, c, market.now_ns, self.options.book_fields)] for c in books})
-        self.send_notices(notices)
         now = time.monotonic()
         if out.new_day:
             self.desk.forget_before(market.trading_date)
-        if self.desk.dirty or out.new_day:
-            self.save_kis()
-        if market.venue.changed or out.new_day or now - self._last_market_save >= MARKET_SAVE_INTERVAL_S:
-            self.store.save_market(self._service_state(), market.engine)
+        if self.desk.dirty or out.new_day or market.venue.changed \
+                or now - self._last_market_save >= MARKET_SAVE_INTERVAL_S:
+            self._save()  # what the notices tell is saved before they leave, as a broker's record is
             market.venue.changed = False
             self._last_market_save = now
+        self.send_notices(notices)
 
     def _service_state(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **self.market.service_state()}
 
-    def save_kis(self) -> None:
-        meta = {"signing_key": self._signing_hex, "next_odno": self.desk.next_no, "sold_out": self.desk.sold_out,
+    def _meta(self) -> dict[str, Any]:
+        return {"signing_key": self._signing_hex, "next_odno": self.desk.next_no, "sold_out": self.desk.sold_out,
                 "auth": self.book.to_state(), "env": self.flavour.name}
-        self.store.save_kis(self.desk.take_dirty(), meta)
+
+    def save_kis(self) -> None:
+        self.store.save_kis(self.desk.take_dirty(), self._meta())
+
+    def _save(self, *, markets: bool = True) -> None:
+        """The KIS records and the market in one transaction."""
+        self.store.save(self.desk.take_dirty(), self._meta(), self._service_state(), self.market.engine,
+                        markets=markets)
 
     def close(self) -> None:
         self.save_kis()

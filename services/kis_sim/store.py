@@ -5,8 +5,8 @@ paper exchange's own store (``services.exchange.store.ExchangeStore``) on the
 same file; this module adds the KIS side: the KIS order records (ODNO,
 original order, order type, what the daily query lists) and a small key/value
 table (tokens, approval keys, the ODNO counter, sold-out dates, the market's
-investor-flow history). The KIS side is written first, then the engine's, each
-in one transaction, before the reply that reports a change leaves.
+investor-flow history). Both sides are written in one transaction (``save``),
+before the reply or the notice that reports a change leaves.
 """
 
 from __future__ import annotations
@@ -73,6 +73,27 @@ class KisSimStore:
                     markets: bool = True) -> None:
         """The paper market's increment (the paper exchange's own save)."""
         self.exchange.save(service, engine, engine.take_changes(), [], everything=everything, markets=markets)
+
+    def save(self, orders: Iterable[KisOrder], meta: dict[str, Any], service: dict[str, Any], engine: MatchingEngine,
+             *, markets: bool = True) -> None:
+        """The KIS records and the market's increment in one transaction: a crash keeps both or neither, so an
+        execution is never in the KIS records without its cash and holding in the account (or the other way)."""
+        rows = [order_row(o) for o in orders]
+        fresh = {k: json.dumps(v, separators=(",", ":")) for k, v in meta.items()}
+        fresh = {k: v for k, v in fresh.items() if self._meta_written.get(k) != v}
+
+        def kis_side(db: Any) -> None:
+            if rows:
+                db.executemany(self._upsert, rows)
+            if fresh:
+                db.executemany("INSERT OR REPLACE INTO kis_meta VALUES (?, ?)", list(fresh.items()))
+
+        try:
+            self.exchange.save(service, engine, engine.take_changes(), [], markets=markets, also=kis_side)
+        except BaseException:
+            self._meta_written.clear()
+            raise
+        self._meta_written.update(fresh)
 
     def close(self) -> None:
         self.exchange.close()
