@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import os
 import secrets
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -140,7 +141,8 @@ class KisSim:
     def order(self, action: str, body: dict[str, Any]) -> tuple[str, dict[str, str], list[Notice]]:
         """Carry out an order-cash or order-rvsecncl request and save it; raises KisError on refusal."""
         market, desk = self.market, self.desk
-        self._after(market.advance(time.monotonic_ns()))  # the order meets, and is stamped with, the market of now
+        # the order meets, and is stamped with, the market of now; what that step did is saved with the order
+        earlier = self._after(market.advance(time.monotonic_ns()), save=False)
         now_ns, wall = market.now_ns, time.monotonic()
         before_open = market.phase is SessionPhase.CLOSED and now_ns < market.venue.pre_open_ns
         if action == "change":
@@ -150,7 +152,7 @@ class KisSim:
             output, notices = desk.place(action, body, now_ns, wall, market.trading_date, before_open)
         desk.note_desk_fills(market.trading_date)
         self._save(markets=False)
-        return what, output, notices
+        return what, output, earlier + notices
 
     def send_notices(self, notices: list[Notice], *, wait: bool = False) -> list[asyncio.Future[None]]:
         if not notices:
@@ -221,7 +223,8 @@ class KisSim:
         wall_until = market.wall_s_until_next_event()
         return LOOP_BUSY_S if wall_until < LOOP_IDLE_S else min(LOOP_IDLE_S, wall_until)
 
-    def _after(self, out: Step) -> None:
+    def _after(self, out: Step, *, save: bool = True) -> list[Notice]:
+        """Send what a market step did; with ``save`` saved first, else its notices are returned unsent."""
         market = self.market
         notices = self.desk.apply_market(out.fills, out.order_events, market.now_ns, market.trading_date)
         if out.trades:
@@ -237,12 +240,15 @@ class KisSim:
         now = time.monotonic()
         if out.new_day:
             self.desk.forget_before(market.trading_date)
+        if not save:
+            return notices
         if self.desk.dirty or out.new_day or market.venue.changed \
                 or now - self._last_market_save >= MARKET_SAVE_INTERVAL_S:
             self._save()  # what the notices tell is saved before they leave, as a broker's record is
             market.venue.changed = False
             self._last_market_save = now
         self.send_notices(notices)
+        return []
 
     def _service_state(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **self.market.service_state()}
@@ -289,6 +295,8 @@ async def serve(options: SimOptions) -> None:
                             lifespan="off", log_level="warning", access_log=False, ws="none")
     server = uvicorn.Server(config)
     rest_socket = config.bind_socket()  # listening before the ready line, so that line can be waited for
+    # accepted connections inherit it: without, a reply waits on Nagle's algorithm and the peer's delayed ACK
+    rest_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     market = asyncio.create_task(market_loop())
     print(f"kis-sim {sim.flavour.name} ready: REST http://127.0.0.1:{options.rest_port} "
           f"WebSocket ws://127.0.0.1:{options.ws_port} pid {os.getpid()}", flush=True)
