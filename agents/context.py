@@ -414,13 +414,20 @@ class AgentContext:
                     out.append(intent)
         return out
 
-    def _order(self, code: str, side: str, qty: Any, price: float | int | None) -> OrderIntent | Refused:
+    def _cannot_trade(self, code: str) -> Refused | None:
+        """Why no order of ``code`` may be made now (warming up, stopped by errors, not its code), or None."""
         if self._warming:
             return Refused(WARMING_UP, "catching up on recorded bars: no order")
         if self.halted_by_errors:
             return Refused(HALTED_BY_ERRORS, f"{self.agent_id} stopped trading after {self.consecutive_errors} strategy errors")
         if code not in self._bars:
             return Refused(UNKNOWN_CODE, f"{code!r} is not one of this agent's codes {self.codes}")
+        return None
+
+    def _order(self, code: str, side: str, qty: Any, price: float | int | None) -> OrderIntent | Refused:
+        cannot = self._cannot_trade(code)
+        if cannot is not None:
+            return cannot
         if not _is_qty(qty):
             return Refused(BAD_QTY, f"quantity must be a positive whole number of shares, not {qty!r}")
         qty = int(qty)
@@ -485,12 +492,9 @@ class AgentContext:
         Children are limit orders at the last price (never beyond ``limit_price``),
         each within the per-order limits; see ``agents.slicing``.
         """
-        if self._warming:
-            return Refused(WARMING_UP, "catching up on recorded bars: no order")
-        if self.halted_by_errors:
-            return Refused(HALTED_BY_ERRORS, f"{self.agent_id} stopped trading after {self.consecutive_errors} strategy errors")
-        if code not in self._bars:
-            return Refused(UNKNOWN_CODE, f"{code!r} is not one of this agent's codes {self.codes}")
+        cannot = self._cannot_trade(code)
+        if cannot is not None:
+            return cannot
         if side not in ("buy", "sell"):
             return Refused(BAD_QTY, f"side must be buy or sell, not {side!r}")
         if not _is_qty(qty):
