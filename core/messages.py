@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CODE_PATTERN = r"^[0-9]{4}[0-9A-HJ-NP-TV-Z][0-9A-Z]$"
 
@@ -164,6 +164,60 @@ class InvestorFlow(Message):
     institution_net_qty: int = 0
     individual_net_qty: int = 0
     provisional: bool = False
+    # the figures are the day's running totals since the open (KRX's 투자자별 매매동향 and KIS's
+    # inquire-investor both report so); a follower wants the change from the previous report
+    cumulative: bool = True
+    trading_date: Annotated[str, Field(pattern=r"^([0-9]{8})?$")] = ""
+
+
+@register
+class Quote(Message):
+    """A code's order book at one instant: up to 10 price levels a side, best first (KIS's H0STASP0).
+
+    ``bid_px[0]`` is the best bid, ``ask_px[0]`` the best ask; ``bid_qty[k]`` the
+    shares shown at ``bid_px[k]``. A side with no level has empty lists.
+    """
+
+    TYPE: ClassVar[str] = "quote"
+    code: Code
+    ts_ns: TsNs
+    bid_px: list[int] = Field(default_factory=list, max_length=10)
+    bid_qty: list[int] = Field(default_factory=list, max_length=10)
+    ask_px: list[int] = Field(default_factory=list, max_length=10)
+    ask_qty: list[int] = Field(default_factory=list, max_length=10)
+    # a volatility interruption (VI) in force: the code trades in a single-price auction until ``vi_until_ns``
+    vi: Annotated[str, Field(pattern=r"^(|static|dynamic)$")] = ""
+    vi_until_ns: int = 0
+
+    @model_validator(mode="after")
+    def _levels(self) -> Quote:
+        if len(self.bid_px) != len(self.bid_qty) or len(self.ask_px) != len(self.ask_qty):
+            raise ValueError("each price level needs its quantity")
+        if any(p <= 0 for p in self.bid_px + self.ask_px) or any(q < 0 for q in self.bid_qty + self.ask_qty):
+            raise ValueError("prices must be positive and quantities not negative")
+        if self.bid_px and self.ask_px and self.bid_px[0] >= self.ask_px[0]:
+            raise ValueError(f"best bid {self.bid_px[0]} is not below best ask {self.ask_px[0]}")
+        return self
+
+
+@register
+class Fundamentals(Message):
+    """An earnings announcement of a code: per-share figures in won, in force from ``effective_date``.
+
+    EPS is the trailing four quarters' earnings per share, BPS book value per
+    share, DPS the annual dividend per share. ``source`` says where it came from:
+    ``sim`` (the simulated world), ``csv`` (a user's file of announcements),
+    ``kis`` (the broker's inquire-price) or ``master`` (the instrument master).
+    """
+
+    TYPE: ClassVar[str] = "fundamentals"
+    code: Code
+    ts_ns: TsNs
+    effective_date: Annotated[str, Field(pattern=r"^[0-9]{8}$")]
+    eps: int
+    bps: int
+    dps: Annotated[int, Field(ge=0)] = 0
+    source: Annotated[str, Field(pattern=r"^(sim|csv|kis|master)$")] = "sim"
 
 
 @register

@@ -41,7 +41,12 @@ Notices and market data: a PUB on the ``exchange_feed`` endpoint
   order manager applies each once (fills by execution id).
 * ``md.session`` ``SessionEvent`` (and again once a second with the
   heartbeat, so a late joiner learns the session), ``md.tick.<code>``
-  ``Tick``, ``md.bar.1m.<code>`` ``Bar``, ``md.flow.<code>`` ``InvestorFlow``.
+  ``Tick``, ``md.bar.1m.<code>`` ``Bar``, ``md.flow.<code>`` ``InvestorFlow``
+  (the day's running totals by investor class, provisional or final).
+* ``md.quote.<code>`` ``Quote``: the code's book, best bid and ask and up to
+  10 levels a side, when it changes (and a VI in force).
+* ``md.fund.<code>`` ``Fundamentals``: an earnings announcement (EPS, BPS,
+  DPS), when the venue learns it and again at each pre-open.
 * ``md.ref.<code>`` ``DayReference``: the code's base price and limits for
   the trading day, as the venue has them (the paper exchange's day, KIS's
   inquire-price), sent when the venue learns them and again every
@@ -94,3 +99,13 @@ def reference_topic(code: str) -> str:
 def flow_topic(code: str) -> str:
     """The topic of a code's investor flows."""
     return f"md.flow.{code}"
+
+
+def quote_topic(code: str) -> str:
+    """The topic of a code's order book (best bid and ask and the levels behind them)."""
+    return f"md.quote.{code}"
+
+
+def fundamentals_topic(code: str) -> str:
+    """The topic of a code's earnings announcements (EPS, BPS, DPS)."""
+    return f"md.fund.{code}"
