@@ -18,14 +18,30 @@ before a bar of the same stamp (a bar stamped at its start is complete only a
 minute later), bars of one stamp in code order. Each trading day runs the
 session events the exchange publishes: ``pre_open`` (day start, base prices =
 the previous close, limits), ``open`` (continuous trading), ``closing`` at the
-closing auction (agents cancel what is open; orders made on the last continuous
-bar, which live arrives with the auction begun, enter the auction first), the auction bar crossed at its
+closing auction (agents cancel what is open), the auction bar crossed at its
 single price and handed to the agents, then ``closed``: day orders still open
 expire (venue, order book and agents), and only then do orders made on the
 auction bar reach the venue, refused ``MARKET_CLOSED`` as the live exchange
 refuses them (it publishes that bar just before ``closed``, so they arrive
 after it); each agent's equity is recorded. Nothing reads a clock
 and nothing is random, so the same data gives the same fills to the won.
+
+An order made on the day's last continuous bar (15:19) does not trade. Live,
+that bar is published as its minute ends, at 15:20, just before the exchange's
+``closing`` event: the order reaches the exchange in the closing auction, and
+the agent's own cancel at ``closing`` takes it back before the auction
+crosses. The engine does the same (it holds the order for the auction, sends
+it at ``closing`` and the agent cancels it), and counts such orders in
+``AgentResult.canceled_at_closing``, which the report shows among the
+refusals as ``CANCELED_AT_CLOSING``.
+
+``sessions=False`` drops the session rules for comparison with a back-tester
+that has none: every bar, the auction's included, is a continuous bar, no
+``closing`` reaches the agents (so nothing is cancelled at the close), no order
+is held for the auction or refused ``MARKET_CLOSED``, and an order held for the
+next bar at a day's end enters at the first bar of the next day. Day orders
+still expire at ``closed``. ``costs=CostModel.none()`` charges nothing, the
+sell tax included.
 
 When and at what price orders meet bars is the fill model (``backtest.fills``).
 A strategy that raises is caught by its context as live; the engine then stops
@@ -180,6 +196,7 @@ class AgentResult:
     refused_by_agent: Counter[str] = field(default_factory=Counter)  # orders the agent's context refused at its limits
     held_back: Counter[str] = field(default_factory=Counter)  # orders not sent during a backoff, by the reason held
     alerts: list[str] = field(default_factory=list)  # alerts the agent raised (refusal storms, ...), "kind: text"
+    canceled_at_closing: int = 0  # orders made on the last continuous bar, taken back by the agent's cancel at closing
     book: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -199,6 +216,9 @@ class BacktestResult:
     days: list[dt.date]
     failure: StrategyFailure | None = None
     prices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # code -> (ts_ns, close)
+    costs: CostModel = DEFAULT_COSTS
+    sessions: bool = True  # False: run without the session rules (see the module docstring)
+    matching_params: MatchingParams = MatchingParams()
 
     @property
     def ok(self) -> bool:
@@ -226,6 +246,7 @@ class Backtest:
         risk_limits: RiskLimits | None = None,
         costs: CostModel = DEFAULT_COSTS,
         restarts: Sequence[Restart] = (),
+        sessions: bool = True,
     ) -> None:
         try:
             self.fill_model = FillModel(fill_model)
@@ -236,6 +257,8 @@ class Backtest:
         self.data = data
         self.instruments = data.instruments
         self.costs = costs
+        self.sessions = sessions
+        self.matching_params = matching_params
         self.limits = risk_limits or RiskLimits()
         self.venue = MatchingEngine(self.instruments, costs=costs, params=matching_params)
         self.oms = OrderBook()
@@ -354,6 +377,7 @@ class Backtest:
         empty: list[tuple[_Agent, Any, dict[str, Any], list[Any]]] = []
         restarts = self._restarts
         next_restart = restarts[0][0] if restarts else _NEVER
+        sessions = self.sessions
 
         for a, b in zip(starts, ends):
             date = krx.kst_date(ts_l[a])
@@ -377,7 +401,7 @@ class Backtest:
                         fi += 1
                     next_flow = f_ts[fi] if fi < fn else _NEVER
                 self._now = t
-                if t >= auction_from:
+                if sessions and t >= auction_from:
                     if not closing:
                         self._closing(t)
                         closing = True
@@ -414,7 +438,7 @@ class Backtest:
                     evs = venue_on_bar(code, o, h, lo, c, v, t)
                     if evs:
                         dispatch(evs)
-                if not closing and t + NS_PER_MIN >= auction_from:
+                if sessions and not closing and t + NS_PER_MIN >= auction_from:
                     # live, a bar is published when its minute is over: the last continuous bar reaches the
                     # agents with the closing auction begun, so what they order on it waits for the auction
                     self._delayed = True
@@ -439,7 +463,7 @@ class Backtest:
                 while fi < fn and f_ts[fi] < close_ns:
                     self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
                     fi += 1
-            if not closing:
+            if sessions and not closing:
                 self._closing(max(auction_from, self._now))
             self._end_day(date, max(close_ns, self._now))
             if failure is None:
@@ -525,10 +549,19 @@ class Backtest:
     def _closing(self, now_ns: int) -> None:
         self._now = now_ns
         self._dispatch(self.venue.set_session(krx.Session.CLOSING_AUCTION, now_ns))
-        # orders held from the last continuous bar reach the venue in the auction, as they do live
+        # orders held from the last continuous bar reach the venue in the auction, as they do live,
+        # and the agents' cancel at closing takes them back
+        held: list[tuple[_Agent, str]] = []
         for code in sorted(self._pending):
-            self._flush(self._pending.pop(code))
+            queued = self._pending.pop(code)
+            held += [(agent, i.client_order_id) for agent, i in queued if isinstance(i, OrderIntent)]
+            self._flush(queued)
         self._session(SessionPhase.CLOSING, now_ns, "")
+        orders = self.oms.orders
+        for agent, coid in held:
+            order = orders.get(coid)
+            if order is not None and order.status is OrderStatus.CANCELED:
+                agent.result.canceled_at_closing += 1
 
     def _end_day(self, date: dt.date, close_ns: int) -> None:
         self._now = close_ns
@@ -537,7 +570,8 @@ class Backtest:
         self.oms.expire_open(close_ns)
         self._session(SessionPhase.CLOSED, close_ns, "")
         # orders made on the auction's bars arrive after the close, as they do live: refused MARKET_CLOSED
-        for code in sorted(self._pending):
+        # (without session rules, what is held waits for the next bar of its code, the next day's first)
+        for code in sorted(self._pending) if self.sessions else ():
             self._flush(self._pending.pop(code))
         for agent in self._agents.values():
             self._collect(agent)
@@ -700,7 +734,8 @@ class Backtest:
         for agent in self._agents.values():
             agent.result.book = agent.ctx.portfolio.snapshot()
         return BacktestResult(
-            self.fill_model, self.data.source, {a: x.result for a, x in self._agents.items()}, len(ts), days, failure, prices
+            self.fill_model, self.data.source, {a: x.result for a, x in self._agents.items()}, len(ts), days, failure, prices,
+            self.costs, self.sessions, self.matching_params,
         )
 
 
@@ -713,7 +748,8 @@ def run_backtest(
     risk_limits: RiskLimits | None = None,
     costs: CostModel = DEFAULT_COSTS,
     restarts: Sequence[Restart] = (),
+    sessions: bool = True,
 ) -> BacktestResult:
     """Build and run one back-test (see ``Backtest``)."""
     return Backtest(data, agents, fill_model=fill_model, matching_params=matching_params, risk_limits=risk_limits, costs=costs,
-                    restarts=restarts).run()
+                    restarts=restarts, sessions=sessions).run()

@@ -12,6 +12,10 @@ what an order costs in all is the cost of its total, however the executions
 split it. That is what lets a KIS gateway that missed the notices of some
 executions, and learns only the order's new total from the daily orders, book
 the same costs as the broker did.
+
+``CostModel.none()`` charges nothing, the sell tax included: a back-test with
+it shows a strategy's gross result, and compares to the won with a
+back-tester that models no costs.
 """
 
 from __future__ import annotations
@@ -51,10 +55,33 @@ TAX_DENOMINATOR = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class CostModel:
-    """Commission rate as an exact fraction; taxes follow the dated table."""
+    """Commission rate as an exact fraction; the sell tax follows the dated table unless ``sell_tax`` is off."""
 
     commission_num: int = PAPER_COMMISSION[0]
     commission_den: int = PAPER_COMMISSION[1]
+    sell_tax: bool = True
+
+    @classmethod
+    def none(cls) -> CostModel:
+        """No commission and no sell tax."""
+        return cls(0, 1, sell_tax=False)
+
+    @property
+    def is_free(self) -> bool:
+        """True when no fill is ever charged anything."""
+        return self.commission_num == 0 and not self.sell_tax
+
+    @property
+    def describe(self) -> str:
+        """One line for the report saying what was charged."""
+        if self.is_free:
+            return "none (no commission, no sell tax)"
+        rate = f"commission {self.commission_num / self.commission_den * 100:.7g}% on both sides"
+        return rate + (", the dated sell tax" if self.sell_tax else ", no sell tax")
+
+    def sell_tax_ppm(self, trade_date: dt.date, market: str = "KOSPI") -> int:
+        """The sell tax rate charged, in millionths (0 with the tax off)."""
+        return tax_rate_ppm(trade_date, market) if self.sell_tax else 0
 
     def commission(self, notional_won: int) -> int:
         """Commission on a fill's notional, rounded half up to the won."""
@@ -65,7 +92,7 @@ class CostModel:
         if side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
         fee = self.commission(notional_won)
-        tax = sell_tax(notional_won, trade_date, market) if side == "sell" else 0
+        tax = sell_tax(notional_won, trade_date, market) if side == "sell" and self.sell_tax else 0
         return fee, tax
 
     def order_fill_costs(self, side: str, filled_before_won: int, notional_won: int, trade_date: dt.date,
