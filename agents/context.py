@@ -53,7 +53,7 @@ from agents.limits import Limits, agent_limits, max_qty_at
 from agents.refusals import BACKING_OFF, Refusal, RefusalMemory
 from agents.slicing import MAX_CHILD_REFUSALS, ParentOrder, ParentStatus, schedule_problem
 from agents.state_store import SavedState
-from agents.strategy import BarData, FillData, FlowData, OrderEventData, StateError, Strategy, TickData
+from agents.strategy import BarData, FillData, FlowData, FundData, OrderEventData, StateError, Strategy, TickData
 from core import krx
 from core.instruments import Instrument
 from core.messages import CancelRequest, OrderRequest, OrderType, SessionPhase
@@ -226,6 +226,9 @@ class AgentContext:
         self.last_error = ""
         self.halted_by_errors = False
         self.ignored_events = 0
+        self._fundamentals: dict[str, FundData] = {
+            c: FundData(c, 0, "", inst.eps, inst.bps, inst.dividend, "master") for c, inst in self._instruments.items()
+        }
         for code, inst in self._instruments.items():
             self.set_base_price(code, inst.last_close)
         self._bind(strategy)
@@ -274,14 +277,26 @@ class AgentContext:
         rows = self._flows.get(code)
         return rows[-n:] if rows and n > 0 else []
 
-    def fundamentals(self, code: str) -> Instrument | None:
-        """The instrument record of a code (EPS, BPS, dividend, shares, market)."""
+    def instrument(self, code: str) -> Instrument | None:
+        """The instrument master's record of a code (name, market, shares outstanding, KOSPI 200)."""
         return self._instruments.get(code)
 
-    def set_fundamentals(self, instrument: Instrument) -> None:
-        """Replace a code's fundamentals (a new quarter's EPS and BPS)."""
-        if instrument.code in self.codes:
-            self._instruments[instrument.code] = instrument
+    def fundamentals(self, code: str) -> FundData | None:
+        """A code's EPS, BPS and DPS in force: the latest announcement heard, else the instrument master's."""
+        return self._fundamentals.get(code)
+
+    def on_fundamentals(self, fund: FundData) -> None:
+        """An announcement (``md.fund``): in force at once; the strategy's ``on_fundamentals`` if it changed anything."""
+        if fund.code not in self._bars:
+            self.ignored_events += 1
+            return
+        old = self._fundamentals.get(fund.code)
+        if old is not None and old.source != "master" and fund.effective_date < old.effective_date:
+            return  # an older announcement repeated after a newer one
+        self._fundamentals[fund.code] = fund
+        if old is not None and (old.eps, old.bps, old.dps) == (fund.eps, fund.bps, fund.dps):
+            return  # the same figures: a repeat (the venue repeats them for late joiners) or the master's confirmed
+        self._call("on_fundamentals", self.strategy.on_fundamentals, fund)
 
     def set_base_price(self, code: str, base_price: int) -> None:
         """The day's base price (previous close), which fixes the daily limit prices."""

@@ -5,7 +5,7 @@ drives). In order, it:
 
 1. takes its pid lock ``<run_dir>/run/<id>.pid`` (a second copy refuses to start,
    names the holder's pid and exits with code 3);
-2. subscribes to its codes' market data (``md.tick/bar.1m/flow.<code>``,
+2. subscribes to its codes' market data (``md.tick/bar.1m/flow/fund.<code>``,
    ``md.session``), its own ``oms.event.<id>`` and ``sys.command.<id>`` BEFORE
    asking for anything, so nothing published after the snapshots is missed;
 3. syncs: asks the order manager for its book of record (Command ``sync``:
@@ -70,7 +70,7 @@ from agents.context import AgentContext, CancelIntent, OrderIntent
 from agents.limits import agent_limits
 from agents.settings import AgentSettings, check_roster
 from agents.status_page import StatusPage
-from agents.strategy import BarData, FillData, FlowData, OrderEventData, TickData, get_strategy
+from agents.strategy import BarData, FillData, FlowData, FundData, OrderEventData, TickData, get_strategy
 from bus.codec import Envelope
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient, RpcFailure
@@ -191,7 +191,7 @@ class AgentRuntime(Service):
             raise RuntimeError(f"cannot serve the status page on 127.0.0.1:{self.agent.dp}: {exc.strerror}") from exc
         topics = ["md.session", f"oms.event.{self.agent.id}", f"sys.command.{self.agent.id}"]
         for code in self.codes:
-            topics += [f"md.tick.{code}", f"md.bar.1m.{code}", f"md.flow.{code}"]
+            topics += [f"md.tick.{code}", f"md.bar.1m.{code}", f"md.flow.{code}", f"md.fund.{code}"]
         bus = self.settings.bus
         # A bounded queue keeps an agent that falls behind small; what it drops is seen as a gap
         # (a gap in its order events makes it re-sync its book from the order manager).
@@ -403,7 +403,12 @@ class AgentRuntime(Service):
             elif kind == "investor_flow":
                 counters["flows"] += 1
                 if in_sync:
-                    ctx.on_flow(FlowData(msg.code, msg.ts_ns, msg.foreign_net_qty, msg.institution_net_qty, msg.individual_net_qty, msg.provisional))
+                    ctx.on_flow(FlowData(msg.code, msg.ts_ns, msg.foreign_net_qty, msg.institution_net_qty, msg.individual_net_qty,
+                                         msg.provisional, msg.cumulative))
+            elif kind == "fundamentals":
+                # the venue repeats each code's figures every few seconds: what is missed out of sync comes again
+                if in_sync:
+                    ctx.on_fundamentals(FundData(msg.code, msg.ts_ns, msg.effective_date, msg.eps, msg.bps, msg.dps, msg.source))
             elif kind == "session_event":
                 self._on_session(msg)
                 in_sync = self.sync_state == SYNC_IN_SYNC

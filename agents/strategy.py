@@ -51,6 +51,32 @@ class FlowData(NamedTuple):
     institution_net_qty: int = 0
     individual_net_qty: int = 0
     provisional: bool = False
+    cumulative: bool = True  # the figures are the day's running totals since the open: use the change
+
+
+class FundData(NamedTuple):
+    """A code's per-share fundamentals in force (won): from an announcement, or the instrument master.
+
+    ``eps`` trailing four quarters' earnings, ``bps`` book value, ``dps`` the
+    annual dividend; ``effective_date`` (YYYYMMDD) when they took force, ""
+    for the master's figures; ``source`` ``sim``, ``csv``, ``kis`` or ``master``.
+    """
+
+    code: str
+    ts_ns: int
+    effective_date: str
+    eps: int
+    bps: int
+    dps: int
+    source: str = "master"
+
+    def per(self, price: int) -> float | None:
+        """Price over earnings per share (None when EPS is not positive)."""
+        return price / self.eps if self.eps > 0 and price > 0 else None
+
+    def pbr(self, price: int) -> float | None:
+        """Price over book value per share (None when BPS is not positive)."""
+        return price / self.bps if self.bps > 0 and price > 0 else None
 
 
 class FillData(NamedTuple):
@@ -176,6 +202,9 @@ class Strategy:
 
     def on_flow(self, ctx: AgentContext, flow: FlowData) -> None:
         """Investor flows of one of the agent's codes."""
+
+    def on_fundamentals(self, ctx: AgentContext, fund: FundData) -> None:
+        """A code's fundamentals changed (an earnings announcement); ``ctx.fundamentals(code)`` has them."""
 
     def on_fill(self, ctx: AgentContext, fill: FillData) -> None:
         """One of the agent's orders was (partly) executed; the book is already updated."""

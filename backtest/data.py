@@ -1,18 +1,21 @@
-"""Market data for a back-test: bars (and investor flows) from the simulator, recorded days or a user's file.
+"""Market data for a back-test: bars, investor flows and earnings from the simulator, recorded days or a user's file.
 
 Every source ends as one ``MarketData``: a long table of one-minute (or any
 interval) bars sorted by time then code, with int64 prices in won and volumes
-in shares, the foreign flows that ride along, the instrument records of the
-codes (fundamentals for the strategies) and each code's base price for the
-first day.
+in shares, the investor flows and the earnings announcements that ride along,
+the instrument records of the codes and each code's base price for the first
+day.
 
 Sources:
 
-- ``from_simulator(codes, days, seed)``: ``core.simulator`` bars and flows,
-  the first day's base the master's last close (as the simulator uses it).
+- ``from_simulator(codes, days, seed, world=...)``: ``core.simulator`` bars,
+  flows and announcements, the first day's base the master's last close (as
+  the simulator uses it). ``world="null"`` is the null world
+  (``SimulatorParams.null``): the same volatility, none of the effects.
 - ``from_bar_dir(root)``: what ``trader sim`` and the market-data recorder
   write, ``<root>/<YYYYMMDD>/<code>.parquet`` (or ``.csv``) in the recorder's
-  schema (``services.market_data.recorder``).
+  schema (``services.market_data.recorder``), with ``<root>/flows.parquet``
+  and ``<root>/fundamentals.parquet`` when ``trader sim`` wrote them.
 - ``from_file(path)``: a user's CSV or parquet with the columns ``code``,
   ``open``, ``high``, ``low``, ``close``, ``volume`` and either ``ts`` (ns
   since the epoch UTC, or an ISO date-time; naive times are KST) or ``date``
@@ -35,9 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from agents.strategy import FlowData, FundData
 from core import krx
+from core.fundamentals import Announcement
 from core.instruments import Instrument
-from core.simulator import simulate
+from core.simulator import FUNDAMENTAL_COLUMNS, SimulatorParams, simulate_world
+
+WORLDS = ("sim", "null")
 
 REQUIRED_PRICE_COLUMNS = ("code", "open", "high", "low", "close", "volume")
 KST = dt.timezone(dt.timedelta(hours=9))
@@ -62,9 +69,57 @@ class MarketData:
 
     bars: pd.DataFrame  # ts_ns, code (str), open, high, low, close, volume: int64, sorted by ts_ns then code
     instruments: dict[str, Instrument]
-    flows: pd.DataFrame = field(default_factory=lambda: _empty_flows())  # ts_ns, code, foreign_net_qty, provisional
+    flows: pd.DataFrame = field(default_factory=lambda: _empty_flows())  # ts_ns, code, foreign/institution/individual_net_qty, provisional
     first_base_prices: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    # ts_ns (when published), code, effective_date (YYYYMMDD), eps, bps, dps, source
+    fundamentals: pd.DataFrame = field(default_factory=lambda: _empty_fundamentals())
+
+    def side_events(self) -> list[tuple[int, FlowData | FundData]]:
+        """The flow reports and announcements of the codes as the agents hear them, in time order.
+
+        An announcement comes before a flow report of the same instant; ties keep the tables' order.
+        """
+        f = self.flows
+        n = len(f)
+        zeros = [0] * n
+        inst = f["institution_net_qty"].to_numpy(dtype=np.int64).tolist() if "institution_net_qty" in f else zeros
+        indiv = f["individual_net_qty"].to_numpy(dtype=np.int64).tolist() if "individual_net_qty" in f else zeros
+        flows = [
+            (t, 1, FlowData(c, t, q, i, d, p))
+            for t, c, q, i, d, p in zip(
+                f["ts_ns"].to_numpy(dtype=np.int64).tolist(), f["code"].astype(str).tolist(),
+                f["foreign_net_qty"].to_numpy(dtype=np.int64).tolist(), inst, indiv, f["provisional"].to_numpy(dtype=bool).tolist(),
+            )
+        ]
+        u = self.fundamentals
+        funds = [
+            (t, 0, FundData(c, t, e, q, b, d, src))
+            for t, c, e, q, b, d, src in zip(
+                u["ts_ns"].to_numpy(dtype=np.int64).tolist(), u["code"].astype(str).tolist(), u["effective_date"].astype(str).tolist(),
+                u["eps"].to_numpy(dtype=np.int64).tolist(), u["bps"].to_numpy(dtype=np.int64).tolist(),
+                u["dps"].to_numpy(dtype=np.int64).tolist(), u["source"].astype(str).tolist(),
+            )
+        ]
+        merged = sorted(funds + flows, key=lambda e: (e[0], e[1]))
+        return [(t, rec) for t, _, rec in merged]
+
+    def with_announcements(self, announcements: Sequence[Announcement]) -> MarketData:
+        """The same data with a user's announcements (those of its codes) in place of any it had."""
+        codes = set(self.instruments)
+        rows = [a for a in announcements if a.code in codes]
+        table = pd.DataFrame(
+            {
+                "ts_ns": np.array([a.published_ns for a in rows], dtype=np.int64),
+                "code": [a.code for a in rows],
+                "effective_date": [a.date_text for a in rows],
+                "eps": np.array([a.eps for a in rows], dtype=np.int64),
+                "bps": np.array([a.bps for a in rows], dtype=np.int64),
+                "dps": np.array([a.dps for a in rows], dtype=np.int64),
+                "source": [a.source for a in rows],
+            }
+        )
+        return MarketData(self.bars, self.instruments, self.flows, self.first_base_prices, self.source, _sorted(table))
 
     @property
     def codes(self) -> list[str]:
@@ -91,7 +146,12 @@ class MarketData:
         if first > 0:
             prior = self.bars[ts < lo]
             base = {str(c): int(g["close"].iloc[-1]) for c, g in prior.groupby("code", sort=True, observed=True)}
-        return MarketData(bars, self.instruments, flows, base, f"{self.source} days {first}..{last - 1}")
+        # the announcements in force on the first day come with it: a window starts knowing them
+        u = self.fundamentals
+        uts = u["ts_ns"].to_numpy()
+        before = u[uts < lo].groupby("code", sort=True, observed=True).tail(1)
+        funds = pd.concat([before, u[(uts >= lo) & (uts < hi)]], ignore_index=True)
+        return MarketData(bars, self.instruments, flows, base, f"{self.source} days {first}..{last - 1}", _sorted(funds))
 
 
 def _kst_midnight(day: dt.date) -> int:
@@ -114,7 +174,45 @@ def _empty_flows() -> pd.DataFrame:
             "ts_ns": np.zeros(0, np.int64),
             "code": np.zeros(0, dtype=object),
             "foreign_net_qty": np.zeros(0, np.int64),
+            "institution_net_qty": np.zeros(0, np.int64),
+            "individual_net_qty": np.zeros(0, np.int64),
             "provisional": np.zeros(0, bool),
+        }
+    )
+
+
+def _empty_fundamentals() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ts_ns": np.zeros(0, np.int64),
+            "code": np.zeros(0, dtype=object),
+            "effective_date": np.zeros(0, dtype=object),
+            "eps": np.zeros(0, np.int64),
+            "bps": np.zeros(0, np.int64),
+            "dps": np.zeros(0, np.int64),
+            "source": np.zeros(0, dtype=object),
+        }
+    )
+
+
+def _sorted(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    table["code"] = table["code"].astype(str)
+    return table.sort_values(["ts_ns", "code"], kind="stable").reset_index(drop=True)
+
+
+def _master_fundamentals(instruments: Mapping[str, Instrument], first_ns: int) -> pd.DataFrame:
+    """The master's figures of each code, in force from the first bar (what a file of bars alone gives)."""
+    rows = list(instruments.values())
+    return pd.DataFrame(
+        {
+            "ts_ns": np.full(len(rows), first_ns, np.int64),
+            "code": [i.code for i in rows],
+            "effective_date": [""] * len(rows),
+            "eps": np.array([i.eps for i in rows], dtype=np.int64),
+            "bps": np.array([i.bps for i in rows], dtype=np.int64),
+            "dps": np.array([i.dividend for i in rows], dtype=np.int64),
+            "source": ["master"] * len(rows),
         }
     )
 
@@ -128,24 +226,30 @@ def from_simulator(
     seed: int,
     master: Mapping[str, Instrument],
     start_date: dt.date = dt.date(2025, 1, 2),
+    world: str = "sim",
 ) -> MarketData:
-    """Simulated bars and flows of ``codes`` for ``days`` trading days (same seed, same bars)."""
-    source = f"simulator(seed={seed}, days={days})"
+    """Simulated bars, flows and announcements of ``codes`` for ``days`` trading days (same seed, same data).
+
+    ``world`` is ``sim`` (the simulated market with its effects) or ``null``
+    (the same volatility and volume, none of the effects: see ``SimulatorParams.null``).
+    """
+    source = f"simulator(seed={seed}, days={days}{'' if world == 'sim' else f', world={world}'})"
+    if world not in WORLDS:
+        raise DataError(source, f"unknown world {world!r}; expected one of {', '.join(WORLDS)}")
     unknown = [c for c in codes if c not in master]
     if unknown:
         raise DataError(source, f"code(s) not in the instrument master: {', '.join(unknown)}", column="code")
     if days <= 0:
         raise DataError(source, f"days must be positive, not {days}")
     instruments = [master[c] for c in codes]
-    bars, flows = simulate(instruments, seed, start_date, days)
-    bars = bars[["ts_ns", "code", "open", "high", "low", "close", "volume"]].copy()
+    sim = simulate_world(instruments, seed, start_date, days, SimulatorParams.null() if world == "null" else None)
+    bars = sim.bars[["ts_ns", "code", "open", "high", "low", "close", "volume"]].copy()
     bars["code"] = bars["code"].astype(str)
     bars = bars.sort_values(["ts_ns", "code"], kind="stable").reset_index(drop=True)
-    flows = flows.copy()
-    flows["code"] = flows["code"].astype(str)
-    flows = flows.sort_values(["ts_ns", "code"], kind="stable").reset_index(drop=True)
+    funds = sim.fundamentals.copy()
+    funds["source"] = "sim"
     return MarketData(
-        bars, {c: master[c] for c in codes}, flows, {c: master[c].last_close for c in codes}, source
+        bars, {c: master[c] for c in codes}, _sorted(sim.flows), {c: master[c].last_close for c in codes}, source, _sorted(funds)
     )
 
 
@@ -173,7 +277,43 @@ def from_bar_dir(root: str | Path, master: Mapping[str, Instrument], codes: Sequ
     if not frames:
         raise DataError(str(root), f"no bar files for codes {sorted(wanted) if wanted else 'any'}")
     bars = pd.concat(frames, ignore_index=True)
-    return _finish(bars, master, str(root), codes)
+    data = _finish(bars, master, str(root), codes)
+    codes_kept = set(data.instruments)
+    flows_path, funds_path = _side_file(root, "flows"), _side_file(root, "fundamentals")
+    if flows_path is not None:
+        flows = _read_side(flows_path)
+        missing = [c for c in _empty_flows().columns if c not in flows.columns]
+        if missing:
+            raise DataError(str(flows_path), f"missing column(s) {', '.join(missing)}")
+        flows["code"] = flows["code"].astype(str)
+        data.flows = _sorted(flows[flows["code"].isin(codes_kept)][list(_empty_flows().columns)])
+    if funds_path is not None:
+        funds = _read_side(funds_path)
+        missing = [c for c in FUNDAMENTAL_COLUMNS if c not in funds.columns]
+        if missing:
+            raise DataError(str(funds_path), f"missing column(s) {', '.join(missing)}")
+        if "source" not in funds.columns:
+            funds["source"] = "sim"
+        funds["code"] = funds["code"].astype(str)
+        data.fundamentals = _sorted(funds[funds["code"].isin(codes_kept)][list(_empty_fundamentals().columns)])
+    return data
+
+
+def _side_file(root: Path, name: str) -> Path | None:
+    for suffix in (".parquet", ".csv"):
+        if (root / f"{name}{suffix}").exists():
+            return root / f"{name}{suffix}"
+    return None
+
+
+def _read_side(path: Path) -> pd.DataFrame:
+    """A flows or fundamentals table ``trader sim`` wrote beside the day folders (parquet or CSV)."""
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path, dtype={"code": str, "effective_date": str, "source": str})
+        return pd.read_parquet(path)
+    except Exception as exc:  # pandas / pyarrow raise many types for a broken file
+        raise DataError(str(path), f"unreadable: {exc}") from exc
 
 
 def from_file(path: str | Path, master: Mapping[str, Instrument], codes: Sequence[str] | None = None) -> MarketData:
@@ -294,4 +434,7 @@ def _finish(
     kept = sorted(bars["code"].unique().tolist())
     first = bars.groupby("code", sort=True).first()
     base = {str(code): int(first.loc[code, "open"]) for code in kept}
-    return MarketData(bars[["ts_ns", "code", "open", "high", "low", "close", "volume"]], {k: master[k] for k in kept}, _empty_flows(), base, source)
+    instruments = {k: master[k] for k in kept}
+    first_ns = int(bars["ts_ns"].iloc[0]) if len(bars) else 0
+    return MarketData(bars[["ts_ns", "code", "open", "high", "low", "close", "volume"]], instruments, _empty_flows(), base, source,
+                      _master_fundamentals(instruments, first_ns))

@@ -70,7 +70,7 @@ import numpy as np
 from agents import state_store
 from agents.context import HISTORY_BARS, AgentContext, CancelIntent, OrderIntent
 from agents.settings import AgentSettings
-from agents.strategy import BarData, FillData, FlowData, OrderEventData, ParamsError, UnknownStrategy, get_strategy
+from agents.strategy import BarData, FillData, FlowData, FundData, OrderEventData, ParamsError, UnknownStrategy, get_strategy
 from backtest.data import MarketData
 from backtest.fills import DEFAULT_FILL_MODEL, FillModel, intrabar_path, split_volume
 from core import krx
@@ -346,11 +346,10 @@ class Backtest:
         cut = np.flatnonzero(np.diff(day_no)) + 1
         starts = np.concatenate([[0], cut]).tolist()
         ends = np.concatenate([cut, [len(ts)]]).tolist()
-        flows = self.data.flows
-        f_ts = flows["ts_ns"].to_numpy(dtype=np.int64).tolist()
-        f_code = flows["code"].astype(str).tolist()
-        f_qty = flows["foreign_net_qty"].to_numpy(dtype=np.int64).tolist()
-        f_prov = flows["provisional"].to_numpy(dtype=bool).tolist()
+        # investor flows and earnings announcements, merged in time order: what the market says besides bars
+        side = self.data.side_events()
+        f_ts = [e[0] for e in side]
+        f_rec = [e[1] for e in side]
         fi, fn = 0, len(f_ts)
 
         # per code: the agents trading it, with what the per-bar path touches bound once
@@ -397,7 +396,7 @@ class Backtest:
                     next_restart = self._restarts_due(t, by_code)
                 if next_flow <= t:
                     while fi < fn and f_ts[fi] <= t:
-                        self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
+                        self._side(f_rec[fi])
                         fi += 1
                     next_flow = f_ts[fi] if fi < fn else _NEVER
                 self._now = t
@@ -461,7 +460,7 @@ class Backtest:
             if failure is None:
                 last_close.update(zip(code_l[a:b], c_l[a:b]))  # each code's last close of the day
                 while fi < fn and f_ts[fi] < close_ns:
-                    self._flow(f_ts[fi], f_code[fi], f_qty[fi], f_prov[fi])
+                    self._side(f_rec[fi])
                     fi += 1
             if sessions and not closing:
                 self._closing(max(auction_from, self._now))
@@ -592,12 +591,18 @@ class Backtest:
             self._route(agent, agent.ctx.drain_outbox())
         self._delayed = was
 
-    def _flow(self, ts_ns: int, code: str, foreign_net_qty: int, provisional: bool) -> None:
-        flow = FlowData(code, ts_ns, foreign_net_qty, 0, 0, provisional)
-        self._now = max(self._now, ts_ns)
+    def _side(self, record: FlowData | FundData) -> None:
+        """An investor-flow report or an earnings announcement, to the agents trading its code."""
+        code = record.code
+        if record.ts_ns > self._now:
+            self._now = record.ts_ns
+        flow = type(record) is FlowData
         for agent in self._agents.values():
             if code in agent.spec.codes:
-                agent.ctx.on_flow(flow)
+                if flow:
+                    agent.ctx.on_flow(record)  # type: ignore[arg-type]
+                else:
+                    agent.ctx.on_fundamentals(record)  # type: ignore[arg-type]
                 self._route(agent, agent.ctx.drain_outbox())
 
     def _first_failure(self, code: str, ts_ns: int, index: int) -> StrategyFailure | None:

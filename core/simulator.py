@@ -13,17 +13,29 @@ The model, per trading day:
   GARCH(1,1) variance on Student-t innovations (heavy tails, volatility
   clustering carried across days), scaled by a U-shaped intraday profile with
   spikes at the two auctions, plus rare jumps;
-* foreign net buying per stock is persistent and chases the previous day's
-  return (``flow_t = a flow_{t-1} + b r_{t-1} + noise``) and pushes the price
-  in its direction over the day; intraday provisional estimates come at
-  09:30, 11:20, 13:20 and 14:30, the final figure at the close;
+* net buying by investor class, in shares, summing to zero each day (every
+  share bought was sold by someone): foreign net buying is persistent and
+  chases the previous day's return (``flow_t = a flow_{t-1} + b r_{t-1} +
+  noise``); institutions are persistent and lean against the previous day's
+  return; individuals take the other side of both. Foreign buying moves the
+  price with a lag: yesterday's final foreign figure (published after
+  yesterday's close) drifts today's price, so no report of a day reveals that
+  day's drift. The running totals are reported provisionally at 09:30, 11:20,
+  13:20 and 14:30 and as final at the close;
 * a preferred share whose common share is in the universe (005935 and 005930)
   is priced as the common times ``exp(d)``, where the log-discount ``d`` is an
   Ornstein-Uhlenbeck process around ln(1 - 0.17) with a half-life of weeks,
   kept between a 3% and a 25% discount;
-* EPS and BPS change only on the first trading day of a quarter;
+* earnings are announced once a quarter per stock, on a day of its own 20 to
+  45 days after the quarter's end (EPS the trailing four quarters, BPS, DPS);
+  the price is pulled slowly toward its own usual PER times the announced EPS
+  (``value_pull``), so an earnings surprise drifts into the price over weeks;
 * every price is on the KRX tick grid and inside the day's limits (base =
   previous close).
+
+``SimulatorParams.null()`` is the null world: the same volatility, volume and
+flows, but none of the effects a strategy could earn from: no flow impact, no
+pull toward value, a preferred discount that walks without reverting.
 
 Bar layout of a day (381 bars on a normal day, 09:00-15:30 KST): bars
 ``0 .. M-1`` are the continuous-session minutes starting at the open
@@ -56,7 +68,12 @@ CLOSING_AUCTION_MINUTES = 10
 # Intraday provisional foreign-flow estimates, minutes after a 09:00 open.
 PROVISIONAL_FLOW_MINUTES = (30, 140, 260, 330)  # 09:30, 11:20, 13:20, 14:30
 BAR_COLUMNS = ("ts_ns", "code", "open", "high", "low", "close", "volume", "value_won")
-FLOW_COLUMNS = ("ts_ns", "code", "foreign_net_qty", "provisional")
+FLOW_COLUMNS = ("ts_ns", "code", "foreign_net_qty", "institution_net_qty", "individual_net_qty", "provisional")
+FUNDAMENTAL_COLUMNS = ("ts_ns", "code", "effective_date", "eps", "bps", "dps")
+# earnings come out this many calendar days after a quarter's end, a day of each stock's own in the range
+ANNOUNCEMENT_LAG_DAYS = (20, 45)
+# an announcement is published at 08:00 KST of its trading day, before the pre-open
+ANNOUNCEMENT_BEFORE_OPEN_NS = 3_600_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +96,23 @@ class SimulatorParams:
     flow_persistence: float = 0.6  # a
     flow_feedback: float = 0.35  # b, per daily standard deviation of the previous return
     flow_size: float = 0.05  # foreign net buying of one flow unit, as a share of daily volume
-    flow_impact: float = 0.2  # drift of one flow unit, in daily standard deviations
+    flow_impact: float = 0.2  # drift of one unit of yesterday's foreign flow over today, in daily standard deviations
+    institution_persistence: float = 0.5
+    institution_contrarian: float = 0.25  # institutions sell after a rise, per daily standard deviation
+    institution_size: float = 0.04  # institutional net buying of one unit, as a share of daily volume
     pref_discount_mean: float = math.log(1 - 0.17)
     pref_half_life_days: float = 15.0
     pref_discount_sd: float = 0.04  # stationary standard deviation of the log-discount
     pref_discount_min: float = 0.03
     pref_discount_max: float = 0.25
+    pref_mean_reversion: bool = True  # False: the log-discount is a random walk with the same daily steps
     eps_quarterly_sd: float = 0.08
+    value_pull: float = 0.01  # share of the log gap to (usual PER x EPS) the price closes per day
+
+    @classmethod
+    def null(cls) -> SimulatorParams:
+        """The null world: no effect a strategy could earn from, the same volatility, volume and flows."""
+        return cls(flow_impact=0.0, value_pull=0.0, pref_mean_reversion=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +137,17 @@ class DayBars:
     flow_ts_ns: I64  # (flow reports,) provisional estimates then the final figure at the close
     foreign_net_qty: I64  # (instruments, flow reports) cumulative net buying so far today, shares
     flow_provisional: npt.NDArray[np.bool_]  # (flow reports,)
-    eps: I64  # (instruments,) constant within a quarter
+    eps: I64  # (instruments,) in force today: changes only on an announcement
     bps: I64
+    institution_net_qty: I64 | None = None  # (instruments, flow reports), like foreign_net_qty
+    individual_net_qty: I64 | None = None  # minus the other two: each report sums to zero
+    dps: I64 | None = None  # (instruments,)
+    announced: npt.NDArray[np.bool_] | None = None  # (instruments,) True where earnings came out today
+
+    @property
+    def announcement_ts_ns(self) -> int:
+        """When today's announcements are published: 08:00 KST, before the pre-open."""
+        return int(self.ts_ns[0]) - ANNOUNCEMENT_BEFORE_OPEN_NS
 
     @property
     def closing_price(self) -> I64:
@@ -135,14 +171,35 @@ class DayBars:
         )
 
     def flows_frame(self) -> pd.DataFrame:
-        """The foreign flow reports as a long table, columns ``FLOW_COLUMNS``."""
+        """The investor flow reports as a long table, columns ``FLOW_COLUMNS``."""
         n, k = self.foreign_net_qty.shape
+        zero = np.zeros_like(self.foreign_net_qty)
+        inst = self.institution_net_qty if self.institution_net_qty is not None else zero
+        indiv = self.individual_net_qty if self.individual_net_qty is not None else -self.foreign_net_qty - inst
         return pd.DataFrame(
             {
                 "ts_ns": np.tile(self.flow_ts_ns, n),
                 "code": pd.Categorical(np.repeat(np.array(self.codes), k), categories=sorted(self.codes)),
                 "foreign_net_qty": self.foreign_net_qty.ravel(),
+                "institution_net_qty": inst.ravel(),
+                "individual_net_qty": indiv.ravel(),
                 "provisional": np.tile(self.flow_provisional, n),
+            }
+        )
+
+    def fundamentals_frame(self, *, every_code: bool = False) -> pd.DataFrame:
+        """Today's announcements (or every code's figures in force), columns ``FUNDAMENTAL_COLUMNS``."""
+        mask = np.ones(len(self.codes), bool) if every_code or self.announced is None else self.announced
+        idx = np.flatnonzero(mask)
+        dps = self.dps if self.dps is not None else np.zeros(len(self.codes), np.int64)
+        return pd.DataFrame(
+            {
+                "ts_ns": np.full(len(idx), self.announcement_ts_ns, np.int64),
+                "code": pd.Categorical(np.array(self.codes)[idx], categories=sorted(self.codes)),
+                "effective_date": [self.trading_date.strftime("%Y%m%d")] * len(idx),
+                "eps": self.eps[idx],
+                "bps": self.bps[idx],
+                "dps": dps[idx],
             }
         )
 
@@ -153,11 +210,14 @@ class _State:
 
     close: I64
     garch_var: F64  # (instruments + 1,) standardised GARCH variance; the last entry is the market
-    flow: F64  # foreign flow in flow units
+    flow: F64  # foreign flow in flow units (yesterday's, until today's is drawn)
+    institution: F64  # institutional flow in flow units
     last_return_z: F64  # previous day's close-to-close return in daily standard deviations
     pref_log_discount: F64  # one per preferred/common pair
     eps: I64
     bps: I64
+    dps: I64
+    announced_quarter: I64  # (instruments,) year*4 + quarter of the last quarter announced
     last_date: dt.date | None = None
 
 
@@ -172,6 +232,8 @@ class _Universe:
     pref_index: I64  # index of each preferred share with its common in the universe
     common_index: I64
     dividend: I64
+    usual_log_per: F64  # each stock's own PER at the start (log): where value pulls its price
+    announcement_lag: I64  # days after a quarter's end each stock announces
 
 
 class MarketSimulator:
@@ -200,14 +262,19 @@ class MarketSimulator:
         u = self._universe
         ratio = common_close[u.pref_index] / common_close[u.common_index]
         lo, hi = math.log(1 - p.pref_discount_max), math.log(1 - p.pref_discount_min)
+        first = self._next_date
         self._state = _State(
             close=common_close,
             garch_var=np.ones(n + 1),
             flow=np.zeros(n),
+            institution=np.zeros(n),
             last_return_z=np.zeros(n),
             pref_log_discount=np.clip(np.log(ratio), lo, hi) if len(ratio) else np.zeros(0),
             eps=np.array([i.eps for i in instruments], dtype=np.int64),
             bps=np.array([i.bps for i in instruments], dtype=np.int64),
+            dps=np.array([i.dividend for i in instruments], dtype=np.int64),
+            # what the master holds counts as the last quarter already out on the first day
+            announced_quarter=np.array([_last_announced_quarter(first, int(g)) for g in u.announcement_lag], dtype=np.int64),
         )
 
     @property
@@ -234,6 +301,10 @@ class MarketSimulator:
             vol[k] = p.daily_vol * (p.kosdaq_vol_scale if kosdaq else 1.0) * float(h.uniform(0.9, 1.2))
             turnover = p.turnover_kosdaq if kosdaq else p.turnover_kospi
             volume[k] = max(ins.shares_outstanding * turnover * float(h.uniform(0.6, 1.4)), 1_000.0)
+        lag = np.array(
+            [ANNOUNCEMENT_LAG_DAYS[0] + int.from_bytes(c.encode("ascii"), "big") % (ANNOUNCEMENT_LAG_DAYS[1] - ANNOUNCEMENT_LAG_DAYS[0] + 1)
+             for c in codes], dtype=np.int64)
+        per = np.array([i.last_close / i.eps if i.eps > 0 else 0.0 for i in instruments])
         index = {c: k for k, c in enumerate(codes)}
         pairs = [(k, index[krx.common_of(c)]) for k, c in enumerate(codes) if krx.is_preferred(c) and krx.common_of(c) in index]
         return _Universe(
@@ -244,6 +315,8 @@ class MarketSimulator:
             pref_index=np.array([a for a, _ in pairs], dtype=np.int64),
             common_index=np.array([b for _, b in pairs], dtype=np.int64),
             dividend=np.array([i.dividend for i in instruments], dtype=np.int64),
+            usual_log_per=np.where(per > 0, np.log(np.maximum(per, 1e-9)), np.nan),
+            announcement_lag=lag,
         )
 
     # --- one day ---------------------------------------------------------------
@@ -257,11 +330,14 @@ class MarketSimulator:
         n = len(u.codes)
         nb = m + 1
 
-        self._roll_fundamentals(day)
+        announced = self._announce(day)
 
-        # foreign flow for today, from yesterday's flow and return
+        # yesterday's final foreign flow drifts today; today's flow is drawn from yesterday's flow and return
+        lagged_flow = s.flow
         a = p.flow_persistence
         s.flow = a * s.flow + p.flow_feedback * s.last_return_z + math.sqrt(1 - a * a) * rng.standard_normal(n)
+        ai = p.institution_persistence
+        s.institution = ai * s.institution - p.institution_contrarian * s.last_return_z + math.sqrt(1 - ai * ai) * rng.standard_normal(n)
 
         vol_profile, volume_profile = _intraday_profiles(m, p)
         sd_intraday = u.daily_vol * math.sqrt(1 - p.overnight_var_share)
@@ -276,7 +352,15 @@ class MarketSimulator:
         returns = (shocks[:, :n] * sd_idio + shocks[:, n : n + 1] * (sd_market * u.beta)) * unit
         jumps = rng.random((nb, n)) < p.jumps_per_day / nb
         returns += np.where(jumps, rng.standard_normal((nb, n)) * p.jump_sd, 0.0)
-        returns += (p.flow_impact * s.flow * u.daily_vol) * volume_profile[:, None]
+        returns += (p.flow_impact * lagged_flow * u.daily_vol) * volume_profile[:, None]
+        if p.value_pull:
+            # a slow pull toward each stock's usual PER times its EPS in force: earnings surprises drift in
+            gap_to_value = np.where(
+                np.isfinite(u.usual_log_per) & (s.eps > 0),
+                u.usual_log_per + np.log(np.maximum(s.eps, 1)) - np.log(s.close.astype(np.float64)),
+                0.0,
+            )
+            returns += (p.value_pull * gap_to_value) * volume_profile[:, None]
 
         # overnight gap and the opening auction
         sd_gap = math.sqrt(p.overnight_var_share)
@@ -323,7 +407,7 @@ class MarketSimulator:
         ts = open_ns + np.arange(nb, dtype=np.int64) * NS_PER_MIN
         ts[-1] = close_ns
 
-        flow_ts, flow_qty, provisional = self._flow_reports(open_ns, close_ns, m, volume, u)
+        flow_ts, flow_qty, inst_qty, provisional = self._flow_reports(open_ns, close_ns, m, volume, u)
 
         closing = close_px[:, -1]
         s.last_return_z = np.log(closing / base) / u.daily_vol
@@ -348,6 +432,10 @@ class MarketSimulator:
             flow_provisional=provisional,
             eps=s.eps.copy(),
             bps=s.bps.copy(),
+            institution_net_qty=inst_qty,
+            individual_net_qty=-flow_qty - inst_qty,
+            dps=s.dps.copy(),
+            announced=announced,
         )
 
     def _pref_discount_path(self, nb: int) -> F64:
@@ -357,7 +445,8 @@ class MarketSimulator:
         theta = math.log(2) / p.pref_half_life_days
         decay = math.exp(-theta)
         d0 = s.pref_log_discount
-        d1 = p.pref_discount_mean + (d0 - p.pref_discount_mean) * decay + p.pref_discount_sd * math.sqrt(1 - decay * decay) * rng.standard_normal(k)
+        step = p.pref_discount_sd * math.sqrt(1 - decay * decay) * rng.standard_normal(k)
+        d1 = p.pref_discount_mean + (d0 - p.pref_discount_mean) * decay + step if p.pref_mean_reversion else d0 + step
         lo, hi = math.log(1 - p.pref_discount_max), math.log(1 - p.pref_discount_min)
         d1 = np.clip(d1, lo, hi)
         frac = (np.arange(1, nb + 1) / nb)[:, None]
@@ -366,29 +455,60 @@ class MarketSimulator:
         s.pref_log_discount = d1
         return np.clip(d0 + (d1 - d0) * frac + bridge, lo, hi)
 
-    def _flow_reports(self, open_ns: int, close_ns: int, m: int, volume: I64, u: _Universe) -> tuple[I64, I64, npt.NDArray[np.bool_]]:
-        """Cumulative foreign net buying at the provisional times and at the close, in shares."""
+    def _flow_reports(self, open_ns: int, close_ns: int, m: int, volume: I64, u: _Universe) -> tuple[I64, I64, I64, npt.NDArray[np.bool_]]:
+        """Running totals of foreign and institutional net buying at the provisional times and at the close.
+
+        Individuals' figure is minus the sum of these two in every report.
+        """
         p, s, rng = self.params, self._state, self._rng
-        daily_net = s.flow * p.flow_size * u.daily_volume
         minutes = [k for k in PROVISIONAL_FLOW_MINUTES if k < m]
         cum_volume = np.cumsum(volume, axis=1)
         share = cum_volume[:, minutes] / cum_volume[:, -1:]  # share of the day's volume traded so far
-        noise = rng.standard_normal((len(daily_net), len(minutes))) * 0.15 * np.abs(daily_net)[:, None]
-        provisional_qty = daily_net[:, None] * share + noise * np.sqrt(share * (1 - share))
-        qty = np.concatenate([provisional_qty, daily_net[:, None]], axis=1)
         ts = np.array([open_ns + k * NS_PER_MIN for k in minutes] + [close_ns], dtype=np.int64)
         provisional = np.array([True] * len(minutes) + [False])
-        return ts, np.rint(qty).astype(np.int64), provisional
 
-    def _roll_fundamentals(self, day: dt.date) -> None:
-        """New EPS and BPS on the first trading day of a quarter (constant otherwise)."""
-        s = self._state
-        last = s.last_date
-        if last is None or (last.year, (last.month - 1) // 3) == (day.year, (day.month - 1) // 3):
-            return
-        growth = np.exp(0.01 + self.params.eps_quarterly_sd * self._rng.standard_normal(len(s.eps)))
-        s.bps = np.maximum(s.bps + (s.eps - self._universe.dividend) // 4, 1)
-        s.eps = np.rint(s.eps * growth).astype(np.int64)
+        def reports(daily_net: F64) -> I64:
+            noise = rng.standard_normal((len(daily_net), len(minutes))) * 0.15 * np.abs(daily_net)[:, None]
+            provisional_qty = daily_net[:, None] * share + noise * np.sqrt(share * (1 - share))
+            return np.rint(np.concatenate([provisional_qty, daily_net[:, None]], axis=1)).astype(np.int64)
+
+        foreign = reports(s.flow * p.flow_size * u.daily_volume)
+        institution = reports(s.institution * p.institution_size * u.daily_volume)
+        return ts, foreign, institution, provisional
+
+    def _announce(self, day: dt.date) -> npt.NDArray[np.bool_]:
+        """Earnings of the stocks whose announcement day for the last quarter has come: which announced today.
+
+        EPS (trailing four quarters) grows by a random surprise, BPS by a
+        quarter of EPS less dividends, DPS is paid out at the stock's usual
+        ratio of EPS.
+        """
+        s, u = self._state, self._universe
+        due = np.array([_last_announced_quarter(day, int(g)) for g in u.announcement_lag], dtype=np.int64)
+        announced = due > s.announced_quarter
+        if announced.any():
+            k = int(announced.sum())
+            growth = np.exp(0.01 + self.params.eps_quarterly_sd * self._rng.standard_normal(k))
+            eps = s.eps[announced]
+            payout = np.where(eps > 0, u.dividend[announced] / np.maximum(eps, 1), 0.0)
+            s.bps[announced] = np.maximum(s.bps[announced] + (eps - s.dps[announced]) // 4, 1)
+            new_eps = np.rint(eps * growth).astype(np.int64)
+            s.eps[announced] = new_eps
+            s.dps[announced] = np.maximum(np.rint(np.maximum(new_eps, 0) * payout), 0).astype(np.int64)
+            s.announced_quarter[announced] = due[announced]
+        return announced
+
+
+def _last_announced_quarter(day: dt.date, lag_days: int) -> int:
+    """The latest quarter (year*4 + quarter index) whose results a stock announcing ``lag_days`` after a
+    quarter's end has published by ``day``."""
+    q = day.year * 4 + (day.month - 1) // 3 - 1  # the quarter before the current one
+    while True:
+        year, index = divmod(q, 4)
+        end = dt.date(year + (index == 3), (index * 3 + 3) % 12 + 1, 1) - dt.timedelta(days=1)
+        if end + dt.timedelta(days=lag_days) <= day:
+            return q
+        q -= 1
 
 
 def _intraday_profiles(m: int, p: SimulatorParams) -> tuple[F64, F64]:
@@ -433,6 +553,15 @@ def _on_grid_within(prices: F64, lower: I64, upper: I64) -> I64:
 # --- many days at once --------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class World:
+    """Everything a simulated market said over some days, as long tables (see ``simulate_world``)."""
+
+    bars: pd.DataFrame  # BAR_COLUMNS, sorted by day, code, time
+    flows: pd.DataFrame  # FLOW_COLUMNS
+    fundamentals: pd.DataFrame  # FUNDAMENTAL_COLUMNS: every code's figures on the first day, then each announcement
+
+
 def simulate(
     instruments: Sequence[Instrument],
     seed: int,
@@ -441,6 +570,18 @@ def simulate(
     params: SimulatorParams | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(bars, flows) for a number of trading days: long tables sorted by day, then code, then time."""
+    world = simulate_world(instruments, seed, start_date, days, params)
+    return world.bars, world.flows
+
+
+def simulate_world(
+    instruments: Sequence[Instrument],
+    seed: int,
+    start_date: dt.date,
+    days: int,
+    params: SimulatorParams | None = None,
+) -> World:
+    """Bars, investor flows and earnings announcements for a number of trading days."""
     sim = MarketSimulator(instruments, seed, start_date, params)
     dates: list[dt.date] = []
     for _ in range(max(days, 0)):
@@ -454,17 +595,21 @@ def simulate(
     rows = n * sum(bars_per_day)
     columns = {name: np.empty(rows, dtype=np.int64) for name in ("ts_ns", "open", "high", "low", "close", "volume", "value_won")}
     code_col = np.empty(rows, dtype=np.int32)
-    flow_parts: list[tuple[I64, I64, I64, npt.NDArray[np.bool_]]] = []
+    flow_parts: list[tuple[I64, I64, I64, I64, I64, npt.NDArray[np.bool_]]] = []
+    fund_parts: list[pd.DataFrame] = []
     at = 0
     for nb in bars_per_day:
         day = sim.next_day()
+        fund_parts.append(day.fundamentals_frame(every_code=not fund_parts))
         size = n * nb
         columns["ts_ns"][at : at + size] = np.tile(day.ts_ns, n)
         code_col[at : at + size] = np.repeat(code_ids, nb)
         for name in ("open", "high", "low", "close", "volume", "value_won"):
             columns[name][at : at + size] = getattr(day, name).ravel()
         k = len(day.flow_ts_ns)
-        flow_parts.append((np.tile(day.flow_ts_ns, n), np.repeat(code_ids, k), day.foreign_net_qty.ravel(), np.tile(day.flow_provisional, n)))
+        assert day.institution_net_qty is not None and day.individual_net_qty is not None
+        flow_parts.append((np.tile(day.flow_ts_ns, n), np.repeat(code_ids, k), day.foreign_net_qty.ravel(),
+                           day.institution_net_qty.ravel(), day.individual_net_qty.ravel(), np.tile(day.flow_provisional, n)))
         at += size
     bars = pd.DataFrame(
         {
@@ -481,10 +626,15 @@ def simulate(
                 np.concatenate([f[1] for f in flow_parts]) if flow_parts else np.zeros(0, np.int32), categories=categories
             ),
             "foreign_net_qty": np.concatenate([f[2] for f in flow_parts]) if flow_parts else np.zeros(0, np.int64),
-            "provisional": np.concatenate([f[3] for f in flow_parts]) if flow_parts else np.zeros(0, bool),
+            "institution_net_qty": np.concatenate([f[3] for f in flow_parts]) if flow_parts else np.zeros(0, np.int64),
+            "individual_net_qty": np.concatenate([f[4] for f in flow_parts]) if flow_parts else np.zeros(0, np.int64),
+            "provisional": np.concatenate([f[5] for f in flow_parts]) if flow_parts else np.zeros(0, bool),
         }
     )
-    return bars, flows
+    fundamentals = pd.concat(fund_parts, ignore_index=True) if fund_parts else pd.DataFrame({c: [] for c in FUNDAMENTAL_COLUMNS})
+    if fund_parts:
+        fundamentals["code"] = fundamentals["code"].astype(str)
+    return World(bars, flows, fundamentals)
 
 
 # --- ticks inside a bar -------------------------------------------------------
@@ -594,11 +744,14 @@ def universe(master: Sequence[Instrument], count: int, seed: int = 0) -> list[In
 __all__ = [
     "BAR_COLUMNS",
     "FLOW_COLUMNS",
+    "FUNDAMENTAL_COLUMNS",
     "DayBars",
     "MarketSimulator",
     "SimulatorParams",
     "Ticks",
     "simulate",
+    "simulate_world",
+    "World",
     "synthetic_instruments",
     "ticks_from_bar",
     "universe",

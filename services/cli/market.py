@@ -1,9 +1,12 @@
 """``trader sim`` and ``trader market``: simulated bars to files, and the live board.
 
 ``trader sim --days 5 --codes 005930,000660 --seed 7 --out data/sim`` writes the
-simulator's one-minute bars in the recorder's layout (``<out>/<YYYYMMDD>/
-<code>.parquet`` or ``.csv``), so a replay or a back-test reads them like
-recorded days.
+simulated world: its one-minute bars in the recorder's layout
+(``<out>/<YYYYMMDD>/<code>.parquet`` or ``.csv``), so a replay or a back-test
+reads them like recorded days, and beside them ``flows.<format>`` (per code and
+report time: foreign, institution and individual net quantity, the day's
+running totals, provisional or final) and ``fundamentals.<format>`` (every
+code's EPS, BPS and DPS on the first day, then each announcement).
 
 ``trader market [--json]`` asks the market-data process for its snapshot
 (Command ``snapshot`` on ``market_data_rpc``) and prints the board: last price,
@@ -44,10 +47,17 @@ def sim(
     out: Path = typer.Option(..., "--out", help="Folder to write <YYYYMMDD>/<code>.<format> files into."),
     start: str = typer.Option("", "--start", help="First day (YYYY-MM-DD); a non-trading day moves to the next one. Default: the next trading day."),
     fmt: str = typer.Option("parquet", "--format", help="parquet (zstd) or csv."),
+    world: str = typer.Option("sim", "--world", help="sim (the simulated market) or null (the same volatility, none of the effects strategies look for)."),
 ) -> None:
-    """Write simulated one-minute bars to files, one per day per code (the recorder's layout)."""
-    from core.simulator import MarketSimulator
+    """Write a simulated world to files: bars per day per code (the recorder's layout), flows and fundamentals."""
+    import pandas as pd
+
+    from core.simulator import MarketSimulator, SimulatorParams
     from services.market_data import recorder
+
+    if world not in ("sim", "null"):
+        err.print(f"[bold red]error:[/] --world must be sim or null, not {world!r}")
+        raise typer.Exit(2)
 
     if fmt not in recorder.FORMATS:
         err.print(f"[bold red]error:[/] --format must be one of {', '.join(recorder.FORMATS)}, not {fmt!r}")
@@ -70,12 +80,15 @@ def sim(
         raise typer.Exit(2)
     try:
         first = dt.date.fromisoformat(start) if start else krx.next_trading_day(dt.date.today())
-        simulator = MarketSimulator([master[c] for c in dict.fromkeys(wanted)], seed, first)
+        simulator = MarketSimulator([master[c] for c in dict.fromkeys(wanted)], seed, first,
+                                    SimulatorParams.null() if world == "null" else None)
     except ValueError as exc:
         err.print(f"[bold red]error:[/] bad --start {start!r}: {exc}")
         raise typer.Exit(2)
     files = 0
     bars = 0
+    flow_days: list[pd.DataFrame] = []
+    fund_days: list[pd.DataFrame] = []
     with Progress(
         TextColumn("[bold]simulating[/] {task.description}"),
         BarColumn(),
@@ -89,6 +102,8 @@ def sim(
             day = simulator.next_day()
             label = day.trading_date.strftime("%Y%m%d")
             progress.update(task, description=label)
+            flow_days.append(day.flows_frame())
+            fund_days.append(day.fundamentals_frame(every_code=not fund_days))
             for k, code in enumerate(day.codes):
                 columns = {
                     "ts_ns": day.ts_ns,
@@ -103,7 +118,23 @@ def sim(
                 files += 1
                 bars += len(day.ts_ns)
             progress.advance(task)
-    console.print(f"wrote {bars:,} bars in {files} file(s) under {out} (seed {seed}, from {first.isoformat()})")
+    flows = pd.concat(flow_days, ignore_index=True)
+    funds = pd.concat(fund_days, ignore_index=True)
+    for frame in (flows, funds):
+        frame["code"] = frame["code"].astype(str)
+    funds["source"] = "sim"
+    flows_path, funds_path = out / f"flows.{fmt}", out / f"fundamentals.{fmt}"
+    for frame, path in ((flows, flows_path), (funds, funds_path)):
+        tmp = path.with_name(f".{path.name}.tmp")
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False, compression="zstd")
+        tmp.replace(path)
+    console.print(
+        f"wrote {bars:,} bars in {files} file(s) under {out}, {len(flows):,} flow reports to {flows_path.name} and "
+        f"{len(funds):,} fundamentals rows to {funds_path.name} (seed {seed}, world {world}, from {first.isoformat()})"
+    )
 
 
 def market(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:

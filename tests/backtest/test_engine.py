@@ -30,7 +30,9 @@ def reference_sma_trades(bars: MarketData, fast: int, slow: int, qty: int) -> li
     """The crossover rule computed directly: (ts_ns, side, qty, price) of every fill, filled at the signal bar's close.
 
     A signal on a closing auction bar (stamped at or after 15:20 KST) cannot
-    fill: the auction has already crossed and the day's orders expire.
+    fill: the auction has already crossed and the day's orders expire. Nor
+    can one on the day's last continuous bar (15:19): its order reaches the
+    closing auction, where the agent's cancel at closing takes it back.
     """
     close = bars.bars["close"].to_numpy(dtype=np.int64)
     ts = bars.bars["ts_ns"].to_numpy(dtype=np.int64)
@@ -41,7 +43,7 @@ def reference_sma_trades(bars: MarketData, fast: int, slow: int, qty: int) -> li
     above = sum_fast * slow > sum_slow * fast
     crosses = np.flatnonzero(above[1:] != above[:-1]) + 1
     minutes = ((ts + 9 * 3600 * 10**9) // (60 * 10**9)) % (24 * 60)
-    auction = minutes >= 15 * 60 + 20
+    auction = minutes >= 15 * 60 + 19
     held = 0
     out = []
     for k in crosses:

@@ -115,19 +115,51 @@ def test_preferred_discount_stays_within_bounds_and_mean_reverts(samsung_pair_lo
     assert 5 < half_life_days < 60  # weeks, not days and not forever
 
 
-def test_foreign_flows_persist_chase_returns_and_move_prices(year: list[DayBars]) -> None:
+def test_foreign_flows_persist_chase_returns_and_move_prices_a_day_later(year: list[DayBars]) -> None:
     flows = np.array([d.foreign_net_qty[:, -1] for d in year], dtype=float)  # final daily figures
     closes = np.array([d.closing_price for d in year], dtype=float)
     returns = np.diff(np.log(closes), axis=0)  # returns[t-1] is day t's return
-    persistence, chasing, impact = [], [], []
+    persistence, chasing, lagged_impact, same_day_news = [], [], [], []
     for k in range(len(CODES)):
         f = flows[:, k]
         persistence.append(_autocorrelation(f, 1))
         chasing.append(np.corrcoef(f[2:], returns[:-1, k])[0, 1])  # flow on day t vs return on day t-1
-        impact.append(np.corrcoef(f[1:], returns[:, k])[0, 1])  # flow on day t vs return on day t
+        lagged_impact.append(np.corrcoef(f[1:-1], returns[1:, k])[0, 1])  # flow on day t-1 vs return on day t
+        # what today's flow says beyond yesterday's flow and return: nothing about today's return
+        x = np.column_stack([np.ones(len(f) - 2), f[1:-1], returns[:-1, k]])
+        beta, *_ = np.linalg.lstsq(x, f[2:], rcond=None)
+        news = f[2:] - x @ beta
+        same_day_news.append(np.corrcoef(news, returns[1:, k])[0, 1])
     assert np.mean(persistence) > 0.3 and min(persistence) > 0.2
     assert np.mean(chasing) > 0.1
-    assert np.mean(impact) > 0.05
+    assert np.mean(lagged_impact) > 0.05
+    assert abs(np.mean(same_day_news)) < 0.04  # no report of a day reveals that day's drift
+
+
+def test_investor_classes_sum_to_zero_in_every_report(year: list[DayBars]) -> None:
+    for d in year[:20]:
+        assert d.institution_net_qty is not None and d.individual_net_qty is not None
+        assert (d.foreign_net_qty + d.institution_net_qty + d.individual_net_qty == 0).all()
+        assert (d.institution_net_qty != 0).any() and (d.individual_net_qty != 0).any()
+    frame = year[0].flows_frame()
+    assert (frame["foreign_net_qty"] + frame["institution_net_qty"] + frame["individual_net_qty"] == 0).all()
+
+
+def test_the_null_world_keeps_volatility_and_drops_every_effect() -> None:
+    pair = [i for i in MASTER if i.code in ("005930", "005935", "000660")]
+    worlds = {}
+    for name, params in (("sim", SimulatorParams()), ("null", SimulatorParams.null())):
+        sim = MarketSimulator(pair, seed=5, start_date=dt.date(2022, 1, 1), params=params)
+        worlds[name] = [sim.next_day() for _ in range(500)]
+    vol = {k: np.std(np.diff(np.log([d.closing_price[2] for d in v]))) for k, v in worlds.items()}
+    assert 0.7 < vol["null"] / vol["sim"] < 1.3
+    null = worlds["null"]
+    flows = np.array([d.foreign_net_qty[2, -1] for d in null], dtype=float)
+    returns = np.diff(np.log([d.closing_price[2] for d in null]))
+    assert abs(np.corrcoef(flows[:-1], returns)[0, 1]) < 0.1  # yesterday's flow does not move today's price
+    discount = np.log([d.closing_price[1] / d.closing_price[0] for d in null])
+    phi = np.polyfit(discount[:-1], discount[1:], 1)[0]
+    assert phi > 0.97  # a walk, not the weeks-long reversion of the simulated world
 
 
 def test_provisional_flows_come_at_the_published_times_then_the_final_figure() -> None:
@@ -139,13 +171,22 @@ def test_provisional_flows_come_at_the_published_times_then_the_final_figure() -
     assert len(frame) == 5 * len(CODES) and frame["foreign_net_qty"].dtype == np.int64
 
 
-def test_fundamentals_change_only_between_quarters(year: list[DayBars]) -> None:
+def test_earnings_come_out_once_a_quarter_per_stock_on_a_day_of_its_own(year: list[DayBars]) -> None:
     for prev, cur in zip(year, year[1:]):
-        same_quarter = (prev.trading_date.month - 1) // 3 == (cur.trading_date.month - 1) // 3
-        if same_quarter:
-            assert np.array_equal(prev.eps, cur.eps) and np.array_equal(prev.bps, cur.bps)
-    quarters = {(d.trading_date.month - 1) // 3: tuple(d.eps) for d in year}
-    assert len(set(quarters.values())) == 4
+        assert cur.announced is not None and cur.dps is not None
+        quiet = ~cur.announced
+        assert np.array_equal(prev.eps[quiet], cur.eps[quiet]) and np.array_equal(prev.bps[quiet], cur.bps[quiet])
+    announced_on = [[d.trading_date for d in year if d.announced[k]] for k in range(len(CODES))]
+    for k, dates in enumerate(announced_on):
+        quarters = [(d.year, (d.month - 1) // 3) for d in dates]
+        assert len(quarters) == len(set(quarters)) >= 3, CODES[k]  # once a quarter (a year of data)
+        for d in dates:
+            quarter_end = dt.date(d.year, ((d.month - 1) // 3) * 3 + 1, 1) - dt.timedelta(days=1)
+            assert 20 <= (d - quarter_end).days <= 45 + 4  # plus a weekend or holiday
+    assert len({dates[0] for dates in announced_on if dates}) > 1  # not every stock on one day
+    frame = year[30].fundamentals_frame()
+    assert list(frame.columns) == ["ts_ns", "code", "effective_date", "eps", "bps", "dps"]
+    assert len(frame) == int(year[30].announced.sum())
 
 
 def _assert_on_grid_and_within_limits(days: list[DayBars]) -> None:
