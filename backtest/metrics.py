@@ -8,11 +8,20 @@ given at the start, 252 trading days a year, no risk-free rate):
 - Sortino ``mean(r) / sqrt(mean(min(r, 0) ** 2)) * sqrt(252)`` (downside deviation
   about zero over all days)
 - maximum drawdown ``max(1 - E / running peak)`` and its duration: the longest
-  run of days spent below a previous peak (to recovery, or to the end)
+  run of days spent below a previous peak (to recovery, or to the end); Calmar
+  ``annual return / max drawdown`` (None without a drawdown)
 - trades are closing fills (sells): each realises ``proceeds - fee - tax -
   cost of the shares sold`` where the cost is the average cost *including buy
   fees*; win rate = share of closing fills with a positive result; profit
-  factor = gross gains / gross losses (None when there are no losses)
+  factor = gross gains / gross losses (None when there are no losses);
+  expectancy = the mean result of a closing fill, in won
+- holding time: each share sold is matched to the earliest shares bought
+  still held (first in, first out), and the average is taken over the shares
+  sold, in minutes of market time (a night held counts in full); None when
+  nothing bought was sold
+- gross PnL = net PnL (``E_last - E_0``) + fees + taxes, what the trades made
+  before costs; cost share = (fees + taxes) / abs(gross PnL) (None when the
+  gross PnL is zero)
 - turnover = traded notional / mean equity; fees and taxes in won; exposure =
   share of the agent's bars during which it held shares.
 """
@@ -20,6 +29,7 @@ given at the start, 252 trading days a year, no risk-free rate):
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,6 +39,7 @@ import numpy as np
 from backtest.engine import AgentResult, BacktestResult, Trade
 
 TRADING_DAYS = 252
+NS_PER_MINUTE = 60_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +56,18 @@ class Metrics:
     sortino: float
     max_drawdown: float
     max_drawdown_days: int
+    calmar: float | None
     trades: int
     closed_trades: int
     win_rate: float
     profit_factor: float | None
+    expectancy_won: float
+    avg_holding_minutes: float | None
     turnover: float
+    gross_pnl_won: int
     fees_won: int
     taxes_won: int
+    cost_share: float | None
     exposure: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,6 +115,28 @@ def closed_trade_results(trades: Iterable[Trade]) -> list[int]:
     return out
 
 
+def average_holding_ns(trades: Iterable[Trade]) -> float | None:
+    """Mean time a sold share was held, first in first out, in ns (None when nothing bought was sold)."""
+    lots: dict[tuple[str, str], deque[list[int]]] = {}  # (agent, code) -> [ts_ns, qty] of shares still held
+    held_ns = sold = 0
+    for t in trades:
+        queue = lots.setdefault((t.agent_id, t.code), deque())
+        if t.side == "buy":
+            queue.append([t.ts_ns, t.qty])
+            continue
+        left = t.qty
+        while left and queue:
+            lot = queue[0]
+            take = min(left, lot[1])
+            held_ns += take * (t.ts_ns - lot[0])
+            sold += take
+            left -= take
+            lot[1] -= take
+            if not lot[1]:
+                queue.popleft()
+    return held_ns / sold if sold else None
+
+
 def compute(
     equity: Sequence[int],
     start_equity: int,
@@ -125,6 +163,10 @@ def compute(
     losses = -sum(x for x in results if x < 0)
     notional = sum(t.qty * t.price for t in trades)
     mean_equity = float(np.mean([start_equity, *equity])) if start_equity > 0 else 0.0
+    fees = sum(t.fee_won for t in trades)
+    taxes = sum(t.tax_won for t in trades)
+    gross = end - start_equity + fees + taxes
+    holding_ns = average_holding_ns(trades)
     return Metrics(
         days=n,
         start_equity_won=start_equity,
@@ -136,13 +178,18 @@ def compute(
         sortino=sortino,
         max_drawdown=mdd,
         max_drawdown_days=mdd_days,
+        calmar=annual / mdd if mdd > 0 else None,
         trades=len(trades),
         closed_trades=len(results),
         win_rate=sum(1 for x in results if x > 0) / len(results) if results else 0.0,
         profit_factor=gains / losses if losses > 0 else None,
+        expectancy_won=sum(results) / len(results) if results else 0.0,
+        avg_holding_minutes=holding_ns / NS_PER_MINUTE if holding_ns is not None else None,
         turnover=notional / mean_equity if mean_equity > 0 else 0.0,
-        fees_won=sum(t.fee_won for t in trades),
-        taxes_won=sum(t.tax_won for t in trades),
+        gross_pnl_won=gross,
+        fees_won=fees,
+        taxes_won=taxes,
+        cost_share=(fees + taxes) / abs(gross) if gross else None,
         exposure=exposed_bars / bars if bars else 0.0,
     )
 

@@ -1,10 +1,14 @@
 """The back-test report: an HTML page that opens offline (inline SVG, no scripts), the trades and daily equity as CSV.
 
 ``write_report(result, folder)`` writes ``report.html``, ``trades.csv``,
-``equity.csv`` and ``metrics.json``. The page states the data source and the
-fill model, the agents with their refusals by reason (of sent orders, of the
-agent's own at its limits, orders held back by a backoff) and alerts, then
-the metrics per agent and combined, the equity curve, the
+``equity.csv`` and ``metrics.json``. The page states the data source, the
+fill model (with a warning when it is the optimistic ``close``), the costs,
+the session rules and the market's matching parameters; the agents with
+their refusals by reason (of sent orders, of the agent's own at its limits,
+orders held back by a backoff, orders made on the last continuous bar that the
+agent's cancel at ``closing`` took back) and alerts, then the metrics per
+agent and combined (Calmar, expectancy per closing fill, drawdown duration,
+average holding time, costs as a share of the gross PnL among them), the equity curve, the
 drawdown, each code's price with the fills marked (buys up, sells down) and a
 table of monthly returns. The charts are SVG drawn here, so the page needs no
 network and no JavaScript.
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from backtest.engine import BacktestResult
+from backtest.fills import FillModel
 from backtest.metrics import Metrics, all_metrics, combined_equity
 from core import krx
 
@@ -38,13 +43,18 @@ _METRIC_ROWS = (
     ("sortino", "Sortino", "num"),
     ("max_drawdown", "max drawdown", "pct"),
     ("max_drawdown_days", "max drawdown duration (days)", "int"),
+    ("calmar", "Calmar", "num"),
     ("trades", "fills", "int"),
     ("closed_trades", "closing fills", "int"),
     ("win_rate", "win rate", "pct"),
     ("profit_factor", "profit factor", "num"),
+    ("expectancy_won", "expectancy per closing fill (won)", "won"),
+    ("avg_holding_minutes", "average holding time", "minutes"),
     ("turnover", "turnover (x mean equity)", "num"),
+    ("gross_pnl_won", "gross PnL before costs (won)", "won"),
     ("fees_won", "fees (won)", "won"),
     ("taxes_won", "taxes (won)", "won"),
+    ("cost_share", "costs / gross PnL", "pct"),
     ("exposure", "exposure", "pct"),
     ("end_equity_won", "end equity (won)", "won"),
 )
@@ -57,7 +67,10 @@ def _fmt(value: object, kind: str) -> str:
         return f"{float(value) * 100:.2f}%"  # type: ignore[arg-type]
     if kind == "num":
         return f"{float(value):.3f}"  # type: ignore[arg-type]
-    return f"{int(value):,}"  # type: ignore[call-overload]
+    if kind == "minutes":
+        minutes = float(value)  # type: ignore[arg-type]
+        return f"{minutes:,.0f} min" if minutes < 120 else f"{minutes / 60:,.1f} h"
+    return f"{round(value):,}"  # type: ignore[call-overload]
 
 
 def _scale(values: np.ndarray, lo: float, hi: float, out_lo: float, out_hi: float) -> np.ndarray:
@@ -159,6 +172,62 @@ def _metrics_table(metrics: dict[str, Metrics]) -> str:
     return f'<table class="metrics">{head}{"".join(body)}</table>'
 
 
+CLOSE_MODEL_WARNING = (
+    "the close fill model is optimistic: an order fills at the close of the very bar that made it, with no spread "
+    "to cross, where on a real market the price has moved by the time the order arrives; next_open and intrabar "
+    "assume less"
+)
+
+
+def assumptions(result: BacktestResult) -> list[str]:
+    """The lines that say what the run assumed: fill model, costs, session rules, market."""
+    p = result.matching_params
+    market = ", ".join(f"{k} {getattr(p, k)}" for k in p.__dataclass_fields__)
+    sessions = ("KRX sessions: orders on the last continuous bar wait for the closing auction and are cancelled at "
+                "closing, orders on the auction bar are refused MARKET_CLOSED" if result.sessions else
+                "none: every bar is continuous trading, no closing auction, no closing cancel")
+    return [f"Costs: {result.costs.describe} (core.costs)", f"Session rules: {sessions}",
+            f"Market (core.matching): {market}"]
+
+
+def warnings(result: BacktestResult) -> list[str]:
+    """What a reader must not miss about the run's assumptions."""
+    out = []
+    if result.fill_model is FillModel.CLOSE:
+        out.append(CLOSE_MODEL_WARNING)
+    if result.costs.is_free:
+        out.append("no costs were charged: the figures are gross of commission and sell tax")
+    return out
+
+
+def refusals_by_reason(result: BacktestResult) -> dict[str, dict[str, int]]:
+    """Reason -> agent -> count, every way an order did not trade: refused, refused by the agent, held back, cancelled at closing."""
+    out: dict[str, dict[str, int]] = {}
+    for a in result.agents.values():
+        counts = Counter({f"{k} (refused)": v for k, v in a.rejected.items()})
+        counts.update({f"{k} (refused by the agent)": v for k, v in a.refused_by_agent.items()})
+        counts.update({f"{k} (held back)": v for k, v in a.held_back.items()})
+        if a.canceled_at_closing:
+            counts[CANCELED_AT_CLOSING] = a.canceled_at_closing
+        for reason, n in counts.items():
+            out.setdefault(reason, {})[a.agent_id] = n
+    return dict(sorted(out.items()))
+
+
+CANCELED_AT_CLOSING = "CANCELED_AT_CLOSING (made on the last continuous bar)"
+
+
+def _refusals_table(result: BacktestResult) -> str:
+    table = refusals_by_reason(result)
+    if not table:
+        return "<p>no order was refused, held back or cancelled at closing</p>"
+    names = list(result.agents)
+    head = "<tr><th>reason</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "<th>all</th></tr>"
+    rows = [f"<tr><th>{html.escape(reason)}</th>" + "".join(f"<td>{by.get(n, 0):,}</td>" for n in names)
+            + f"<td>{sum(by.values()):,}</td></tr>" for reason, by in table.items()]
+    return f'<table class="refusals">{head}{"".join(rows)}</table>'
+
+
 def render_html(result: BacktestResult) -> str:
     """The whole report page as one self-contained HTML string."""
     metrics = all_metrics(result)
@@ -188,6 +257,8 @@ def render_html(result: BacktestResult) -> str:
                                 labels=(first, last), markers=markers))
     monthly = monthly_returns(dates, combined, start)
     failure = f'<p class="failure">Run stopped early: {html.escape(str(result.failure))}</p>' if result.failure else ""
+    notes = "".join(f'<p class="assumption">{html.escape(line)}.</p>' for line in assumptions(result))
+    warned = "".join(f'<p class="warning">Warning: {html.escape(line)}.</p>' for line in warnings(result))
     agent_rows = "".join(
         f"<tr><td>{html.escape(a.agent_id)}</td><td>{html.escape(a.strategy)}</td><td>{html.escape(', '.join(a.codes))}</td>"
         f"<td>{html.escape(json.dumps(a.params))}</td><td>{a.capital_won:,}</td><td>{a.orders}</td>"
@@ -202,15 +273,19 @@ body {{ font-family: sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; margin: 8px 0 20px; }}
 th, td {{ border: 1px solid #ddd; padding: 3px 8px; font-size: 13px; text-align: right; }}
 th {{ background: #f4f4f4; }} .failure {{ color: #b00; font-weight: bold; }}
+.warning {{ color: #8a5300; background: #fff4d6; border-left: 4px solid #e0a000; padding: 4px 8px; }}
 svg {{ display: block; margin: 8px 0 18px; }}
 </style></head><body>
 <h1>Back-test report</h1>
 <p>Data: {html.escape(result.source)}; {result.bars:,} bars over {len(result.days)} day(s) ({span[0]} to {span[1]}).</p>
-<p class="fill-model">Fill model: <b>{result.fill_model.value}</b>: {html.escape(result.fill_model.describe)}.
-Costs: the paper broker's commission on both sides and the dated sell tax (core.costs); venue rules: core.matching.</p>
+<p class="fill-model">Fill model: <b>{result.fill_model.value}</b>: {html.escape(result.fill_model.describe)}.</p>
+{notes}
+{warned}
 {failure}
 <h2>Agents</h2>
 <table><tr><th>agent</th><th>strategy</th><th>codes</th><th>params</th><th>capital (won)</th><th>orders</th><th>refused (risk, venue)</th><th>refused by the agent at its limits</th><th>held back (backoff)</th><th>alerts</th></tr>{agent_rows}</table>
+<h2>Refusals by reason</h2>
+{_refusals_table(result)}
 <h2>Metrics</h2>
 {_metrics_table(metrics)}
 <h2>Charts</h2>
@@ -257,12 +332,16 @@ def write_report(result: BacktestResult, folder: str | Path) -> dict[str, Path]:
     summary = {
         "source": result.source,
         "fill_model": result.fill_model.value,
+        "costs": result.costs.describe,
+        "sessions": result.sessions,
+        "warnings": warnings(result),
         "bars": result.bars,
         "days": len(result.days),
         "failure": str(result.failure) if result.failure else None,
         "metrics": {k: m.as_dict() for k, m in all_metrics(result).items()},
         "refusals": {a.agent_id: {"refused": dict(a.rejected), "refused_by_agent": dict(a.refused_by_agent),
-                                  "held_back": dict(a.held_back), "alerts": list(a.alerts)}
+                                  "held_back": dict(a.held_back), "canceled_at_closing": a.canceled_at_closing,
+                                  "alerts": list(a.alerts)}
                      for a in result.agents.values()},
     }
     paths["metrics.json"].write_text(json.dumps(summary, indent=2), encoding="utf-8")

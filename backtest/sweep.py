@@ -1,4 +1,4 @@
-"""Parameter sweeps and walk-forward splits: one strategy over a grid of params, across processes.
+"""Parameter sweeps and rolling walk-forward: one strategy over a grid of params, across processes.
 
 ``run_sweep`` runs one back-test per parameter set in a ``ProcessPoolExecutor``
 (spawn context: no state inherited across fork); each worker receives the
@@ -7,14 +7,22 @@ market data once, at start-up, and then only the params. Results come back as
 strategy refuses, or a run that stops on a strategy error, is reported in its
 row's ``error`` and sorted last.
 
-``walk_forward`` shows overfitting honestly: the grid is run on the in-sample
-days, the best set there is then run on the out-of-sample days it never saw,
-and both figures are reported side by side (with the rank the in-sample
-winner reaches out of sample among all sets).
+``walk_forward`` shows overfitting honestly, on rolling windows: the days are
+cut into ``windows + 1`` consecutive blocks of (nearly) equal length; window
+*i* fits the grid on block *i* and tests its best set on block *i + 1*, days
+it never saw. Each window reports the winner's in-sample and out-of-sample
+figures and the rank it reaches out of sample among all sets (every block's
+grid is run once: it is one window's test and the next one's fit). The
+out-of-sample runs are then joined into one record: the equity curves end to
+end, each run's gains added to what the runs before it had made (every run
+starts with the same capital, as if gains were taken out and losses made
+good between windows), and all their fills, each run's positions kept apart
+(a run starts flat and its strategy warms up again on its own block).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backtest.data import MarketData
-from backtest.engine import AgentSpec, BacktestError, run_backtest
+from backtest.engine import AgentResult, AgentSpec, BacktestError, Trade, run_backtest
 from backtest.fills import DEFAULT_FILL_MODEL, FillModel
-from backtest.metrics import Metrics, agent_metrics
+from backtest.metrics import Metrics, agent_metrics, compute
+from core.costs import DEFAULT_COSTS, CostModel
 
-LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_days", "volatility", "fees_won", "taxes_won"})
+LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_days", "volatility", "fees_won", "taxes_won", "cost_share"})
 
 
 @dataclass(slots=True)
@@ -47,16 +56,28 @@ class SweepRow:
 
 
 @dataclass(slots=True)
-class WalkForward:
-    """In-sample winner and its out-of-sample figures."""
+class WalkForwardWindow:
+    """One rolling window: the grid fitted on its in-sample days, the winner tested on the days after."""
 
-    metric: str
-    in_sample: list[SweepRow]
-    out_of_sample: list[SweepRow]
-    best_params: dict[str, Any] = field(default_factory=dict)
+    in_sample_days: tuple[dt.date, dt.date]  # first and last day
+    out_of_sample_days: tuple[dt.date, dt.date]
+    in_sample: list[SweepRow]  # the grid on the in-sample days, best first
+    out_of_sample: list[SweepRow]  # the grid on the out-of-sample days, best first
+    best_params: dict[str, Any] = field(default_factory=dict)  # empty when no set ran in sample
     best_in_sample: float | None = None
     best_out_of_sample: float | None = None
-    out_of_sample_rank: int = 0  # 1 = the in-sample winner was also best out of sample
+    out_of_sample_rank: int = 0  # 1 = the in-sample winner was also best out of sample; 0 = not run
+
+
+@dataclass(slots=True)
+class WalkForward:
+    """Every window and the out-of-sample runs of their winners joined into one record."""
+
+    metric: str
+    windows: list[WalkForwardWindow]
+    joined: Metrics | None = None  # the joined out-of-sample record (None when no window had a winner)
+    joined_dates: list[dt.date] = field(default_factory=list)
+    joined_equity: list[int] = field(default_factory=list)  # won, at each out-of-sample close
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -87,27 +108,37 @@ def sort_rows(rows: list[SweepRow], metric: str) -> list[SweepRow]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(data: MarketData, base: AgentSpec, fill_model: str) -> None:
-    _WORKER.update(data=data, base=base, fill_model=fill_model)
+def _init_worker(data: MarketData, base: AgentSpec, fill_model: str, costs: CostModel, sessions: bool) -> None:
+    _WORKER.update(data=data, base=base, fill_model=fill_model, costs=costs, sessions=sessions)
 
 
 def _run_one(params: dict[str, Any]) -> SweepRow:
     data: MarketData = _WORKER["data"]
     base: AgentSpec = _WORKER["base"]
-    return run_params(data, base, params, _WORKER["fill_model"])
+    return run_params(data, base, params, _WORKER["fill_model"], costs=_WORKER["costs"], sessions=_WORKER["sessions"])
 
 
-def run_params(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str) -> SweepRow:
-    """One back-test of ``base`` with ``params`` laid over its own; errors become the row's ``error``."""
+def _run_agent(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str,
+               costs: CostModel, sessions: bool) -> AgentResult | str:
+    """One back-test of ``base`` with ``params`` laid over its own: the agent's result, or why it did not run."""
     merged = {**base.params, **params}
     spec = AgentSpec(base.agent_id, base.strategy, base.codes, merged, base.cash_won, base.start_qty, base.start_avg_price)
     try:
-        result = run_backtest(data, [spec], fill_model=fill_model)
+        result = run_backtest(data, [spec], fill_model=fill_model, costs=costs, sessions=sessions)
     except BacktestError as exc:
-        return SweepRow(dict(params), None, str(exc))
+        return str(exc)
     if result.failure is not None:
-        return SweepRow(dict(params), None, str(result.failure))
-    return SweepRow(dict(params), agent_metrics(result.agents[spec.agent_id]))
+        return str(result.failure)
+    return result.agents[spec.agent_id]
+
+
+def run_params(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str, *,
+               costs: CostModel = DEFAULT_COSTS, sessions: bool = True) -> SweepRow:
+    """One back-test of ``base`` with ``params`` laid over its own; errors become the row's ``error``."""
+    got = _run_agent(data, base, params, fill_model, costs, sessions)
+    if isinstance(got, str):
+        return SweepRow(dict(params), None, got)
+    return SweepRow(dict(params), agent_metrics(got))
 
 
 def run_sweep(
@@ -118,6 +149,8 @@ def run_sweep(
     metric: str = "sharpe",
     workers: int = 2,
     fill_model: FillModel | str = DEFAULT_FILL_MODEL,
+    costs: CostModel = DEFAULT_COSTS,
+    sessions: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepRow]:
     """Run every parameter set (a grid or an explicit list) and return the rows sorted by ``metric``."""
@@ -126,13 +159,13 @@ def run_sweep(
     rows: list[SweepRow] = []
     if workers <= 1:
         for k, params in enumerate(sets):
-            rows.append(run_params(data, base, params, fill_model))
+            rows.append(run_params(data, base, params, fill_model, costs=costs, sessions=sessions))
             if progress:
                 progress(k + 1, len(sets))
         return sort_rows(rows, metric)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(data, base, str(FillModel(fill_model)))) as pool:
+                             initargs=(data, base, str(FillModel(fill_model)), costs, sessions)) as pool:
         futures = [pool.submit(_run_one, params) for params in sets]
         for k, fut in enumerate(as_completed(futures)):
             rows.append(fut.result())
@@ -148,27 +181,71 @@ def walk_forward(
     base: AgentSpec,
     grid: Mapping[str, Sequence[Any]],
     *,
-    in_sample_share: float = 0.7,
+    windows: int = 3,
     metric: str = "sharpe",
     workers: int = 2,
     fill_model: FillModel | str = DEFAULT_FILL_MODEL,
+    costs: CostModel = DEFAULT_COSTS,
+    sessions: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> WalkForward:
-    """Pick the best set on the first ``in_sample_share`` of the days, then test it on the rest."""
+    """Fit the grid on each of ``windows`` rolling blocks of days, test the winner on the next, join the tests."""
     check_metric(metric)
-    n = len(data.days)
-    split = int(round(n * in_sample_share))
-    if not 0 < split < n:
-        raise BacktestError("walk-forward", "in_sample_share", f"{in_sample_share} of {n} day(s) leaves no in-sample or no out-of-sample day")
-    ins = run_sweep(data.select_days(0, split), base, grid, metric=metric, workers=workers, fill_model=fill_model, progress=progress)
-    oos = run_sweep(data.select_days(split, n), base, grid, metric=metric, workers=workers, fill_model=fill_model, progress=progress)
-    out = WalkForward(metric, ins, oos)
-    if ins and ins[0].metrics is not None:
-        out.best_params = ins[0].params
-        out.best_in_sample = ins[0].value(metric)
+    days = data.days
+    blocks = walk_forward_blocks(len(days), windows)
+    sweeps = [run_sweep(data.select_days(lo, hi), base, grid, metric=metric, workers=workers, fill_model=fill_model,
+                        costs=costs, sessions=sessions, progress=progress) for lo, hi in blocks]
+    out = WalkForward(metric, [])
+    tested: list[AgentResult] = []
+    for k in range(windows):
+        (ilo, ihi), (olo, ohi) = blocks[k], blocks[k + 1]
+        ins, oos = sweeps[k], sweeps[k + 1]
+        window = WalkForwardWindow((days[ilo], days[ihi - 1]), (days[olo], days[ohi - 1]), ins, oos)
+        out.windows.append(window)
+        if not ins or ins[0].metrics is None:
+            continue
+        window.best_params = ins[0].params
+        window.best_in_sample = ins[0].value(metric)
         for rank, row in enumerate(oos, start=1):
-            if row.params == out.best_params:
-                out.best_out_of_sample = row.value(metric)
-                out.out_of_sample_rank = rank
+            if row.params == window.best_params:
+                window.best_out_of_sample = row.value(metric)
+                window.out_of_sample_rank = rank if row.metrics is not None else 0
                 break
+        got = _run_agent(data.select_days(olo, ohi), base, window.best_params, fill_model, costs, sessions)
+        if not isinstance(got, str):
+            tested.append(got)
+        if progress:
+            progress(0, 0)
+    if tested:
+        out.joined_dates, out.joined_equity, out.joined = join_out_of_sample(tested)
     return out
+
+
+def walk_forward_blocks(days: int, windows: int) -> list[tuple[int, int]]:
+    """``windows + 1`` consecutive (first, end) day ranges of nearly equal length covering ``days`` days."""
+    if windows < 1:
+        raise BacktestError("walk-forward", "windows", f"at least one window is needed, not {windows}")
+    if days < windows + 1:
+        raise BacktestError("walk-forward", "windows", f"{windows} window(s) need at least {windows + 1} days, the data has {days}")
+    cuts = [round(days * j / (windows + 1)) for j in range(windows + 2)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def join_out_of_sample(runs: Sequence[AgentResult]) -> tuple[list[dt.date], list[int], Metrics]:
+    """The runs end to end: dates, equity (each run's gains added to the earlier runs') and the metrics of the whole."""
+    capital = runs[0].capital_won
+    dates: list[dt.date] = []
+    equity: list[int] = []
+    trades: list[Trade] = []
+    carried = 0
+    bars = exposed = 0
+    for n, run in enumerate(runs):
+        dates += [d.date for d in run.days]
+        equity += [carried + d.equity_won - run.capital_won + capital for d in run.days]
+        if run.days:
+            carried += run.days[-1].equity_won - run.capital_won
+        # each run starts flat: its fills are kept apart from the other runs' positions
+        trades += [t._replace(agent_id=f"{t.agent_id}#{n}") for t in run.trades]
+        bars += run.bars_seen
+        exposed += run.exposed_bars
+    return dates, equity, compute(equity, capital, trades, bars=bars, exposed_bars=exposed)

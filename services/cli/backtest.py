@@ -4,13 +4,19 @@
 back-tests one agent; ``trader backtest --roster configs/agents.toml --days 20 --report out/``
 back-tests every enabled agent of the roster together. ``--data PATH`` reads a
 recorded bar folder (``<dir>/<YYYYMMDD>/<code>.parquet``) or a CSV/parquet file
-instead of simulating. ``--fill close|next_open|intrabar`` states the fill
-assumption (default ``close``; the report says which was used).
+instead of simulating (``--world null`` simulates the null world: the same
+volatility and volume, none of the market's effects). ``--fill
+close|next_open|intrabar`` states the fill assumption (default ``close``; the
+report says which was used, and warns that ``close`` is optimistic).
+``--costs none`` charges no commission and no sell tax; ``--sessions none``
+drops the session rules (every bar continuous, no closing auction, no cancel
+at closing), as back-testers without sessions assume.
 
 ``trader sweep --strategy sma_cross --codes 005930 --days 60 --grid fast=5,10,20 --grid slow=30,60 --metric sharpe``
 runs the grid across processes and prints the results best first;
-``--walk-forward 0.7`` picks the best set on the first 70% of the days and
-shows what it did on the rest.
+``--walk-forward 4`` is a rolling walk-forward of four windows: the days cut
+into five blocks, the grid fitted on each block and its best set tested on the
+next, and the four out-of-sample runs joined into one record.
 
 Exit codes: 0 done; 1 the run stopped on a strategy error (the report still
 holds what it had); 2 bad input (data, codes, params, roster, options).
@@ -79,15 +85,34 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _load_data(master: dict[str, Instrument], codes: list[str], days: int, seed: int, data: Path | None) -> Any:
+def _load_data(master: dict[str, Instrument], codes: list[str], days: int, seed: int, data: Path | None,
+               world: str = "sim") -> Any:
     from backtest.data import DataError, from_simulator, load
 
     try:
         if data is not None:
             return load(data, master, codes or None)
-        return from_simulator(codes, days, seed, master)
+        return from_simulator(codes, days, seed, master, world=world)
     except DataError as exc:
         raise _bad(str(exc)) from None
+
+
+COSTS = ("paper", "none")
+SESSIONS = ("krx", "none")
+
+
+def _switches(fill: str, costs: str, sessions: str) -> tuple[Any, bool]:
+    """The cost model and the session-rules switch the options name; raises typer.Exit(2) on a bad one."""
+    from backtest.fills import FillModel
+    from core.costs import DEFAULT_COSTS, CostModel
+
+    if fill not in {m.value for m in FillModel}:
+        raise _bad(f"--fill must be one of {', '.join(m.value for m in FillModel)}, not {fill!r}")
+    if costs not in COSTS:
+        raise _bad(f"--costs must be one of {', '.join(COSTS)}, not {costs!r}")
+    if sessions not in SESSIONS:
+        raise _bad(f"--sessions must be one of {', '.join(SESSIONS)}, not {sessions!r}")
+    return (DEFAULT_COSTS if costs == "paper" else CostModel.none()), sessions == "krx"
 
 
 def _codes(codes: str) -> list[str]:
@@ -102,6 +127,9 @@ def backtest(
     data: Path | None = typer.Option(None, "--data", help="Recorded bar folder or a CSV/parquet file instead of the simulator."),
     params: list[str] = typer.Option([], "--params", "-p", help="Strategy parameter key=value (repeatable)."),
     fill: str = typer.Option("close", "--fill", help="Fill model: close (default), next_open or intrabar."),
+    costs: str = typer.Option("paper", "--costs", help="Costs: paper (the paper broker's commission and the dated sell tax) or none."),
+    sessions: str = typer.Option("krx", "--sessions", help="Session rules: krx (auctions, closing cancel) or none (every bar continuous)."),
+    world: str = typer.Option("sim", "--world", help="Simulated world: sim (with the market's effects) or null (without them)."),
     report: Path | None = typer.Option(None, "--report", help="Folder for report.html, trades.csv, equity.csv, metrics.json."),
     roster: Path | None = typer.Option(None, "--roster", help="Back-test every enabled agent of a roster file."),
     cash: int = typer.Option(100_000_000, "--cash", min=0, help="Cash of a single agent in won."),
@@ -110,14 +138,12 @@ def backtest(
     """Back-test a strategy (or a whole roster) on simulated or recorded bars."""
     from agents.settings import check_roster
     from backtest.engine import AgentSpec, BacktestError, run_backtest
-    from backtest.fills import FillModel
     from backtest.metrics import all_metrics
-    from backtest.report import write_report
+    from backtest.report import warnings, write_report
     from core.risk import load_risk_limits
 
     settings, master = _setup()
-    if fill not in {m.value for m in FillModel}:
-        raise _bad(f"--fill must be one of {', '.join(m.value for m in FillModel)}, not {fill!r}")
+    cost_model, session_rules = _switches(fill, costs, sessions)
     if roster is not None:
         checked = check_roster(roster, master, settings)
         if not checked.ok:
@@ -133,25 +159,29 @@ def backtest(
         if not wanted:
             raise _bad("--codes names no code")
         specs = [AgentSpec(strategy.replace("_", "-"), strategy, tuple(wanted), parse_params(params), cash)]
-    market_data = _load_data(master, wanted, days, seed, data)
+    market_data = _load_data(master, wanted, days, seed, data, world)
     risk_path = _path(settings.risk_file)
     try:
         limits = load_risk_limits(risk_path) if risk_path.exists() else None
     except ConfigError as exc:
         raise _bad(str(exc)) from None
     try:
-        result = run_backtest(market_data, specs, fill_model=fill, risk_limits=limits)
+        result = run_backtest(market_data, specs, fill_model=fill, risk_limits=limits, costs=cost_model, sessions=session_rules)
     except BacktestError as exc:
         raise _bad(str(exc)) from None
     metrics = all_metrics(result)
+    for line in warnings(result):
+        err.print(f"[bold yellow]warning:[/] {line}")
     if report is not None:
         paths = write_report(result, report)
         err.print(f"report: {paths['report.html']}")
     if as_json:
-        print(json.dumps({"fill_model": result.fill_model.value, "failure": str(result.failure) if result.failure else None,
+        print(json.dumps({"fill_model": result.fill_model.value, "costs": result.costs.describe, "sessions": result.sessions,
+                          "warnings": warnings(result), "failure": str(result.failure) if result.failure else None,
                           "metrics": {k: m.as_dict() for k, m in metrics.items()}}, indent=2))
     else:
-        keys = ("total_return", "annual_return", "sharpe", "max_drawdown", "trades", "win_rate", "fees_won", "taxes_won", "exposure")
+        keys = ("total_return", "sharpe", "calmar", "max_drawdown", "max_drawdown_days", "trades", "win_rate",
+                "expectancy_won", "cost_share", "exposure")
         table = Table(title=f"back-test: {result.source}, fill model {result.fill_model.value}")
         table.add_column("agent")
         for key in keys:
@@ -181,19 +211,21 @@ def sweep(
     metric: str = typer.Option("sharpe", "--metric", help="Metric to sort by (e.g. sharpe, total_return, max_drawdown)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes to run in parallel."),
     fill: str = typer.Option("close", "--fill", help="Fill model: close, next_open or intrabar."),
-    walk_forward: float = typer.Option(0.0, "--walk-forward", help="In-sample share of the days (e.g. 0.7) for a walk-forward check; 0 = off."),
+    costs: str = typer.Option("paper", "--costs", help="Costs: paper or none."),
+    sessions: str = typer.Option("krx", "--sessions", help="Session rules: krx or none."),
+    world: str = typer.Option("sim", "--world", help="Simulated world: sim or null."),
+    walk_forward: int = typer.Option(0, "--walk-forward", min=0,
+                                     help="Rolling walk-forward windows (fit on one block of days, test on the next); 0 = off."),
     top: int = typer.Option(20, "--top", min=1, help="Rows to print."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Run a strategy over a grid of params across processes; results sorted by a metric."""
     from backtest.engine import AgentSpec, BacktestError
-    from backtest.fills import FillModel
     from backtest.sweep import check_metric, expand_grid, run_sweep
     from backtest.sweep import walk_forward as run_walk_forward
 
     _, master = _setup()
-    if fill not in {m.value for m in FillModel}:
-        raise _bad(f"--fill must be one of {', '.join(m.value for m in FillModel)}, not {fill!r}")
+    cost_model, session_rules = _switches(fill, costs, sessions)
     try:
         check_metric(metric)
     except BacktestError as exc:
@@ -205,9 +237,9 @@ def sweep(
             raise _bad(f"--grid expects key=v1,v2,..., not {item!r}")
         axes[key.strip()] = [parse_value(v) for v in values.split(",") if v.strip()]
     wanted = _codes(codes)
-    market_data = _load_data(master, wanted, days, seed, data)
+    market_data = _load_data(master, wanted, days, seed, data, world)
     base = AgentSpec(strategy.replace("_", "-"), strategy, tuple(wanted), parse_params(params))
-    total = len(expand_grid(axes)) * (2 if walk_forward else 1)
+    total = len(expand_grid(axes)) * (walk_forward + 1) + walk_forward if walk_forward else len(expand_grid(axes))
     with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as progress:
         task = progress.add_task("", total=total)
         done = [0]
@@ -218,23 +250,32 @@ def sweep(
 
         try:
             if walk_forward:
-                wf = run_walk_forward(market_data, base, axes, in_sample_share=walk_forward, metric=metric,
-                                      workers=workers, fill_model=fill, progress=tick)
-                rows = wf.in_sample
+                wf = run_walk_forward(market_data, base, axes, windows=walk_forward, metric=metric, workers=workers,
+                                      fill_model=fill, costs=cost_model, sessions=session_rules, progress=tick)
+                rows = [r for w in wf.windows for r in w.in_sample]
             else:
                 wf = None
-                rows = run_sweep(market_data, base, axes, metric=metric, workers=workers, fill_model=fill, progress=tick)
+                rows = run_sweep(market_data, base, axes, metric=metric, workers=workers, fill_model=fill,
+                                 costs=cost_model, sessions=session_rules, progress=tick)
         except BacktestError as exc:
             raise _bad(str(exc)) from None
     if as_json:
         out: dict[str, Any] = {"metric": metric, "fill_model": fill,
                                "rows": [{"params": r.params, "metrics": r.metrics.as_dict() if r.metrics else None, "error": r.error} for r in rows]}
         if wf is not None:
-            out["walk_forward"] = {"best_params": wf.best_params, "in_sample": wf.best_in_sample,
-                                   "out_of_sample": wf.best_out_of_sample, "out_of_sample_rank": wf.out_of_sample_rank}
+            out["walk_forward"] = {
+                "windows": [{"in_sample_days": [str(d) for d in w.in_sample_days],
+                             "out_of_sample_days": [str(d) for d in w.out_of_sample_days],
+                             "best_params": w.best_params, "in_sample": w.best_in_sample, "out_of_sample": w.best_out_of_sample,
+                             "out_of_sample_rank": w.out_of_sample_rank, "sets": len(w.out_of_sample)} for w in wf.windows],
+                "joined": wf.joined.as_dict() if wf.joined else None,
+            }
+            del out["rows"]
         print(json.dumps(out, indent=2))
+    elif wf is not None:
+        _print_walk_forward(wf, strategy, market_data.source)
     else:
-        title = f"sweep of {strategy} on {market_data.source}, sorted by {metric}" + (" (in-sample)" if wf else "")
+        title = f"sweep of {strategy} on {market_data.source}, sorted by {metric}"
         table = Table(title=title)
         for col in ("params", metric, "total_return", "max_drawdown", "trades", "error"):
             table.add_column(col)
@@ -243,9 +284,27 @@ def sweep(
             table.add_row(json.dumps(r.params), _cell(r.value(metric)), _cell(m.total_return if m else None),
                           _cell(m.max_drawdown if m else None), _cell(m.trades if m else None), r.error)
         console.print(table)
-        if wf is not None:
-            console.print(f"walk-forward: best in-sample {json.dumps(wf.best_params)} {metric} {_cell(wf.best_in_sample)}; "
-                          f"out of sample {_cell(wf.best_out_of_sample)} (rank {wf.out_of_sample_rank} of {len(wf.out_of_sample)})")
     if rows and all(r.metrics is None for r in rows):
         err.print(f"[bold red]error:[/] no parameter set ran; first problem: {rows[0].error}")
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _print_walk_forward(wf: Any, strategy: str, source: str) -> None:
+    """One row per window (fit, test, the winner and its figures), then the joined out-of-sample record."""
+    metric = wf.metric
+    table = Table(title=f"rolling walk-forward of {strategy} on {source}, fitted on {metric}")
+    for col in ("window", "fitted on", "tested on", "best params", f"{metric} in", f"{metric} out", "rank out"):
+        table.add_column(col)
+    for n, w in enumerate(wf.windows, start=1):
+        rank = f"{w.out_of_sample_rank} of {len(w.out_of_sample)}" if w.out_of_sample_rank else "-"
+        table.add_row(str(n), f"{w.in_sample_days[0]}..{w.in_sample_days[1]}", f"{w.out_of_sample_days[0]}..{w.out_of_sample_days[1]}",
+                      json.dumps(w.best_params) if w.best_params else (w.in_sample[0].error if w.in_sample else "-"),
+                      _cell(w.best_in_sample), _cell(w.best_out_of_sample), rank)
+    console.print(table)
+    j = wf.joined
+    if j is None:
+        console.print("joined out of sample: no window had a set that ran")
+        return
+    console.print(f"joined out of sample ({len(wf.joined_dates)} days): {metric} {_cell(getattr(j, metric))}, "
+                  f"total return {_cell(j.total_return)}, max drawdown {_cell(j.max_drawdown)}, fills {j.trades}, "
+                  f"expectancy {_cell(j.expectancy_won)} won")
