@@ -38,6 +38,7 @@ from core.messages import (
     DayReference,
     Bar,
     Fill,
+    Fundamentals,
     InvestorFlow,
     Message,
     OrderEvent,
@@ -48,7 +49,7 @@ from core.messages import (
     Tick,
 )
 from core.simulator import DayBars, MarketSimulator, ticks_from_bar
-from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC, reference_topic
+from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC, fundamentals_topic, reference_topic
 
 NS_PER_MIN = 60_000_000_000
 PRE_OPEN_NS = 30 * NS_PER_MIN
@@ -142,6 +143,7 @@ class PaperVenue:
         self._cum_volume: dict[str, int] = {}
         self._feed_engine = True
         self.changed = False  # engine state moved since the caller last cleared it
+        self._announced_on: dict[str, str] = {}  # per code: the day its figures in force were announced
 
     # --- days ------------------------------------------------------------------
 
@@ -184,8 +186,12 @@ class PaperVenue:
         prices; nothing before ``now_ns`` is fed to the restored engine again.
         """
         for _ in range(max(0, days_simulated - 1)):
-            self.sim.next_day()
+            day = self.sim.next_day()
             self.days_simulated += 1
+            label = day.trading_date.strftime("%Y%m%d")
+            for k, code in enumerate(day.codes):
+                if code not in self._announced_on or (day.announced is not None and day.announced[k]):
+                    self._announced_on[code] = label
         self._next_day()
         return self._catch_up(now_ns, feed_engine=False)
 
@@ -193,6 +199,10 @@ class PaperVenue:
         day = self.sim.next_day()
         self.days_simulated += 1
         self.day = day
+        label = self.trading_date
+        for k, code in enumerate(day.codes):
+            if code not in self._announced_on or (day.announced is not None and day.announced[k]):
+                self._announced_on[code] = label
         self.open_ns = int(day.ts_ns[0])
         self.close_ns = int(day.ts_ns[-1])
         self._heap.clear()
@@ -317,10 +327,13 @@ class PaperVenue:
         day = self.day
         assert day is not None
         ts = int(day.flow_ts_ns[j])
+        inst, indiv = day.institution_net_qty, day.individual_net_qty
         for k, code in enumerate(day.codes):
             out.append((f"md.flow.{code}", InvestorFlow(
                 code=code, ts_ns=ts, foreign_net_qty=int(day.foreign_net_qty[k, j]),
-                provisional=bool(day.flow_provisional[j]),
+                institution_net_qty=int(inst[k, j]) if inst is not None else 0,
+                individual_net_qty=int(indiv[k, j]) if indiv is not None else 0,
+                provisional=bool(day.flow_provisional[j]), cumulative=True, trading_date=self.trading_date,
             )))
 
     def _phase(self, ts: int, phase: SessionPhase, out: Outbound, quiet: bool) -> None:
@@ -395,7 +408,8 @@ class PaperVenue:
         return self._session_event(self.phase, self.phase_ts_ns)
 
     def references(self) -> Outbound:
-        """Each code's base price and limits for the day, as ``md.ref.<code>`` (none before the first day)."""
+        """Each code's base price and limits for the day (``md.ref.<code>``) and its fundamentals in force
+        (``md.fund.<code>``: EPS, BPS, DPS and the day they were announced); none before the first day."""
         day = self.day
         if day is None:
             return []
@@ -406,6 +420,11 @@ class PaperVenue:
                 out.append((reference_topic(code), DayReference(
                     code=code, trading_date=self.trading_date, ts_ns=self.now_ns, base_price=base,
                     lower_limit=limits[0], upper_limit=limits[1])))
+        for k, code in enumerate(day.codes):
+            if int(day.bps[k]) > 0:
+                out.append((fundamentals_topic(code), Fundamentals(
+                    code=code, ts_ns=self.now_ns, effective_date=self._announced_on.get(code, self.trading_date),
+                    eps=int(day.eps[k]), bps=int(day.bps[k]), dps=int(day.dps[k]) if day.dps is not None else 0, source="sim")))
         return out
 
     def session_name(self) -> str:
