@@ -285,6 +285,11 @@ class AgentContext:
         """A code's EPS, BPS and DPS in force: the latest announcement heard, else the instrument master's."""
         return self._fundamentals.get(code)
 
+    def set_fundamentals(self, fund: FundData) -> None:
+        """A code's figures in force, taken quietly (a late joiner's snapshot, before the strategy hears anything)."""
+        if fund.code in self._bars:
+            self._fundamentals[fund.code] = fund
+
     def on_fundamentals(self, fund: FundData) -> None:
         """An announcement (``md.fund``): in force at once; the strategy's ``on_fundamentals`` if it changed anything."""
         if fund.code not in self._bars:

@@ -78,7 +78,7 @@ from bus.service import EXIT_CONFIG, Service, configure_logging
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import Instrument, InstrumentError, load_instruments
 from core.ledger import Book, LedgerError
-from core.messages import Bar, Command, CommandResult, Fill, Message, OrderEvent, SessionPhase
+from core.messages import Bar, Command, CommandResult, Fill, Fundamentals, Message, OrderEvent, SessionPhase
 from core.portfolio import Portfolio, kst_date
 from core.risk_limits import AgentLimits
 
@@ -328,6 +328,14 @@ class AgentRuntime(Service):
                 self.context.portfolio.mark(code, line["last"])
             if isinstance(line.get("bars"), list):
                 self.context.queue_warm_up(self._snapshot_bars(code, line["bars"]))
+            if isinstance(line.get("fundamentals"), dict):
+                try:
+                    f = Fundamentals.model_validate(line["fundamentals"])
+                except ValueError as exc:
+                    self.log.warning("market-data snapshot: malformed fundamentals of %s skipped: %s", code, exc)
+                else:
+                    if f.code == code:
+                        self.context.set_fundamentals(FundData(f.code, f.ts_ns, f.effective_date, f.eps, f.bps, f.dps, f.source))
 
     def _snapshot_bars(self, code: str, rows: list[Any]) -> list[BarData]:
         """The snapshot's bars of a code, checked at the boundary; a malformed one is logged and skipped."""
@@ -406,9 +414,11 @@ class AgentRuntime(Service):
                     ctx.on_flow(FlowData(msg.code, msg.ts_ns, msg.foreign_net_qty, msg.institution_net_qty, msg.individual_net_qty,
                                          msg.provisional, msg.cumulative))
             elif kind == "fundamentals":
-                # the venue repeats each code's figures every few seconds: what is missed out of sync comes again
+                fund = FundData(msg.code, msg.ts_ns, msg.effective_date, msg.eps, msg.bps, msg.dps, msg.source)
                 if in_sync:
-                    ctx.on_fundamentals(FundData(msg.code, msg.ts_ns, msg.effective_date, msg.eps, msg.bps, msg.dps, msg.source))
+                    ctx.on_fundamentals(fund)
+                else:  # in force at once; the strategy hears of figures when it trades on them
+                    ctx.set_fundamentals(fund)
             elif kind == "session_event":
                 self._on_session(msg)
                 in_sync = self.sync_state == SYNC_IN_SYNC

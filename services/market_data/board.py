@@ -2,7 +2,8 @@
 
 Pure and synchronous: the service hands it every market-data message it
 forwards, and it keeps the last tick per code, the last N one-minute bars per
-code, the last investor flow per code, the last session event, and per code the
+code, the last investor flow, book (quote) and fundamentals per code, the last
+session event, and per code the
 day's running volume and traded value (for VWAP) and the base price (the
 previous close) that the day's change is measured against. ``snapshot`` turns
 it into plain data (the answer of the ``snapshot`` RPC: the zguide Clone
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import krx
-from core.messages import Bar, DayReference, InvestorFlow, Message, SessionEvent, SessionPhase, Tick
+from core.messages import Bar, DayReference, Fundamentals, InvestorFlow, Message, Quote, SessionEvent, SessionPhase, Tick
 
 DEFAULT_BARS_KEPT = 390  # one continuous session of one-minute bars
 
@@ -50,8 +51,10 @@ class MarketBoard:
     session: SessionEvent | None = None
     days: dict[str, CodeDay] = field(default_factory=dict)
     references: dict[str, DayReference] = field(default_factory=dict)  # the venue's base price and limits per code
+    quotes: dict[str, Quote] = field(default_factory=dict)
+    fundamentals: dict[str, Fundamentals] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"tick": 0, "bar": 0, "flow": 0, "session": 0,
-                                                            "reference": 0})
+                                                            "reference": 0, "quote": 0, "fundamentals": 0})
 
     def apply(self, msg: Message) -> bool:
         """Take one market-data message in; False if it is not market data (ignored)."""
@@ -69,8 +72,25 @@ class MarketBoard:
             self.counts["session"] += 1
         elif isinstance(msg, DayReference):
             return self._apply_reference(msg)
+        elif isinstance(msg, Quote):
+            self.quotes[msg.code] = msg
+            self.counts["quote"] += 1
+        elif isinstance(msg, Fundamentals):
+            return self._apply_fundamentals(msg)
         else:
             return False
+        return True
+
+    def _apply_fundamentals(self, fund: Fundamentals) -> bool:
+        """A code's figures in force; False when nothing new (the venue's repeat, or an older announcement)."""
+        known = self.fundamentals.get(fund.code)
+        if known is not None and (
+            fund.effective_date < known.effective_date
+            or (known.effective_date, known.eps, known.bps, known.dps) == (fund.effective_date, fund.eps, fund.bps, fund.dps)
+        ):
+            return False
+        self.fundamentals[fund.code] = fund
+        self.counts["fundamentals"] += 1
         return True
 
     def _apply_reference(self, ref: DayReference) -> bool:
@@ -121,7 +141,7 @@ class MarketBoard:
 
     def codes(self) -> list[str]:
         """Every code the board knows anything about, sorted."""
-        return sorted(set(self.ticks) | set(self.bars) | set(self.flows))
+        return sorted(set(self.ticks) | set(self.bars) | set(self.flows) | set(self.quotes) | set(self.fundamentals))
 
     def snapshot(self, codes: Iterable[str] | None = None, *, bars: int | None = None) -> dict[str, Any]:
         """Plain data of the board (JSON-safe), for all codes or only ``codes``.
@@ -138,6 +158,8 @@ class MarketBoard:
             if bars is not None:
                 kept = kept[-bars:] if bars > 0 else []
             flow = self.flows.get(code)
+            quote = self.quotes.get(code)
+            fund = self.fundamentals.get(code)
             day = self.days.get(code)
             price = last.get(code)
             base = self.base_prices.get(code)
@@ -155,6 +177,12 @@ class MarketBoard:
                 "tick": tick.model_dump(mode="json") if tick is not None else None,
                 "bars": [b.model_dump(mode="json") for b in kept],
                 "flow": flow.model_dump(mode="json") if flow is not None else None,
+                "quote": quote.model_dump(mode="json") if quote is not None else None,
+                "bid": quote.bid_px[0] if quote is not None and quote.bid_px else None,
+                "ask": quote.ask_px[0] if quote is not None and quote.ask_px else None,
+                "fundamentals": fund.model_dump(mode="json") if fund is not None else None,
+                "per": round(price / fund.eps, 2) if fund is not None and price and fund.eps > 0 else None,
+                "pbr": round(price / fund.bps, 3) if fund is not None and price and fund.bps > 0 else None,
             }
         return {
             "session": self.session.model_dump(mode="json") if self.session is not None else None,

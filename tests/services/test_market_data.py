@@ -442,7 +442,8 @@ def test_trader_sim_writes_one_file_per_day_per_code(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sim", "--days", "2", "--codes", "005930,000660", "--seed", "7", "--out", str(tmp_path), "--start", "2026-01-05", "--format", "csv"])
     assert result.exit_code == 0, result.output
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv"))
-    assert files == ["20260105/000660.csv", "20260105/005930.csv", "20260106/000660.csv", "20260106/005930.csv"]
+    assert files == ["20260105/000660.csv", "20260105/005930.csv", "20260106/000660.csv", "20260106/005930.csv",
+                     "flows.csv", "fundamentals.csv"]
     bars = recorder.read_bars(tmp_path / "20260105" / "005930.csv")
     assert len(bars) > 300 and all(b.low <= b.close <= b.high for b in bars)
 
