@@ -158,11 +158,11 @@ def agent_body(agent_id: str, history: dict[str, dict[str, list[dict[str, Any]]]
 
 
 def market_body() -> str:
-    """The board, investor flows and the Samsung preferred discount."""
+    """The board (best quotes, VI), investor flows by class, PER and PBR, and the Samsung preferred discount."""
     return """
 <table id="board" class="grid"><thead><tr><th>code</th><th>name</th><th>last</th><th>change</th><th>change %</th>
-<th>bid</th><th>ask</th><th>volume</th><th>VWAP</th><th>foreign net</th><th>institution net</th><th>individual net</th>
-</tr></thead><tbody></tbody></table>
+<th>bid</th><th>ask</th><th>spread</th><th>volume</th><th>VWAP</th><th>foreign net</th><th>institution net</th><th>individual net</th>
+<th>PER</th><th>PBR</th><th>div. yield %</th></tr></thead><tbody></tbody></table>
 <h2>005935 / 005930 discount</h2>
 <div id="discount-now" class="big">-</div>
 <svg id="discount" class="chart" viewBox="0 0 900 200" preserveAspectRatio="none"></svg>

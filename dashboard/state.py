@@ -24,6 +24,7 @@ from core.messages import (
     Alert,
     Bar,
     DayReference,
+    Fundamentals,
     Fill,
     Heartbeat,
     InvestorFlow,
@@ -32,6 +33,7 @@ from core.messages import (
     SessionEvent,
     Tick,
 )
+from core.messages import Quote as QuoteMessage  # this module's own Quote is a board line
 from core.portfolio import Portfolio
 from dashboard.venue import (
     GATEWAY,
@@ -127,6 +129,12 @@ class Quote:
     individual_net_qty: int = 0
     flow_ts_ns: int = 0
     flow_provisional: bool = False
+    bid_qty: int = 0  # shares shown at the best bid and ask (md.quote)
+    ask_qty: int = 0
+    vi: str = ""  # a volatility interruption in force: static or dynamic
+    eps: int = 0  # the fundamentals in force (md.fund)
+    bps: int = 0
+    dps: int = 0
     bars: deque = field(default_factory=lambda: deque(maxlen=MAX_BARS))
 
     @property
@@ -243,6 +251,12 @@ class FirmState:
                 self._on_bar(msg)
             elif isinstance(msg, InvestorFlow):
                 self._on_flow(msg)
+            elif isinstance(msg, QuoteMessage):
+                self._on_book(msg)
+            elif isinstance(msg, Fundamentals):
+                q = self._quote(msg.code)
+                q.eps, q.bps, q.dps = msg.eps, msg.bps, msg.dps
+                self._touch("market")
             elif isinstance(msg, SessionEvent):
                 self.session = _plain(msg)
                 self.market_ts_ns = max(self.market_ts_ns, msg.ts_ns)
@@ -378,6 +392,15 @@ class FirmState:
         else:
             q.bars.append(row)
         self.market_ts_ns = max(self.market_ts_ns, b.ts_ns)
+        self._touch("market")
+
+    def _on_book(self, b: QuoteMessage) -> None:
+        q = self._quote(b.code)
+        if b.bid_px:
+            q.bid, q.bid_qty = b.bid_px[0], b.bid_qty[0]
+        if b.ask_px:
+            q.ask, q.ask_qty = b.ask_px[0], b.ask_qty[0]
+        q.vi = b.vi
         self._touch("market")
 
     def _on_flow(self, f: InvestorFlow) -> None:
@@ -686,6 +709,13 @@ class FirmState:
                     "institution_net_qty": q.institution_net_qty,
                     "individual_net_qty": q.individual_net_qty,
                     "flow_provisional": q.flow_provisional,
+                    "bid_qty": q.bid_qty,
+                    "ask_qty": q.ask_qty,
+                    "spread": q.ask - q.bid if q.bid and q.ask else None,
+                    "vi": q.vi,
+                    "per": round(q.last / q.eps, 2) if q.eps > 0 and q.last else None,
+                    "pbr": round(q.last / q.bps, 2) if q.bps > 0 and q.last else None,
+                    "dividend_yield_pct": round(100 * q.dps / q.last, 2) if q.dps and q.last else None,
                     "ts_ns": q.ts_ns,
                 }
             )

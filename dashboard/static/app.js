@@ -180,9 +180,13 @@ function renderRecon(s) {
 function renderMarket(s) {
   const tb = body("board");
   if (tb) setHTML(tb, s.rows.map(q => `<tr data-code="${esc(q.code)}"><td>${esc(q.code)}</td><td>${esc(q.name)}</td>` +
-    `<td data-k="last">${num(q.last)}</td><td>${signed(q.change)}</td><td>${signed(q.change_pct)}</td><td>${num(q.bid)}</td><td>${num(q.ask)}</td>` +
+    `<td data-k="last">${num(q.last)}${q.vi ? ` <span class="warn" title="volatility interruption: a 2-minute single-price auction">VI</span>` : ""}</td>` +
+    `<td>${signed(q.change)}</td><td>${signed(q.change_pct)}</td>` +
+    `<td data-k="bid" title="${num(q.bid_qty)} shown">${num(q.bid)}</td><td data-k="ask" title="${num(q.ask_qty)} shown">${num(q.ask)}</td><td>${q.spread == null ? "-" : num(q.spread)}</td>` +
     `<td>${num(q.volume)}</td><td>${num(q.vwap)}</td><td>${signed(q.foreign_net_qty)}${q.flow_provisional ? "*" : ""}</td>` +
-    `<td>${signed(q.institution_net_qty)}</td><td>${signed(q.individual_net_qty)}</td></tr>`).join(""));
+    `<td>${signed(q.institution_net_qty)}</td><td>${signed(q.individual_net_qty)}</td>` +
+    `<td data-k="per">${q.per == null ? "-" : q.per.toFixed(2)}</td><td data-k="pbr">${q.pbr == null ? "-" : q.pbr.toFixed(2)}</td>` +
+    `<td>${q.dividend_yield_pct == null ? "-" : q.dividend_yield_pct.toFixed(2)}</td></tr>`).join(""));
   const pct = v => (100 * v).toFixed(2) + " %";
   lineChart(document.getElementById("discount"), s.discount, {fmt: pct});
   if (s.discount.length) setText("discount-now", pct(s.discount[s.discount.length - 1][1]));

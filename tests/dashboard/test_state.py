@@ -75,3 +75,17 @@ def test_grid_selection_sorts_numbers_with_blanks_last_and_filters_by_column() -
     assert [r["id"] for r in select_rows(rows, sort="cash_won")] == ["c", "a", "b"]
     assert [r["id"] for r in select_rows(rows, filters={"strategy": "x"}, sort="id", desc=True)] == ["c", "a"]
     assert [r["id"] for r in select_rows(rows, q="Y")] == ["b"]
+
+
+def test_the_market_board_shows_the_book_every_investor_class_and_per_pbr() -> None:
+    from core.messages import Fundamentals, InvestorFlow, Quote
+
+    s = firm()
+    s.apply("md.tick.005930", "md", Tick(code="005930", ts_ns=T0, price=70_000, qty=1), T0)
+    s.apply("md.quote.005930", "md", Quote(code="005930", ts_ns=T0, bid_px=[69_900], bid_qty=[1_200], ask_px=[70_000], ask_qty=[800], vi="dynamic"), T0)
+    s.apply("md.fund.005930", "md", Fundamentals(code="005930", ts_ns=T0, effective_date="20260430", eps=5_000, bps=50_000, dps=1_400), T0)
+    s.apply("md.flow.005930", "md", InvestorFlow(code="005930", ts_ns=T0, foreign_net_qty=500, institution_net_qty=-200, individual_net_qty=-300), T0)
+    line = s.view(["market"], T0)["market"]["rows"][0]
+    assert (line["bid"], line["ask"], line["spread"], line["bid_qty"], line["vi"]) == (69_900, 70_000, 100, 1_200, "dynamic")
+    assert (line["per"], line["pbr"], line["dividend_yield_pct"]) == (14.0, 1.4, 2.0)
+    assert (line["foreign_net_qty"], line["institution_net_qty"], line["individual_net_qty"]) == (500, -200, -300)
