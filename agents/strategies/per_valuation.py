@@ -1,19 +1,30 @@
 """PER valuation: buy in steps when the price-earnings ratio falls below a band, sell in steps above it.
 
-PER is the live price over the instrument's EPS (constant within a quarter).
-Below the band's floor the strategy buys one slice per level, each level a
-further ``step_pct`` below the previous; above the ceiling it sells one slice
-per level up, the last level selling what is left. Counters reset once PER is
-back at the middle of the band, so the ladder can be climbed again. A step
-whose order ends with nothing done (refused, cancelled at the close, expired)
-was not taken: it is given back and may be taken again. A step is at most
-one order within the agent's per-order limits (``ctx.max_order_qty``).
+Hypothesis: a stock's price is pulled back toward its usual multiple of its
+earnings, so when the price-earnings ratio is well below the band the stock
+is cheap and rises toward value (and, above the band, falls back); where
+prices take no notice of earnings there is nothing to earn. The band
+(``low_per`` .. ``high_per``) is the stock's own: set it around the PER it
+usually trades at.
+
+PER is the live price over the EPS in force (``agents.strategies.valuation``:
+the latest announcement heard, else the instrument master's), so it moves
+with every price and jumps with every announcement. Below the band's floor
+the strategy buys one slice per level, each level a further ``step_pct``
+below the previous; above the ceiling it sells one slice per level up, the
+last level selling what is left. Counters reset once PER is back at the
+middle of the band, so the ladder can be climbed again. A step whose order
+ends with nothing done (refused, cancelled at the close, expired) was not
+taken: it is given back and may be taken again. A step is at most one order
+within the agent's per-order limits (``ctx.max_order_qty``). Without a
+positive EPS, PER is undefined and the strategy does not trade.
 
 State kept across restarts and days: the ladder (buy and sell steps taken,
-and the orders of the last step of each side, which may still be given back)
-and the last PER. The ladder is a story of price levels, not of days: it
-survives the overnight, so an agent restarted while holding does not buy its
-steps again; only PER's return to the middle of the band resets it.
+and the orders of the last step of each side, which may still be given back),
+the last PER and the EPS it was taken on. The ladder is a story of price
+levels, not of days: it survives the overnight, so an agent restarted while
+holding does not buy its steps again; only PER's return to the middle of the
+band resets it.
 """
 
 from __future__ import annotations
@@ -25,7 +36,15 @@ import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
-from agents.strategy import BarData, OrderEventData, Strategy, StrategyParams, read_state
+from agents.strategies.valuation import live_fundamentals
+from agents.strategy import (
+    BarData,
+    OrderEventData,
+    Strategy,
+    StrategyParams,
+    read_state,
+)
+from core.messages import SessionPhase
 
 
 class PerValuationParams(StrategyParams):
@@ -48,6 +67,7 @@ class PerValuationState(msgspec.Struct, forbid_unknown_fields=True):
     """The saved ladder."""
 
     per: float
+    eps: int
     buy_steps: int
     sell_steps: int
     buy_step_order: str
@@ -61,10 +81,12 @@ class PerValuation(Strategy):
     name = "per_valuation"
     Params = PerValuationParams
     params: PerValuationParams
+    state_version = 2
 
     def __init__(self, params: PerValuationParams | None = None) -> None:
         super().__init__(params)
         self.per = 0.0
+        self.eps = 0  # the EPS in force at the last bar
         self.buy_steps = 0
         self.sell_steps = 0
         self._step_orders = {"buy": "", "sell": ""}  # client order id of each side's last step
@@ -73,19 +95,23 @@ class PerValuation(Strategy):
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         p = self.params
         code = bar.code
-        inst = ctx.fundamentals(code)
-        if inst is None or inst.eps <= 0:
+        fund = live_fundamentals(ctx, code)
+        if fund is None or fund.eps <= 0:
             if not self._no_eps_logged:
                 ctx.log(f"{code}: no positive EPS, PER undefined; not trading")
                 self._no_eps_logged = True
             return
-        self.per = per = bar.close / inst.eps
+        if fund.eps != self.eps:
+            if self.eps:
+                ctx.log(f"{code}: EPS {self.eps} -> {fund.eps} ({fund.source} {fund.effective_date})")
+            self.eps = fund.eps
+        self.per = per = bar.close / fund.eps
         middle = (p.low_per + p.high_per) / 2
         if per >= middle:
             self.buy_steps, self._step_orders["buy"] = 0, ""
         if per <= middle:
             self.sell_steps, self._step_orders["sell"] = 0, ""
-        if ctx.open_orders(code):
+        if ctx.open_orders(code) or ctx.phase not in (None, SessionPhase.OPEN):
             return
         if self.buy_steps < p.max_steps and per <= p.low_per * (1 - p.step_pct * self.buy_steps):
             qty = min(ctx.affordable_qty(code, bar.close, int(ctx.equity() * p.step_fraction)), ctx.max_order_qty(code, "buy", bar.close))
@@ -117,15 +143,16 @@ class PerValuation(Strategy):
             ctx.log(f"{side} step order {event.client_order_id} {event.status} with nothing done: step given back")
 
     def state(self) -> dict[str, Any]:
-        return {"per": self.per, "buy_steps": self.buy_steps, "sell_steps": self.sell_steps}
+        return {"per": self.per, "eps": self.eps, "buy_steps": self.buy_steps, "sell_steps": self.sell_steps}
 
     def save_state(self) -> dict[str, Any]:
         return msgspec.structs.asdict(PerValuationState(
-            per=self.per, buy_steps=self.buy_steps, sell_steps=self.sell_steps, buy_step_order=self._step_orders["buy"],
+            per=self.per, eps=self.eps, buy_steps=self.buy_steps, sell_steps=self.sell_steps, buy_step_order=self._step_orders["buy"],
             sell_step_order=self._step_orders["sell"], no_eps_logged=self._no_eps_logged,
         ))
 
     def load_state(self, state: dict[str, Any], version: int) -> None:
         s = read_state(state, version, self.state_version, PerValuationState)
-        self.per, self.buy_steps, self.sell_steps, self._no_eps_logged = s.per, s.buy_steps, s.sell_steps, s.no_eps_logged
+        self.per, self.eps, self.buy_steps, self.sell_steps = s.per, s.eps, s.buy_steps, s.sell_steps
+        self._no_eps_logged = s.no_eps_logged
         self._step_orders = {"buy": s.buy_step_order, "sell": s.sell_step_order}

@@ -1,13 +1,23 @@
-"""Volatility tracker: size the holding to a volatility target around a value anchor.
+"""Volatility tracker: size the holding to a volatility target, adding only below value as volatility calms.
 
-The value anchor is EPS times a fair PER (or BPS times a fair PBR when earnings
-are not positive). Realised volatility is tracked as fast and slow exponential
-averages of squared one-bar log returns; the target holding is the equity times
-target volatility over fast volatility (capped). The strategy adds toward the
-target only while the price is below value and volatility is falling, and cuts
-down to the target when volatility spikes above its slow average. Each order
-is sized within the agent's per-order limits (``ctx.max_order_qty``): a
-larger step is taken over the following bars, one order at a time.
+Hypothesis: two effects. Volatility clusters (a calm stretch tends to stay
+calm, a spike to last), so a holding sized to a volatility target keeps its
+risk steady; and a price is pulled toward a multiple of its earnings, so a
+stock bought below that value earns the pull. Where the price takes no
+notice of earnings, the value rule earns nothing and only the risk sizing
+remains.
+
+The value anchor is the EPS in force times a fair PER (or the BPS times a
+fair PBR when earnings are not positive), from live fundamentals
+(``agents.strategies.valuation``: the latest announcement heard, else the
+instrument master's), so it moves with each announcement. Realised
+volatility is tracked as fast and slow exponential averages of squared
+one-bar log returns; the target holding is the equity times target
+volatility over fast volatility (capped). The strategy adds toward the
+target only while the price is below value and volatility is falling, and
+cuts down to the target when volatility spikes above its slow average. Each
+order is sized within the agent's per-order limits (``ctx.max_order_qty``):
+a larger step is taken over the following bars, one order at a time.
 
 State kept across restarts and days: both exponential averages of squared
 returns, the previous close, the returns seen (the warm-up) and the last
@@ -24,7 +34,9 @@ import msgspec
 from pydantic import Field, model_validator
 
 from agents.context import AgentContext
+from agents.strategies.valuation import live_fundamentals
 from agents.strategy import BarData, Strategy, StrategyParams, read_state
+from core.messages import SessionPhase
 
 
 class VolatilityTrackerParams(StrategyParams):
@@ -84,13 +96,13 @@ class VolatilityTracker(Strategy):
         self.target_won = 0
 
     def value_of(self, ctx: AgentContext, code: str) -> float:
-        """The value anchor of a code from its fundamentals (0 if unknown)."""
-        inst = ctx.fundamentals(code)
-        if inst is None:
+        """The value anchor of a code from the fundamentals in force (0 if unknown)."""
+        fund = live_fundamentals(ctx, code)
+        if fund is None:
             return 0.0
-        if inst.eps > 0:
-            return inst.eps * self.params.fair_per
-        return max(inst.bps, 0) * self.params.fair_pbr
+        if fund.eps > 0:
+            return fund.eps * self.params.fair_per
+        return max(fund.bps, 0) * self.params.fair_pbr
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         p = self.params
@@ -107,7 +119,7 @@ class VolatilityTracker(Strategy):
         self.vol_slow = math.sqrt(self._var_slow * p.bars_per_year)
         code = bar.code
         self.value = self.value_of(ctx, code)
-        if self.vol_fast <= 0 or ctx.open_orders(code):
+        if self.vol_fast <= 0 or ctx.open_orders(code) or ctx.phase not in (None, SessionPhase.OPEN):
             return
         weight = min(p.max_weight, p.target_vol / self.vol_fast)
         self.target_won = target = int(ctx.equity() * weight)

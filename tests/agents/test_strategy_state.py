@@ -31,13 +31,13 @@ COMMON, PREF = "005930", "005935"
 
 # Per strategy: codes and params small enough that a few dozen bars make it trade.
 CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
-    "pair_arbitrage": ([COMMON, PREF], {"window": 10, "entry_z": 1.0, "exit_z": 0.2, "cost_multiple": 0.0}),
-    "foreign_follower": (["000660"], {"window": 2, "volume_bars": 5, "entry_score": 0.01, "min_positive_fraction": 0.5}),
+    "pair_arbitrage": ([COMMON, PREF], {"sample_bars": 1, "min_samples": 10, "max_samples": 40, "window_half_lives": 1.0,
+                                        "max_half_life_days": 10_000.0, "entry_z": 1.0, "exit_z": 0.2, "cost_multiple": 0.0}),
+    "foreign_follower": (["000660"], {"entry_share": 0.0001, "hold_share": 0.0}),
     "volatility_tracker": ([COMMON], {"fair_per": 50.0, "warmup": 5, "fast_halflife": 3, "slow_halflife": 12}),
     "volume_trigger": (["035720"], {"lookback": 4, "surge_ratio": 1.5, "min_move": 0.0}),
     "per_valuation": (["005380"], {"low_per": 5.0, "high_per": 7.0, "step_pct": 0.01, "max_steps": 3}),
-    "slow_trend": (["000660"], {"window": 20, "eval_every": 2, "t_entry": 1.0, "t_exit": 0.5, "min_r2": 0.0,
-                                "max_resid_vol": 1.0, "volume_t_min": -1000.0}),
+    "slow_trend": (["000660"], {"window": 30, "eval_every": 2, "t_entry": 0.5, "t_exit": 0.0, "cost_multiple": 0.0}),
     "sma_cross": ([COMMON], {"fast": 2, "slow": 4, "qty": 10}),
 }
 

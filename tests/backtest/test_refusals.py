@@ -40,8 +40,8 @@ def test_a_refusal_the_agent_cannot_foresee_is_counted_backed_off_and_not_resent
 
 def test_a_strategy_working_a_parent_order_fills_it_in_children_within_the_limits() -> None:
     limits = parse_risk_limits({"order": {"max_notional_won": 5_000_000}})
-    spec = AgentSpec("trend", "slow_trend", ("035420",), {"window": 20, "eval_every": 2, "t_entry": 1.0, "t_exit": 0.5,
-                                                          "min_r2": 0.0, "max_resid_vol": 1.0, "volume_t_min": -1000.0},
+    spec = AgentSpec("trend", "slow_trend", ("035420",), {"window": 30, "eval_every": 2, "t_entry": 0.5, "t_exit": 0.0,
+                                                          "cost_multiple": 0.0},
                      30_000_000)
     data = from_simulator(["035420"], 2, 7, INSTRUMENTS)
     result = run_backtest(data, [spec], risk_limits=limits)
