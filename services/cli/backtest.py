@@ -305,6 +305,6 @@ def _print_walk_forward(wf: Any, strategy: str, source: str) -> None:
     if j is None:
         console.print("joined out of sample: no window had a set that ran")
         return
-    console.print(f"joined out of sample ({len(wf.joined_dates)} days): {metric} {_cell(getattr(j, metric))}, "
-                  f"total return {_cell(j.total_return)}, max drawdown {_cell(j.max_drawdown)}, fills {j.trades}, "
-                  f"expectancy {_cell(j.expectancy_won)} won")
+    shown = [(metric, getattr(j, metric))] + [(k, getattr(j, k)) for k in ("total_return", "max_drawdown", "trades", "expectancy_won")
+                                              if k != metric]
+    console.print(f"joined out of sample ({len(wf.joined_dates)} days): " + ", ".join(f"{k} {_cell(v)}" for k, v in shown))

@@ -41,6 +41,7 @@ from core.messages import Bar, Fill, Fundamentals, InvestorFlow, OrderEvent, Ord
 from core.portfolio import Portfolio
 from core.risk import load_risk_limits
 from services.exchange.venue import PRE_OPEN_NS, PaperVenue, notices
+from tests.parity.test_live_vs_backtest import book_facts
 
 MASTER = load_instruments(PROJECT_ROOT / "configs" / "instruments.csv")
 RISK_LIMITS = load_risk_limits(PROJECT_ROOT / "configs" / "risk.toml")
@@ -129,14 +130,6 @@ class PaperRun:
                 assert isinstance(intent, CancelIntent)
                 events = self.engine.cancel(intent.client_order_id, 0, now)
             self._deliver(notices(events))
-
-
-def book_facts(book: dict[str, Any]) -> dict[str, Any]:
-    """What orders and fills decide in a book: cash, holdings at cost, realised PnL, costs (not the marks)."""
-    positions = {c: (p["qty"], p["cost_won"], p["realized_pnl_won"], p["fees_won"], p["taxes_won"])
-                 for c, p in book["positions"].items() if p["qty"] or p["bought_qty"] or p["sold_qty"]}
-    keys = ("cash_won", "cash_on_hold_won", "realized_pnl_won", "fees_won", "taxes_won", "open_orders")
-    return {**{k: book[k] for k in keys}, "positions": positions}
 
 
 def paper_and_backtest(seed: int, book: bool, fill_model: str) -> tuple[PaperRun, Backtest, Any]:
