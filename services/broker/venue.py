@@ -128,12 +128,14 @@ class VenueBroker(Broker):
         return self._subscribe([EXEC_TOPIC_PREFIX])
 
     def subscribe_market(self, codes: list[str] | None = None) -> Subscriber:
-        """A subscriber to the venue's market data (all of it, or ticks, bars, flows and references of ``codes``)."""
+        """A subscriber to the venue's market data (all of it, or ticks, bars, flows, references, books and
+        fundamentals of ``codes``)."""
         if not codes:
             return self._subscribe(["md."])
         topics = ["md.session"]
         for code in codes:
-            topics += [f"md.tick.{code}", f"md.bar.1m.{code}", f"md.flow.{code}", f"md.ref.{code}"]
+            topics += [f"md.tick.{code}", f"md.bar.1m.{code}", f"md.flow.{code}", f"md.ref.{code}", f"md.quote.{code}",
+                       f"md.fund.{code}"]
         return self._subscribe(topics)
 
     def _subscribe(self, topics: list[str]) -> Subscriber:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -49,6 +50,7 @@ from core.messages import (
     Command,
     CommandResult,
     DayReference,
+    Fundamentals,
     Heartbeat,
     InvestorFlow,
     Message,
@@ -71,6 +73,7 @@ from core.venue import (
     UNKNOWN_REQUEST,
     bar_topic,
     flow_topic,
+    fundamentals_topic,
     reference_topic,
     tick_topic,
 )
@@ -131,6 +134,8 @@ class KisGateway(Service):
         self.codes = self._codes()
         self.quotes: dict[str, dict[str, int]] = {}
         self.references: dict[str, DayReference] = {}  # code -> its base price and limits (inquire-price)
+        self.fundamentals: dict[str, Fundamentals] = {}  # code -> its EPS and BPS (inquire-price)
+        self._dividends: dict[str, int] = {}
         self._next_references = 0.0
         self._reference_asked: dict[str, float] = {}  # code -> when inquire-price was last asked for its reference
         self.counters: Counter[str] = Counter()
@@ -166,6 +171,7 @@ class KisGateway(Service):
         s = self.settings
         path = Path(s.market.instruments_file)
         master = load_instruments(path if path.is_absolute() or path.exists() else PROJECT_ROOT / path)
+        self._dividends = {c: inst.dividend for c, inst in master.items()}
         codes = [c for c in (s.market.codes or list(master)) if c in master]
         first: list[str] = []
         try:
@@ -375,6 +381,14 @@ class KisGateway(Service):
             self.references[code] = ref
             self.feed.publish(reference_topic(code), ref)
         self.counters["references"] += 1
+        if p.bps > 0 and math.isfinite(p.eps) and math.isfinite(p.bps):
+            # KIS gives EPS and BPS, not the dividend: DPS is the instrument master's
+            fund = Fundamentals(code=code, ts_ns=mt.ts_ns, effective_date=mt.trading_date, eps=round(p.eps), bps=round(p.bps),
+                                dps=max(self._dividends.get(code, 0), 0), source="kis")
+            known = self.fundamentals.get(code)
+            if known is None or (known.eps, known.bps, known.dps) != (fund.eps, fund.bps, fund.dps):
+                self.fundamentals[code] = fund
+                self.feed.publish(fundamentals_topic(code), fund)
 
     def _fault(self, cmd: Command) -> CommandResult:
         """A fault at the local kis-sim (rehearsal only): its ``/kis-sim/fault`` control."""
@@ -481,7 +495,8 @@ class KisGateway(Service):
                     d = days[0]
                     self.feed.publish(flow_topic(code), InvestorFlow(
                         code=code, ts_ns=mt.ts_ns, foreign_net_qty=d.foreign_net_qty,
-                        institution_net_qty=d.institution_net_qty, individual_net_qty=d.person_net_qty))
+                        institution_net_qty=d.institution_net_qty, individual_net_qty=d.person_net_qty,
+                        provisional=False, cumulative=True, trading_date=d.date))
                     self.counters["flows"] += 1
             elif mt.phase in (SessionPhase.OPEN, SessionPhase.PRE_OPEN, SessionPhase.CLOSING) and (
                     polled := [c for c in self.stream.describe()["polled"] if c in self.codes]):
@@ -589,6 +604,8 @@ class KisGateway(Service):
             for code, ref in self.references.items():
                 if ref.trading_date == mt.trading_date:
                     self.feed.publish(reference_topic(code), ref)
+            for code, fund in self.fundamentals.items():
+                self.feed.publish(fundamentals_topic(code), fund)
 
     # --- output -------------------------------------------------------------------
 

@@ -280,14 +280,14 @@ class KisMarket:
             flow = self._last_flow.get(code)
             if flow is None or not cd.last:
                 continue
-            self.flow_history[code].insert(0, self.flow_row(code, flow.foreign_net_qty))
+            self.flow_history[code].insert(0, self.flow_row(code, flow.foreign_net_qty, flow.institution_net_qty))
             del self.flow_history[code][60:]
 
-    def flow_row(self, code: str, foreign_net_qty: int) -> list[Any]:
-        """One day's investor-flow row of a code: [date, close, change, sign, foreign, institution, volume, value]."""
+    def flow_row(self, code: str, foreign_net_qty: int, institution_net_qty: int) -> list[Any]:
+        """One day's investor-flow row of a code: [date, close, change, sign, foreign, institution, volume, value]
+        (individuals' figure, minus the other two, is the wire's to derive)."""
         cd = self.days[code]
-        institution = -foreign_net_qty // 2
-        return [self.trading_date, cd.price, cd.price - cd.base, cd.sign(), foreign_net_qty, institution,
+        return [self.trading_date, cd.price, cd.price - cd.base, cd.sign(), foreign_net_qty, institution_net_qty,
                 cd.volume, cd.value_won]
 
     def todays_flow(self, code: str) -> list[Any] | None:
@@ -295,7 +295,7 @@ class KisMarket:
         flow = self._last_flow.get(code)
         if flow is None or flow.provisional or self.venue.phase is not SessionPhase.CLOSED or not self.days[code].last:
             return None
-        return self.flow_row(code, flow.foreign_net_qty)
+        return self.flow_row(code, flow.foreign_net_qty, flow.institution_net_qty)
 
     # --- the simulated order book ----------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from core.config import load_stack
-from core.messages import DayReference, Fill, OrderEvent, OrderRequest, OrderStatus, Side, Tick
+from core.messages import DayReference, Fill, Fundamentals, OrderEvent, OrderRequest, OrderStatus, Side, Tick
 from services.broker.base import BrokerError
 from services.broker.venue import VenueBroker
 from services.kis_gateway.auth import TokenCache
@@ -226,6 +226,10 @@ def test_the_feed_carries_ticks_and_the_heartbeat(venue) -> None:
     assert (quote["base_price"], quote["lower_limit"], quote["upper_limit"]) == (
         ref.base_price, ref.lower_limit, ref.upper_limit)
     assert quote["last"] > 0 and quote["tick_size"] > 0
+    # EPS and BPS from the same inquire-price, as md.fund (DPS the instrument master's: KIS has none there)
+    fund = wait_for("the fundamentals", lambda: got(Fundamentals), 30)[0]
+    assert (fund.code, fund.source, fund.eps, fund.bps) == (CODE, "kis", round(float(kis["eps"])), round(float(kis["bps"])))
+    assert fund.effective_date == ref.trading_date
 
 
 def test_the_gateway_refuses_to_start_on_the_paper_stack_or_real_money_without_the_live_switch(tmp_path: Path,
