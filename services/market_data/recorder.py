@@ -10,6 +10,12 @@ Writing a day that already has a file merges into it (a bar with the same start
 replaces the old one), and every write goes to a temporary file renamed into
 place, so a crash mid-write never leaves a half file. Day folders older than the
 retention window are purged by :func:`purge_days`.
+
+Beside the day folders, ``<root>/flows.<format>`` holds every investor-flow
+report (``ts_ns, code, foreign_net_qty, institution_net_qty,
+individual_net_qty, provisional``) and ``<root>/fundamentals.<format>`` every
+announcement (``ts_ns, code, effective_date, eps, bps, dps, source``): what a
+back-test of the recorded days replays besides bars (``backtest.data.from_bar_dir``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core import krx
-from core.messages import Bar
+from core.messages import Bar, Fundamentals, InvestorFlow
 
 BarFormat = Literal["parquet", "csv"]
 FORMATS: tuple[BarFormat, ...] = ("parquet", "csv")
@@ -203,15 +209,51 @@ def newest_day(root: Path) -> dt.date | None:
     return dt.datetime.strptime(dirs[-1].name, "%Y%m%d").date()
 
 
+FLOW_FIELDS = ("ts_ns", "code", "foreign_net_qty", "institution_net_qty", "individual_net_qty", "provisional")
+FUNDAMENTAL_FIELDS = ("ts_ns", "code", "effective_date", "eps", "bps", "dps", "source")
+SIDE_KEYS = {"flows": ("ts_ns", "code"), "fundamentals": ("code", "effective_date")}
+
+
+def write_side_table(root: Path, name: str, rows: Sequence[Mapping[str, object]], fmt: BarFormat = "parquet") -> Path:
+    """Merge rows into ``<root>/<name>.<format>`` (flows or fundamentals): a row with the same key replaces the old one."""
+    import pandas as pd
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.{fmt}"
+    new = pd.DataFrame(list(rows))
+    if path.exists():
+        old = pd.read_csv(path, dtype={"code": str, "effective_date": str}) if fmt == "csv" else pd.read_parquet(path)
+        new = pd.concat([old, new], ignore_index=True)
+    new["code"] = new["code"].astype(str)
+    new = new.drop_duplicates(list(SIDE_KEYS[name]), keep="last").sort_values(["ts_ns", "code"], kind="stable")
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "csv":
+        new.to_csv(tmp, index=False)
+    else:
+        new.to_parquet(tmp, index=False, compression=COMPRESSION)
+    os.replace(tmp, path)
+    return path
+
+
 class BarRecorder:
-    """Buffers bars as they arrive and writes them per day per code on ``flush``."""
+    """Buffers bars (and flow reports and announcements) as they arrive and writes them on ``flush``."""
 
     def __init__(self, root: Path, fmt: BarFormat = "parquet") -> None:
         self.root = Path(root)
         self.fmt = fmt
         self._pending: dict[tuple[str, str], dict[int, Bar]] = defaultdict(dict)
+        self._side: dict[str, list[dict[str, object]]] = {"flows": [], "fundamentals": []}
         self.written_bars = 0
         self.files_written = 0
+
+    def add_flow(self, flow: InvestorFlow) -> None:
+        """Keep an investor-flow report until the next flush."""
+        self._side["flows"].append({k: getattr(flow, k) for k in FLOW_FIELDS})
+
+    def add_fundamentals(self, fund: Fundamentals) -> None:
+        """Keep an announcement until the next flush."""
+        self._side["fundamentals"].append({k: getattr(fund, k) for k in FUNDAMENTAL_FIELDS})
 
     def add(self, bar: Bar) -> None:
         """Keep a bar until the next flush (a bar with the same start replaces the earlier one)."""
@@ -236,4 +278,9 @@ class BarRecorder:
             del self._pending[key]
             self.written_bars += len(bars)
             self.files_written += 1
+        if day is None:
+            for name, rows in self._side.items():
+                if rows:
+                    paths.append(write_side_table(self.root, name, rows, self.fmt))
+                    rows.clear()
         return paths

@@ -28,7 +28,7 @@ from bus.rpc import RequestInfo, RpcServer
 from bus.service import Service
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
-from core.messages import AlertLevel, Bar, Command, CommandResult, Message, SessionEvent, SessionPhase
+from core.messages import AlertLevel, Bar, Command, CommandResult, Fundamentals, InvestorFlow, Message, SessionEvent, SessionPhase
 from core.venue import FEED_HEARTBEAT_TOPIC, MARKET_TOPIC_PREFIX
 from services.broker.base import ConnectionState
 from services.broker.connection import ALERT_KIND, broker_backoff
@@ -234,6 +234,10 @@ class MarketDataService(Service):
         self.forwarded += 1
         if isinstance(msg, Bar):
             self.recorder.add(msg)
+        elif isinstance(msg, InvestorFlow):
+            self.recorder.add_flow(msg)
+        elif isinstance(msg, Fundamentals):
+            self.recorder.add_fundamentals(msg)
         elif isinstance(msg, SessionEvent) and msg.phase is SessionPhase.CLOSED:
             written = self.recorder.flush()
             self.log.info("close of %s: wrote %d bar file(s)", msg.trading_date, len(written))

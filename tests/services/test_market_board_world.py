@@ -20,3 +20,32 @@ def test_the_board_keeps_quotes_and_fundamentals_and_forwards_only_new_figures()
     assert line["per"] == 14.1 and line["pbr"] == 1.41
     assert line["fundamentals"]["dps"] == 1_444
     assert line["flow"]["institution_net_qty"] == -100 and line["flow"]["cumulative"] is True
+
+
+def test_the_recorder_keeps_flows_and_announcements_beside_the_days_for_a_back_test(tmp_path) -> None:
+    import datetime as dt
+
+    from backtest.data import from_bar_dir
+    from core.config import PROJECT_ROOT
+    from core.instruments import load_instruments
+    from core.krx import KST
+    from services.market_data.recorder import BarRecorder
+
+    from core.messages import Bar
+
+    t0 = int(dt.datetime(2026, 3, 3, 9, 0, tzinfo=KST).timestamp()) * 10**9
+    rec = BarRecorder(tmp_path)
+    for i in range(3):
+        rec.add(Bar(code="005930", ts_ns=t0 + i * 60 * 10**9, open=70_000, high=70_100, low=69_900, close=70_000, volume=10))
+    rec.add_fundamentals(Fundamentals(code="005930", ts_ns=t0 - 3600 * 10**9, effective_date="20260303", eps=5_000, bps=50_000, dps=1_400, source="kis"))
+    flow = InvestorFlow(code="005930", ts_ns=t0 + 60 * 10**9, foreign_net_qty=30, institution_net_qty=-10, individual_net_qty=-20, provisional=True)
+    rec.add_flow(flow)
+    rec.flush()
+    rec.add_flow(flow)  # the same report again (a repeat after a restart): kept once
+    rec.add_flow(flow.model_copy(update={"ts_ns": t0 + 120 * 10**9, "foreign_net_qty": 50, "individual_net_qty": -40, "provisional": False}))
+    rec.flush()
+    data = from_bar_dir(tmp_path, load_instruments(PROJECT_ROOT / "configs" / "instruments.csv"))
+    assert data.flows["foreign_net_qty"].tolist() == [30, 50] and data.flows["provisional"].tolist() == [True, False]
+    assert data.fundamentals[["eps", "source"]].values.tolist() == [[5_000, "kis"]]
+    kinds = [type(r).__name__ for _, r in data.side_events()]
+    assert kinds == ["FundData", "FlowData", "FlowData"]
