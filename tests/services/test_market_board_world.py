@@ -29,9 +29,8 @@ def test_the_recorder_keeps_flows_and_announcements_beside_the_days_for_a_back_t
     from core.config import PROJECT_ROOT
     from core.instruments import load_instruments
     from core.krx import KST
-    from services.market_data.recorder import BarRecorder
-
     from core.messages import Bar
+    from services.market_data.recorder import BarRecorder
 
     t0 = int(dt.datetime(2026, 3, 3, 9, 0, tzinfo=KST).timestamp()) * 10**9
     rec = BarRecorder(tmp_path)
