@@ -150,3 +150,16 @@ def test_with_the_session_rules_the_engine_differs_from_backtrader_at_the_close_
 
 def kst_time(ts_ns: int) -> dt.time:
     return dt.datetime.fromtimestamp(ts_ns / 1e9, krx.KST).time()
+
+
+@pytest.mark.slow
+def test_two_years_of_one_minute_bars_fill_alike_without_costs_book_and_sessions() -> None:
+    # the scale of the comparison that first showed the close's difference: about 200,000 bars of one code
+    data = from_simulator([CODE], 525, SEED, MASTER)
+    assert len(data.bars) > 199_000
+    theirs = backtrader_run(data)
+    result = run_backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=book_off(),
+                          sessions=False)
+    agent = result.agents["sma"]
+    assert [(t.ts_ns, t.side, t.qty, t.price) for t in agent.trades] == theirs["fills"]
+    assert agent.book["realized_pnl_won"] == theirs["realized"] and agent.days[-1].equity_won == theirs["value"]
