@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean-run
+.PHONY: run test install bench clean-run strategy-reports
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ bench: $(STAMP)
 	@for b in bus simulator storage orders agent ops dashboard backtest ledger kis_sim; do \
 	  test -f bench/$$b.py && $(BIN)/python -m bench.$$b | tail -1; \
 	done; true
+
+# docs/strategies/<strategy>.md with its charts: each strategy back-tested in the simulated market and in the null world
+strategy-reports: $(STAMP)
+	@$(BIN)/python -m backtest.strategy_reports

@@ -12,7 +12,7 @@ samples). The z-score of d is taken against the mean and standard deviation
 of the last ``window_half_lives`` half-lives of samples (the window is the
 discount's own timescale, at least ``min_samples``). A discount whose
 estimated half-life is not finite, longer than ``max_half_life_days``, or
-so long that the ring does not hold ``window_half_lives`` of them (a
+so long that the samples do not span ``MIN_HALF_LIVES_SEEN`` of them (a
 timescale the samples cannot show) is not trusted to revert: the strategy goes home, as
 it holds its home leg until ``min_samples`` samples are in. Over a few
 months a half-life of weeks cannot be told from a random walk with
@@ -27,8 +27,8 @@ half the deviation (what reverts within one half-life) beats
 ``cost_multiple`` times the round trip: both legs' commission, the sell tax
 and a tick of spread on each leg, there and back.
 
-A switch is sized within the agent's limits: a leg larger than one order may
-be is sold (and the other bought) as TWAP children over ``SWITCH_MINUTES``
+A switch is sized within the agent's limits: a leg larger than one order
+is sold (and the other bought) as TWAP children over ``SWITCH_MINUTES``
 (``ctx.trade``), and nothing new starts while a switch is being worked. The
 leg is topped up only when at least ``MIN_TOP_UP`` of the equity lies idle,
 so a switch cut short (at the close, or by a restart) is finished later
@@ -58,6 +58,7 @@ from core.messages import SessionPhase
 SWITCH_MINUTES = 5  # a leg bigger than one order is switched over this many minutes
 MIN_TOP_UP = 0.1  # share of the equity idle before the held leg is bought up to its size again
 BARS_PER_DAY = 381  # one-minute bars of a normal KRX day, the closing auction included
+MIN_HALF_LIVES_SEEN = 2  # a half-life is trusted once the samples span at least this many of it
 
 
 class PairArbitrageParams(StrategyParams):
@@ -66,7 +67,7 @@ class PairArbitrageParams(StrategyParams):
     sample_bars: int = Field(default=30, ge=1, le=10_000)
     max_samples: int = Field(default=1500, ge=20, le=20_000)
     min_samples: int = Field(default=60, ge=10, le=20_000)
-    window_half_lives: float = Field(default=2.0, gt=0, le=100)
+    window_half_lives: float = Field(default=6.0, gt=0, le=100)
     max_half_life_days: float = Field(default=60.0, gt=0, le=10_000)
     entry_z: float = Field(default=2.0, gt=0, le=10)
     exit_z: float = Field(default=0.5, ge=0, le=10)
@@ -188,7 +189,7 @@ class PairArbitrage(Strategy):
 
     def _decide(self, ctx: AgentContext, deviation: float, pc: int, pp: int) -> None:
         p = self.params
-        reverting = (self.half_life * p.window_half_lives <= len(self._ring)  # a half-life the samples cover
+        reverting = (self.half_life * MIN_HALF_LIVES_SEEN <= len(self._ring)  # a half-life the samples cover
                      and self.half_life_days <= p.max_half_life_days)
         if not reverting:
             self.target = p.home_leg

@@ -17,7 +17,7 @@ the t-statistic falls below ``t_exit``, or when a close falls
 ``break_sigmas`` standard deviations of a window's return below the highest
 close since entry (the trend broke).
 
-A position larger than one order may be is bought and sold as TWAP children
+A position larger than one order is bought and sold as TWAP children
 (``ctx.trade``), within the agent's limits.
 
 State kept across restarts and days: the bars seen, the bars since the last
