@@ -306,6 +306,15 @@ def test_a_strategy_that_keeps_raising_stops_trading_with_an_alert(stack_factory
         pub.close()
 
 
+QUICK_TO_TRADE: dict[str, dict[str, Any]] = {
+    "per_valuation": {"low_per": 5.0, "high_per": 7.0},  # the master's PER of 005380 is 4.76: below the band, bought at once
+    "foreign_follower": {"entry_share": 0.0001, "hold_share": -1.0},
+    "volume_trigger": {"surge_ratio": 1.01, "min_move": 0.0},
+    "volatility_tracker": {"fair_per": 100.0, "warmup": 5},
+    "slow_trend": {"window": 30, "t_entry": 0.1, "t_exit": 0.0, "cost_multiple": 0.0},
+}
+
+
 @pytest.mark.slow
 def test_every_strategy_of_the_default_roster_places_an_order_in_a_fast_multi_day_run(tmp_path: Path) -> None:
     import tomllib
@@ -314,9 +323,8 @@ def test_every_strategy_of_the_default_roster_places_an_order_in_a_fast_multi_da
         roster = tomllib.load(f)["agents"]
     for a in roster:
         a["dp"] = free_port()  # the default ports may be taken on a shared machine
-        if a["strategy"] == "per_valuation":
-            # scenario: the master's PER of 005380 is 4.76, inside the default band; a cheap-enough band buys at once
-            a["params"] = {**a["params"], "low_per": 5.0, "high_per": 7.0}
+        # scenario: thresholds any market crosses within the run (the roster's own wait for an effect to show)
+        a["params"] = {**a["params"], **QUICK_TO_TRADE.get(a["strategy"], {})}
     stack = Stack(tmp_path, {"TRADER_ROSTER_FILE": str(write_roster(tmp_path / "agents.toml", roster)),
                              "TRADER_CLOCK__START_DATE": "2026-03-03", "TRADER_CLOCK__START_TIME": "08:55",
                              "TRADER_CLOCK__SPEED": "1200"})
