@@ -1,17 +1,22 @@
 """The fill assumption of a back-test: when and at what price the strategy's orders meet the market.
 
 The venue is always ``core.matching`` (same fees, dated taxes, tick and limit
-rules, depth and participation as the paper exchange); the fill model only
-decides *when* orders enter and *how* each bar is shown to the venue:
+rules, order book, depth and participation as the paper exchange); the fill
+model only decides *when* orders enter and *how* each bar is shown to the venue.
+With the order book on (``MatchingParams.book``, the default) a marketable
+buy pays the ask and a sell hits the bid, walking the levels; resting orders
+wait for the queue ahead of them; volatility interruptions hold trading:
 
-- ``close`` (the default): orders enter right after the bar that triggered
-  them, against a touch at that bar's close. A limit at or through the close
-  (or a market order) takes liquidity at the close and walks price levels of
-  ``depth_pct`` percent of recent volume; a limit away from it rests and fills
-  on later bars only when their range trades through it, at most
-  ``participation_pct`` percent of each bar's volume.
-- ``next_open``: orders are held until the next bar of their code and enter
-  against a touch at that bar's open; then the bar is fed as above.
+- ``next_open`` (the default): orders are held until the next bar of their
+  code and enter against the book at that bar's open (the spread paid, depth
+  walked); then the bar is fed, and resting orders fill when its range trades
+  through them or, reaching them exactly, once its volume at their price has
+  worked off their queue, at most ``participation_pct`` percent of the bar's
+  volume.
+- ``close``: orders enter right after the bar that triggered them, against the
+  book at that bar's close; then as above. Optimistic: the order trades on the
+  very price that made the signal, a price nobody could have traded on once
+  the bar was known.
 - ``intrabar``: like ``next_open``, but every bar is fed as four prints
   (open, then low and high in the order the bar most likely took them, then
   close), each carrying a quarter of the volume; resting orders fill at their
@@ -40,11 +45,11 @@ class FillModel(StrEnum):
         return _DESCRIPTIONS[self]
 
 
-DEFAULT_FILL_MODEL = FillModel.CLOSE
+DEFAULT_FILL_MODEL = FillModel.NEXT_OPEN
 
 _DESCRIPTIONS = {
-    FillModel.CLOSE: "orders enter after the signal bar against a touch at its close; resting orders fill when a later bar trades through them",
-    FillModel.NEXT_OPEN: "orders enter at the next bar's open; resting orders fill when a later bar trades through them",
+    FillModel.CLOSE: "optimistic: orders enter after the signal bar against the book at its close, the price that made the signal; resting orders fill when a later bar trades through them or works off their queue",
+    FillModel.NEXT_OPEN: "orders enter against the book at the next bar's open (the spread paid, depth walked); resting orders fill when a later bar trades through them or works off their queue",
     FillModel.INTRABAR: "orders enter at the next bar's open; each bar is fed as four prints (open, low/high, close) and resting orders fill with volume participation",
 }
 

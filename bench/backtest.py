@@ -1,9 +1,14 @@
 """Benchmark of the back-tester: the SMA(10)/SMA(30) crossover on 200,000 one-minute bars, and a 100-set sweep.
 
 The full path runs: strategy callbacks in the agent context, the order state
-machine, the pre-trade risk checks, the matching venue and the portfolio.
-Bars come from the simulator (one instrument, seed 1). Prints figures and a
-final JSON line: {"bench": "backtest", "bars": ..., "bars_per_s": ..., "trades": ..., "sweep_100_s": ...}.
+machine, the pre-trade risk checks, the matching venue with its order book and
+the portfolio, under the default fill model (``next_open``: the spread paid at
+the next bar's open, depth walked, resting orders filling by queue position).
+The same single run under the ``close`` model is timed beside it. Bars come
+from the simulator (one instrument, seed 1). Prints figures and a final JSON
+line: {"bench": "backtest", "fill_model": ..., "book": true, "bars": ...,
+"bars_per_s": ..., "trades": ..., "close_bars_per_s": ..., "close_trades": ...,
+"sweep_100_s": ...}.
 
 The single run is timed ``--repeat`` times (default 3) and the fastest counts,
 as ``timeit`` does: on a shared machine the slower repeats measure the
@@ -26,6 +31,7 @@ import time
 
 from backtest.data import MarketData, from_simulator
 from backtest.engine import AgentSpec, run_backtest
+from backtest.fills import DEFAULT_FILL_MODEL, FillModel
 from backtest.sweep import run_sweep
 from core.instruments import load_instruments
 from core.config import PROJECT_ROOT
@@ -73,20 +79,23 @@ def main() -> None:
     print(f"simulated {len(data.bars):,} bars in {time.perf_counter() - t0:.1f} s")
     spec = AgentSpec("sma", "sma_cross", ("005930",), {"fast": 10, "slow": 30, "qty": 100}, 1_000_000_000)
     profiler = cProfile.Profile() if args.profile else None
-    elapsed = cpu = float("inf")
-    for _ in range(max(1, args.repeat)):
-        t0, c0 = time.perf_counter(), time.process_time()
-        if profiler:
-            profiler.enable()
-        result = run_backtest(data, [spec])
-        if profiler:
-            profiler.disable()
-        elapsed, cpu = min(elapsed, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
-    trades = len(result.agents["sma"].trades)
-    loop_s = plain_loop_s(data)
-    print(f"single run: {result.bars:,} bars, {trades} fills in {elapsed:.2f} s = {result.bars / elapsed:,.0f} bars/s "
-          f"(best of {max(1, args.repeat)}; CPU {cpu:.2f} s = {result.bars / cpu:,.0f} bars/s; "
-          f"{cpu / loop_s:.0f}x a plain loop over the closes)")
+    runs = {}
+    for model in (DEFAULT_FILL_MODEL, FillModel.CLOSE):
+        elapsed = cpu = float("inf")
+        for _ in range(max(1, args.repeat)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            if profiler and model is DEFAULT_FILL_MODEL:
+                profiler.enable()
+            result = run_backtest(data, [spec], fill_model=model)
+            if profiler:
+                profiler.disable()
+            elapsed, cpu = min(elapsed, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+        trades = len(result.agents["sma"].trades)
+        runs[model] = (result.bars / elapsed, trades)
+        loop_s = plain_loop_s(data)
+        print(f"single run ({model.value}): {result.bars:,} bars, {trades} fills in {elapsed:.2f} s = "
+              f"{result.bars / elapsed:,.0f} bars/s (best of {max(1, args.repeat)}; CPU {cpu:.2f} s = "
+              f"{result.bars / cpu:,.0f} bars/s; {cpu / loop_s:.0f}x a plain loop over the closes)")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 
@@ -100,8 +109,10 @@ def main() -> None:
     workers_cpu = _children_cpu_s() - children_cpu
     print(f"sweep: {len(rows)} sets on {len(sweep_data.bars):,} bars with {args.workers} workers in {sweep_s:.1f} s "
           f"({workers_cpu:.1f} s of CPU in the workers, start-up included); best {rows[0].params}")
-    print(json.dumps({"bench": "backtest", "bars": result.bars, "bars_per_s": round(result.bars / elapsed),
-                      "trades": trades, "sweep_100_s": round(sweep_s, 2)}))
+    (rate, trades), (close_rate, close_trades) = runs[DEFAULT_FILL_MODEL], runs[FillModel.CLOSE]
+    print(json.dumps({"bench": "backtest", "fill_model": DEFAULT_FILL_MODEL.value, "book": True, "bars": result.bars,
+                      "bars_per_s": round(rate), "trades": trades, "close_bars_per_s": round(close_rate),
+                      "close_trades": close_trades, "sweep_100_s": round(sweep_s, 2)}))
 
 
 if __name__ == "__main__":

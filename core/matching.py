@@ -1,34 +1,46 @@
 """The paper venue's matching engine and accounts: pure, synchronous, fast.
 
-There is no order book of other participants; the market is simulated from the
-prints it is fed (``on_trade`` ticks, ``on_bar`` bars, ``run_auction`` single
-prices). The models, in one place:
+Other participants' orders are not kept one by one; the market is simulated
+from the prints it is fed (``on_trade`` ticks, ``on_bar`` bars, ``run_auction``
+single prices). With ``MatchingParams.book`` on (the default) each code has an
+order book drawn around the last print (``core.book``: a spread of at least
+one tick that widens with volatility and near the open and close, ``levels``
+levels of depth a side that refill at a rate tied to volume, our impact, and
+volatility interruptions). With it off the touch is the last print on both
+sides and nothing else changes. The models, in one place:
 
-Touch and depth (orders that take liquidity). The touch sits at the last trade
-price on both sides. Each price level, walking away from it one tick at a time,
-offers ``depth`` shares, where depth is ``depth_pct`` percent of the recent
-volume (traded shares decayed with a half-life of ``volume_half_life_ns``,
-about a minute and a half of trading at the default) and at least
-``min_depth_shares``. A marketable order fills level by level (one execution per
-level) up to its limit price, or up to the daily limit for a market order; what
-it took stays taken until the next print, so a second order in the same instant
-continues where the first stopped. What remains rests.
+Touch and depth (orders that take liquidity). A marketable buy pays the ask
+and a sell hits the bid (book off: both at the last print). Each price level,
+walking away from the touch one tick at a time, offers ``depth`` shares, where
+depth is ``depth_pct`` percent of the recent volume (traded shares decayed with
+a half-life of ``volume_half_life_ns``, about a minute and a half of trading at
+the default) and at least ``min_depth_shares``. A marketable order fills level
+by level (one execution per level) up to its limit price, or up to the daily
+limit for a market order; what it took stays taken until it refills (book off:
+until the next print), so a second order in the same instant continues where
+the first stopped. What remains rests. With the book on, a walk that would
+trade past a VI threshold stops there and starts the VI; the filled shares move
+the price by the square-root law for a few minutes.
 
 Resting orders (orders that provide liquidity). A resting buy fills when the
 market trades through it: a print strictly below the limit fills at the limit.
-A print exactly at the limit first works off the queue ahead of the order,
-estimated at entry as one level's depth; only volume beyond that queue fills.
-Bars have no price-by-volume, so for a bar only a range strictly through the
-limit fills (a bar that merely touches the limit fills nothing). Every print
-fills at most ``participation_pct`` percent of its volume per side, shared among
-our orders in price-time priority (resting market orders first).
+A print exactly at the limit first works off the queue ahead of the order: the
+shares shown at its price when it arrived (none when it improved on the best
+price; book off: always one level's depth); only volume beyond that queue
+fills. Bars have no price-by-volume: with the book on, a bar that reaches the
+limit exactly works off the queue with its volume spread evenly over the ticks
+of its range; book off, only a range strictly through the limit fills. Every
+print fills at most ``participation_pct`` percent of its volume per side,
+shared among our orders in price-time priority (resting market orders first).
 
-Auctions. Orders entered during PRE_OPEN or CLOSING_AUCTION rest; no print
-fills anything outside CONTINUOUS. ``run_auction`` crosses every open order of
-the code at the single price (buys at or above, sells at or below), the same
-participation cap on the auction volume, price then time priority. When
-continuous trading begins (``set_session`` or an auction run during it),
-orders left marketable against the last price take liquidity as above.
+Auctions. Orders entered during PRE_OPEN or CLOSING_AUCTION, or during a VI,
+rest; no print fills anything outside CONTINUOUS or during a VI.
+``run_auction`` crosses every open order of the code at the single price (buys
+at or above, sells at or below), the same participation cap on the auction
+volume, price then time priority; a VI ends with the same cross at its last
+price, capped by the volume printed during it. When continuous trading begins
+(``set_session``, an auction run during it, or a VI's end), orders left
+marketable against the touch take liquidity as above.
 
 Cash. A limit buy holds ``qty x (price + commission per share, rounded up)``; a
 market buy holds the same at the upper limit price. Rounding the commission up
@@ -49,20 +61,24 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
+from core import book as bk
+from core.book import Market, tick_down, tick_up
 from core.costs import DEFAULT_COSTS, CostModel
 from core.instruments import Instrument
-from core.krx import Session, is_on_tick, limit_prices, tick_size
+from core.krx import Session, is_on_tick, limit_prices, market_hours, tick_size
 from core.matching_records import (
     Account,
     AccountView,
+    BookQuote,
     CancelRefused,
     EngineChanges,
     Event,
     Execution,
     Holding,
+    MatchingParams,
     Order,
     OrderUpdate,
     PositionView,
@@ -71,7 +87,7 @@ from core.matching_records import (
 from core.messages import OrderStatus, OrderType, Side
 
 __all__ = [  # the records live in core.matching_records; callers import them from here
-    "Account", "AccountView", "CancelRefused", "EngineChanges", "Event", "Execution", "Holding", "Order",
+    "Account", "AccountView", "BookQuote", "CancelRefused", "EngineChanges", "Event", "Execution", "Holding", "Order",
     "OrderUpdate", "PositionView", "Reason", "MatchingParams", "MatchingEngine", "STATE_VERSION",
 ]
 
@@ -84,46 +100,11 @@ _ORDER_TYPE_OF: dict[str, OrderType] = {t.value: t for t in OrderType}
 _TEXT: dict[Side | OrderType, str] = {**{s: s.value for s in Side}, **{t: t.value for t in OrderType}}
 
 
-@dataclass(frozen=True, slots=True)
-class MatchingParams:
-    """The knobs of the simulated market (see the module docstring)."""
-
-    participation_pct: int = 20
-    depth_pct: int = 10
-    min_depth_shares: int = 100
-    volume_half_life_ns: int = 60_000_000_000
-
-
-@dataclass(slots=True)
-class _Market:
-    """The simulated market of one code: last print, recent volume, our resting orders."""
-
-    code: str
-    base_price: int
-    lower: int
-    upper: int
-    last_price: int
-    recent_volume: float = 0.0
-    volume_ts_ns: int = 0
-    bid_taken: int = 0
-    ask_taken: int = 0
-    bids: list[Order] = field(default_factory=list)
-    asks: list[Order] = field(default_factory=list)
-
-
 def _priority(order: Order) -> tuple[int, int]:
     """Sort key of price-time priority: market orders first, then the best price, then time."""
     if order.order_type is OrderType.MARKET:
         return (_MARKET_RANK, order.seq)
     return (-order.price if order.side is Side.BUY else order.price, order.seq)
-
-
-def _tick_up(price: int) -> int:
-    return price + tick_size(price)
-
-
-def _tick_down(price: int) -> int:
-    return price - tick_size(price - 1) if price > 1 else price
 
 
 # --- the engine --------------------------------------------------------------
@@ -143,9 +124,13 @@ class MatchingEngine:
         self.costs = costs
         self.params = params
         self._params_plain = asdict(params)  # saved with every order: worked out once (params are frozen)
+        self._book = params.book
+        self._open_ns = self._auction_ns = 0  # today's continuous open and closing-auction start (the book's clock)
+        self._decay_dt, self._decay = 0, (1.0, 1.0, 0.0)  # bk.decay_factors of the last gap between bars
+        self._tod_ns, self._tod = -1, 1.0  # the time-of-day factor of the spread at one instant
         self.session = Session.CLOSED
         self.trading_date: dt.date | None = None
-        self._markets: dict[str, _Market] = {}
+        self._markets: dict[str, Market] = {}
         self._accounts: dict[str, Account] = {}
         self._orders: dict[str, Order] = {}  # today's, by broker order id
         self._by_client: dict[str, Order] = {}
@@ -195,22 +180,39 @@ class MatchingEngine:
         self._changed_orders.clear()
         self._fills_reported = 0
         self._new_day = True
+        self._day_hours(trading_date)
         for code, inst in self.instruments.items():
             base = base_prices.get(code, 0)
             if not isinstance(base, int) or base <= 0:
                 old = self._markets.get(code)
                 base = old.last_price if old else inst.last_close
             lower, upper = limit_prices(base)
-            self._markets[code] = _Market(code=code, base_price=base, lower=lower, upper=upper, last_price=base)
+            self._markets[code] = bk.new_market(code, base, lower, upper, inst.kospi200, self.params)
         return events
+
+    def _day_hours(self, trading_date: dt.date) -> None:
+        """Today's open and closing-auction start, by the calendar (09:00 and 15:20 KST off it)."""
+        try:
+            open_ns, close_ns = market_hours(trading_date)
+        except ValueError:
+            midnight_utc = dt.datetime.combine(trading_date, dt.time(), dt.timezone.utc).timestamp()
+            open_ns = int(midnight_utc) * 1_000_000_000  # 09:00 KST is midnight UTC
+            close_ns = open_ns + 390 * bk.NS_PER_MIN
+        self._open_ns, self._auction_ns = open_ns, close_ns - 10 * bk.NS_PER_MIN
+        self._tod_ns = -1
 
     def set_session(self, session: Session, now_ns: int) -> list[Event]:
         """Enter a trading session; entering CONTINUOUS lets marketable auction leftovers take liquidity."""
         self.session = Session(session)
         events: list[Event] = []
+        for market in self._markets.values():
+            market.quiet_hi = 0
         if self.session is Session.CONTINUOUS:
             for market in self._markets.values():
                 self._sweep_marketable(market, now_ns, events)
+        else:
+            for market in self._markets.values():
+                market.vi = ""  # the session's own auction (or the close) supersedes a VI
         return events
 
     # --- order entry -------------------------------------------------------
@@ -296,7 +298,9 @@ class MatchingEngine:
         self._by_client[client_order_id] = order
         self._changed_orders[order.broker_order_id] = order
         events: list[Event] = [self._update(order, now_ns)]
-        if self.session is Session.CONTINUOUS and self._is_marketable(order, market):
+        if self._book:
+            self._enter_book(order, market, now_ns, events)
+        elif self.session is Session.CONTINUOUS and self._is_marketable(order, market, now_ns):
             self._take(order, market, now_ns, events)
             order.queue_ahead = 0  # anything left now stands first at its price
         else:
@@ -304,6 +308,7 @@ class MatchingEngine:
         if order.remaining_qty:
             book = market.bids if side_ is Side.BUY else market.asks
             bisect.insort(book, order, key=_priority)
+            market.quiet_hi = 0
         return events
 
     def cancel(self, order_ref: str, qty: int, now_ns: int) -> list[Event]:
@@ -391,6 +396,8 @@ class MatchingEngine:
         events: list[Event] = []
         if market is None or not market.lower <= price <= market.upper or qty < 0:
             return events
+        if self._book:
+            return self._trade_book(market, price, qty, now_ns, events)
         if self.session is Session.CONTINUOUS and (market.bids or market.asks):
             cap = qty * self.params.participation_pct // 100
             if market.bids:
@@ -400,12 +407,64 @@ class MatchingEngine:
         self._printed(market, price, qty, now_ns)
         return events
 
+    def _trade_book(self, market: Market, price: int, qty: int, now_ns: int, events: list[Event]) -> list[Event]:
+        """``on_trade`` with the book on: a VI in force, or started by this print, fills nothing."""
+        params = self.params
+        market.quiet_hi = 0  # the next bar's VI checks start from this print: the full path
+        if self.session is Session.CONTINUOUS:
+            if market.vi:
+                if now_ns < market.vi_until_ns:
+                    market.vi_volume += qty
+                    bk.record_print(market, price, qty, now_ns, params)
+                    return events
+                self._end_vi(market, now_ns, events)
+                if market.vi:  # the cross's leftovers walked into a new one
+                    bk.record_print(market, price, qty, now_ns, params)
+                    return events
+            kind = bk.vi_kind(market, price, price)
+            if kind:
+                bk.record_print(market, price, qty, now_ns, params)
+                bk.start_vi(market, kind, now_ns, params)
+                return events
+            if market.bids or market.asks:
+                seen = bk.shifted(market, price, now_ns, params)
+                cap = qty * params.participation_pct // 100
+                if market.bids:
+                    self._fill_resting(market, market.bids, seen, seen, qty, cap, now_ns, events)
+                if market.asks:
+                    self._fill_resting(market, market.asks, seen, seen, qty, cap, now_ns, events)
+        bk.record_print(market, price, qty, now_ns, params)
+        return events
+
     def on_bar(self, code: str, o: int, h: int, l: int, c: int, volume: int, now_ns: int) -> list[Event]:  # noqa: E741
         """Feed one bar; resting orders its range trades through fill (a bare touch does not)."""
         market = self._markets.get(code)
         events: list[Event] = []
         # the range checks of lower <= l <= min(o, c) <= max(o, c) <= h <= upper, without min and max calls
         if market is None or volume < 0 or not (market.lower <= l <= o <= h <= market.upper and l <= c <= h):
+            return events
+        if self._book:
+            if not (market.quiet_lo <= l and h <= market.quiet_hi):
+                return self._bar_book(market, o, h, l, c, volume, now_ns, events)
+            # a quiet bar (bk.record_print inlined, its decay factors cached): the back-tester's per-bar path
+            dt = now_ns - market.volume_ts_ns
+            if dt > 0:
+                if dt != self._decay_dt:
+                    self._decay_dt, self._decay = dt, bk.decay_factors(dt, self.params)
+                fv, fr, fc = self._decay
+                market.recent_volume = market.recent_volume * fv + volume
+                market.rv = market.rv * fr
+                market.rv_time_ns = market.rv_time_ns * fr + fc
+                market.volume_ts_ns = now_ns
+            else:
+                market.recent_volume += volume
+            last = market.last_price
+            if c != last:
+                r = (c - last) / last
+                market.rv += r * r
+                market.up = c > last
+                market.last_price = c
+                market.quiet_lo, market.quiet_hi = bk.vi_band(market)
             return events
         if self.session is Session.CONTINUOUS and (market.bids or market.asks):
             cap = volume * self.params.participation_pct // 100
@@ -425,12 +484,73 @@ class MatchingEngine:
         market.bid_taken = market.ask_taken = 0
         return events
 
+    def _bar_book(
+        self, market: Market, o: int, h: int, l: int, c: int, volume: int, now_ns: int, events: list[Event],  # noqa: E741
+    ) -> list[Event]:
+        """``on_bar`` with the book on: a bar that reaches a VI threshold fills up to it, then the VI starts."""
+        params = self.params
+        if self.session is not Session.CONTINUOUS:
+            bk.record_print(market, c, volume, now_ns, params)
+            return events
+        if market.vi:
+            if now_ns < market.vi_until_ns:
+                market.vi_volume += volume
+                bk.record_print(market, c, volume, now_ns, params)
+                return events
+            self._end_vi(market, now_ns, events)
+            if market.vi:  # the cross's leftovers walked into a new one
+                bk.record_print(market, c, volume, now_ns, params)
+                return events
+        if market.impact_won:
+            bk.impact_now(market, now_ns, params)  # decayed, and dropped once below half a tick
+        last, pct = market.last_price, market.vi_pct
+        if h > market.static_hi or l < market.static_lo:
+            kind = bk.VI_STATIC
+        elif (h - last) * 100 > pct * last or (last - l) * 100 > pct * last:
+            kind = bk.VI_DYNAMIC
+        else:
+            kind = ""
+        if market.bids or market.asks:
+            if kind:
+                band_lo, band_hi = bk.vi_band(market)
+                o, h, l = min(max(o, band_lo), band_hi), min(h, band_hi), max(l, band_lo)  # noqa: E741
+            if market.impact_won:
+                o, h, l = (bk.shifted(market, o, now_ns, params), bk.shifted(market, h, now_ns, params),  # noqa: E741
+                           bk.shifted(market, l, now_ns, params))
+            cap = volume * params.participation_pct // 100
+            # the volume at one price of the range: spread evenly over its ticks
+            at_price = volume // (1 + (h - l) // tick_size(l)) if h > l else volume
+            if market.bids:
+                self._fill_resting(market, market.bids, l, o, at_price, cap, now_ns, events)
+            if market.asks:
+                self._fill_resting(market, market.asks, h, o, at_price, cap, now_ns, events)
+        bk.record_print(market, c, volume, now_ns, params)
+        if kind:
+            bk.start_vi(market, kind, now_ns, params)
+        elif not (market.bids or market.asks or market.impact_won):
+            market.quiet_lo, market.quiet_hi = bk.vi_band(market)
+        return events
+
     def run_auction(self, code: str, price: int, volume: int, now_ns: int) -> list[Event]:
         """Cross the code's open orders at one auction price, capped by participation."""
         market = self._markets.get(code)
         events: list[Event] = []
         if market is None or not market.lower <= price <= market.upper or volume < 0:
             return events
+        self._cross(market, price, volume, now_ns, events)
+        if self._book:
+            market.vi = ""
+            bk.set_single_price(market, price, self.params)
+            bk.record_print(market, price, volume, now_ns, self.params)
+            market.bid_taken = market.ask_taken = 0
+        else:
+            self._printed(market, price, volume, now_ns)
+        if self.session is Session.CONTINUOUS:
+            self._sweep_marketable(market, now_ns, events)
+        return events
+
+    def _cross(self, market: Market, price: int, volume: int, now_ns: int, events: list[Event]) -> None:
+        """The single-price cross: orders at or through ``price``, participation-capped, price then time priority."""
         cap = volume * self.params.participation_pct // 100
         for book in (market.bids, market.asks):
             left = cap
@@ -445,10 +565,16 @@ class MatchingEngine:
                 left -= q
                 self._fill(order, q, price, now_ns, events)
             self._drop_done(book)
-        self._printed(market, price, volume, now_ns)
+
+    def _end_vi(self, market: Market, now_ns: int, events: list[Event]) -> None:
+        """End a VI: cross at its last price with the volume printed during it, then trade on."""
+        price, volume = market.last_price, market.vi_volume
+        market.vi, market.vi_until_ns, market.vi_volume = "", 0, 0
+        self._cross(market, price, volume, now_ns, events)
+        bk.set_single_price(market, price, self.params)
+        market.bid_taken = market.ask_taken = 0
         if self.session is Session.CONTINUOUS:
             self._sweep_marketable(market, now_ns, events)
-        return events
 
     # --- queries -----------------------------------------------------------
 
@@ -476,6 +602,27 @@ class MatchingEngine:
         """The code's last print (the base price before the first), or None for an unknown code."""
         market = self._markets.get(code)
         return market.last_price if market else None
+
+    def quote(self, code: str, now_ns: int, levels: int | None = None) -> BookQuote | None:
+        """The code's book as of ``now_ns``: up to ``levels`` (default ``params.levels``) levels a side.
+
+        Book off, both sides start at the last price, where the engine fills
+        either side. None for an unknown code.
+        """
+        market = self._markets.get(code)
+        if market is None:
+            return None
+        n = self.params.levels if levels is None else levels
+        depth = self._depth(market, now_ns)
+        if self._book:
+            bk.refill(market, now_ns, self.params)
+            bid, bid_room, ask, ask_room = self._sides(market, depth, now_ns)
+        else:
+            bid, bid_room = bk.past_taken(market.last_price, depth, market.bid_taken, True, market.lower)
+            ask, ask_room = bk.past_taken(market.last_price, depth, market.ask_taken, False, market.upper)
+        bid_px, bid_qty = bk.side_levels(bid, bid_room, depth, n, True, market.lower)
+        ask_px, ask_qty = bk.side_levels(ask, ask_room, depth, n, False, market.upper)
+        return BookQuote(code, now_ns, bid_px, bid_qty, ask_px, ask_qty, market.vi, market.vi_until_ns)
 
     def price_limits(self, code: str) -> tuple[int, int] | None:
         """Today's (lower, upper) limit prices of a code, or None if unknown."""
@@ -550,9 +697,10 @@ class MatchingEngine:
         }
 
     def header_state(self, *, markets: bool = True) -> dict[str, Any]:
-        """``to_state()`` without its orders and fills: session, counters, markets and accounts.
+        """``to_state()`` without its orders and fills: session, counters, markets, books and accounts.
 
-        ``markets=False`` leaves the markets out (the key is absent).
+        ``markets=False`` leaves the markets out (the key is absent); the
+        books' state (with the book on) is always there.
         """
         state: dict[str, Any] = {
             "version": STATE_VERSION,
@@ -578,6 +726,10 @@ class MatchingEngine:
                 }
                 for code, m in self._markets.items()
             }
+        if self._book:  # small, and kept whole even when the markets are left out
+            state["books"] = {
+                code: {name: getattr(m, name) for name in bk.STATE_FIELDS} for code, m in self._markets.items()
+            }
         return state
 
     @classmethod
@@ -593,9 +745,16 @@ class MatchingEngine:
             engine.trading_date = dt.date.fromisoformat(state["trading_date"]) if state["trading_date"] else None
             engine._order_seq = int(state["order_seq"])
             engine._exec_seq = int(state["exec_seq"])
+            if engine.trading_date is not None:
+                engine._day_hours(engine.trading_date)
             for code, m in state["markets"].items():
                 lower, upper = limit_prices(m["base_price"])
-                engine._markets[code] = _Market(code=code, lower=lower, upper=upper, **m)
+                market = bk.new_market(code, m["base_price"], lower, upper,
+                                       getattr(instruments.get(code), "kospi200", False), engine.params)
+                for name, value in (*m.items(), *state.get("books", {}).get(code, {}).items()):
+                    setattr(market, name, value)
+                bk.set_single_price(market, market.static_ref, engine.params)
+                engine._markets[code] = market
             for account_id, a in state["accounts"].items():
                 engine._accounts[account_id] = Account(
                     account_id=account_id, cash_won=a["cash_won"], fees_won=a["fees_won"],
@@ -611,7 +770,7 @@ class MatchingEngine:
             engine._fills = [Execution(**{**f, "side": Side(f["side"])}) for f in state["fills"]]
             engine._changed_orders.clear()
             engine._fills_reported = len(engine._fills)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad matching-engine state: {exc!r}") from exc
         return engine
 
@@ -624,6 +783,7 @@ class MatchingEngine:
         account = self._accounts.get(order.account_id)
         if market is None or account is None:
             raise ValueError(f"open order {order.broker_order_id} names unknown code or account")
+        market.quiet_hi = 0
         if order.side is Side.BUY:
             account.cash_on_hold_won += order.reserved_won
             bisect.insort(market.bids, order, key=_priority)
@@ -636,20 +796,20 @@ class MatchingEngine:
     def _orders_today(self, account_id: str | None) -> Iterable[Order]:
         return (o for o in self._orders.values() if account_id is None or o.account_id == account_id)
 
-    def _reservation(self, order: Order, market: _Market) -> int:
+    def _reservation(self, order: Order, market: Market) -> int:
         """Cash a buy holds for what remains: price plus commission rounded up per share."""
         price = order.price if order.order_type is OrderType.LIMIT else market.upper
         per_share_fee = -(-price * self.costs.commission_num // self.costs.commission_den)
         return order.remaining_qty * (price + per_share_fee)
 
-    def _depth(self, market: _Market, now_ns: int) -> int:
+    def _depth(self, market: Market, now_ns: int) -> int:
         """Shares offered at each simulated price level, from the decayed recent volume."""
         recent = market.recent_volume
         if recent and now_ns > market.volume_ts_ns:
             recent *= 0.5 ** ((now_ns - market.volume_ts_ns) / self.params.volume_half_life_ns)
         return max(self.params.min_depth_shares, int(recent * self.params.depth_pct / 100))
 
-    def _printed(self, market: _Market, price: int, qty: int, now_ns: int) -> None:
+    def _printed(self, market: Market, price: int, qty: int, now_ns: int) -> None:
         """Record a print: the new last price, the decayed volume, and a refreshed touch."""
         if market.recent_volume and now_ns > market.volume_ts_ns:
             market.recent_volume *= 0.5 ** ((now_ns - market.volume_ts_ns) / self.params.volume_half_life_ns)
@@ -658,18 +818,60 @@ class MatchingEngine:
         market.last_price = price
         market.bid_taken = market.ask_taken = 0
 
-    def _is_marketable(self, order: Order, market: _Market) -> bool:
+    def _sides(self, market: Market, depth: int, now_ns: int) -> tuple[int, int, int, int]:
+        """The book's first level a side with shares now, and the shares there (book on; ``bk.sides``)."""
+        if now_ns != self._tod_ns:
+            self._tod_ns, self._tod = now_ns, bk.time_of_day_factor(
+                (now_ns - self._open_ns) / bk.NS_PER_MIN, (self._auction_ns - now_ns) / bk.NS_PER_MIN, self.params)
+        return bk.sides(market, depth, self._tod, now_ns, self.params)
+
+    def _touch(self, market: Market, now_ns: int) -> tuple[int, int]:
+        """The book's best bid and ask now (book on)."""
+        bk.refill(market, now_ns, self.params)
+        bid, _, ask, _ = self._sides(market, self._depth(market, now_ns), now_ns)
+        return bid, ask
+
+    def _is_marketable(self, order: Order, market: Market, now_ns: int) -> bool:
         if order.order_type is OrderType.MARKET:
             return True
+        if self._book:
+            bid, ask = self._touch(market, now_ns)
+            return order.price >= ask if order.side is Side.BUY else order.price <= bid
         if order.side is Side.BUY:
             return order.price >= market.last_price
         return order.price <= market.last_price
 
-    def _take(self, order: Order, market: _Market, now_ns: int, events: list[Event]) -> None:
+    def _enter_book(self, order: Order, market: Market, now_ns: int, events: list[Event]) -> None:
+        """A new order meets the book: it takes what is marketable, and what rests learns its queue.
+
+        The queue ahead is the level shown at its price, none if it betters
+        the best price on its side (it stands first at a new level).
+        """
+        if market.vi and now_ns >= market.vi_until_ns:
+            self._end_vi(market, now_ns, events)
+        depth = self._depth(market, now_ns)
+        if self.session is not Session.CONTINUOUS or market.vi:
+            order.queue_ahead = 0 if order.order_type is OrderType.MARKET else depth
+            return
+        bk.refill(market, now_ns, self.params)
+        sides = self._sides(market, depth, now_ns)
+        price = order.price
+        if order.order_type is OrderType.MARKET or (price >= sides[2] if order.side is Side.BUY else price <= sides[0]):
+            self._take_book(order, market, now_ns, events, depth, sides)
+            order.queue_ahead = 0  # anything left now stands first at its price
+        else:
+            order.queue_ahead = 0 if sides[0] < price < sides[2] else depth
+
+    def _take(self, order: Order, market: Market, now_ns: int, events: list[Event]) -> None:
         """Walk the simulated levels from the touch, filling up to the order's limit."""
+        if self._book:
+            depth = self._depth(market, now_ns)
+            bk.refill(market, now_ns, self.params)
+            self._take_book(order, market, now_ns, events, depth, self._sides(market, depth, now_ns))
+            return
         depth = self._depth(market, now_ns)
         buy = order.side is Side.BUY
-        step = _tick_up if buy else _tick_down
+        step = tick_up if buy else tick_down
         if order.order_type is OrderType.LIMIT:
             limit = order.price
         else:
@@ -694,11 +896,47 @@ class MatchingEngine:
         else:
             market.bid_taken = taken
 
-    def _sweep_marketable(self, market: _Market, now_ns: int, events: list[Event]) -> None:
-        """Let resting orders that are marketable against the last price take liquidity."""
+    def _take_book(self, order: Order, market: Market, now_ns: int, events: list[Event],
+                   depth: int, sides: tuple[int, int, int, int]) -> None:
+        """``_take`` with the book on: from the bid or ask, less what has not refilled, up to a VI threshold.
+
+        ``depth`` and ``sides`` are ``_depth`` and ``_sides`` of the market now (after ``bk.refill``).
+        """
+        params = self.params
+        bid, bid_room, ask, ask_room = sides
+        buy = order.side is Side.BUY
+        step = tick_up if buy else tick_down
+        if order.order_type is OrderType.LIMIT:
+            limit = order.price
+        else:
+            limit = market.upper if buy else market.lower
+        band_lo, band_hi = bk.vi_band(market)
+        price, room = (ask, ask_room) if buy else (bid, bid_room)
+        filled = 0
+        while order.remaining_qty and room > 0 and (price <= limit if buy else price >= limit):
+            if price > band_hi or price < band_lo:
+                bk.start_vi(market, bk.vi_kind(market, price, price) or bk.VI_DYNAMIC, now_ns, params)
+                break
+            q = min(room, order.remaining_qty)
+            self._fill(order, q, price, now_ns, events)
+            filled += q
+            room -= q
+            if not room:
+                nxt = step(price)
+                if nxt == price:
+                    break
+                price, room = nxt, depth
+        if buy:
+            market.ask_taken += filled
+        else:
+            market.bid_taken += filled
+        bk.add_impact(market, filled, buy, now_ns, params)
+
+    def _sweep_marketable(self, market: Market, now_ns: int, events: list[Event]) -> None:
+        """Let resting orders that are marketable against the touch take liquidity."""
         for book in (market.bids, market.asks):
             for order in list(book):
-                if not self._is_marketable(order, market):
+                if market.vi or not self._is_marketable(order, market, now_ns):
                     break
                 self._take(order, market, now_ns, events)
                 order.queue_ahead = 0
@@ -707,7 +945,7 @@ class MatchingEngine:
 
     def _fill_resting(
         self,
-        market: _Market,
+        market: Market,
         book: list[Order],
         through_price: int,
         market_fill_price: int,

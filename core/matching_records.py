@@ -1,8 +1,9 @@
-"""The paper exchange's records: orders, executions, updates and refusals, accounts and their views.
+"""The paper exchange's records: its parameters, orders, executions, updates and refusals, accounts, quotes.
 
 Small slotted dataclasses the matching engine (``core.matching``, which
 re-exports these names) builds on its hot path and the shells convert to
-``core.messages`` at their boundary.
+``core.messages`` at their boundary. ``MatchingParams`` lives here so that the
+engine and its order book (``core.book``) share it without importing each other.
 """
 
 from __future__ import annotations
@@ -13,6 +14,40 @@ from enum import StrEnum
 from core.messages import OrderStatus, OrderType, Side
 
 _OPEN_STATUSES = frozenset({OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingParams:
+    """The knobs of the simulated market (the models are in ``core.matching`` and ``core.book``).
+
+    ``book=False`` turns the order book off: the touch is the last print on both
+    sides, taken depth comes back at the next print, and there is no spread,
+    impact or volatility interruption (the engine as it was before the book).
+    """
+
+    participation_pct: int = 20  # most of a print's volume our resting orders may take, per side
+    depth_pct: int = 10  # shares shown at each price level, as a percentage of the recent volume
+    min_depth_shares: int = 100
+    volume_half_life_ns: int = 60_000_000_000  # of the decayed recent volume (about 87 s of trading)
+    book: bool = True
+    levels: int = 10  # price levels a side, as KIS's H0STASP0 shows them
+    # spread in ticks = max(1, round(spread_vol_mult x minute sd x price x time-of-day factor / tick))
+    spread_vol_mult: float = 1.0
+    prior_minute_sd: float = 0.001  # the per-minute log-return sd assumed before prints say otherwise
+    prior_minutes: float = 1.0  # the weight of that prior, in minutes of prints
+    volatility_half_life_ns: int = 300_000_000_000  # of the realised variance of prints
+    # time-of-day factor = 1 + open_boost e^(-minutes since the open / tau) + close_boost e^(-minutes to the closing auction / tau)
+    open_spread_boost: float = 1.5
+    close_spread_boost: float = 0.75
+    spread_tau_minutes: float = 15.0
+    refill_pct: int = 100  # taken depth comes back at this percentage of the market's volume rate
+    # impact of our marketable order of q shares: the mid moves by impact_k x minute sd x price x sqrt(q / recent volume)
+    impact_k: float = 1.0
+    impact_half_life_ns: int = 60_000_000_000  # the move decays back with this half-life (mostly gone in 4-5 minutes)
+    dynamic_vi_pct: int = 3  # KOSPI200 members
+    dynamic_vi_pct_other: int = 6
+    static_vi_pct: int = 10  # from the last single price (the base price or the last auction's)
+    vi_ns: int = 120_000_000_000  # a VI is a 2-minute single-price auction
 
 
 class Reason(StrEnum):
@@ -182,6 +217,28 @@ class PositionView:
     sellable_qty: int
     last_price: int
     market_value_won: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookQuote:
+    """A code's order book as a query answer: levels best first, and a VI in force (``core.messages.Quote``)."""
+
+    code: str
+    ts_ns: int
+    bid_px: list[int]
+    bid_qty: list[int]
+    ask_px: list[int]
+    ask_qty: list[int]
+    vi: str = ""  # "", "static" or "dynamic"
+    vi_until_ns: int = 0
+
+    @property
+    def bid(self) -> int:
+        return self.bid_px[0] if self.bid_px else 0
+
+    @property
+    def ask(self) -> int:
+        return self.ask_px[0] if self.ask_px else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,9 @@
-"""The paper venue's matching engine: fills, depth, priority, auctions, refusals, books, state."""
+"""The paper venue's matching engine: fills, depth, priority, auctions, refusals, books, state.
+
+Exact prices here are those of the engine with the order book off (the touch at
+the last print on both sides); ``tests/core/test_book.py`` pins the book. The
+bookkeeping invariants and the state round trip run with the book on and off.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ from core.matching import (
     MatchingEngine,
     MatchingParams,
     OrderUpdate,
-    Reason,
 )
 from core.messages import OrderStatus
 
@@ -37,6 +41,8 @@ def _inst(code: str, market: str, last_close: int) -> Instrument:
 
 
 INSTRUMENTS = {SAMSUNG: _inst(SAMSUNG, "KOSPI", 71_000), KAKAO: _inst(KAKAO, "KOSDAQ", 50_000)}
+BOOK_OFF = MatchingParams(book=False)
+BOOK_ON = MatchingParams()
 
 
 def _engine(
@@ -44,7 +50,7 @@ def _engine(
     holdings: dict[str, tuple[int, int]] | None = None,
     session: Session = Session.CONTINUOUS,
     day: dt.date = DAY_2026,
-    params: MatchingParams = MatchingParams(),
+    params: MatchingParams = BOOK_OFF,
 ) -> MatchingEngine:
     engine = MatchingEngine(INSTRUMENTS, params=params)
     engine.open_account("acc", cash, holdings or {})
@@ -572,8 +578,8 @@ def test_open_account_refuses_bad_set_up() -> None:
 # --- state -------------------------------------------------------------------
 
 
-def _busy_engine() -> MatchingEngine:
-    engine = _engine(cash=50_000_000, holdings={SAMSUNG: (100, 60_000), KAKAO: (50, 45_000)})
+def _busy_engine(params: MatchingParams = BOOK_OFF) -> MatchingEngine:
+    engine = _engine(cash=50_000_000, holdings={SAMSUNG: (100, 60_000), KAKAO: (50, 45_000)}, params=params)
     _buy(engine, "b1", 250, 71_100)  # walks, rests 50
     _buy(engine, "b2", 30, 70_000, T0 + 1)
     engine.on_trade(SAMSUNG, 70_000, 40, T0 + 2)  # works off part of b2's queue
@@ -584,8 +590,9 @@ def _busy_engine() -> MatchingEngine:
     return engine
 
 
-def test_state_round_trips_through_json_and_behaves_the_same_afterwards() -> None:
-    engine = _busy_engine()
+@pytest.mark.parametrize("params", [BOOK_OFF, BOOK_ON], ids=["book_off", "book_on"])
+def test_state_round_trips_through_json_and_behaves_the_same_afterwards(params: MatchingParams) -> None:
+    engine = _busy_engine(params)
     state = json.loads(json.dumps(engine.to_state()))
     restored = MatchingEngine.from_state(state, INSTRUMENTS)
     assert restored.to_state() == engine.to_state()
@@ -647,6 +654,7 @@ def test_corrupt_state_is_refused_with_a_clear_error() -> None:
 # --- bookkeeping under random order flow --------------------------------------
 
 _PRICES = [71_000 + 100 * k for k in range(-15, 16)]
+_FAR_PRICES = [64_000, 66_500, 75_500, 78_000]  # past the VI thresholds from 71,000
 
 _order = st.tuples(
     st.just("order"),
@@ -655,7 +663,7 @@ _order = st.tuples(
     st.sampled_from([*range(1, 201), 0, -1]),
     st.sampled_from([*_PRICES, 71_050, 0]),
 )
-_trade = st.tuples(st.just("trade"), st.sampled_from(_PRICES), st.integers(0, 3_000))
+_trade = st.tuples(st.just("trade"), st.sampled_from([*_PRICES, *_FAR_PRICES]), st.integers(0, 3_000))
 _op = st.one_of(
     _order,
     _order,
@@ -675,9 +683,12 @@ _op = st.one_of(
     ops=st.lists(_op, min_size=30, max_size=120),
     cash=st.sampled_from([1_000_000_000, 50_000_000, 3_000_000, 0]),
     held=st.sampled_from([5_000, 300, 20, 0]),
+    params=st.sampled_from([BOOK_OFF, BOOK_ON]),
 )
-def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple[Any, ...]], cash: int, held: int) -> None:
-    engine = _engine(cash=cash, holdings={SAMSUNG: (held, 65_000)} if held else {})
+def test_bookkeeping_stays_consistent_under_random_order_flow(
+    ops: list[tuple[Any, ...]], cash: int, held: int, params: MatchingParams
+) -> None:
+    engine = _engine(cash=cash, holdings={SAMSUNG: (held, 65_000)} if held else {}, params=params)
     costs = CostModel()
     all_fills: list[Execution] = []
     t = T0
@@ -692,6 +703,8 @@ def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple[An
             events = engine.cancel(f"o{ref % (n + 1)}", qty, t)
         elif kind == "trade":
             events = engine.on_trade(SAMSUNG, op[1], op[2], t)
+            if op[1] in _FAR_PRICES:
+                t += 60 * SEC  # a VI can end while the flow goes on
         elif kind == "bar":
             _, close, down, up, volume = op
             low, high = max(close - 100 * down, 49_700), min(close + 100 * up, 92_300)
@@ -703,6 +716,13 @@ def test_bookkeeping_stays_consistent_under_random_order_flow(ops: list[tuple[An
         else:
             events = engine.expire_day(t)
         all_fills.extend(e for e in events if isinstance(e, Execution))
+        lower, upper = engine.price_limits(SAMSUNG) or (0, 0)
+        for e in events:
+            if isinstance(e, Execution):  # never through the order's limit, never outside the day's limits
+                order = engine.order_by_broker_id(e.broker_order_id)
+                assert order is not None and lower <= e.price <= upper
+                if order.order_type == "limit":
+                    assert e.price <= order.price if order.side == "buy" else e.price >= order.price
 
         acct = engine.account("acc")
         assert acct is not None
