@@ -88,9 +88,32 @@ def for_annotation(annotation: Any, metadata: list[Any] = ()) -> st.SearchStrate
     return st.from_type(annotation)
 
 
+def _book_sides(draw: Any) -> dict[str, list[int]]:
+    """A consistent book: each level's price with its quantity, positive prices, the best bid below the best ask."""
+    bids = draw(st.lists(st.integers(1, 10**9), max_size=10, unique=True))
+    asks = draw(st.lists(st.integers(1, 10**9), max_size=10, unique=True))
+    bid_px, ask_px = sorted(bids, reverse=True), sorted(asks)
+    if bid_px and ask_px and bid_px[0] >= ask_px[0]:
+        ask_px = [p + bid_px[0] for p in ask_px]
+    return {
+        "bid_px": bid_px, "bid_qty": draw(st.lists(st.integers(0, 2**62), min_size=len(bid_px), max_size=len(bid_px))),
+        "ask_px": ask_px, "ask_qty": draw(st.lists(st.integers(0, 2**62), min_size=len(ask_px), max_size=len(ask_px))),
+    }
+
+
+# fields that must agree with each other: drawn together (a model validator checks them across fields)
+_JOINT_FIELDS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "quote": (("bid_px", "bid_qty", "ask_px", "ask_qty"), st.composite(_book_sides)),
+}
+
+
 def model_instances(cls: type[BaseModel]) -> st.SearchStrategy[BaseModel]:
     """Valid instances of a pydantic model, every field given a generated value."""
+    joint_names, joint = _JOINT_FIELDS.get(getattr(cls, "TYPE", ""), ((), None))
     fields = {
-        name: for_annotation(field.annotation, list(field.metadata)) for name, field in cls.model_fields.items()
+        name: for_annotation(field.annotation, list(field.metadata))
+        for name, field in cls.model_fields.items() if name not in joint_names
     }
-    return st.fixed_dictionaries(fields).map(lambda kwargs: cls(**kwargs))
+    if joint is None:
+        return st.fixed_dictionaries(fields).map(lambda kwargs: cls(**kwargs))
+    return st.tuples(st.fixed_dictionaries(fields), joint()).map(lambda pair: cls(**pair[0], **pair[1]))

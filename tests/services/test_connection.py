@@ -228,6 +228,7 @@ def test_broker_backoff_starts_at_1_to_2_s_grows_never_exceeds_30_s_and_resets(s
     assert 1.0 <= backoff.next_delay() <= 2.0
 
 
+@settings(deadline=None)  # a loaded CI machine can take 300 ms over a pure loop
 @given(initial=st.floats(0.01, 10), cap=st.floats(10, 60), seed=st.integers(0, 1000))
 def test_backoff_never_exceeds_its_cap_however_many_attempts(initial: float, cap: float, seed: int) -> None:
     backoff = Backoff(initial_s=initial, max_s=cap, rng=random.Random(seed))
