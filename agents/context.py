@@ -717,7 +717,7 @@ class AgentContext:
             trading_date=self.trading_date,
             saved_ns=self._now,
             through_ns={code: rows[-1].ts_ns for code, rows in self._bars.items() if rows},
-            flows={code: [tuple(f[1:]) for f in rows[-self._history:]] for code, rows in self._flows.items() if rows},  # type: ignore[misc]
+            flows={code: [tuple(f[1:6]) for f in rows[-self._history:]] for code, rows in self._flows.items() if rows},  # type: ignore[misc]
             state=strategy.save_state(),
             parents=[p.to_plain() for p in self._parents.values() if p.is_working],
         )

@@ -34,7 +34,8 @@ STATE_FILE = "strategy_state.msgpack"
 REFUSED_FILE = "strategy_state.refused.msgpack"
 RECORD_FORMAT = 1  # the record's own layout; the strategy's part has its ``state_version``
 
-# One flow report without its code: ts_ns, foreign, institution and individual net quantities, provisional.
+# One flow report without its code: ts_ns, foreign, institution and individual net quantities, provisional
+# (the figures are the day's running totals, as every venue reports them: a restored report says so).
 FlowRow = tuple[int, int, int, int, bool]
 
 
