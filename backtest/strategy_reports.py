@@ -1,8 +1,8 @@
 """Strategy reports: each strategy back-tested where its effect is (the simulated market) and where it is not (the null world).
 
 ``python -m backtest.strategy_reports`` (``make strategy-reports``) writes
-``docs/strategies/<strategy>.md`` for each strategy of ``CASES`` with two SVG
-charts beside it: the strategy's hypothesis (its module docstring), the
+``docs/strategies/<strategy>.md`` for each strategy of ``CASES`` with SVG
+charts beside it, and ``docs/strategies/README.md``, the index of them: the strategy's hypothesis (its module docstring), the
 codes and params (those of its agent in ``configs/agents.toml``), one
 back-test of ``DAYS`` days on the simulated market (seed ``SEED``: metrics,
 refusals by reason, the equity curve and the price with the fills), then the
@@ -76,6 +76,7 @@ class WorldRuns:
     days: int
     returns: tuple[float, ...]
     fills: tuple[int, ...]
+    holding: tuple[float, ...] = ()  # per run: the return of holding the first code from the first open to the last close
 
     @property
     def mean(self) -> float:
@@ -110,7 +111,7 @@ def risk_limits() -> RiskLimits:
 def run_world(spec: AgentSpec, world: str, days: int, seeds: Sequence[int], master: Mapping[str, Instrument],
               limits: RiskLimits | None = None) -> WorldRuns:
     """One back-test per seed in ``world`` ("sim" or "null"): the strategy's net return and fills in each."""
-    returns, fills = [], []
+    returns, fills, holding = [], [], []
     limits = limits or risk_limits()
     for seed in seeds:
         data = from_simulator(list(spec.codes), days, seed, master, START, world=world)
@@ -121,7 +122,9 @@ def run_world(spec: AgentSpec, world: str, days: int, seeds: Sequence[int], mast
         end = agent.days[-1].equity_won if agent.days else agent.capital_won
         returns.append(end / agent.capital_won - 1)
         fills.append(len(agent.trades))
-    return WorldRuns(world, days, tuple(returns), tuple(fills))
+        bars = data.bars[data.bars["code"] == spec.codes[0]]
+        holding.append(float(bars["close"].iloc[-1] / bars["open"].iloc[0] - 1))
+    return WorldRuns(world, days, tuple(returns), tuple(fills), tuple(holding))
 
 
 def world_seeds(n: int = SEEDS) -> list[int]:
@@ -208,14 +211,16 @@ def render(case: Case, spec: AgentSpec, result: BacktestResult, worlds: Sequence
         "",
         "Net return after costs per run (final equity over the cash, less 1); the null world has the same volatility "
         "and volume but none of the effects the strategies look for (prices a random walk, flows and fundamentals "
-        "independent of future prices, the discount without mean reversion).",
+        "independent of future prices, the discount without mean reversion). The last column is what holding the "
+        "first code through the same runs returned, for comparison.",
         "",
-        "| world | days per run | mean net return | standard error | mean / SE | fills per run |",
-        "|---|---|---|---|---|---|",
+        f"| world | days per run | mean net return | standard error | mean / SE | fills per run | holding {spec.codes[0]} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for runs in (*worlds, test):
         lines.append(f"| {runs.world} | {runs.days} | {_pct(runs.mean)} | {runs.standard_error * 100:.2f}% | "
-                     f"{runs.mean / runs.standard_error if runs.standard_error > 0 else 0.0:+.2f} | {np.mean(runs.fills):.1f} |")
+                     f"{runs.mean / runs.standard_error if runs.standard_error > 0 else 0.0:+.2f} | {np.mean(runs.fills):.1f} | "
+                     f"{_pct(float(np.mean(runs.holding)))} |")
     verdict = ("FAILS: it finds money in noise" if test.finds_money_in_noise
                else "passes: no positive mean beyond two standard errors")
     lines += ["", f"The last row is the null test of `tests/agents/test_null_world.py` ({SEEDS} seeds, {test.days} days "
@@ -227,8 +232,8 @@ def _counter(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def write(case: Case, out: Path, master: Mapping[str, Instrument]) -> Path:
-    """Run a case's back-tests and write its page and charts; returns the page's path."""
+def write(case: Case, out: Path, master: Mapping[str, Instrument]) -> tuple[Path, tuple[WorldRuns, WorldRuns, WorldRuns]]:
+    """Run a case's back-tests and write its page and charts; returns the page's path and the runs of each world."""
     spec = roster_spec(case)
     limits = risk_limits()
     result = run_backtest(from_simulator(list(spec.codes), DAYS, SEED, master, START), [spec], risk_limits=limits)
@@ -242,7 +247,27 @@ def write(case: Case, out: Path, master: Mapping[str, Instrument]) -> Path:
     charts = _charts(result, spec.agent_id, out, case.strategy)
     page = out / f"{case.strategy}.md"
     page.write_text(render(case, spec, result, (sim, null), test, charts))
-    return page
+    return page, (sim, null, test)
+
+
+def render_index(rows: Sequence[tuple[str, WorldRuns, WorldRuns, WorldRuns]]) -> str:
+    """The index page: each strategy's mean net return in both worlds and its null test."""
+    lines = [
+        "# Strategy reports",
+        "",
+        "Written by `python -m backtest.strategy_reports` (`make strategy-reports`); do not edit by hand. Each page "
+        "states the strategy's hypothesis and shows it back-tested where its effect is (the simulated market) and "
+        f"where it is not (the null world). Mean net return after costs, ± one standard error, over {SEEDS} seeds.",
+        "",
+        f"| strategy | simulated market, {DAYS} days | null world, {DAYS} days | null test | |",
+        "|---|---|---|---|---|",
+    ]
+    for name, sim, null, test in rows:
+        verdict = "fails" if test.finds_money_in_noise else "passes"
+        lines.append(f"| [{name}]({name}.md) | {_pct(sim.mean)} ± {sim.standard_error * 100:.2f}% | "
+                     f"{_pct(null.mean)} ± {null.standard_error * 100:.2f}% | {_pct(test.mean)} ± "
+                     f"{test.standard_error * 100:.2f}% ({test.days} days) | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,10 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in args.only if n not in known]
     if unknown:
         parser.error(f"no report case for {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    out = Path(args.out)
+    rows = []
     for case in CASES:
         if args.only and case.strategy not in args.only:
             continue
-        print(write(case, Path(args.out), master))
+        page, worlds = write(case, out, master)
+        rows.append((case.strategy, *worlds))
+        print(page)
+    if not args.only:
+        (out / "README.md").write_text(render_index(rows))
+        print(out / "README.md")
     return 0
 
 
