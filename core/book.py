@@ -52,6 +52,7 @@ import numpy.typing as npt
 
 from core.krx import round_to_tick, tick_size, tick_size_array
 from core.matching_records import MatchingParams
+from core.messages import OrderType, Side
 
 if TYPE_CHECKING:
     from core.matching_records import Order
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 LN2 = math.log(2.0)
 NS_PER_MIN = 60_000_000_000
 VI_STATIC, VI_DYNAMIC = "static", "dynamic"
+DEFAULT_PARAMS = MatchingParams()
 
 # the book's own fields of a Market, saved with the engine's state under "books" (the prints' under "markets")
 STATE_FIELDS = (
@@ -99,6 +101,16 @@ class Market:
     quiet_hi: int = 0
     bids: list[Order] = field(default_factory=list)
     asks: list[Order] = field(default_factory=list)
+
+
+_MARKET_RANK = -(10**15)  # sorts resting market orders ahead of every limit
+
+
+def priority(order: Order) -> tuple[int, int]:
+    """Sort key of price-time priority among our resting orders: market orders first, the best price, then time."""
+    if order.order_type is OrderType.MARKET:
+        return (_MARKET_RANK, order.seq)
+    return (-order.price if order.side is Side.BUY else order.price, order.seq)
 
 
 def new_market(code: str, base_price: int, lower: int, upper: int, kospi200: bool, params: MatchingParams) -> Market:
@@ -185,7 +197,7 @@ def time_of_day_factor(minutes_from_open: float, minutes_to_auction: float, para
 def spread_ticks(price: int, sd: float, tod: float, params: MatchingParams) -> int:
     """The spread in ticks (at least one) for a price, a per-minute sd and a time-of-day factor."""
     n = int(params.spread_vol_mult * sd * price * tod / tick_size(price) + 0.5)
-    return n if n > 1 else 1
+    return max(1, n)
 
 
 def impact_now(market: Market, now_ns: int, params: MatchingParams) -> float:
@@ -349,7 +361,7 @@ def bar_quotes(
     prev_close: npt.ArrayLike | None = None,
     lower: npt.ArrayLike | None = None,
     upper: npt.ArrayLike | None = None,
-    params: MatchingParams = MatchingParams(),
+    params: MatchingParams = DEFAULT_PARAMS,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The best bid and ask at each 1-minute bar's close, by the engine's spread rule (without our impact).
 

@@ -50,6 +50,10 @@ selling. Costs come from ``core.costs.CostModel`` dated by the trading date.
 Realised PnL is gross (sale proceeds less the average book cost of the shares
 sold); fees and taxes are kept apart.
 
+The engine's class is in three files: this one (accounts, order entry, the
+book-off model and what both share), ``core.matching_book`` (matching with the
+book on) and ``core.matching_state`` (its state as plain data and back).
+
 The hot path builds small slotted dataclasses, never pydantic models: shells
 convert them to ``core.messages`` at their boundary. Market data outside
 today's limits (or a bar whose prices are out of order) is ignored: it fills
@@ -62,13 +66,13 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from typing import Any
 
 from core import book as bk
 from core.book import Market, tick_down, tick_up
 from core.costs import DEFAULT_COSTS, CostModel
 from core.instruments import Instrument
 from core.krx import Session, is_on_tick, limit_prices, market_hours, tick_size
+from core.matching_book import BookMatching
 from core.matching_records import (
     Account,
     AccountView,
@@ -84,6 +88,7 @@ from core.matching_records import (
     PositionView,
     Reason,
 )
+from core.matching_state import STATE_VERSION, EngineState
 from core.messages import OrderStatus, OrderType, Side
 
 __all__ = [  # the records live in core.matching_records; callers import them from here
@@ -91,8 +96,6 @@ __all__ = [  # the records live in core.matching_records; callers import them fr
     "OrderUpdate", "PositionView", "Reason", "MatchingParams", "MatchingEngine", "STATE_VERSION",
 ]
 
-STATE_VERSION = 1
-_MARKET_RANK = -(10**15)  # sorts resting market orders ahead of every limit
 _ORDER_SESSIONS = frozenset({Session.PRE_OPEN, Session.CONTINUOUS, Session.CLOSING_AUCTION})
 # text -> member and member -> text by dict: the enum call and ``.value`` are slow on the per-order path
 _SIDE_OF: dict[str, Side] = {s.value: s for s in Side}
@@ -100,17 +103,10 @@ _ORDER_TYPE_OF: dict[str, OrderType] = {t.value: t for t in OrderType}
 _TEXT: dict[Side | OrderType, str] = {**{s: s.value for s in Side}, **{t: t.value for t in OrderType}}
 
 
-def _priority(order: Order) -> tuple[int, int]:
-    """Sort key of price-time priority: market orders first, then the best price, then time."""
-    if order.order_type is OrderType.MARKET:
-        return (_MARKET_RANK, order.seq)
-    return (-order.price if order.side is Side.BUY else order.price, order.seq)
-
-
 # --- the engine --------------------------------------------------------------
 
 
-class MatchingEngine:
+class MatchingEngine(BookMatching, EngineState):
     """The paper exchange: accounts, order entry, matching against a simulated market."""
 
     def __init__(
@@ -195,7 +191,7 @@ class MatchingEngine:
         try:
             open_ns, close_ns = market_hours(trading_date)
         except ValueError:
-            midnight_utc = dt.datetime.combine(trading_date, dt.time(), dt.timezone.utc).timestamp()
+            midnight_utc = dt.datetime.combine(trading_date, dt.time(), dt.UTC).timestamp()
             open_ns = int(midnight_utc) * 1_000_000_000  # 09:00 KST is midnight UTC
             close_ns = open_ns + 390 * bk.NS_PER_MIN
         self._open_ns, self._auction_ns = open_ns, close_ns - 10 * bk.NS_PER_MIN
@@ -307,7 +303,7 @@ class MatchingEngine:
             order.queue_ahead = self._depth(market, now_ns)
         if order.remaining_qty:
             book = market.bids if side_ is Side.BUY else market.asks
-            bisect.insort(book, order, key=_priority)
+            bisect.insort(book, order, key=bk.priority)
             market.quiet_hi = 0
         return events
 
@@ -407,35 +403,6 @@ class MatchingEngine:
         self._printed(market, price, qty, now_ns)
         return events
 
-    def _trade_book(self, market: Market, price: int, qty: int, now_ns: int, events: list[Event]) -> list[Event]:
-        """``on_trade`` with the book on: a VI in force, or started by this print, fills nothing."""
-        params = self.params
-        market.quiet_hi = 0  # the next bar's VI checks start from this print: the full path
-        if self.session is Session.CONTINUOUS:
-            if market.vi:
-                if now_ns < market.vi_until_ns:
-                    market.vi_volume += qty
-                    bk.record_print(market, price, qty, now_ns, params)
-                    return events
-                self._end_vi(market, now_ns, events)
-                if market.vi:  # the cross's leftovers walked into a new one
-                    bk.record_print(market, price, qty, now_ns, params)
-                    return events
-            kind = bk.vi_kind(market, price, price)
-            if kind:
-                bk.record_print(market, price, qty, now_ns, params)
-                bk.start_vi(market, kind, now_ns, params)
-                return events
-            if market.bids or market.asks:
-                seen = bk.shifted(market, price, now_ns, params)
-                cap = qty * params.participation_pct // 100
-                if market.bids:
-                    self._fill_resting(market, market.bids, seen, seen, qty, cap, now_ns, events)
-                if market.asks:
-                    self._fill_resting(market, market.asks, seen, seen, qty, cap, now_ns, events)
-        bk.record_print(market, price, qty, now_ns, params)
-        return events
-
     def on_bar(self, code: str, o: int, h: int, l: int, c: int, volume: int, now_ns: int) -> list[Event]:  # noqa: E741
         """Feed one bar; resting orders its range trades through fill (a bare touch does not)."""
         market = self._markets.get(code)
@@ -484,53 +451,6 @@ class MatchingEngine:
         market.bid_taken = market.ask_taken = 0
         return events
 
-    def _bar_book(
-        self, market: Market, o: int, h: int, l: int, c: int, volume: int, now_ns: int, events: list[Event],  # noqa: E741
-    ) -> list[Event]:
-        """``on_bar`` with the book on: a bar that reaches a VI threshold fills up to it, then the VI starts."""
-        params = self.params
-        if self.session is not Session.CONTINUOUS:
-            bk.record_print(market, c, volume, now_ns, params)
-            return events
-        if market.vi:
-            if now_ns < market.vi_until_ns:
-                market.vi_volume += volume
-                bk.record_print(market, c, volume, now_ns, params)
-                return events
-            self._end_vi(market, now_ns, events)
-            if market.vi:  # the cross's leftovers walked into a new one
-                bk.record_print(market, c, volume, now_ns, params)
-                return events
-        if market.impact_won:
-            bk.impact_now(market, now_ns, params)  # decayed, and dropped once below half a tick
-        last, pct = market.last_price, market.vi_pct
-        if h > market.static_hi or l < market.static_lo:
-            kind = bk.VI_STATIC
-        elif (h - last) * 100 > pct * last or (last - l) * 100 > pct * last:
-            kind = bk.VI_DYNAMIC
-        else:
-            kind = ""
-        if market.bids or market.asks:
-            if kind:
-                band_lo, band_hi = bk.vi_band(market)
-                o, h, l = min(max(o, band_lo), band_hi), min(h, band_hi), max(l, band_lo)  # noqa: E741
-            if market.impact_won:
-                o, h, l = (bk.shifted(market, o, now_ns, params), bk.shifted(market, h, now_ns, params),  # noqa: E741
-                           bk.shifted(market, l, now_ns, params))
-            cap = volume * params.participation_pct // 100
-            # the volume at one price of the range: spread evenly over its ticks
-            at_price = volume // (1 + (h - l) // tick_size(l)) if h > l else volume
-            if market.bids:
-                self._fill_resting(market, market.bids, l, o, at_price, cap, now_ns, events)
-            if market.asks:
-                self._fill_resting(market, market.asks, h, o, at_price, cap, now_ns, events)
-        bk.record_print(market, c, volume, now_ns, params)
-        if kind:
-            bk.start_vi(market, kind, now_ns, params)
-        elif not (market.bids or market.asks or market.impact_won):
-            market.quiet_lo, market.quiet_hi = bk.vi_band(market)
-        return events
-
     def run_auction(self, code: str, price: int, volume: int, now_ns: int) -> list[Event]:
         """Cross the code's open orders at one auction price, capped by participation."""
         market = self._markets.get(code)
@@ -566,16 +486,6 @@ class MatchingEngine:
                 self._fill(order, q, price, now_ns, events)
             self._drop_done(book)
 
-    def _end_vi(self, market: Market, now_ns: int, events: list[Event]) -> None:
-        """End a VI: cross at its last price with the volume printed during it, then trade on."""
-        price, volume = market.last_price, market.vi_volume
-        market.vi, market.vi_until_ns, market.vi_volume = "", 0, 0
-        self._cross(market, price, volume, now_ns, events)
-        bk.set_single_price(market, price, self.params)
-        market.bid_taken = market.ask_taken = 0
-        if self.session is Session.CONTINUOUS:
-            self._sweep_marketable(market, now_ns, events)
-
     # --- queries -----------------------------------------------------------
 
     def open_orders(self, account_id: str | None = None, code: str | None = None) -> list[Order]:
@@ -602,27 +512,6 @@ class MatchingEngine:
         """The code's last print (the base price before the first), or None for an unknown code."""
         market = self._markets.get(code)
         return market.last_price if market else None
-
-    def quote(self, code: str, now_ns: int, levels: int | None = None) -> BookQuote | None:
-        """The code's book as of ``now_ns``: up to ``levels`` (default ``params.levels``) levels a side.
-
-        Book off, both sides start at the last price, where the engine fills
-        either side. None for an unknown code.
-        """
-        market = self._markets.get(code)
-        if market is None:
-            return None
-        n = self.params.levels if levels is None else levels
-        depth = self._depth(market, now_ns)
-        if self._book:
-            bk.refill(market, now_ns, self.params)
-            bid, bid_room, ask, ask_room = self._sides(market, depth, now_ns)
-        else:
-            bid, bid_room = bk.past_taken(market.last_price, depth, market.bid_taken, True, market.lower)
-            ask, ask_room = bk.past_taken(market.last_price, depth, market.ask_taken, False, market.upper)
-        bid_px, bid_qty = bk.side_levels(bid, bid_room, depth, n, True, market.lower)
-        ask_px, ask_qty = bk.side_levels(ask, ask_room, depth, n, False, market.upper)
-        return BookQuote(code, now_ns, bid_px, bid_qty, ask_px, ask_qty, market.vi, market.vi_until_ns)
 
     def price_limits(self, code: str) -> tuple[int, int] | None:
         """Today's (lower, upper) limit prices of a code, or None if unknown."""
@@ -664,133 +553,6 @@ class MatchingEngine:
             realized_pnl_won=acct.realized_pnl_won,
         )
 
-    # --- persistence -------------------------------------------------------
-
-    def take_changes(self) -> EngineChanges:
-        """The orders and fills changed since the last call (or since start), and forget them."""
-        changes = EngineChanges(
-            new_day=self._new_day, orders=list(self._changed_orders.values()),
-            fills=self._fills[self._fills_reported:],
-        )
-        self._changed_orders.clear()
-        self._fills_reported = len(self._fills)
-        self._new_day = False
-        return changes
-
-    @staticmethod
-    def order_state(order: Order) -> dict[str, Any]:
-        """One order as plain JSON-ready data (the rows of ``to_state()["orders"]``)."""
-        return {**asdict(order), "side": order.side.value, "order_type": order.order_type.value,
-                "status": order.status.value}
-
-    @staticmethod
-    def fill_state(fill: Execution) -> dict[str, Any]:
-        """One execution as plain JSON-ready data (the rows of ``to_state()["fills"]``)."""
-        return {**asdict(fill), "side": fill.side.value}
-
-    def to_state(self) -> dict[str, Any]:
-        """Everything needed to resume, as plain JSON-ready data (instruments and costs excluded)."""
-        return {
-            **self.header_state(),
-            "orders": [self.order_state(o) for o in self._orders.values()],
-            "fills": [self.fill_state(f) for f in self._fills],
-        }
-
-    def header_state(self, *, markets: bool = True) -> dict[str, Any]:
-        """``to_state()`` without its orders and fills: session, counters, markets, books and accounts.
-
-        ``markets=False`` leaves the markets out (the key is absent); the
-        books' state (with the book on) is always there.
-        """
-        state: dict[str, Any] = {
-            "version": STATE_VERSION,
-            "params": dict(self._params_plain),
-            "session": self.session.value,
-            "trading_date": self.trading_date.isoformat() if self.trading_date else None,
-            "order_seq": self._order_seq,
-            "exec_seq": self._exec_seq,
-            "accounts": {
-                a.account_id: {
-                    "cash_won": a.cash_won, "fees_won": a.fees_won, "taxes_won": a.taxes_won,
-                    "realized_pnl_won": a.realized_pnl_won,
-                    "holdings": {c: [h.qty, h.book_cost_won] for c, h in a.holdings.items()},
-                }
-                for a in self._accounts.values()
-            },
-        }
-        if markets:
-            state["markets"] = {
-                code: {
-                    "base_price": m.base_price, "last_price": m.last_price, "recent_volume": m.recent_volume,
-                    "volume_ts_ns": m.volume_ts_ns, "bid_taken": m.bid_taken, "ask_taken": m.ask_taken,
-                }
-                for code, m in self._markets.items()
-            }
-        if self._book:  # small, and kept whole even when the markets are left out
-            state["books"] = {
-                code: {name: getattr(m, name) for name in bk.STATE_FIELDS} for code, m in self._markets.items()
-            }
-        return state
-
-    @classmethod
-    def from_state(
-        cls, state: Mapping[str, Any], instruments: Mapping[str, Instrument], *, costs: CostModel = DEFAULT_COSTS
-    ) -> MatchingEngine:
-        """Rebuild an engine from ``to_state()`` output; ValueError names what is wrong."""
-        try:
-            if state["version"] != STATE_VERSION:
-                raise ValueError(f"state version {state['version']!r}, expected {STATE_VERSION}")
-            engine = cls(instruments, costs=costs, params=MatchingParams(**state["params"]))
-            engine.session = Session(state["session"])
-            engine.trading_date = dt.date.fromisoformat(state["trading_date"]) if state["trading_date"] else None
-            engine._order_seq = int(state["order_seq"])
-            engine._exec_seq = int(state["exec_seq"])
-            if engine.trading_date is not None:
-                engine._day_hours(engine.trading_date)
-            for code, m in state["markets"].items():
-                lower, upper = limit_prices(m["base_price"])
-                market = bk.new_market(code, m["base_price"], lower, upper,
-                                       getattr(instruments.get(code), "kospi200", False), engine.params)
-                for name, value in (*m.items(), *state.get("books", {}).get(code, {}).items()):
-                    setattr(market, name, value)
-                bk.set_single_price(market, market.static_ref, engine.params)
-                engine._markets[code] = market
-            for account_id, a in state["accounts"].items():
-                engine._accounts[account_id] = Account(
-                    account_id=account_id, cash_won=a["cash_won"], fees_won=a["fees_won"],
-                    taxes_won=a["taxes_won"], realized_pnl_won=a["realized_pnl_won"],
-                    holdings={c: Holding(qty=q, book_cost_won=b) for c, (q, b) in a["holdings"].items()},
-                )
-            for raw in state["orders"]:
-                order = Order(**{
-                    **raw, "side": Side(raw["side"]), "order_type": OrderType(raw["order_type"]),
-                    "status": OrderStatus(raw["status"]),
-                })
-                engine._restore_order(order)
-            engine._fills = [Execution(**{**f, "side": Side(f["side"])}) for f in state["fills"]]
-            engine._changed_orders.clear()
-            engine._fills_reported = len(engine._fills)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"bad matching-engine state: {exc!r}") from exc
-        return engine
-
-    def _restore_order(self, order: Order) -> None:
-        self._orders[order.broker_order_id] = order
-        self._by_client[order.client_order_id] = order
-        if not order.is_open:
-            return
-        market = self._markets.get(order.code)
-        account = self._accounts.get(order.account_id)
-        if market is None or account is None:
-            raise ValueError(f"open order {order.broker_order_id} names unknown code or account")
-        market.quiet_hi = 0
-        if order.side is Side.BUY:
-            account.cash_on_hold_won += order.reserved_won
-            bisect.insort(market.bids, order, key=_priority)
-        else:
-            account.offered_qty[order.code] = account.offered_qty.get(order.code, 0) + order.remaining_qty
-            bisect.insort(market.asks, order, key=_priority)
-
     # --- matching internals ------------------------------------------------
 
     def _orders_today(self, account_id: str | None) -> Iterable[Order]:
@@ -818,19 +580,6 @@ class MatchingEngine:
         market.last_price = price
         market.bid_taken = market.ask_taken = 0
 
-    def _sides(self, market: Market, depth: int, now_ns: int) -> tuple[int, int, int, int]:
-        """The book's first level a side with shares now, and the shares there (book on; ``bk.sides``)."""
-        if now_ns != self._tod_ns:
-            self._tod_ns, self._tod = now_ns, bk.time_of_day_factor(
-                (now_ns - self._open_ns) / bk.NS_PER_MIN, (self._auction_ns - now_ns) / bk.NS_PER_MIN, self.params)
-        return bk.sides(market, depth, self._tod, now_ns, self.params)
-
-    def _touch(self, market: Market, now_ns: int) -> tuple[int, int]:
-        """The book's best bid and ask now (book on)."""
-        bk.refill(market, now_ns, self.params)
-        bid, _, ask, _ = self._sides(market, self._depth(market, now_ns), now_ns)
-        return bid, ask
-
     def _is_marketable(self, order: Order, market: Market, now_ns: int) -> bool:
         if order.order_type is OrderType.MARKET:
             return True
@@ -840,27 +589,6 @@ class MatchingEngine:
         if order.side is Side.BUY:
             return order.price >= market.last_price
         return order.price <= market.last_price
-
-    def _enter_book(self, order: Order, market: Market, now_ns: int, events: list[Event]) -> None:
-        """A new order meets the book: it takes what is marketable, and what rests learns its queue.
-
-        The queue ahead is the level shown at its price, none if it betters
-        the best price on its side (it stands first at a new level).
-        """
-        if market.vi and now_ns >= market.vi_until_ns:
-            self._end_vi(market, now_ns, events)
-        depth = self._depth(market, now_ns)
-        if self.session is not Session.CONTINUOUS or market.vi:
-            order.queue_ahead = 0 if order.order_type is OrderType.MARKET else depth
-            return
-        bk.refill(market, now_ns, self.params)
-        sides = self._sides(market, depth, now_ns)
-        price = order.price
-        if order.order_type is OrderType.MARKET or (price >= sides[2] if order.side is Side.BUY else price <= sides[0]):
-            self._take_book(order, market, now_ns, events, depth, sides)
-            order.queue_ahead = 0  # anything left now stands first at its price
-        else:
-            order.queue_ahead = 0 if sides[0] < price < sides[2] else depth
 
     def _take(self, order: Order, market: Market, now_ns: int, events: list[Event]) -> None:
         """Walk the simulated levels from the touch, filling up to the order's limit."""
@@ -895,42 +623,6 @@ class MatchingEngine:
             market.ask_taken = taken
         else:
             market.bid_taken = taken
-
-    def _take_book(self, order: Order, market: Market, now_ns: int, events: list[Event],
-                   depth: int, sides: tuple[int, int, int, int]) -> None:
-        """``_take`` with the book on: from the bid or ask, less what has not refilled, up to a VI threshold.
-
-        ``depth`` and ``sides`` are ``_depth`` and ``_sides`` of the market now (after ``bk.refill``).
-        """
-        params = self.params
-        bid, bid_room, ask, ask_room = sides
-        buy = order.side is Side.BUY
-        step = tick_up if buy else tick_down
-        if order.order_type is OrderType.LIMIT:
-            limit = order.price
-        else:
-            limit = market.upper if buy else market.lower
-        band_lo, band_hi = bk.vi_band(market)
-        price, room = (ask, ask_room) if buy else (bid, bid_room)
-        filled = 0
-        while order.remaining_qty and room > 0 and (price <= limit if buy else price >= limit):
-            if price > band_hi or price < band_lo:
-                bk.start_vi(market, bk.vi_kind(market, price, price) or bk.VI_DYNAMIC, now_ns, params)
-                break
-            q = min(room, order.remaining_qty)
-            self._fill(order, q, price, now_ns, events)
-            filled += q
-            room -= q
-            if not room:
-                nxt = step(price)
-                if nxt == price:
-                    break
-                price, room = nxt, depth
-        if buy:
-            market.ask_taken += filled
-        else:
-            market.bid_taken += filled
-        bk.add_impact(market, filled, buy, now_ns, params)
 
     def _sweep_marketable(self, market: Market, now_ns: int, events: list[Event]) -> None:
         """Let resting orders that are marketable against the touch take liquidity."""

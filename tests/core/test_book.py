@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from core import book as bk
 from core.instruments import Instrument
 from core.krx import Session, is_on_tick, tick_size
-from core.matching import BookQuote, Event, Execution, MatchingEngine, MatchingParams, OrderUpdate
+from core.matching import (
+    BookQuote,
+    Event,
+    Execution,
+    MatchingEngine,
+    MatchingParams,
+    OrderUpdate,
+)
 
 T0 = 1_767_571_200_000_000_000  # 2026-01-05 00:00 UTC = 09:00 KST, the open
 SEC = 1_000_000_000
