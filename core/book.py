@@ -93,6 +93,8 @@ class Market:
     vi_until_ns: int = 0
     vi_volume: int = 0
     vi_pct: int = 6  # this code's dynamic VI threshold
+    vi_up: int = 106  # 100 + vi_pct
+    vi_down: int = 94  # 100 - vi_pct
     static_lo: int = 0  # prices below this or above static_hi start a static VI
     static_hi: int = 0
     # a bar within quiet_lo..quiet_hi needs nothing but its print recorded: no VI, nothing of ours resting,
@@ -116,7 +118,8 @@ def priority(order: Order) -> tuple[int, int]:
 def new_market(code: str, base_price: int, lower: int, upper: int, kospi200: bool, params: MatchingParams) -> Market:
     """A code's market at the start of a day: the base price as last print and single price."""
     market = Market(code=code, base_price=base_price, lower=lower, upper=upper, last_price=base_price)
-    market.vi_pct = params.dynamic_vi_pct if kospi200 else params.dynamic_vi_pct_other
+    pct = market.vi_pct = params.dynamic_vi_pct if kospi200 else params.dynamic_vi_pct_other
+    market.vi_up, market.vi_down = 100 + pct, 100 - pct
     set_single_price(market, base_price, params)
     return market
 
@@ -324,9 +327,9 @@ def vi_kind(market: Market, lo: int, hi: int) -> str:
 
 def vi_band(market: Market) -> tuple[int, int]:
     """The lowest and highest prices that trade now without starting a VI."""
-    last, pct = market.last_price, market.vi_pct
-    hi = min(last * (100 + pct) // 100, market.static_hi)
-    lo = max(-(-last * (100 - pct) // 100), market.static_lo)
+    last = market.last_price
+    hi = min(last * market.vi_up // 100, market.static_hi)
+    lo = max(-(-last * market.vi_down // 100), market.static_lo)
     return lo, hi
 
 

@@ -431,7 +431,10 @@ class MatchingEngine(BookMatching, EngineState):
                 market.rv += r * r
                 market.up = c > last
                 market.last_price = c
-                market.quiet_lo, market.quiet_hi = bk.vi_band(market)
+                # bk.vi_band(market) inlined
+                hi, lo = c * market.vi_up // 100, -(-c * market.vi_down // 100)
+                market.quiet_hi = hi if hi < market.static_hi else market.static_hi
+                market.quiet_lo = lo if lo > market.static_lo else market.static_lo
             return events
         if self.session is Session.CONTINUOUS and (market.bids or market.asks):
             cap = volume * self.params.participation_pct // 100
