@@ -355,6 +355,34 @@ def side_levels(first: int, first_qty: int, depth: int, n: int, buy_side: bool, 
     return px, qty
 
 
+def _ticks_down(price: npt.NDArray[np.int64], n: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``price`` moved ``n`` ticks down the KRX grid, element by element (a band edge crossed is walked tick by tick)."""
+    t = tick_size_array(price - 1)
+    out = price - n * t
+    off = tick_size_array(out) != t  # the walk left the tick band it started in
+    if off.any():
+        p, k = price[off], n[off]
+        for j in range(int(k.max())):
+            more = j < k
+            p[more] -= tick_size_array(p[more] - 1)
+        out[off] = p
+    return out
+
+
+def _ticks_up(price: npt.NDArray[np.int64], n: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``price`` moved ``n`` ticks up the KRX grid, element by element."""
+    t = tick_size_array(price)
+    out = price + n * t
+    off = tick_size_array(out - 1) != t
+    if off.any():
+        p, k = price[off], n[off]
+        for j in range(int(k.max())):
+            more = j < k
+            p[more] += tick_size_array(p[more])
+        out[off] = p
+    return out
+
+
 def bar_quotes(
     close: npt.ArrayLike,
     minute_sd: npt.ArrayLike,
@@ -399,13 +427,8 @@ def bar_quotes(
     idx = np.where(sign != 0, np.arange(c.shape[1]), -1)
     np.maximum.accumulate(idx, axis=1, out=idx)
     up = np.where(idx >= 0, np.take_along_axis(sign, np.maximum(idx, 0), axis=1) > 0, True)
-    bid, ask = c.copy(), c.copy()
-    for k in range(int(n.max())):
-        more = k < n
-        step_dn = more & up
-        bid[step_dn] -= tick_size_array(bid[step_dn] - 1)
-        step_up = more & ~up
-        ask[step_up] += tick_size_array(ask[step_up])
+    bid = np.where(up, _ticks_down(c, n), c)
+    ask = np.where(up, c, _ticks_up(c, n))
     if lower is not None and upper is not None:
         # a side pushed past its limit is pinned there and the other side steps out from it
         lo = np.broadcast_to(np.asarray(lower, dtype=np.int64).reshape(-1, 1), c.shape)

@@ -58,6 +58,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from core import krx
+from core.book import bar_quotes
 from core.instruments import Instrument
 
 I64 = npt.NDArray[np.int64]
@@ -143,6 +144,8 @@ class DayBars:
     individual_net_qty: I64 | None = None  # minus the other two: each report sums to zero
     dps: I64 | None = None  # (instruments,)
     announced: npt.NDArray[np.bool_] | None = None  # (instruments,) True where earnings came out today
+    bid: I64 | None = None  # (instruments, bars) the best bid and ask at each bar's close (core.book's spread rule)
+    ask: I64 | None = None
 
     @property
     def announcement_ts_ns(self) -> int:
@@ -409,6 +412,12 @@ class MarketSimulator:
 
         flow_ts, flow_qty, inst_qty, provisional = self._flow_reports(open_ns, close_ns, m, volume, u)
 
+        # the book's best quotes at each bar's close: a spread that widens with the minute's volatility and
+        # near the open and the auction (the closing auction's bar quotes as the session's last minute)
+        k_bar = np.arange(nb, dtype=np.float64)
+        bid, ask = bar_quotes(close_px, minute_sd, np.minimum(k_bar + 1, m), np.maximum(m - 1 - k_bar, 0.0),
+                              prev_close=auction_open, lower=lower, upper=upper)
+
         closing = close_px[:, -1]
         s.last_return_z = np.log(closing / base) / u.daily_vol
         s.close = closing.copy()
@@ -436,6 +445,8 @@ class MarketSimulator:
             individual_net_qty=-flow_qty - inst_qty,
             dps=s.dps.copy(),
             announced=announced,
+            bid=bid,
+            ask=ask,
         )
 
     def _pref_discount_path(self, nb: int) -> F64:

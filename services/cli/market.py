@@ -1,7 +1,8 @@
 """``trader sim`` and ``trader market``: simulated bars to files, and the live board.
 
 ``trader sim --days 5 --codes 005930,000660 --seed 7 --out data/sim`` writes the
-simulated world: its one-minute bars in the recorder's layout
+simulated world: its one-minute bars (with the book's best bid and ask at each
+bar's close) in the recorder's layout
 (``<out>/<YYYYMMDD>/<code>.parquet`` or ``.csv``), so a replay or a back-test
 reads them like recorded days, and beside them ``flows.<format>`` (per code and
 report time: foreign, institution and individual net quantity, the day's
@@ -114,6 +115,8 @@ def sim(
                     "volume": day.volume[k],
                     "value_won": day.value_won[k],
                 }
+                if day.bid is not None and day.ask is not None:
+                    columns["bid"], columns["ask"] = day.bid[k], day.ask[k]
                 recorder.write_table(out, label, code, recorder.columns_to_table(code, columns), fmt)  # type: ignore[arg-type]
                 files += 1
                 bars += len(day.ts_ns)

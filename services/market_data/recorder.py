@@ -4,7 +4,9 @@ Layout: ``<root>/<YYYYMMDD>/<code>.parquet`` (zstd-compressed parquet) or
 ``<code>.csv``, where ``<root>`` is ``<run_dir>/bars`` for the recorder and the
 output folder of ``trader sim``. The day is the bar's Korean (KST) calendar
 date. Columns: ``code, ts_ns, interval_s, open, high, low, close, volume,
-value_won``, sorted by ``ts_ns``, one row per bar start.
+value_won, bid, ask``, sorted by ``ts_ns``, one row per bar start; ``bid`` and
+``ask`` are the best quotes at the bar's close where the source knows them
+(``trader sim``), else 0 (a file without them reads as 0).
 
 Writing a day that already has a file merges into it (a bar with the same start
 replaces the old one), and every write goes to a temporary file renamed into
@@ -53,9 +55,13 @@ SCHEMA = pa.schema(
         ("close", pa.int64()),
         ("volume", pa.int64()),
         ("value_won", pa.int64()),
+        ("bid", pa.int64()),
+        ("ask", pa.int64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+QUOTE_COLUMNS = ("bid", "ask")
+BAR_FIELDS = tuple(c for c in COLUMNS if c not in QUOTE_COLUMNS)  # what a Bar message carries
 
 # Bars are sorted by time, so the integer columns change little from row to row:
 # delta encoding before zstd stores them in about a sixth of the CSV's bytes.
@@ -83,13 +89,13 @@ def bar_path(root: Path, day: str, code: str, fmt: BarFormat = "parquet") -> Pat
 def bars_to_table(bars: Sequence[Bar]) -> pa.Table:
     """Bars as an Arrow table in the file schema, sorted by start time."""
     ordered = sorted(bars, key=lambda b: b.ts_ns)
-    data = {name: [getattr(b, name) for b in ordered] for name in COLUMNS}
+    data = {name: [getattr(b, name, 0) for b in ordered] for name in COLUMNS}
     return pa.Table.from_pydict(data, schema=SCHEMA)
 
 
 def table_to_bars(table: pa.Table) -> list[Bar]:
     """Rows of a bar table back into Bar messages."""
-    rows = table.select(list(COLUMNS)).to_pylist()
+    rows = table.select(list(BAR_FIELDS)).to_pylist()
     return [Bar(**row) for row in rows]
 
 
@@ -107,6 +113,8 @@ def columns_to_table(code: str, columns: Mapping[str, np.ndarray | Sequence[int]
         data["value_won"] = pa.array(np.asarray(columns["value_won"], dtype=np.int64))
     else:
         data["value_won"] = pa.array(np.asarray(columns["close"], dtype=np.int64) * np.asarray(columns["volume"], dtype=np.int64))
+    for name in QUOTE_COLUMNS:
+        data[name] = pa.array(np.asarray(columns[name], dtype=np.int64) if name in columns else np.zeros(n, np.int64))
     table = pa.table({name: data[name] for name in COLUMNS}, schema=SCHEMA)
     return table.sort_by("ts_ns")
 
@@ -121,6 +129,9 @@ def read_table(path: Path) -> pa.Table:
         table = pacsv.read_csv(path, convert_options=convert)
     else:
         raise ValueError(f"{path}: not a bar file (expected .parquet or .csv)")
+    for name in QUOTE_COLUMNS:  # files written before the quotes were kept
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array(np.zeros(table.num_rows, np.int64)))
     return table.select(list(COLUMNS)).cast(SCHEMA)
 
 
