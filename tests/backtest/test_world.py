@@ -88,6 +88,11 @@ def test_trader_sim_writes_the_whole_world_and_the_back_test_reads_it(tmp_path: 
     res = CliRunner().invoke(app, ["sim", "--days", "2", "--codes", "005930,000660", "--seed", "4", "--out", str(out), "--start", "2025-04-01"])
     assert res.exit_code == 0, res.output
     assert (out / "flows.parquet").exists() and (out / "fundamentals.parquet").exists()
+    from services.market_data.recorder import read_table
+
+    bars = read_table(out / "20250401" / "005930.parquet").to_pandas()
+    assert (bars["bid"] < bars["ask"]).all() and (bars["bid"] > 0).all()
+    assert ((bars["bid"] <= bars["close"]) & (bars["close"] <= bars["ask"])).all()  # the close traded at a side
     data = from_bar_dir(out, MASTER)
     direct = from_simulator(["000660", "005930"], 2, seed=4, master=MASTER, start_date=dt.date(2025, 4, 1))
     assert len(data.flows) == len(direct.flows) == 2 * 2 * 5
