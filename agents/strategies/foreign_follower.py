@@ -36,15 +36,7 @@ import msgspec
 from pydantic import Field
 
 from agents.context import AgentContext
-from agents.strategy import (
-    BarData,
-    FillData,
-    FlowData,
-    StateError,
-    Strategy,
-    StrategyParams,
-    read_state,
-)
+from agents.strategy import BarData, FillData, FlowData, StateError, Strategy, StrategyParams, read_state
 from core.messages import SessionPhase
 from core.portfolio import KST, kst_date
 

@@ -37,13 +37,7 @@ from pydantic import Field, model_validator
 
 from agents.context import AgentContext
 from agents.strategies.valuation import live_fundamentals
-from agents.strategy import (
-    BarData,
-    OrderEventData,
-    Strategy,
-    StrategyParams,
-    read_state,
-)
+from agents.strategy import BarData, OrderEventData, Strategy, StrategyParams, read_state
 from core.messages import SessionPhase
 
 
