@@ -2,8 +2,8 @@
 
 The context's ``fundamentals(code)`` gives the figures of the latest
 earnings announcement heard (``md.fund``), falling back to the instrument
-master's from the start; a context without it is read through the
-instrument record. PER = price / EPS and PBR = price / BPS are taken from
+master's from the start; a context without it is read through its
+instrument record (``instrument(code)``: EPS, BPS, dividend). PER = price / EPS and PBR = price / BPS are taken from
 the live price and these figures, so both move with every price and every
 announcement.
 """
@@ -28,7 +28,7 @@ class Fundamentals(NamedTuple):
 
 def live_fundamentals(ctx: AgentContext, code: str) -> Fundamentals | None:
     """The figures in force for ``code`` now, or None when none are known."""
-    read = getattr(ctx, "fundamentals", None)
+    read = getattr(ctx, "fundamentals", None) or getattr(ctx, "instrument", None)
     record = read(code) if read is not None else None
     if record is None:
         return None
