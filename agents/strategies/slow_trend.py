@@ -10,9 +10,10 @@ is zero. Every ``eval_every`` bars the strategy takes the mean of the last
 ``window`` one-bar log returns and its heteroskedasticity and autocorrelation
 consistent (Newey-West, Bartlett kernel) standard error; it enters when the
 t-statistic is at least ``t_entry`` (one-sided: 2.5 lets about 0.6% of
-random-walk windows through with normal errors, under 2% with the heavy tails
-and volatility clustering of the simulator) and the drift over a window's
-length beats the round trip's costs ``cost_multiple`` times. It exits when
+random-walk windows through with normal errors; on the null world's
+heavy-tailed, clustered one-minute prices about 0.1% of 240-return windows
+pass, where the level regression it replaces passed about 5%) and the drift
+over a window's length beats the round trip's costs ``cost_multiple`` times. It exits when
 the t-statistic falls below ``t_exit``, or when a close falls
 ``break_sigmas`` standard deviations of a window's return below the highest
 close since entry (the trend broke).
