@@ -7,7 +7,7 @@ constant):
 Touch. The anchor is the last print moved by our own impact (below), on the
 tick grid. The spread is ``n`` ticks, ``n = max(1, round(spread_vol_mult x sd x
 price x f / tick))``, where ``sd`` is the code's recent per-minute log-return
-sd (realised variance of the prints, decayed with ``volatility_half_life_ns``,
+sd (realised variance of the prints a minute or more apart, decayed with ``volatility_half_life_ns``,
 blended with ``prior_minute_sd`` weighted as ``prior_minutes`` of prints) and
 ``f`` the time-of-day factor ``1 + open_spread_boost e^(-m_open / tau) +
 close_spread_boost e^(-m_close / tau)``, minutes since the open and to the
@@ -64,7 +64,7 @@ DEFAULT_PARAMS = MatchingParams()
 
 # the book's own fields of a Market, saved with the engine's state under "books" (the prints' under "markets")
 STATE_FIELDS = (
-    "taken_ts_ns", "up", "rv", "rv_time_ns", "impact_won", "impact_ts_ns", "static_ref", "vi", "vi_until_ns",
+    "taken_ts_ns", "up", "rv", "rv_time_ns", "rv_ref", "rv_ref_ns", "impact_won", "impact_ts_ns", "static_ref", "vi", "vi_until_ns",
     "vi_volume",
 )
 
@@ -84,8 +84,10 @@ class Market:
     ask_taken: float = 0
     taken_ts_ns: int = 0
     up: bool = True  # the last print was an uptick: it traded at the ask
-    rv: float = 0.0  # decayed sum of squared print-to-print returns
+    rv: float = 0.0  # decayed sum of squared returns over a minute or more
     rv_time_ns: float = 0.0  # the decayed time they span
+    rv_ref: int = 0  # the print the next return is measured from, and when it was
+    rv_ref_ns: int = 0
     impact_won: float = 0.0
     impact_ts_ns: int = 0
     static_ref: int = 0  # the last single price
@@ -143,11 +145,16 @@ def tick_down(price: int) -> int:
 def record_print(market: Market, price: int, qty: int, now_ns: int, params: MatchingParams) -> None:
     """A print with the book on: decayed volume and variance, the tick rule's side, the new last price.
 
-    The day's first print (after ``new_market``) adds no return to the variance:
-    its move from the base price is the night's, not a minute's.
+    The variance adds the squared return since the print a minute or more
+    before, so that prints a second apart inside a bar (and their bounce
+    within its range) count as what they add up to over the minute: the same
+    per-minute figure whether the market is fed prints or bars. The day's
+    first print (after ``new_market``) adds no return: its move from the base
+    price is the night's, not a minute's.
     """
     if not market.volume_ts_ns:
-        market.volume_ts_ns = now_ns
+        market.volume_ts_ns = market.rv_ref_ns = now_ns
+        market.rv_ref = price
         market.recent_volume += qty
         if price != market.last_price:
             market.up = price > market.last_price
@@ -161,10 +168,13 @@ def record_print(market: Market, price: int, qty: int, now_ns: int, params: Matc
         market.rv_time_ns = market.rv_time_ns * fr + fc
         market.volume_ts_ns = now_ns
     market.recent_volume += qty
+    if now_ns - market.rv_ref_ns >= NS_PER_MIN:
+        ref = market.rv_ref
+        r = (price - ref) / ref
+        market.rv += r * r
+        market.rv_ref, market.rv_ref_ns = price, now_ns
     last = market.last_price
     if price != last:
-        r = (price - last) / last
-        market.rv += r * r
         market.up = price > last
         market.last_price = price
 

@@ -425,10 +425,13 @@ class MatchingEngine(BookMatching, EngineState):
                 market.volume_ts_ns = now_ns
             else:
                 market.recent_volume += volume
+            if now_ns - market.rv_ref_ns >= bk.NS_PER_MIN:
+                ref = market.rv_ref
+                r = (c - ref) / ref
+                market.rv += r * r
+                market.rv_ref, market.rv_ref_ns = c, now_ns
             last = market.last_price
             if c != last:
-                r = (c - last) / last
-                market.rv += r * r
                 market.up = c > last
                 market.last_price = c
                 # bk.vi_band(market) inlined

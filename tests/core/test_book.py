@@ -107,8 +107,8 @@ def test_a_marketable_buy_pays_the_ask_and_a_sell_hits_the_bid() -> None:
 
 def test_the_spread_widens_with_recent_volatility() -> None:
     calm, wild = _engine(), _engine()
-    for k in range(60):
-        t = MIDDAY - (60 - k) * 5 * SEC
+    for k in range(10):
+        t = MIDDAY - (10 - k) * MIN
         calm.on_trade(SAMSUNG, 71_000 + 100 * (k % 2), 1_000, t)
         wild.on_trade(SAMSUNG, 71_000 + 800 * (k % 2), 1_000, t)
     assert _spread_ticks(_quote(calm, MIDDAY)) < _spread_ticks(_quote(wild, MIDDAY))
@@ -239,10 +239,10 @@ def test_a_bar_that_reaches_a_resting_limit_exactly_works_off_its_queue() -> Non
 
 
 def _lively(engine: MatchingEngine, t: int) -> None:
-    """Five minutes of a lively tape ending at ``t`` on 71,000 (a downtick): 71,000 and 71,200 by turns."""
-    for k in range(30):
-        engine.on_trade(SAMSUNG, 71_000 + 200 * (k % 2), 1_000, t - (30 - k) * 10 * SEC)
-    engine.on_trade(SAMSUNG, 71_000, 1_000, t)
+    """Ten minutes of a lively tape ending at ``t`` on 71,000 (a downtick): 71,000 and 71,300 by turns."""
+    for k in range(10):
+        engine.on_trade(SAMSUNG, 71_000 + 300 * (k % 2), 3_000, t - (10 - k) * MIN)
+    engine.on_trade(SAMSUNG, 71_000, 3_000, t)
 
 
 def test_our_marketable_buy_lifts_the_mid_by_the_square_root_law_and_it_decays_back() -> None:
@@ -270,7 +270,7 @@ def test_impact_moves_the_prints_our_resting_orders_meet() -> None:
     params = MatchingParams()
     engine = _engine(params)
     _lively(engine, MIDDAY)
-    _order(engine, "b1", "buy", 4_000, 0, MIDDAY)  # walks several levels and lifts the market
+    _order(engine, "b1", "buy", 6_000, 0, MIDDAY)  # walks several levels and lifts the market
     market = engine._markets[SAMSUNG]
     assert market.impact_won >= 250
     seen = bk.shifted(market, 71_200, MIDDAY + 1, params)
