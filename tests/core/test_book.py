@@ -372,9 +372,14 @@ def test_with_the_book_off_the_touch_is_the_last_print_and_nothing_moves_it() ->
     assert _fills(_order(engine, "b2", "buy", 10, 0, MIDDAY + SEC)) == [(10, 75_000)]
 
 
-def test_book_off_and_on_agree_on_everything_but_the_market_model() -> None:
-    fields = {f.name for f in dataclasses.fields(MatchingParams)}
-    assert "book" in fields and MatchingParams().book is True
+def test_with_the_book_off_taken_depth_comes_back_at_the_next_print() -> None:
+    engine = _engine(MatchingParams(book=False))
+    engine.on_trade(SAMSUNG, 71_000, 5_000, MIDDAY)
+    assert _fills(_order(engine, "b1", "buy", 500, 0, MIDDAY)) == [(500, 71_000)]
+    assert _fills(_order(engine, "b2", "buy", 10, 0, MIDDAY)) == [(10, 71_100)]
+    engine.on_trade(SAMSUNG, 71_000, 1, MIDDAY + 1)
+    assert _fills(_order(engine, "b3", "buy", 10, 0, MIDDAY + 1)) == [(10, 71_000)]
+    assert engine._markets[SAMSUNG].impact_won == 0.0
 
 
 # --- quotes for the simulator's bars ---------------------------------------------------
