@@ -8,8 +8,12 @@ it publishes to an agent's context as the agent runtime does: ticks, bars,
 flows, session events, order events and fills. What the agent orders goes to
 the venue's matching engine at that instant, after the instant's prints, as
 a live order reaches the exchange after the print that came with the bar.
-The back-test replays the same seed's bars with the ``close`` fill model and
-the same matching parameters.
+The back-test replays the same seed's bars with the same matching parameters:
+with the book off, the ``close`` fill model is the exchange's (an order meets
+the print at the signal bar's close, which is the next bar's open); with the
+book on, ``next_open`` is meant to be (the order meets the book around that
+print), which does not hold yet (the test is marked as an expected failure,
+with the reason).
 
 Between the two: the agent's orders go straight to the venue (no order
 manager or risk guard in the paper run; the back-test's risk checks refuse
@@ -161,6 +165,16 @@ def assert_same_orders_fills_and_book(paper: PaperRun, run: Backtest, result: An
 @pytest.mark.parametrize("seed", [3, 5])
 def test_without_the_book_the_paper_exchange_places_and_fills_what_the_close_model_backtest_does(seed: int) -> None:
     paper, run, result = paper_and_backtest(seed, False, "close")
+    assert_same_orders_fills_and_book(paper, run, result)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "with the book on, the touch the back-test draws from a bar and the one the exchange draws from its prints sit on "
+    "different sides of the same last print (seed 3, 09:07, last 70,600: back-test bid/ask 70,500/70,600, exchange "
+    "70,600/70,700), so a limit at the last price fills at once in the back-test and rests on the exchange"))
+@pytest.mark.parametrize("seed", [3, 5])
+def test_with_the_book_the_paper_exchange_places_and_fills_what_the_next_open_backtest_does(seed: int) -> None:
+    paper, run, result = paper_and_backtest(seed, True, "next_open")
     assert_same_orders_fills_and_book(paper, run, result)
 
 
