@@ -182,7 +182,8 @@ CLOSE_MODEL_WARNING = (
 def assumptions(result: BacktestResult) -> list[str]:
     """The lines that say what the run assumed: fill model, costs, session rules, market."""
     p = result.matching_params
-    market = ", ".join(f"{k} {getattr(p, k)}" for k in p.__dataclass_fields__)
+    market = ("an order book (spread, depth, impact): " if p.book else "no order book (the touch at the last print): ") + \
+        ", ".join(f"{k} {getattr(p, k)}" for k in p.__dataclass_fields__ if k != "book")
     sessions = ("KRX sessions: orders on the last continuous bar wait for the closing auction and are cancelled at "
                 "closing, orders on the auction bar are refused MARKET_CLOSED" if result.sessions else
                 "none: every bar is continuous trading, no closing auction, no closing cancel")

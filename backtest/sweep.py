@@ -35,6 +35,7 @@ from backtest.engine import AgentResult, AgentSpec, BacktestError, Trade, run_ba
 from backtest.fills import DEFAULT_FILL_MODEL, FillModel
 from backtest.metrics import Metrics, agent_metrics, compute
 from core.costs import DEFAULT_COSTS, CostModel
+from core.matching import MatchingParams
 
 LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_days", "volatility", "fees_won", "taxes_won", "cost_share"})
 
@@ -108,23 +109,25 @@ def sort_rows(rows: list[SweepRow], metric: str) -> list[SweepRow]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(data: MarketData, base: AgentSpec, fill_model: str, costs: CostModel, sessions: bool) -> None:
-    _WORKER.update(data=data, base=base, fill_model=fill_model, costs=costs, sessions=sessions)
+def _init_worker(data: MarketData, base: AgentSpec, fill_model: str, costs: CostModel, sessions: bool,
+                 matching_params: MatchingParams) -> None:
+    _WORKER.update(data=data, base=base, fill_model=fill_model, costs=costs, sessions=sessions, matching_params=matching_params)
 
 
 def _run_one(params: dict[str, Any]) -> SweepRow:
     data: MarketData = _WORKER["data"]
     base: AgentSpec = _WORKER["base"]
-    return run_params(data, base, params, _WORKER["fill_model"], costs=_WORKER["costs"], sessions=_WORKER["sessions"])
+    return run_params(data, base, params, _WORKER["fill_model"], costs=_WORKER["costs"], sessions=_WORKER["sessions"],
+                      matching_params=_WORKER["matching_params"])
 
 
 def _run_agent(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str,
-               costs: CostModel, sessions: bool) -> AgentResult | str:
+               costs: CostModel, sessions: bool, matching_params: MatchingParams) -> AgentResult | str:
     """One back-test of ``base`` with ``params`` laid over its own: the agent's result, or why it did not run."""
     merged = {**base.params, **params}
     spec = AgentSpec(base.agent_id, base.strategy, base.codes, merged, base.cash_won, base.start_qty, base.start_avg_price)
     try:
-        result = run_backtest(data, [spec], fill_model=fill_model, costs=costs, sessions=sessions)
+        result = run_backtest(data, [spec], fill_model=fill_model, costs=costs, sessions=sessions, matching_params=matching_params)
     except BacktestError as exc:
         return str(exc)
     if result.failure is not None:
@@ -133,9 +136,10 @@ def _run_agent(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fil
 
 
 def run_params(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str, *,
-               costs: CostModel = DEFAULT_COSTS, sessions: bool = True) -> SweepRow:
+               costs: CostModel = DEFAULT_COSTS, sessions: bool = True,
+               matching_params: MatchingParams = MatchingParams()) -> SweepRow:
     """One back-test of ``base`` with ``params`` laid over its own; errors become the row's ``error``."""
-    got = _run_agent(data, base, params, fill_model, costs, sessions)
+    got = _run_agent(data, base, params, fill_model, costs, sessions, matching_params)
     if isinstance(got, str):
         return SweepRow(dict(params), None, got)
     return SweepRow(dict(params), agent_metrics(got))
@@ -151,6 +155,7 @@ def run_sweep(
     fill_model: FillModel | str = DEFAULT_FILL_MODEL,
     costs: CostModel = DEFAULT_COSTS,
     sessions: bool = True,
+    matching_params: MatchingParams = MatchingParams(),
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepRow]:
     """Run every parameter set (a grid or an explicit list) and return the rows sorted by ``metric``."""
@@ -159,13 +164,13 @@ def run_sweep(
     rows: list[SweepRow] = []
     if workers <= 1:
         for k, params in enumerate(sets):
-            rows.append(run_params(data, base, params, fill_model, costs=costs, sessions=sessions))
+            rows.append(run_params(data, base, params, fill_model, costs=costs, sessions=sessions, matching_params=matching_params))
             if progress:
                 progress(k + 1, len(sets))
         return sort_rows(rows, metric)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(data, base, str(FillModel(fill_model)), costs, sessions)) as pool:
+                             initargs=(data, base, str(FillModel(fill_model)), costs, sessions, matching_params)) as pool:
         futures = [pool.submit(_run_one, params) for params in sets]
         for k, fut in enumerate(as_completed(futures)):
             rows.append(fut.result())
@@ -187,6 +192,7 @@ def walk_forward(
     fill_model: FillModel | str = DEFAULT_FILL_MODEL,
     costs: CostModel = DEFAULT_COSTS,
     sessions: bool = True,
+    matching_params: MatchingParams = MatchingParams(),
     progress: Callable[[int, int], None] | None = None,
 ) -> WalkForward:
     """Fit the grid on each of ``windows`` rolling blocks of days, test the winner on the next, join the tests."""
@@ -194,7 +200,7 @@ def walk_forward(
     days = data.days
     blocks = walk_forward_blocks(len(days), windows)
     sweeps = [run_sweep(data.select_days(lo, hi), base, grid, metric=metric, workers=workers, fill_model=fill_model,
-                        costs=costs, sessions=sessions, progress=progress) for lo, hi in blocks]
+                        costs=costs, sessions=sessions, matching_params=matching_params, progress=progress) for lo, hi in blocks]
     out = WalkForward(metric, [])
     tested: list[AgentResult] = []
     for k in range(windows):
@@ -211,7 +217,7 @@ def walk_forward(
                 window.best_out_of_sample = row.value(metric)
                 window.out_of_sample_rank = rank if row.metrics is not None else 0
                 break
-        got = _run_agent(data.select_days(olo, ohi), base, window.best_params, fill_model, costs, sessions)
+        got = _run_agent(data.select_days(olo, ohi), base, window.best_params, fill_model, costs, sessions, matching_params)
         if not isinstance(got, str):
             tested.append(got)
         if progress:

@@ -6,11 +6,13 @@ back-tests every enabled agent of the roster together. ``--data PATH`` reads a
 recorded bar folder (``<dir>/<YYYYMMDD>/<code>.parquet``) or a CSV/parquet file
 instead of simulating (``--world null`` simulates the null world: the same
 volatility and volume, none of the market's effects). ``--fill
-close|next_open|intrabar`` states the fill assumption (default ``close``; the
-report says which was used, and warns that ``close`` is optimistic).
+close|next_open|intrabar`` states the fill assumption (default ``next_open``;
+the report says which was used, and warns that ``close`` is optimistic).
 ``--costs none`` charges no commission and no sell tax; ``--sessions none``
 drops the session rules (every bar continuous, no closing auction, no cancel
-at closing), as back-testers without sessions assume.
+at closing); ``--book off`` trades at the last print with no spread or depth
+of an order book: the three together are what back-testers without them
+assume.
 
 ``trader sweep --strategy sma_cross --codes 005930 --days 60 --grid fast=5,10,20 --grid slow=30,60 --metric sharpe``
 runs the grid across processes and prints the results best first;
@@ -33,6 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from backtest.fills import DEFAULT_FILL_MODEL, FillModel
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import Instrument, InstrumentError, load_instruments
 
@@ -99,20 +102,21 @@ def _load_data(master: dict[str, Instrument], codes: list[str], days: int, seed:
 
 COSTS = ("paper", "none")
 SESSIONS = ("krx", "none")
+BOOK = ("on", "off")
+FILL_HELP = f"Fill model: {', '.join(m.value for m in FillModel)} (default {DEFAULT_FILL_MODEL.value})."
 
 
-def _switches(fill: str, costs: str, sessions: str) -> tuple[Any, bool]:
-    """The cost model and the session-rules switch the options name; raises typer.Exit(2) on a bad one."""
-    from backtest.fills import FillModel
+def _switches(fill: str, costs: str, sessions: str, book: str) -> tuple[Any, bool, Any]:
+    """The cost model, session-rules switch and matching params the options name; raises typer.Exit(2) on a bad one."""
     from core.costs import DEFAULT_COSTS, CostModel
+    from core.matching import MatchingParams
 
     if fill not in {m.value for m in FillModel}:
         raise _bad(f"--fill must be one of {', '.join(m.value for m in FillModel)}, not {fill!r}")
-    if costs not in COSTS:
-        raise _bad(f"--costs must be one of {', '.join(COSTS)}, not {costs!r}")
-    if sessions not in SESSIONS:
-        raise _bad(f"--sessions must be one of {', '.join(SESSIONS)}, not {sessions!r}")
-    return (DEFAULT_COSTS if costs == "paper" else CostModel.none()), sessions == "krx"
+    for option, value, allowed in (("--costs", costs, COSTS), ("--sessions", sessions, SESSIONS), ("--book", book, BOOK)):
+        if value not in allowed:
+            raise _bad(f"{option} must be one of {', '.join(allowed)}, not {value!r}")
+    return (DEFAULT_COSTS if costs == "paper" else CostModel.none()), sessions == "krx", MatchingParams(book=book == "on")
 
 
 def _codes(codes: str) -> list[str]:
@@ -126,9 +130,10 @@ def backtest(
     seed: int = typer.Option(7, "--seed", help="Simulator seed: the same seed gives the same bars and fills."),
     data: Path | None = typer.Option(None, "--data", help="Recorded bar folder or a CSV/parquet file instead of the simulator."),
     params: list[str] = typer.Option([], "--params", "-p", help="Strategy parameter key=value (repeatable)."),
-    fill: str = typer.Option("close", "--fill", help="Fill model: close (default), next_open or intrabar."),
+    fill: str = typer.Option(DEFAULT_FILL_MODEL.value, "--fill", help=FILL_HELP),
     costs: str = typer.Option("paper", "--costs", help="Costs: paper (the paper broker's commission and the dated sell tax) or none."),
     sessions: str = typer.Option("krx", "--sessions", help="Session rules: krx (auctions, closing cancel) or none (every bar continuous)."),
+    book: str = typer.Option("on", "--book", help="Order book: on (spread, depth, impact) or off (the touch at the last print)."),
     world: str = typer.Option("sim", "--world", help="Simulated world: sim (with the market's effects) or null (without them)."),
     report: Path | None = typer.Option(None, "--report", help="Folder for report.html, trades.csv, equity.csv, metrics.json."),
     roster: Path | None = typer.Option(None, "--roster", help="Back-test every enabled agent of a roster file."),
@@ -143,7 +148,7 @@ def backtest(
     from core.risk import load_risk_limits
 
     settings, master = _setup()
-    cost_model, session_rules = _switches(fill, costs, sessions)
+    cost_model, session_rules, matching = _switches(fill, costs, sessions, book)
     if roster is not None:
         checked = check_roster(roster, master, settings)
         if not checked.ok:
@@ -166,7 +171,8 @@ def backtest(
     except ConfigError as exc:
         raise _bad(str(exc)) from None
     try:
-        result = run_backtest(market_data, specs, fill_model=fill, risk_limits=limits, costs=cost_model, sessions=session_rules)
+        result = run_backtest(market_data, specs, fill_model=fill, risk_limits=limits, costs=cost_model, sessions=session_rules,
+                              matching_params=matching)
     except BacktestError as exc:
         raise _bad(str(exc)) from None
     metrics = all_metrics(result)
@@ -210,9 +216,10 @@ def sweep(
     grid: list[str] = typer.Option(..., "--grid", "-g", help="A swept parameter: key=v1,v2,... (repeatable)."),
     metric: str = typer.Option("sharpe", "--metric", help="Metric to sort by (e.g. sharpe, total_return, max_drawdown)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes to run in parallel."),
-    fill: str = typer.Option("close", "--fill", help="Fill model: close, next_open or intrabar."),
+    fill: str = typer.Option(DEFAULT_FILL_MODEL.value, "--fill", help=FILL_HELP),
     costs: str = typer.Option("paper", "--costs", help="Costs: paper or none."),
     sessions: str = typer.Option("krx", "--sessions", help="Session rules: krx or none."),
+    book: str = typer.Option("on", "--book", help="Order book: on or off."),
     world: str = typer.Option("sim", "--world", help="Simulated world: sim or null."),
     walk_forward: int = typer.Option(0, "--walk-forward", min=0,
                                      help="Rolling walk-forward windows (fit on one block of days, test on the next); 0 = off."),
@@ -225,7 +232,7 @@ def sweep(
     from backtest.sweep import walk_forward as run_walk_forward
 
     _, master = _setup()
-    cost_model, session_rules = _switches(fill, costs, sessions)
+    cost_model, session_rules, matching = _switches(fill, costs, sessions, book)
     try:
         check_metric(metric)
     except BacktestError as exc:
@@ -251,12 +258,13 @@ def sweep(
         try:
             if walk_forward:
                 wf = run_walk_forward(market_data, base, axes, windows=walk_forward, metric=metric, workers=workers,
-                                      fill_model=fill, costs=cost_model, sessions=session_rules, progress=tick)
+                                      fill_model=fill, costs=cost_model, sessions=session_rules, matching_params=matching,
+                                      progress=tick)
                 rows = [r for w in wf.windows for r in w.in_sample]
             else:
                 wf = None
                 rows = run_sweep(market_data, base, axes, metric=metric, workers=workers, fill_model=fill,
-                                 costs=cost_model, sessions=session_rules, progress=tick)
+                                 costs=cost_model, sessions=session_rules, matching_params=matching, progress=tick)
         except BacktestError as exc:
             raise _bad(str(exc)) from None
     if as_json:

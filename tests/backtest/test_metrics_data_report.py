@@ -84,7 +84,8 @@ def test_roster_backtest_writes_the_html_report_and_csvs(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["backtest", "--roster", "configs/agents.toml", "--days", "2", "--report", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     html = (tmp_path / "report.html").read_text()
-    assert "<svg" in html and "Fill model: <b>close</b>" in html and "<script" not in html
+    assert "<svg" in html and "Fill model: <b>next_open</b>" in html and "<script" not in html
+    assert "an order book (spread, depth, impact)" in html
     assert (tmp_path / "trades.csv").read_text().startswith("agent_id,ts_ns")
     equity = pd.read_csv(tmp_path / "equity.csv")
     assert equity["date"].nunique() == 2 and equity["agent_id"].nunique() >= 2
@@ -212,13 +213,13 @@ def test_rolling_walk_forward_fits_each_block_tests_on_the_next_and_joins_the_te
 def test_cli_costs_sessions_world_and_walk_forward_options() -> None:
     runner = CliRunner()
     free = runner.invoke(app, ["backtest", "--strategy", "sma_cross", "--codes", "005930", "--days", "1", "--costs", "none",
-                               "--sessions", "none", "--world", "null", "--fill", "next_open", "--json"])
+                               "--sessions", "none", "--book", "off", "--world", "null", "--json"])
     assert free.exit_code == 0, free.output
     out = json.loads(free.stdout[free.stdout.index("{"):])
     assert out["metrics"]["combined"]["trades"] > 0
     assert (out["metrics"]["combined"]["fees_won"], out["metrics"]["combined"]["taxes_won"]) == (0, 0)
     assert out["sessions"] is False and "none" in out["costs"]
-    for bad in (["--costs", "cheap"], ["--sessions", "nyse"], ["--world", "mars"]):
+    for bad in (["--costs", "cheap"], ["--sessions", "nyse"], ["--book", "maybe"], ["--world", "mars"]):
         got = runner.invoke(app, ["backtest", "--strategy", "sma_cross", "--codes", "005930", "--days", "1", *bad])
         assert got.exit_code == 2, (bad, got.output)
     wf = runner.invoke(app, ["sweep", "--strategy", "sma_cross", "--codes", "005930", "--days", "3", "--grid", "fast=3,5",

@@ -18,7 +18,6 @@ a day's last continuous bar (15:19) is taken back by the agent's cancel at
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -41,13 +40,7 @@ FAST, SLOW, QTY = 10, 30, 100
 CASH_WON = 500_000_000
 
 Fill = tuple[int, str, int, int]  # (ts_ns, side, qty, price)
-
-
-def book_off() -> MatchingParams:
-    """Today's market without a book of other participants: a touch at the last print, no spread."""
-    if "book" in MatchingParams.__dataclass_fields__:
-        return dataclasses.replace(MatchingParams(), book=False)  # type: ignore[call-arg]
-    return MatchingParams()
+BOOK_OFF = MatchingParams(book=False)  # the touch at the last print, no spread
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ def theirs(data: MarketData) -> dict[str, Any]:
 
 
 def test_without_costs_book_and_sessions_the_engine_fills_what_backtrader_fills(data: MarketData, theirs: dict[str, Any]) -> None:
-    result = run_backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=book_off(),
+    result = run_backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=BOOK_OFF,
                           sessions=False)
     assert result.ok, result.failure
     agent = result.agents["sma"]
@@ -131,7 +124,7 @@ def test_without_costs_book_and_sessions_the_engine_fills_what_backtrader_fills(
 
 
 def test_with_the_session_rules_the_engine_differs_from_backtrader_at_the_close_only(data: MarketData, theirs: dict[str, Any]) -> None:
-    run = Backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=book_off())
+    run = Backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=BOOK_OFF)
     result = run.run()
     agent = result.agents["sma"]
     got = [(t.ts_ns, t.side, t.qty, t.price) for t in agent.trades]
@@ -158,7 +151,7 @@ def test_two_years_of_one_minute_bars_fill_alike_without_costs_book_and_sessions
     data = from_simulator([CODE], 525, SEED, MASTER)
     assert len(data.bars) > 199_000
     theirs = backtrader_run(data)
-    result = run_backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=book_off(),
+    result = run_backtest(data, [SPEC], fill_model="next_open", costs=CostModel.none(), matching_params=BOOK_OFF,
                           sessions=False)
     agent = result.agents["sma"]
     assert [(t.ts_ns, t.side, t.qty, t.price) for t in agent.trades] == theirs["fills"]

@@ -25,7 +25,6 @@ on both sides.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -55,13 +54,6 @@ DAYS = 2
 AGENT_ID = "parity"
 CASH_WON = 50_000_000
 PRINTS_PER_BAR = 4
-
-
-def matching(book: bool) -> MatchingParams:
-    """The exchange's market with its order book on or off (``MatchingParams()`` until the book exists)."""
-    if "book" in MatchingParams.__dataclass_fields__:
-        return dataclasses.replace(MatchingParams(), book=book)  # type: ignore[call-arg]
-    return MatchingParams()
 
 
 class PaperRun:
@@ -139,7 +131,7 @@ class PaperRun:
 def paper_and_backtest(seed: int, book: bool, fill_model: str) -> tuple[PaperRun, Backtest, Any]:
     """The scenario's agent on the paper exchange and in the back-test, on the same seed and market."""
     params = {"fast": 2, "slow": 4, "qty": 10}
-    market = matching(book)
+    market = MatchingParams(book=book)
     paper = PaperRun(seed, params, market).run(DAYS)
     data = from_simulator([CODE], DAYS, seed, MASTER, DAY)
     sim = data.bars[["ts_ns", "open", "high", "low", "close", "volume"]]
@@ -190,7 +182,7 @@ def test_an_order_on_the_last_continuous_bar_and_one_on_the_auction_bar_end_alik
 
 def test_the_scenario_days_run_whole_on_the_paper_exchange() -> None:
     # each day runs from its pre-open to its close: every bar, the auction's included, reaches the agent
-    paper = PaperRun(3, {"fast": 2, "slow": 4, "qty": 10}, matching(False)).run(DAYS)
+    paper = PaperRun(3, {"fast": 2, "slow": 4, "qty": 10}, MatchingParams(book=False)).run(DAYS)
     stamps = pd.Series([b[0] for b in paper.bars])
     per_day = stamps.groupby(stamps.map(krx.kst_date)).agg(["count", "max"])
     assert list(per_day["max"]) == [krx.market_hours(d)[1] for d in per_day.index]
