@@ -173,14 +173,15 @@ def _metrics_table(metrics: dict[str, Metrics]) -> str:
 
 
 CLOSE_MODEL_WARNING = (
-    "the close fill model is optimistic: an order fills at the close of the very bar that made it, with no spread "
-    "to cross, where on a real market the price has moved by the time the order arrives; next_open and intrabar "
-    "assume less"
+    "the close fill model is optimistic: an order meets the market at the close of the very bar that made it, the "
+    "price that gave the signal, where a live order arrives after that bar, when the price has moved on; next_open "
+    "and intrabar assume less"
 )
+CANCELED_AT_CLOSING = "CANCELED_AT_CLOSING (made on the last continuous bar)"
 
 
 def assumptions(result: BacktestResult) -> list[str]:
-    """The lines that say what the run assumed: fill model, costs, session rules, market."""
+    """The lines that say what the run assumed besides the fill model: costs, session rules, market."""
     p = result.matching_params
     market = ("an order book (spread, depth, impact): " if p.book else "no order book (the touch at the last print): ") + \
         ", ".join(f"{k} {getattr(p, k)}" for k in p.__dataclass_fields__ if k != "book")
@@ -213,9 +214,6 @@ def refusals_by_reason(result: BacktestResult) -> dict[str, dict[str, int]]:
         for reason, n in counts.items():
             out.setdefault(reason, {})[a.agent_id] = n
     return dict(sorted(out.items()))
-
-
-CANCELED_AT_CLOSING = "CANCELED_AT_CLOSING (made on the last continuous bar)"
 
 
 def _refusals_table(result: BacktestResult) -> str:
