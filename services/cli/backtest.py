@@ -119,6 +119,22 @@ def _switches(fill: str, costs: str, sessions: str, book: str) -> tuple[Any, boo
     return (DEFAULT_COSTS if costs == "paper" else CostModel.none()), sessions == "krx", MatchingParams(book=book == "on")
 
 
+def _with_announcements(market_data: Any, path: Path, master: dict[str, Instrument]) -> Any:
+    """The data with a user's announcements; each refused row is named on stderr, a file that cannot be read exits 2."""
+    from core.fundamentals import FundamentalsError, load_announcements
+
+    try:
+        rows, refused = load_announcements(path, master)
+    except FundamentalsError as exc:
+        raise _bad(str(exc)) from None
+    for r in refused:
+        err.print(f"[bold yellow]skipped:[/] {r}")
+    kept = market_data.with_announcements(rows)
+    err.print(f"fundamentals: {len(kept.fundamentals)} announcement(s) of the back-test's codes from {path}"
+              f"{f', {len(refused)} row(s) skipped' if refused else ''}")
+    return kept
+
+
 def _codes(codes: str) -> list[str]:
     return [c.strip() for c in codes.split(",") if c.strip()]
 
@@ -135,6 +151,7 @@ def backtest(
     sessions: str = typer.Option("krx", "--sessions", help="Session rules: krx (auctions, closing cancel) or none (every bar continuous)."),
     book: str = typer.Option("on", "--book", help="Order book: on (spread, depth, impact) or off (the touch at the last print)."),
     world: str = typer.Option("sim", "--world", help="Simulated world: sim (with the market's effects) or null (without them)."),
+    fundamentals: Path | None = typer.Option(None, "--fundamentals", help="CSV of earnings announcements (code, date, eps, bps, dps) the agents hear instead of the data's own; bad rows are listed and skipped."),
     report: Path | None = typer.Option(None, "--report", help="Folder for report.html, trades.csv, equity.csv, metrics.json."),
     roster: Path | None = typer.Option(None, "--roster", help="Back-test every enabled agent of a roster file."),
     cash: int = typer.Option(100_000_000, "--cash", min=0, help="Cash of a single agent in won."),
@@ -165,6 +182,8 @@ def backtest(
             raise _bad("--codes names no code")
         specs = [AgentSpec(strategy.replace("_", "-"), strategy, tuple(wanted), parse_params(params), cash)]
     market_data = _load_data(master, wanted, days, seed, data, world)
+    if fundamentals is not None:
+        market_data = _with_announcements(market_data, fundamentals, master)
     risk_path = _path(settings.risk_file)
     try:
         limits = load_risk_limits(risk_path) if risk_path.exists() else None

@@ -101,3 +101,16 @@ def test_trader_sim_writes_the_whole_world_and_the_back_test_reads_it(tmp_path: 
     assert set(data.fundamentals["code"]) == {"005930", "000660"}
     res = CliRunner().invoke(app, ["sim", "--days", "1", "--codes", "005930", "--out", str(tmp_path / "x"), "--world", "flat"])
     assert res.exit_code == 2 and "--world must be sim or null" in res.output
+
+
+def test_trader_backtest_takes_a_users_announcements_and_names_each_bad_row(tmp_path: Path) -> None:
+    from services.cli.main import app
+
+    path = tmp_path / "announcements.csv"
+    path.write_text("code,date,eps,bps,dps\n005930,2025-01-03,9000,60000,1444\n005930,2025-01-06,bad,1,1\n999999,2025-01-03,1,1,1\n")
+    res = CliRunner().invoke(app, ["backtest", "--strategy", "per_valuation", "--codes", "005930", "--days", "3", "--fundamentals", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "row 3: eps 'bad' is not a number" in res.output and "row 4: code 999999 is not in the instrument master" in res.output
+    assert "1 announcement(s)" in res.output
+    res = CliRunner().invoke(app, ["backtest", "--strategy", "per_valuation", "--codes", "005930", "--days", "3", "--fundamentals", str(tmp_path / "none.csv")])
+    assert res.exit_code == 2 and "none.csv" in res.output
