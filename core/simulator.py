@@ -35,7 +35,9 @@ The model, per trading day:
 
 ``SimulatorParams.null()`` is the null world: the same volatility, volume and
 flows, but none of the effects a strategy could earn from: no flow impact, no
-pull toward value, a preferred discount that walks without reverting.
+pull toward value, a preferred discount that walks without reverting, and
+prices without drift (log returns less half their variance, so a price's
+expected value stays where it is and merely holding earns nothing).
 
 Bar layout of a day (381 bars on a normal day, 09:00-15:30 KST): bars
 ``0 .. M-1`` are the continuous-session minutes starting at the open
@@ -107,13 +109,14 @@ class SimulatorParams:
     pref_discount_min: float = 0.03
     pref_discount_max: float = 0.25
     pref_mean_reversion: bool = True  # False: the log-discount is a random walk with the same daily steps
+    drift_free: bool = False  # True: log returns lose half their variance, so the expected price stays where it is
     eps_quarterly_sd: float = 0.08
     value_pull: float = 0.01  # share of the log gap to (usual PER x EPS) the price closes per day
 
     @classmethod
     def null(cls) -> SimulatorParams:
         """The null world: no effect a strategy could earn from, the same volatility, volume and flows."""
-        return cls(flow_impact=0.0, value_pull=0.0, pref_mean_reversion=False)
+        return cls(flow_impact=0.0, value_pull=0.0, pref_mean_reversion=False, drift_free=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +358,10 @@ class MarketSimulator:
         returns = (shocks[:, :n] * sd_idio + shocks[:, n : n + 1] * (sd_market * u.beta)) * unit
         jumps = rng.random((nb, n)) < p.jumps_per_day / nb
         returns += np.where(jumps, rng.standard_normal((nb, n)) * p.jump_sd, 0.0)
+        if p.drift_free:
+            # a log walk's price drifts up by half its variance: take it out, so that holding earns nothing on average
+            bar_var = (sd_idio**2 + (sd_market * u.beta) ** 2)[None, :] * (vol_profile**2)[:, None] + p.jumps_per_day / nb * p.jump_sd**2
+            returns -= 0.5 * bar_var
         returns += (p.flow_impact * lagged_flow * u.daily_vol) * volume_profile[:, None]
         if p.value_pull:
             # a slow pull toward each stock's usual PER times its EPS in force: earnings surprises drift in
@@ -369,6 +376,8 @@ class MarketSimulator:
         sd_gap = math.sqrt(p.overnight_var_share)
         g = rng.standard_t(p.student_df, size=n + 1) * t_scale * sd_gap
         gap = u.daily_vol * g[:n] * math.sqrt(1 - p.market_var_share) + p.daily_vol * math.sqrt(p.market_var_share) * u.beta * g[n]
+        if p.drift_free:
+            gap -= 0.5 * p.overnight_var_share * (u.daily_vol**2 * (1 - p.market_var_share) + p.daily_vol**2 * p.market_var_share * u.beta**2)
         base = s.close.astype(np.float64)
         log_path = np.log(base)[None, :] + gap[None, :] + np.cumsum(returns, axis=0)  # (nb, n) close of each bar
         open_log = np.log(base) + gap

@@ -46,7 +46,7 @@ EXIT_OK, EXIT_RUN_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _bad(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # a path in it stays whole for copying
     return typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -128,10 +128,10 @@ def _with_announcements(market_data: Any, path: Path, master: dict[str, Instrume
     except FundamentalsError as exc:
         raise _bad(str(exc)) from None
     for r in refused:
-        err.print(f"[bold yellow]skipped:[/] {r}")
+        err.print(f"[bold yellow]skipped:[/] {r}", soft_wrap=True)
     kept = market_data.with_announcements(rows)
     err.print(f"fundamentals: {len(kept.fundamentals)} announcement(s) of the back-test's codes from {path}"
-              f"{f', {len(refused)} row(s) skipped' if refused else ''}")
+              f"{f', {len(refused)} row(s) skipped' if refused else ''}", soft_wrap=True)
     return kept
 
 
