@@ -19,6 +19,12 @@ simulator (``core.simulator``, seeded) and the matching engine
   ``closed``, after which every open day order expires (EXPIRED notices); after
   ``EVENING_NS`` of market time the day is over and the next one can begin.
 
+With the matching engine's order book on, each print's tick carries the book's
+best bid and ask, and the book itself (10 levels a side, a VI in force) goes
+out on ``md.quote.<code>`` (``Quote``) when its best bid, best ask or VI
+changes, at most once per ``QUOTE_INTERVAL_S`` of wall time per code (a VI's
+start or end at once).
+
 Prints per bar are capped (``max_ticks_per_bar``) so that a fast clock does not
 flood the feed. Engine events become execution notices on ``exec.event``
 (OrderEvent) and ``exec.fill`` (Fill); refusals are answers, not notices.
@@ -33,7 +39,7 @@ from typing import Any
 
 from core.instruments import Instrument
 from core.krx import Session, market_hours, tick_size
-from core.matching import CancelRefused, Event, Execution, MatchingEngine, Order, OrderUpdate
+from core.matching import BookQuote, CancelRefused, Event, Execution, MatchingEngine, Order, OrderUpdate
 from core.messages import (
     DayReference,
     Bar,
@@ -47,14 +53,16 @@ from core.messages import (
     SessionPhase,
     Side,
     Tick,
+    Quote,
 )
 from core.simulator import DayBars, MarketSimulator, ticks_from_bar
-from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC, fundamentals_topic, reference_topic
+from core.venue import EXEC_EVENT_TOPIC, EXEC_FILL_TOPIC, SESSION_TOPIC, fundamentals_topic, reference_topic, quote_topic
 
 NS_PER_MIN = 60_000_000_000
 PRE_OPEN_NS = 30 * NS_PER_MIN
 CLOSING_AUCTION_NS = 10 * NS_PER_MIN
 EVENING_NS = 10 * NS_PER_MIN  # market time between the close and the overnight jump
+QUOTE_INTERVAL_S = 0.25  # at most four quotes a second per code, in wall time (market time x clock speed)
 
 # Items of the timetable at the same instant run in this order (a flow report stamped at the close
 # goes out before the closing auction, as the back-tester hands agents a flow before the bar of its stamp).
@@ -144,6 +152,9 @@ class PaperVenue:
         self._feed_engine = True
         self.changed = False  # engine state moved since the caller last cleared it
         self._announced_on: dict[str, str] = {}  # per code: the day its figures in force were announced
+        self._quoted: dict[str, tuple[int, int, str]] = {}  # per code: best bid, ask and VI last published
+        self._quote_due_ns: dict[str, int] = {}  # per code: the market time before which no new quote goes out
+        self._quote_interval_ns = int(QUOTE_INTERVAL_S * max(clock_speed, 0.0) * 1e9)
 
     # --- days ------------------------------------------------------------------
 
@@ -303,10 +314,31 @@ class PaperVenue:
     def _tick(self, ts: int, payload: tuple[str, int, int], out: Outbound) -> None:
         code, price, qty = payload
         self._cum_volume[code] += qty
+        # a restored engine has seen every print before its saved time
+        events = self.engine.on_trade(code, price, qty, ts) if self._feed_engine else []
+        book = self.engine.quote(code, ts, levels=1) if self.engine.params.book else None
+        bid, ask = (book.bid, book.ask) if book is not None and book.bid and book.ask else (price, price)
         out.append((f"md.tick.{code}", Tick(code=code, ts_ns=ts, price=price, qty=qty,
-                                            cum_volume=self._cum_volume[code], bid=price, ask=price)))
-        if self._feed_engine:  # a restored engine has seen every print before its saved time
-            self._engine(self.engine.on_trade(code, price, qty, ts), out)
+                                            cum_volume=self._cum_volume[code], bid=bid, ask=ask)))
+        self._engine(events, out)
+        if book is not None:
+            self._quote_out(code, book, ts, out)
+
+    def _quote_out(self, code: str, touch: BookQuote, ts: int, out: Outbound) -> None:
+        """Publish the code's book if its touch or VI changed and the throttle allows (a VI change always)."""
+        key = (touch.bid, touch.ask, touch.vi)
+        last = self._quoted.get(code)
+        if key == last or not (touch.bid and touch.ask):
+            return
+        if last is not None and last[2] == touch.vi and ts < self._quote_due_ns.get(code, 0):
+            return
+        book = self.engine.quote(code, ts)
+        assert book is not None  # the code was quoted a moment ago
+        self._quoted[code] = key
+        self._quote_due_ns[code] = ts + self._quote_interval_ns
+        out.append((quote_topic(code), Quote(
+            code=code, ts_ns=ts, bid_px=book.bid_px, bid_qty=book.bid_qty, ask_px=book.ask_px, ask_qty=book.ask_qty,
+            vi=book.vi, vi_until_ns=book.vi_until_ns)))
 
     def _bar_end(self, ts: int, i: int, out: Outbound) -> None:
         day = self.day
@@ -432,15 +464,17 @@ class PaperVenue:
         return self.phase.value
 
     def quote(self, code: str) -> dict[str, int] | None:
-        """Last price, simulated touch, tick size, limits, base price and volume of a code."""
+        """Last price, the book's best bid and ask, tick size, limits, base price and volume of a code."""
         last = self.engine.last_price(code)
         limits = self.engine.price_limits(code)
         if last is None or limits is None or self.day is None or code not in self.day.codes:
             return None
         base = int(self.day.base_price[self.day.codes.index(code)])
-        # the simulated touch sits at the last print (core.matching's depth model)
+        # the book's touch (with the book off, core.matching's touch sits at the last print)
+        book = self.engine.quote(code, self.now_ns, levels=1) if self.engine.params.book else None
+        bid, ask = (book.bid, book.ask) if book is not None and book.bid and book.ask else (last, last)
         return {
-            "last": last, "bid": last, "ask": last, "tick_size": tick_size(last),
+            "last": last, "bid": bid, "ask": ask, "tick_size": tick_size(last),
             "lower_limit": limits[0], "upper_limit": limits[1], "base_price": base,
             "volume": self._cum_volume.get(code, 0),
         }
