@@ -24,7 +24,8 @@ marketable orders take are missing from the best levels until they refill, at
 
 Impact. A marketable order of ours that fills ``q`` shares moves the anchor by
 ``impact_k x sd x price x sqrt(q / recent volume)`` in its direction; the move
-decays with ``impact_half_life_ns`` and is dropped below half a tick. The same
+decays with ``impact_half_life_ns`` (below half a tick it moves no price, but
+small moves add up). The same
 move shifts the prints our resting orders are matched against, so the market
 we trade in is the simulated one plus our footprint.
 
@@ -134,12 +135,25 @@ def set_single_price(market: Market, price: int, params: MatchingParams) -> None
     market.quiet_hi = 0
 
 
+_TICKS: dict[int, int] = {}  # tick_size by price, as the book meets them (a few thousand prices a day)
+
+
+def tick_of(price: int) -> int:
+    """``core.krx.tick_size`` remembered: the book asks it several times an order."""
+    tick = _TICKS.get(price)
+    if tick is None:
+        if len(_TICKS) > 200_000:
+            _TICKS.clear()
+        tick = _TICKS[price] = tick_size(price)
+    return tick
+
+
 def tick_up(price: int) -> int:
-    return price + tick_size(price)
+    return price + tick_of(price)
 
 
 def tick_down(price: int) -> int:
-    return price - tick_size(price - 1) if price > 1 else price
+    return price - tick_of(price - 1) if price > 1 else price
 
 
 def record_print(market: Market, price: int, qty: int, now_ns: int, params: MatchingParams) -> None:
@@ -203,42 +217,62 @@ def minute_sd(market: Market, params: MatchingParams) -> float:
 def time_of_day_factor(minutes_from_open: float, minutes_to_auction: float, params: MatchingParams) -> float:
     """How much wider the spread is at this time of day: 1 in the middle of the day, more near the open and close."""
     tau = params.spread_tau_minutes
-    return (1.0 + params.open_spread_boost * math.exp(-max(minutes_from_open, 0.0) / tau)
-            + params.close_spread_boost * math.exp(-max(minutes_to_auction, 0.0) / tau))
+    m_open = minutes_from_open if minutes_from_open > 0.0 else 0.0
+    m_close = minutes_to_auction if minutes_to_auction > 0.0 else 0.0
+    return 1.0 + params.open_spread_boost * math.exp(-m_open / tau) + params.close_spread_boost * math.exp(-m_close / tau)
 
 
 def spread_ticks(price: int, sd: float, tod: float, params: MatchingParams) -> int:
     """The spread in ticks (at least one) for a price, a per-minute sd and a time-of-day factor."""
-    n = int(params.spread_vol_mult * sd * price * tod / tick_size(price) + 0.5)
+    n = int(params.spread_vol_mult * sd * price * tod / tick_of(price) + 0.5)
     return max(1, n)
 
 
 def impact_now(market: Market, now_ns: int, params: MatchingParams) -> float:
-    """Our impact on the anchor as of ``now_ns`` (won, signed), decayed and dropped below half a tick."""
+    """Our impact on the anchor as of ``now_ns`` (won, signed), decayed (kept to add up; see ``impact_moves``)."""
     imp = market.impact_won
     if imp and now_ns > market.impact_ts_ns:
         imp *= 0.5 ** ((now_ns - market.impact_ts_ns) / params.impact_half_life_ns)
-        if abs(imp) * 2 < tick_size(market.last_price):
+        if -0.01 < imp < 0.01:
             imp = 0.0
         market.impact_won, market.impact_ts_ns = imp, now_ns
     return imp
+
+
+def impact_moves(market: Market) -> bool:
+    """Whether our impact is half a tick or more: below that it moves no price on the grid."""
+    imp = market.impact_won
+    if -0.5 < imp < 0.5:  # less than half the smallest tick
+        return False
+    return abs(imp) * 2 >= tick_of(market.last_price)
 
 
 def add_impact(market: Market, qty: int, buy: bool, now_ns: int, params: MatchingParams) -> None:
     """Move the anchor after our marketable order filled ``qty`` shares (the square-root law)."""
     if qty <= 0:
         return
-    volume = max(recent_volume(market, now_ns, params), float(params.min_depth_shares))
+    volume = recent_volume(market, now_ns, params)
+    if volume < params.min_depth_shares:
+        volume = float(params.min_depth_shares)
     move = params.impact_k * minute_sd(market, params) * market.last_price * math.sqrt(qty / volume)
-    market.quiet_hi = 0
     market.impact_won = impact_now(market, now_ns, params) + (move if buy else -move)
     market.impact_ts_ns = max(market.impact_ts_ns, now_ns)
+    if impact_moves(market):
+        market.quiet_hi = 0
+
+
+def settle_quiet(market: Market, continuous: bool) -> None:
+    """After a print on the full path: let the next bars take the quiet path if nothing needs more."""
+    if continuous and not (market.bids or market.asks or market.vi or impact_moves(market)):
+        market.quiet_lo, market.quiet_hi = vi_band(market)
+    else:
+        market.quiet_hi = 0
 
 
 def shifted(market: Market, price: int, now_ns: int, params: MatchingParams) -> int:
     """A print as our market sees it: moved by our impact, on the grid and within the limits."""
     imp = impact_now(market, now_ns, params) if market.impact_won else 0.0
-    if not imp:
+    if not imp or not impact_moves(market):
         return price
     return min(max(round_to_tick(price + imp), market.lower), market.upper)
 
@@ -286,7 +320,7 @@ def sides(market: Market, depth: int, tod: float, now_ns: int, params: MatchingP
     imp = impact_now(market, now_ns, params) if market.impact_won else 0.0
     sd = minute_sd(market, params)
     last = market.last_price
-    anchor = min(max(round_to_tick(last + imp), market.lower), market.upper) if imp else last
+    anchor = min(max(round_to_tick(last + imp), market.lower), market.upper) if impact_moves(market) else last
     bid, ask = touch_at(market, anchor, sd, tod, params)
     bid, bid_room = past_taken(bid, depth, market.bid_taken, True, market.lower) if market.bid_taken else (bid, depth)
     ask, ask_room = past_taken(ask, depth, market.ask_taken, False, market.upper) if market.ask_taken else (ask, depth)
@@ -320,8 +354,9 @@ def refill(market: Market, now_ns: int, params: MatchingParams) -> None:
     if market.bid_taken or market.ask_taken:
         rate = recent_volume(market, now_ns, params) * LN2 / params.volume_half_life_ns * params.refill_pct / 100
         back = rate * (now_ns - market.taken_ts_ns)
-        market.bid_taken = max(0.0, market.bid_taken - back)
-        market.ask_taken = max(0.0, market.ask_taken - back)
+        bid_left, ask_left = market.bid_taken - back, market.ask_taken - back
+        market.bid_taken = bid_left if bid_left > 0.0 else 0.0
+        market.ask_taken = ask_left if ask_left > 0.0 else 0.0
     market.taken_ts_ns = now_ns
 
 
@@ -338,9 +373,8 @@ def vi_kind(market: Market, lo: int, hi: int) -> str:
 def vi_band(market: Market) -> tuple[int, int]:
     """The lowest and highest prices that trade now without starting a VI."""
     last = market.last_price
-    hi = min(last * market.vi_up // 100, market.static_hi)
-    lo = max(-(-last * market.vi_down // 100), market.static_lo)
-    return lo, hi
+    hi, lo = last * market.vi_up // 100, -(-last * market.vi_down // 100)
+    return (lo if lo > market.static_lo else market.static_lo), (hi if hi < market.static_hi else market.static_hi)
 
 
 def start_vi(market: Market, kind: str, now_ns: int, params: MatchingParams) -> None:

@@ -52,6 +52,7 @@ class BookMatching:
                 if market.asks:
                     self._fill_resting(market, market.asks, seen, seen, qty, cap, now_ns, events)
         bk.record_print(market, price, qty, now_ns, params)
+        bk.settle_quiet(market, self.session is Session.CONTINUOUS)
         return events
 
     def _bar_book(
@@ -72,7 +73,7 @@ class BookMatching:
                 bk.record_print(market, c, volume, now_ns, params)
                 return events
         if market.impact_won:
-            bk.impact_now(market, now_ns, params)  # decayed, and dropped once below half a tick
+            bk.impact_now(market, now_ns, params)  # decayed
         last, pct = market.last_price, market.vi_pct
         if h > market.static_hi or l < market.static_lo:
             kind = bk.VI_STATIC
@@ -97,8 +98,8 @@ class BookMatching:
         bk.record_print(market, c, volume, now_ns, params)
         if kind:
             bk.start_vi(market, kind, now_ns, params)
-        elif not (market.bids or market.asks or market.impact_won):
-            market.quiet_lo, market.quiet_hi = bk.vi_band(market)
+        else:
+            bk.settle_quiet(market, True)
         return events
 
     def _end_vi(self: MatchingEngine, market: Market, now_ns: int, events: list[Event]) -> None:

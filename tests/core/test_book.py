@@ -259,11 +259,25 @@ def test_our_marketable_buy_lifts_the_mid_by_the_square_root_law_and_it_decays_b
         assert market.impact_won == pytest.approx(params.impact_k * sd * 71_000 * (qty / volume) ** 0.5)
         moves.append(market.impact_won)
         assert _quote(engine, MIDDAY + 1).bid >= 71_000 + 100 * int(market.impact_won / 100 + 0.5)
-        # it decays with its half-life and is gone some minutes later
+        # it decays with its half-life and some minutes later moves no price
         assert bk.impact_now(market, MIDDAY + params.impact_half_life_ns, params) == pytest.approx(moves[-1] / 2)
+        assert bk.impact_moves(market)
         later = _quote(engine, MIDDAY + 8 * MIN)
-        assert market.impact_won == 0.0 and later.bid == 71_000
+        assert not bk.impact_moves(market) and later.bid == 71_000
     assert moves[1] == pytest.approx(2 * moves[0])  # four times the size, twice the move
+
+
+def test_small_moves_too_small_to_move_a_price_add_up() -> None:
+    params = MatchingParams()
+    engine = _engine(params)
+    _lively(engine, MIDDAY)
+    market = engine._markets[SAMSUNG]
+    _order(engine, "b0", "buy", 10, 0, MIDDAY)
+    one = market.impact_won
+    assert 0 < one * 2 < 100 and not bk.impact_moves(market)
+    for k in range(1, 30):
+        _order(engine, f"b{k}", "buy", 10, 0, MIDDAY + k)
+    assert market.impact_won == pytest.approx(30 * one, rel=1e-3) and bk.impact_moves(market)
 
 
 def test_impact_moves_the_prints_our_resting_orders_meet() -> None:
