@@ -20,8 +20,9 @@ SERVICES = (("bus", "bus.proxy"), ("exchange", "services.exchange"), ("market-da
 
 
 def buy_orders(stack: Stack, agent_id: str) -> list[dict[str, Any]]:
+    """The agent's buy orders that the market took (one refused or cancelled with nothing done gives its step back)."""
     orders = stack.command("order_manager_rpc", "sync", agent_id=agent_id, since="")["orders"]
-    return [o for o in orders if o["side"] == "buy"]
+    return [o for o in orders if o["side"] == "buy" and not (o["status"] in ("rejected", "canceled", "expired") and not o.get("filled_qty"))]
 
 
 def ready_for_orders(stack: Stack) -> bool:

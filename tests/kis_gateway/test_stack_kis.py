@@ -67,16 +67,24 @@ def test_the_default_roster_trades_a_day_through_the_gateway_and_every_record_ag
     first = wait_for(lambda: _sim_status(kis_stack).get("trading_date"), 30, "kis-sim's clock")
     wait_for(lambda: (st := _sim_status(kis_stack)).get("session") == "closed" or st.get("trading_date", first) != first,
              240, "kis-sim's day to close")
-    fills = wait_for(lambda: kis_stack.journal("SELECT exec_id, qty FROM fills"), 30, "fills in the journal")
+    wait_for(lambda: kis_stack.journal("SELECT exec_id, qty FROM fills"), 30, "fills in the journal")
+
+    def gateway_books() -> tuple[dict[str, int], dict[str, str]]:
+        gateway = sqlite3.connect(kis_stack.run_dir / "kis-gateway" / "gateway.sqlite")
+        try:
+            return (dict(gateway.execute("SELECT exec_id, qty FROM fills").fetchall()),
+                    {c: o for c, o in gateway.execute("SELECT client_order_id, odno FROM orders").fetchall()})
+        finally:
+            gateway.close()
+
+    # the closing auction's executions reach the journal a moment after the gateway books them: wait for the
+    # journal to hold every execution the gateway has (a lost one times out here, naming the difference)
+    agreed = wait_for(lambda: (f := dict(kis_stack.journal("SELECT exec_id, qty FROM fills"))) == (g := gateway_books())[0]
+                      and (f, g), 30, "the journal to hold every execution the gateway booked")
+    fills, (gw_fills, gw_orders) = agreed
     orders = kis_stack.journal("SELECT client_order_id, status, broker_order_id FROM orders")
     assert len(orders) >= 3, orders
-    gateway = sqlite3.connect(kis_stack.run_dir / "kis-gateway" / "gateway.sqlite")
-    try:
-        gw_fills = dict(gateway.execute("SELECT exec_id, qty FROM fills").fetchall())
-        gw_orders = {c: o for c, o in gateway.execute("SELECT client_order_id, odno FROM orders").fetchall()}
-    finally:
-        gateway.close()
-    assert dict(fills) == gw_fills  # one fill per execution, the same ids on both sides
+    assert fills == gw_fills  # one fill per execution, the same ids on both sides
     for coid, status, odno in orders:
         if odno:
             assert gw_orders.get(coid) == odno
