@@ -604,21 +604,34 @@ class MatchingEngine(BookMatching, EngineState):
             self._take_book(order, market, now_ns, events, depth, self._sides(market, depth, now_ns))
             return
         depth = self._depth(market, now_ns)
+        if order.side is Side.BUY:
+            price, room = bk.past_taken(market.last_price, depth, market.ask_taken, False, market.upper)
+        else:
+            price, room = bk.past_taken(market.last_price, depth, market.bid_taken, True, market.lower)
+        self._walk(order, market, price, room, depth, market.lower, market.upper, now_ns, events)
+
+    def _walk(self, order: Order, market: Market, price: int, room: int, depth: int, band_lo: int, band_hi: int,
+              now_ns: int, events: list[Event]) -> tuple[int, int]:
+        """Fill level by level from ``price`` (``room`` shares there, ``depth`` beyond) up to the order's limit.
+
+        Stops before a level outside ``band_lo``..``band_hi`` (the VI band).
+        Adds what it took to the side's taken depth; returns the shares filled
+        and the price it stopped at for the band (0 if it did not).
+        """
         buy = order.side is Side.BUY
         step = tick_up if buy else tick_down
         if order.order_type is OrderType.LIMIT:
             limit = order.price
         else:
             limit = market.upper if buy else market.lower
-        taken = market.ask_taken if buy else market.bid_taken
-        price = market.last_price
-        for _ in range(taken // depth):
-            price = step(price)
-        room = depth - taken % depth
-        while order.remaining_qty and (price <= limit if buy else price >= limit):
+        filled = stopped_at = 0
+        while order.remaining_qty and room > 0 and (price <= limit if buy else price >= limit):
+            if price > band_hi or price < band_lo:
+                stopped_at = price
+                break
             q = min(room, order.remaining_qty)
             self._fill(order, q, price, now_ns, events)
-            taken += q
+            filled += q
             room -= q
             if not room:
                 nxt = step(price)
@@ -626,9 +639,10 @@ class MatchingEngine(BookMatching, EngineState):
                     break
                 price, room = nxt, depth
         if buy:
-            market.ask_taken = taken
+            market.ask_taken += filled
         else:
-            market.bid_taken = taken
+            market.bid_taken += filled
+        return filled, stopped_at
 
     def _sweep_marketable(self, market: Market, now_ns: int, events: list[Event]) -> None:
         """Let resting orders that are marketable against the touch take liquidity."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from core import book as bk
-from core.book import Market, tick_down, tick_up
+from core.book import Market
 from core.krx import Session, tick_size
 from core.matching_records import BookQuote, Event, Order
 from core.messages import OrderType, Side
@@ -30,15 +30,8 @@ class BookMatching:
         params = self.params
         market.quiet_hi = 0  # the next bar's VI checks start from this print: the full path
         if self.session is Session.CONTINUOUS:
-            if market.vi:
-                if now_ns < market.vi_until_ns:
-                    market.vi_volume += qty
-                    bk.record_print(market, price, qty, now_ns, params)
-                    return events
-                self._end_vi(market, now_ns, events)
-                if market.vi:  # the cross's leftovers walked into a new one
-                    bk.record_print(market, price, qty, now_ns, params)
-                    return events
+            if market.vi and self._held_by_vi(market, price, qty, now_ns, events):
+                return events
             kind = bk.vi_kind(market, price, price)
             if kind:
                 bk.record_print(market, price, qty, now_ns, params)
@@ -63,15 +56,8 @@ class BookMatching:
         if self.session is not Session.CONTINUOUS:
             bk.record_print(market, c, volume, now_ns, params)
             return events
-        if market.vi:
-            if now_ns < market.vi_until_ns:
-                market.vi_volume += volume
-                bk.record_print(market, c, volume, now_ns, params)
-                return events
-            self._end_vi(market, now_ns, events)
-            if market.vi:  # the cross's leftovers walked into a new one
-                bk.record_print(market, c, volume, now_ns, params)
-                return events
+        if market.vi and self._held_by_vi(market, c, volume, now_ns, events):
+            return events
         if market.impact_won:
             bk.impact_now(market, now_ns, params)  # decayed
         last, pct = market.last_price, market.vi_pct
@@ -101,6 +87,22 @@ class BookMatching:
         else:
             bk.settle_quiet(market, True)
         return events
+
+    def _held_by_vi(self: MatchingEngine, market: Market, price: int, qty: int, now_ns: int,
+                    events: list[Event]) -> bool:
+        """A print during a VI: True if the VI holds it (recorded, its volume counted for the cross).
+
+        A print at or after the VI's end first ends it (the cross), and is then
+        held only if the cross's leftovers walked into a new one.
+        """
+        if now_ns >= market.vi_until_ns:
+            self._end_vi(market, now_ns, events)
+            if not market.vi:
+                return False
+        else:
+            market.vi_volume += qty
+        bk.record_print(market, price, qty, now_ns, self.params)
+        return True
 
     def _end_vi(self: MatchingEngine, market: Market, now_ns: int, events: list[Event]) -> None:
         """End a VI: cross at its last price with the volume printed during it, then trade on."""
@@ -173,32 +175,11 @@ class BookMatching:
 
         ``depth`` and ``sides`` are ``_depth`` and ``_sides`` of the market now (after ``bk.refill``).
         """
-        params = self.params
         bid, bid_room, ask, ask_room = sides
         buy = order.side is Side.BUY
-        step = tick_up if buy else tick_down
-        if order.order_type is OrderType.LIMIT:
-            limit = order.price
-        else:
-            limit = market.upper if buy else market.lower
         band_lo, band_hi = bk.vi_band(market)
         price, room = (ask, ask_room) if buy else (bid, bid_room)
-        filled = 0
-        while order.remaining_qty and room > 0 and (price <= limit if buy else price >= limit):
-            if price > band_hi or price < band_lo:
-                bk.start_vi(market, bk.vi_kind(market, price, price) or bk.VI_DYNAMIC, now_ns, params)
-                break
-            q = min(room, order.remaining_qty)
-            self._fill(order, q, price, now_ns, events)
-            filled += q
-            room -= q
-            if not room:
-                nxt = step(price)
-                if nxt == price:
-                    break
-                price, room = nxt, depth
-        if buy:
-            market.ask_taken += filled
-        else:
-            market.bid_taken += filled
-        bk.add_impact(market, filled, buy, now_ns, params)
+        filled, stopped_at = self._walk(order, market, price, room, depth, band_lo, band_hi, now_ns, events)
+        if stopped_at:
+            bk.start_vi(market, bk.vi_kind(market, stopped_at, stopped_at) or bk.VI_DYNAMIC, now_ns, self.params)
+        bk.add_impact(market, filled, buy, now_ns, self.params)
