@@ -57,6 +57,7 @@ from core.messages import (
     OrderEvent,
     OrderRequest,
     OrderStatus,
+    Quote,
     SessionEvent,
     SessionPhase,
     Side,
@@ -74,6 +75,7 @@ from core.venue import (
     bar_topic,
     flow_topic,
     fundamentals_topic,
+    quote_topic,
     reference_topic,
     tick_topic,
 )
@@ -87,6 +89,7 @@ from services.kis_gateway.store import GatewayStore
 from services.kis_gateway.stream import Resubscribed, StateChange, StreamClient, StreamProblem
 
 NAME = "kis-gateway"
+QUOTE_INTERVAL_S = 0.25  # a code's unchanged book goes out at most this often
 REFERENCE_RETRY_S = 30.0  # a code whose reference could not be read is asked again after this long
 POLL_INTERVAL_S = 1.0  # one background REST read (flows, polled prices) a second leaves the rest to orders
 CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
@@ -135,6 +138,7 @@ class KisGateway(Service):
         self.quotes: dict[str, dict[str, int]] = {}
         self.references: dict[str, DayReference] = {}  # code -> its base price and limits (inquire-price)
         self.fundamentals: dict[str, Fundamentals] = {}  # code -> its EPS and BPS (inquire-price)
+        self._book_sent: dict[str, tuple[float, Any]] = {}  # code -> when its book last went out, and its touch
         self._dividends: dict[str, int] = {}
         self._next_references = 0.0
         self._reference_asked: dict[str, float] = {}  # code -> when inquire-price was last asked for its reference
@@ -451,6 +455,7 @@ class KisGateway(Service):
                 q = self.quotes.setdefault(ev.code, {})
                 if ev.asks and ev.bids:
                     q["ask"], q["bid"] = int(ev.asks[0]), int(ev.bids[0])
+                self._publish_book(ev, mt.ts_ns)
             elif isinstance(ev, StateChange):
                 self._on_state(ev)
             elif isinstance(ev, Resubscribed):
@@ -474,6 +479,22 @@ class KisGateway(Service):
                                                    cum_volume=t.cum_volume, bid=t.bid1, ask=t.ask1))
         for bar in self.bars.on_tick(t.code, ts, t.price, t.qty):
             self._publish_bar(bar)
+
+    def _publish_book(self, rec: BookRecord, ts_ns: int) -> None:
+        """KIS's ten-level book as md.quote, at most every QUOTE_INTERVAL_S per code (a change of touch goes at once)."""
+        bid_px, bid_qty = _levels(rec.bids, rec.bid_qty)
+        ask_px, ask_qty = _levels(rec.asks, rec.ask_qty)
+        if bid_px and ask_px and bid_px[0] >= ask_px[0]:
+            self.counters["crossed_books"] += 1  # a crossed record (an auction's expected price): not a book to show
+            return
+        touch = (bid_px[:1], ask_px[:1])
+        now = time.monotonic()
+        last = self._book_sent.get(rec.code)
+        if last is not None and last[1] == touch and now - last[0] < QUOTE_INTERVAL_S:
+            return
+        self._book_sent[rec.code] = (now, touch)
+        self.feed.publish(quote_topic(rec.code), Quote(code=rec.code, ts_ns=ts_ns, bid_px=bid_px, bid_qty=bid_qty,
+                                                       ask_px=ask_px, ask_qty=ask_qty))
 
     def _publish_bar(self, bar: Any) -> None:
         msg = bar if isinstance(bar, Bar) else Bar(code=bar.code, ts_ns=bar.ts_ns, open=bar.open, high=bar.high,
@@ -666,3 +687,9 @@ def main() -> NoReturn:
             log.error("refusing to start: %s", p)
         sys.exit(EXIT_CONFIG)
     sys.exit(KisGateway(NAME, settings).run())
+
+
+def _levels(prices: tuple[int, ...], qtys: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """A side of an H0STASP0 record as price levels, best first, without its empty (0) levels."""
+    pairs = [(int(p), int(q)) for p, q in zip(prices, qtys) if int(p) > 0]
+    return [p for p, _ in pairs], [max(q, 0) for _, q in pairs]

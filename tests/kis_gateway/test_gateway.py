@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from core.config import load_stack
-from core.messages import DayReference, Fill, Fundamentals, OrderEvent, OrderRequest, OrderStatus, Side, Tick
+from core.messages import DayReference, Fill, Fundamentals, OrderEvent, OrderRequest, OrderStatus, Quote, Side, Tick
 from services.broker.base import BrokerError
 from services.broker.venue import VenueBroker
 from services.kis_gateway.auth import TokenCache
@@ -230,6 +230,10 @@ def test_the_feed_carries_ticks_and_the_heartbeat(venue) -> None:
     fund = wait_for("the fundamentals", lambda: got(Fundamentals), 30)[0]
     assert (fund.code, fund.source, fund.eps, fund.bps) == (CODE, "kis", round(float(kis["eps"])), round(float(kis["bps"])))
     assert fund.effective_date == ref.trading_date
+    # KIS's ten-level book (H0STASP0) as md.quote: best first, the bid below the ask
+    book = wait_for("the book", lambda: got(Quote), 30)[-1]
+    assert book.code == CODE and book.bid_px and book.ask_px and book.bid_px[0] < book.ask_px[0]
+    assert book.bid_px == sorted(book.bid_px, reverse=True) and book.ask_px == sorted(book.ask_px)
 
 
 def test_the_gateway_refuses_to_start_on_the_paper_stack_or_real_money_without_the_live_switch(tmp_path: Path,
