@@ -16,6 +16,15 @@ bid after a downtick (the tick rule; an unchanged print keeps the side): the
 anchor is the ask after an uptick (bid ``n`` ticks below) and the bid after a
 downtick (ask ``n`` ticks above). Both stay within the daily limits.
 
+Bar ends. When a 1-minute bar is over (``bar_closed``: the engine's ``on_bar``,
+or a feed of prints saying the bar they made is over), the side follows the
+tick rule on the bars: the bar's close against the previous bar's close (the
+base price before the day's first bar; an unchanged close keeps the side of
+the bar before). A market fed whole bars and one fed each bar's prints then
+show the same touch once a bar is over, though the prints inside it moved one
+and not the other; the next bar's prints move the side by the tick rule again.
+The rule looks at nothing but closes already printed.
+
 Depth. Each of ``levels`` levels a side shows ``depth`` shares (``depth_pct``
 percent of the recent volume, at least ``min_depth_shares``). Shares our
 marketable orders take are missing from the best levels until they refill, at
@@ -66,7 +75,7 @@ DEFAULT_PARAMS = MatchingParams()
 # the book's own fields of a Market, saved with the engine's state under "books" (the prints' under "markets")
 STATE_FIELDS = (
     "taken_ts_ns", "up", "rv", "rv_time_ns", "rv_ref", "rv_ref_ns", "impact_won", "impact_ts_ns", "static_ref", "vi", "vi_until_ns",
-    "vi_volume",
+    "vi_volume", "bar_close", "bar_up",
 )
 
 
@@ -85,6 +94,8 @@ class Market:
     ask_taken: float = 0
     taken_ts_ns: int = 0
     up: bool = True  # the last print was an uptick: it traded at the ask
+    bar_close: int = 0  # the last bar's close and the side the tick rule on the bars gave it (see bar_closed)
+    bar_up: bool = True
     rv: float = 0.0  # decayed sum of squared returns over a minute or more
     rv_time_ns: float = 0.0  # the decayed time they span
     rv_ref: int = 0  # the print the next return is measured from, and when it was
@@ -120,7 +131,8 @@ def priority(order: Order) -> tuple[int, int]:
 
 def new_market(code: str, base_price: int, lower: int, upper: int, kospi200: bool, params: MatchingParams) -> Market:
     """A code's market at the start of a day: the base price as last print and single price."""
-    market = Market(code=code, base_price=base_price, lower=lower, upper=upper, last_price=base_price)
+    market = Market(code=code, base_price=base_price, lower=lower, upper=upper, last_price=base_price,
+                    bar_close=base_price)
     pct = market.vi_pct = params.dynamic_vi_pct if kospi200 else params.dynamic_vi_pct_other
     market.vi_up, market.vi_down = 100 + pct, 100 - pct
     set_single_price(market, base_price, params)
@@ -191,6 +203,20 @@ def record_print(market: Market, price: int, qty: int, now_ns: int, params: Matc
     if price != last:
         market.up = price > last
         market.last_price = price
+
+
+def bar_closed(market: Market, close: int) -> None:
+    """A bar that closed at ``close`` is over: the side by the tick rule on the bars (see the module docstring).
+
+    Against the previous bar's close: an uptick puts the last print at the
+    ask, a downtick at the bid, an unchanged close keeps the previous bar's
+    side, whatever the prints inside the bar did.
+    """
+    prev = market.bar_close
+    if close != prev:
+        market.bar_up = close > prev
+        market.bar_close = close
+    market.up = market.bar_up
 
 
 def decay_factors(dt_ns: int, params: MatchingParams) -> tuple[float, float, float]:

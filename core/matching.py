@@ -2,7 +2,8 @@
 
 Other participants' orders are not kept one by one; the market is simulated
 from the prints it is fed (``on_trade`` ticks, ``on_bar`` bars, ``run_auction``
-single prices). With ``MatchingParams.book`` on (the default) each code has an
+single prices; a feed of ticks says when a bar of them is over with
+``close_bar``). With ``MatchingParams.book`` on (the default) each code has an
 order book drawn around the last print (``core.book``: a spread of at least
 one tick that widens with volatility and near the open and close, ``levels``
 levels of depth a side that refill at a rate tied to volume, our impact, and
@@ -412,7 +413,9 @@ class MatchingEngine(BookMatching, EngineState):
             return events
         if self._book:
             if not (market.quiet_lo <= l and h <= market.quiet_hi):
-                return self._bar_book(market, o, h, l, c, volume, now_ns, events)
+                self._bar_book(market, o, h, l, c, volume, now_ns, events)
+                bk.bar_closed(market, c)
+                return events
             # a quiet bar (bk.record_print inlined, its decay factors cached): the back-tester's per-bar path
             dt = now_ns - market.volume_ts_ns
             if dt > 0:
@@ -430,14 +433,19 @@ class MatchingEngine(BookMatching, EngineState):
                 r = (c - ref) / ref
                 market.rv += r * r
                 market.rv_ref, market.rv_ref_ns = c, now_ns
-            last = market.last_price
-            if c != last:
-                market.up = c > last
+            if c != market.last_price:
                 market.last_price = c
                 # bk.vi_band(market) inlined
                 hi, lo = c * market.vi_up // 100, -(-c * market.vi_down // 100)
                 market.quiet_hi = hi if hi < market.static_hi else market.static_hi
                 market.quiet_lo = lo if lo > market.static_lo else market.static_lo
+            # bk.bar_closed(market, c) inlined: the side by the tick rule on the bars
+            prev = market.bar_close
+            if c != prev:
+                market.up = market.bar_up = c > prev
+                market.bar_close = c
+            else:
+                market.up = market.bar_up
             return events
         if self.session is Session.CONTINUOUS and (market.bids or market.asks):
             cap = volume * self.params.participation_pct // 100
@@ -456,6 +464,20 @@ class MatchingEngine(BookMatching, EngineState):
         market.last_price = c
         market.bid_taken = market.ask_taken = 0
         return events
+
+    def close_bar(self, code: str, close: int) -> None:
+        """Say that the bar the last prints of ``code`` made is over, closing at ``close``.
+
+        With the book on, its touch then sits where ``on_bar`` leaves it after
+        the same bar: on the side the tick rule on the bars gives
+        (``core.book.bar_closed``), whatever the prints inside the bar did. It
+        prints nothing and fills nothing (a resting order is met by prints, as
+        after ``on_bar``). Book off, or a close outside today's limits, it
+        changes nothing.
+        """
+        market = self._markets.get(code)
+        if self._book and market is not None and market.lower <= close <= market.upper:
+            bk.bar_closed(market, close)
 
     def run_auction(self, code: str, price: int, volume: int, now_ns: int) -> list[Event]:
         """Cross the code's open orders at one auction price, capped by participation."""

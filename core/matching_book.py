@@ -50,14 +50,17 @@ class BookMatching:
 
     def _bar_book(
         self: MatchingEngine, market: Market, o: int, h: int, l: int, c: int, volume: int, now_ns: int, events: list[Event],
-    ) -> list[Event]:
-        """``on_bar`` with the book on: a bar that reaches a VI threshold fills up to it, then the VI starts."""
+    ) -> None:
+        """``on_bar`` with the book on: a bar that reaches a VI threshold fills up to it, then the VI starts.
+
+        The side of the touch at the bar's end is the caller's (``bk.bar_closed``).
+        """
         params = self.params
         if self.session is not Session.CONTINUOUS:
             bk.record_print(market, c, volume, now_ns, params)
-            return events
+            return
         if market.vi and self._held_by_vi(market, c, volume, now_ns, events):
-            return events
+            return
         if market.impact_won:
             bk.impact_now(market, now_ns, params)  # decayed
         last, pct = market.last_price, market.vi_pct
@@ -86,7 +89,6 @@ class BookMatching:
             bk.start_vi(market, kind, now_ns, params)
         else:
             bk.settle_quiet(market, True)
-        return events
 
     def _held_by_vi(self: MatchingEngine, market: Market, price: int, qty: int, now_ns: int,
                     events: list[Event]) -> bool:

@@ -124,8 +124,11 @@ class EngineState:
                 lower, upper = limit_prices(m["base_price"])
                 market = bk.new_market(code, m["base_price"], lower, upper,
                                        getattr(instruments.get(code), "kospi200", False), engine.params)
-                for name, value in (*m.items(), *state.get("books", {}).get(code, {}).items()):
+                saved_book = state.get("books", {}).get(code, {})
+                for name, value in (*m.items(), *saved_book.items()):
                     setattr(market, name, value)
+                if "bar_close" not in saved_book:  # saved before bar ends were kept: the last print stands in
+                    market.bar_close, market.bar_up = market.last_price, market.up
                 bk.set_single_price(market, market.static_ref, engine.params)
                 engine._markets[code] = market
             for account_id, a in state["accounts"].items():

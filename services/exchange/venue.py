@@ -10,7 +10,9 @@ simulator (``core.simulator``, seeded) and the matching engine
   continuous trading; each 1-minute bar is expanded into prints
   (``ticks_from_bar``, deterministic by seed) that are published as
   ``md.tick.<code>`` and fed to the engine, and the bar itself is published on
-  ``md.bar.1m.<code>`` when its minute is over;
+  ``md.bar.1m.<code>`` when its minute is over, once the engine has heard that
+  it is (``close_bar``: the book's touch then stands as a back-test fed the
+  whole bar leaves it);
 * investor flows on ``md.flow.<code>`` at the provisional times and the close
   (the final report, stamped at the close, before the closing auction);
 * 15:20 ``closing`` (orders collect for the closing auction);
@@ -341,9 +343,22 @@ class PaperVenue:
             vi=book.vi, vi_until_ns=book.vi_until_ns)))
 
     def _bar_end(self, ts: int, i: int, out: Outbound) -> None:
+        """Bar ``i``'s minute is over: the engine hears it (its book's touch may change), then the bar goes out.
+
+        With the book on, the book goes out before the bar if its touch
+        changed, so that an agent ordering on the bar has seen the book its
+        order meets.
+        """
         day = self.day
         assert day is not None
+        book = self.engine.params.book
         for k, code in enumerate(day.codes):
+            if self._feed_engine:  # a restored engine has heard the end of every bar before its saved time
+                self.engine.close_bar(code, int(day.close[k, i]))
+                if book:
+                    touch = self.engine.quote(code, ts, levels=1)
+                    if touch is not None:
+                        self._quote_out(code, touch, ts, out)
             out.append((f"md.bar.1m.{code}", self._bar(k, i)))
 
     def _bar(self, k: int, i: int) -> Bar:

@@ -94,6 +94,73 @@ def test_a_quiet_midday_book_is_one_tick_wide_with_the_last_print_at_the_ask_aft
     assert (_quote(engine, MIDDAY + 2 * SEC).bid, _quote(engine, MIDDAY + 2 * SEC).ask) == (70_800, 70_900)
 
 
+def _touch(engine: MatchingEngine, t: int) -> tuple[int, int]:
+    q = _quote(engine, t)
+    return q.bid, q.ask
+
+
+def test_at_a_bars_end_the_touch_follows_the_tick_rule_on_the_bars_whether_the_market_was_fed_the_bar_or_its_prints() -> None:
+    bars, prints = _engine(), _engine()  # both: the base price 71,000 is the close before the first bar
+    end = MIDDAY + MIN
+    # a bar that rose from 71,000 to a close of 71,100, its last print a downtick from 71,200
+    bars.on_bar(SAMSUNG, 71_000, 71_200, 71_000, 71_100, 3_000, MIDDAY)
+    for k, price in enumerate((71_000, 71_200, 71_100)):
+        prints.on_trade(SAMSUNG, price, 1_000, MIDDAY + 20 * k * SEC)
+    assert _touch(prints, end) == (71_100, 71_200)  # the prints' tick rule: the last traded at the bid
+    prints.close_bar(SAMSUNG, 71_100)
+    assert _touch(prints, end) == _touch(bars, end) == (71_000, 71_100)  # the bars': an uptick, at the ask
+    # an unchanged close keeps the side of the bar before, however the prints inside ended
+    bars.on_bar(SAMSUNG, 71_100, 71_200, 71_100, 71_100, 3_000, end)
+    for k, price in enumerate((71_100, 71_200, 71_100)):
+        prints.on_trade(SAMSUNG, price, 1_000, end + 20 * k * SEC)
+    assert _touch(prints, end + MIN) == (71_100, 71_200)
+    prints.close_bar(SAMSUNG, 71_100)
+    assert _touch(prints, end + MIN) == _touch(bars, end + MIN) == (71_000, 71_100)
+    # the next bar's prints move the side by the tick rule again
+    for engine in (bars, prints):
+        engine.on_trade(SAMSUNG, 71_000, 1_000, end + MIN)
+        assert _touch(engine, end + MIN) == (71_000, 71_100)
+        engine.on_trade(SAMSUNG, 71_000, 1_000, end + MIN + SEC)
+        engine.on_trade(SAMSUNG, 70_900, 1_000, end + MIN + 2 * SEC)
+        assert _touch(engine, end + MIN + 2 * SEC) == (70_900, 71_000)
+    # a downtick bar: the bid
+    prints.close_bar(SAMSUNG, 71_000)
+    assert _touch(prints, end + MIN + 2 * SEC) == (70_900, 71_000)  # 71,000 < 71,100: at the bid, unmoved
+    prints.on_trade(SAMSUNG, 71_000, 1_000, end + MIN + 3 * SEC)  # an uptick print: the ask
+    assert _touch(prints, end + MIN + 3 * SEC) == (70_900, 71_000)
+    prints.close_bar(SAMSUNG, 71_000)  # the bar closed down from 71,100: the bid
+    assert _touch(prints, end + MIN + 3 * SEC) == (71_000, 71_100)
+
+
+def test_the_bars_side_is_saved_with_the_book_and_a_state_saved_without_it_takes_the_last_prints() -> None:
+    engine = _engine()
+    engine.on_bar(SAMSUNG, 71_000, 71_100, 71_000, 71_100, 3_000, MIDDAY)
+    engine.on_trade(SAMSUNG, 71_000, 1_000, MIDDAY + MIN)  # a downtick inside the next bar
+    state = engine.to_state()
+    assert state["books"][SAMSUNG]["bar_close"] == 71_100 and state["books"][SAMSUNG]["bar_up"] is True
+    restored = MatchingEngine.from_state(state, INSTRUMENTS)
+    assert restored.to_state() == state
+    restored.close_bar(SAMSUNG, 71_000)
+    assert _touch(restored, MIDDAY + MIN) == (71_000, 71_100)
+    for book in state["books"].values():  # as saved before bar ends were kept
+        del book["bar_close"], book["bar_up"]
+    old = MatchingEngine.from_state(state, INSTRUMENTS)
+    market = old._markets[SAMSUNG]
+    assert (market.bar_close, market.bar_up) == (71_000, False)
+    assert _touch(old, MIDDAY + MIN) == _touch(engine, MIDDAY + MIN) == (71_000, 71_100)
+    old.close_bar(SAMSUNG, 71_000)  # unchanged against the last print standing in: the side it left
+    assert _touch(old, MIDDAY + MIN) == (71_000, 71_100) and old._markets[SAMSUNG].bar_up is False
+
+
+def test_with_the_book_off_a_bars_end_changes_nothing() -> None:
+    engine = _engine(MatchingParams(book=False))
+    engine.on_trade(SAMSUNG, 71_100, 1_000, MIDDAY)
+    engine.on_trade(SAMSUNG, 71_000, 1_000, MIDDAY + SEC)
+    before = engine.to_state()
+    engine.close_bar(SAMSUNG, 71_000)
+    assert engine.to_state() == before and _touch(engine, MIDDAY + SEC) == (71_000, 71_000)
+
+
 def test_a_marketable_buy_pays_the_ask_and_a_sell_hits_the_bid() -> None:
     engine = _engine()
     _calm(engine, MIDDAY - SEC, price=71_100)
