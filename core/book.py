@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 LN2 = math.log(2.0)
 NS_PER_MIN = 60_000_000_000
 VI_STATIC, VI_DYNAMIC = "static", "dynamic"
+NOTHING_LATE = -1  # a bar's late through price when nothing after its open print reached a side (core.matching)
 DEFAULT_PARAMS = MatchingParams()
 
 # the book's own fields of a Market, saved with the engine's state under "books" (the prints' under "markets")

@@ -30,7 +30,12 @@ shares shown at its price when it arrived (none when it improved on the best
 price; book off: always one level's depth); only volume beyond that queue
 fills. Bars have no price-by-volume: with the book on, a bar that reaches the
 limit exactly works off the queue with its volume spread evenly over the ticks
-of its range; book off, only a range strictly through the limit fills. Every
+of its range; book off, only a range strictly through the limit fills. A bar's
+open is its first print, so with the book on an order that arrived at the
+bar's start (after that print, as ``next_open`` back-tests and live orders
+reach the venue) meets only what the bar shows traded after it: its high if
+above the open, its low if below, its close if the bar has more than one price
+(a bar of one price may be that one print: nothing after it is known). Every
 print fills at most ``participation_pct`` percent of its volume per side,
 shared among our orders in price-time priority (resting market orders first).
 
@@ -687,25 +692,37 @@ class MatchingEngine(BookMatching, EngineState):
         cap: int,
         now_ns: int,
         events: list[Event],
+        late_through: int | None = None,
     ) -> None:
         """Fill a side's resting orders against a print, in price-time priority.
 
         ``through_price`` is the lowest (for bids) or highest (for asks) price
         traded; an order strictly beyond it fills at its limit, an order exactly
         at it works off its queue with ``queue_volume`` first. Resting market
-        orders fill at ``market_fill_price``.
+        orders fill at ``market_fill_price``. ``late_through`` (a bar's, book
+        on) stands for ``through_price`` for the limit orders that arrived at
+        ``now_ns``, after the bar's open print; ``core.book.NOTHING_LATE`` if nothing
+        after it reached this side.
         """
         left = cap
         filled_any = False
+        buy_side = book is market.bids
         for order in book:
             if order.order_type is OrderType.MARKET:
                 q = min(order.remaining_qty, left)
                 fill_price = market_fill_price
             else:
                 limit = order.price
-                diff = limit - through_price if order.side is Side.BUY else through_price - limit
-                if diff < 0:
-                    break
+                if late_through is not None and order.ts_ns >= now_ns:
+                    if late_through == bk.NOTHING_LATE:
+                        continue
+                    diff = limit - late_through if buy_side else late_through - limit
+                    if diff < 0:
+                        continue  # an older order behind it, at a worse price, may have met the open print
+                else:
+                    diff = limit - through_price if buy_side else through_price - limit
+                    if diff < 0:
+                        break
                 if diff > 0:
                     q = min(order.remaining_qty, left)
                 else:

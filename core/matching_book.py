@@ -71,19 +71,26 @@ class BookMatching:
         else:
             kind = ""
         if market.bids or market.asks:
+            # what the bar shows traded after its open print (for the orders that arrived after it):
+            # its low if below the open, its high if above, its close if it has more than one price
+            late_lo = l if l < o else (c if h > l else 0)
+            late_hi = h if h > o else (c if h > l else 0)
             if kind:
                 band_lo, band_hi = bk.vi_band(market)
                 o, h, l = min(max(o, band_lo), band_hi), min(h, band_hi), max(l, band_lo)
+                late_lo, late_hi = late_lo and min(max(late_lo, band_lo), band_hi), late_hi and min(max(late_hi, band_lo), band_hi)
             if market.impact_won:
                 o, h, l = (bk.shifted(market, o, now_ns, params), bk.shifted(market, h, now_ns, params),
                            bk.shifted(market, l, now_ns, params))
+                late_lo = late_lo and bk.shifted(market, late_lo, now_ns, params)
+                late_hi = late_hi and bk.shifted(market, late_hi, now_ns, params)
             cap = volume * params.participation_pct // 100
             # the volume at one price of the range: spread evenly over its ticks
             at_price = volume // (1 + (h - l) // tick_size(l)) if h > l else volume
             if market.bids:
-                self._fill_resting(market, market.bids, l, o, at_price, cap, now_ns, events)
+                self._fill_resting(market, market.bids, l, o, at_price, cap, now_ns, events, late_lo or bk.NOTHING_LATE)
             if market.asks:
-                self._fill_resting(market, market.asks, h, o, at_price, cap, now_ns, events)
+                self._fill_resting(market, market.asks, h, o, at_price, cap, now_ns, events, late_hi or bk.NOTHING_LATE)
         bk.record_print(market, c, volume, now_ns, params)
         if kind:
             bk.start_vi(market, kind, now_ns, params)

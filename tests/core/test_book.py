@@ -281,6 +281,33 @@ def test_a_buy_that_betters_the_bid_inside_a_wide_spread_stands_first() -> None:
     assert _fills(engine.on_trade(SAMSUNG, inside, 500, T0 + 3 * SEC)) == [(50, inside)]
 
 
+def test_an_order_that_arrived_at_a_bars_open_meets_only_what_the_bar_shows_traded_after_that_print() -> None:
+    engine = _engine()
+    engine.on_bar(SAMSUNG, 71_100, 71_100, 71_100, 71_100, 10_000, MIDDAY - 2 * MIN)
+    engine.on_bar(SAMSUNG, 71_100, 71_100, 71_000, 71_000, 10_000, MIDDAY - MIN)  # a down bar: bid 71,000
+
+    def by_order(events: Sequence[Event]) -> list[tuple[str, int, int]]:
+        return [(e.client_order_id, e.qty, e.price) for e in events if isinstance(e, Execution)]
+
+    def bar_open(coid: str, o: int, h: int, low: int, c: int, t: int) -> list[tuple[str, int, int]]:
+        engine.on_trade(SAMSUNG, o, 0, t)  # the bar's open print, then an order, then the rest of the bar
+        assert _fills(_order(engine, coid, "buy", 10, 71_000, t)) == []
+        return by_order(engine.on_bar(SAMSUNG, o, h, low, c, 20_000, t))
+
+    assert _fills(_order(engine, "before", "buy", 10, 71_000, MIDDAY - MIN)) == []
+    # a bar of one price: the order that was there works off its queue; the one after the open print meets nothing
+    assert bar_open("one", 71_000, 71_000, 71_000, 71_000, MIDDAY) == [("before", 10, 71_000)]
+    one = engine.order_by_client_id("one")
+    assert one is not None and one.is_open and one.queue_ahead > 0
+    # its low is its open and it closed higher: nothing after the open is shown at 71,000
+    assert bar_open("low_open", 71_000, 71_100, 71_000, 71_100, MIDDAY + MIN) == [("one", 10, 71_000)]
+    low_open = engine.order_by_client_id("low_open")
+    assert low_open is not None and low_open.is_open
+    # its low is below its open: traded after it, so it works off the queue of both
+    assert bar_open("low_after", 71_100, 71_100, 71_000, 71_000, MIDDAY + 2 * MIN) == [
+        ("low_open", 10, 71_000), ("low_after", 10, 71_000)]
+
+
 def test_a_bar_that_reaches_a_resting_limit_exactly_works_off_its_queue() -> None:
     engine = _engine()
     _calm(engine, MIDDAY - SEC, price=71_100)
