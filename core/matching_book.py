@@ -78,12 +78,17 @@ class BookMatching:
             if kind:
                 band_lo, band_hi = bk.vi_band(market)
                 o, h, l = min(max(o, band_lo), band_hi), min(h, band_hi), max(l, band_lo)
-                late_lo, late_hi = late_lo and min(max(late_lo, band_lo), band_hi), late_hi and min(max(late_hi, band_lo), band_hi)
+                if late_lo:
+                    late_lo = min(max(late_lo, band_lo), band_hi)
+                if late_hi:
+                    late_hi = min(max(late_hi, band_lo), band_hi)
             if market.impact_won:
                 o, h, l = (bk.shifted(market, o, now_ns, params), bk.shifted(market, h, now_ns, params),
                            bk.shifted(market, l, now_ns, params))
-                late_lo = late_lo and bk.shifted(market, late_lo, now_ns, params)
-                late_hi = late_hi and bk.shifted(market, late_hi, now_ns, params)
+                if late_lo:
+                    late_lo = bk.shifted(market, late_lo, now_ns, params)
+                if late_hi:
+                    late_hi = bk.shifted(market, late_hi, now_ns, params)
             cap = volume * params.participation_pct // 100
             # the volume at one price of the range: spread evenly over its ticks
             at_price = volume // (1 + (h - l) // tick_size(l)) if h > l else volume
