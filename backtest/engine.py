@@ -63,6 +63,7 @@ import gc
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -92,6 +93,8 @@ _SESSION_TEXT = {s: s.value for s in krx.Session}
 _NEVER = 2**63  # a time stamp after every event: no flow left
 # NamedTuple records built from a tuple, without the Python-level __new__ their constructor runs
 _new_record = tuple.__new__
+# a day's bar records built in one C-level pass (map over zip), none by the per-bar loop
+_make_bar = partial(tuple.__new__, BarData)
 
 
 class BacktestError(ValueError):
@@ -353,11 +356,10 @@ class Backtest:
         fi, fn = 0, len(f_ts)
 
         # per code: the agents trading it, with what the per-bar path touches bound once
-        by_code: dict[str, list[tuple[_Agent, Any, dict[str, Any], list[Any]]]] = {}
+        by_code: dict[str, list[tuple[_Agent, AgentContext, Any, dict[str, Any], list[Any], AgentResult]]] = {}
         for agent in self._agents.values():
             for code in agent.spec.codes:
-                ctx = agent.ctx
-                by_code.setdefault(code, []).append((agent, ctx.on_bar, ctx.portfolio.positions, ctx.outbox))
+                by_code.setdefault(code, []).append(self._bar_entry(agent))
         for agent in self._agents.values():
             agent.ctx.start()
             self._route(agent, agent.ctx.drain_outbox())
@@ -373,10 +375,11 @@ class Backtest:
         failure: StrategyFailure | None = None
         days: list[dt.date] = []
         dispatch = self._dispatch
-        empty: list[tuple[_Agent, Any, dict[str, Any], list[Any]]] = []
+        empty: list[tuple[_Agent, AgentContext, Any, dict[str, Any], list[Any], AgentResult]] = []
         restarts = self._restarts
         next_restart = restarts[0][0] if restarts else _NEVER
         sessions = self.sessions
+        flush, route = self._flush, self._route
 
         for a, b in zip(starts, ends):
             date = krx.kst_date(ts_l[a])
@@ -386,19 +389,24 @@ class Backtest:
             else:
                 open_ns, close_ns = ts_l[a], ts_l[b - 1] + NS_PER_MIN
             auction_from = close_ns - CLOSING_AUCTION_NS
+            last_from = auction_from - NS_PER_MIN  # a bar from here on is published with the auction begun
             self._start_day(date, {**base, **last_close}, min(open_ns, ts_l[a]))
             closing = False
             self._delayed = delayed
             next_flow = f_ts[fi] if fi < fn else _NEVER
-            for i, t, code, o, h, lo, c, v in zip(range(a, b), ts_l[a:b], code_l[a:b], o_l[a:b], h_l[a:b],
-                                                  l_l[a:b], c_l[a:b], v_l[a:b]):
-                if t >= next_restart:
-                    next_restart = self._restarts_due(t, by_code)
-                if next_flow <= t:
-                    while fi < fn and f_ts[fi] <= t:
-                        self._side(f_rec[fi])
-                        fi += 1
-                    next_flow = f_ts[fi] if fi < fn else _NEVER
+            due = min(next_restart, next_flow)  # a restart or a flow: one compare per bar for both
+            day_bars = list(map(_make_bar, zip(code_l[a:b], ts_l[a:b], o_l[a:b], h_l[a:b], l_l[a:b], c_l[a:b], v_l[a:b])))
+            for i, bar in enumerate(day_bars, a):
+                code, t, o, h, lo, c, v = bar
+                if t >= due:
+                    if t >= next_restart:
+                        next_restart = self._restarts_due(t, by_code)
+                    if next_flow <= t:
+                        while fi < fn and f_ts[fi] <= t:
+                            self._side(f_rec[fi])
+                            fi += 1
+                        next_flow = f_ts[fi] if fi < fn else _NEVER
+                    due = min(next_restart, next_flow)
                 self._now = t
                 if sessions and t >= auction_from:
                     if not closing:
@@ -411,7 +419,7 @@ class Backtest:
                     if evs:
                         dispatch(evs)
                 elif delayed:
-                    queued = pending.pop(code, None)
+                    queued = pending.pop(code, None) if pending else None  # most bars: nothing held, no call
                     if intrabar:
                         prints = intrabar_path(o, h, lo, c)
                         parts = split_volume(v)
@@ -419,7 +427,7 @@ class Backtest:
                         if evs:
                             dispatch(evs)
                         if queued:
-                            self._flush(queued)
+                            flush(queued)
                         for k in (1, 2, 3):
                             evs = venue_on_trade(code, prints[k], parts[k], t)
                             if evs:
@@ -429,7 +437,7 @@ class Backtest:
                             evs = venue_on_trade(code, o, 0, t)
                             if evs:
                                 dispatch(evs)
-                            self._flush(queued)
+                            flush(queued)
                         evs = venue_on_bar(code, o, h, lo, c, v, t)
                         if evs:
                             dispatch(evs)
@@ -437,23 +445,21 @@ class Backtest:
                     evs = venue_on_bar(code, o, h, lo, c, v, t)
                     if evs:
                         dispatch(evs)
-                if sessions and not closing and t + NS_PER_MIN >= auction_from:
+                if sessions and not closing and t >= last_from:
                     # live, a bar is published when its minute is over: the last continuous bar reaches the
                     # agents with the closing auction begun, so what they order on it waits for the auction
                     self._delayed = True
                 view_prices[code] = c
-                bar = _new_record(BarData, (code, t, o, h, lo, c, v))
-                for agent, on_bar, positions, outbox in by_code.get(code, empty):
+                for agent, ctx, on_bar, positions, outbox, res in by_code.get(code, empty):
                     on_bar(bar)
-                    res = agent.result
                     res.bars_seen += 1
                     pos = positions.get(code)
                     if pos is not None and pos.qty:
                         res.exposed_bars += 1
                     if outbox:
-                        self._route(agent, agent.ctx.drain_outbox())
-                    if agent.ctx.errors_total != agent.errors_seen:
-                        failure = StrategyFailure(agent.spec.agent_id, code, t, i, agent.ctx.last_error)
+                        route(agent, ctx.drain_outbox())
+                    if ctx.errors_total != agent.errors_seen:
+                        failure = StrategyFailure(agent.spec.agent_id, code, t, i, ctx.last_error)
                         break
                 if failure is not None:
                     break
@@ -473,7 +479,13 @@ class Backtest:
 
     # --- restarts --------------------------------------------------------------
 
-    def _restarts_due(self, now_ns: int, by_code: dict[str, list[tuple[_Agent, Any, dict[str, Any], list[Any]]]]) -> int:
+    @staticmethod
+    def _bar_entry(agent: _Agent) -> tuple[_Agent, AgentContext, Any, dict[str, Any], list[Any], AgentResult]:
+        """What the per-bar path touches of an agent, bound once: its context, on_bar, positions, outbox and result."""
+        ctx = agent.ctx
+        return agent, ctx, ctx.on_bar, ctx.portfolio.positions, ctx.outbox, agent.result
+
+    def _restarts_due(self, now_ns: int, by_code: dict[str, list[tuple[Any, ...]]]) -> int:
         """Save and restart the agents due by ``now_ns``; returns when the next one is due."""
         restarts = self._restarts
         while restarts and restarts[0][0] <= now_ns:
@@ -486,7 +498,7 @@ class Backtest:
         return restarts[0][0] if restarts else _NEVER
 
     def _restart(self, agent: _Agent, saved: state_store.SavedState, now_ns: int,
-                 by_code: dict[str, list[tuple[_Agent, Any, dict[str, Any], list[Any]]]]) -> None:
+                 by_code: dict[str, list[tuple[Any, ...]]]) -> None:
         """Tear an agent's strategy and context down and start them again as the live runtime does."""
         old, spec = agent.ctx, agent.spec
         strategy = get_strategy(spec.strategy).from_params(dict(spec.params))
@@ -512,7 +524,7 @@ class Backtest:
             entries = by_code.get(code, [])
             for n, entry in enumerate(entries):
                 if entry[0] is agent:
-                    entries[n] = (agent, ctx.on_bar, ctx.portfolio.positions, ctx.outbox)
+                    entries[n] = self._bar_entry(agent)
         self._route(agent, ctx.drain_outbox())
 
     @staticmethod
