@@ -821,15 +821,16 @@ class AgentContext:
 
     def on_bar(self, bar: BarData) -> None:
         """A new bar: keep it, mark the book, then the strategy's ``on_bar``."""
-        rows = self._bars.get(bar.code)
+        code, ts_ns, _, _, _, close, _ = bar  # one unpack, not three attribute reads: the per-bar path
+        rows = self._bars.get(code)
         if rows is None:
             self.ignored_events += 1
             return
-        self._now = self._market_ns = bar.ts_ns
+        self._now = self._market_ns = ts_ns
         rows.append(bar)
         if len(rows) > self._trim_at:
             del rows[: -self._history]
-        self._marks[bar.code] = bar.close
+        self._marks[code] = close
         if self.halted_by_errors:
             return
         # inlined rather than via _call: this is the back-tester's per-bar path
@@ -838,7 +839,8 @@ class AgentContext:
         except Exception as exc:  # a strategy bug must not take the agent down
             self._failed("on_bar", exc)
         else:
-            self.consecutive_errors = 0
+            if self.consecutive_errors:  # a read, not a store per bar: a run of errors is rare
+                self.consecutive_errors = 0
         if self._parents:
             for parent in self._parents.values():
                 if parent.code == bar.code and parent.is_working:

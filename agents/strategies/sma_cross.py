@@ -72,7 +72,11 @@ class SmaCross(Strategy):
 
     def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
         close = bar.close
-        ring, slow, fast, i = self._ring, self._slow, self._fast, self._i
+        # one assignment each rather than a tuple packed and unpacked: on_bar runs on every bar
+        ring = self._ring
+        slow = self._slow
+        fast = self._fast
+        i = self._i
         slot = i % slow
         sum_slow = self._sum_slow = self._sum_slow + close - ring[slot]
         if i >= fast:
