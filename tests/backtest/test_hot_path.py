@@ -175,3 +175,45 @@ def test_a_fill_ends_a_run_of_strategy_errors_whether_or_not_the_strategy_hooks_
 
     assert ctx.consecutive_errors == 0 and ctx.position("005930") == 10
     assert getattr(strategy, "fills_seen", 1) == 1
+
+
+def _fills(result: object) -> list[tuple[object, ...]]:
+    return [tuple(t) for t in result.agents["sma"].trades]  # type: ignore[attr-defined]
+
+
+def test_flows_and_restarts_due_on_the_same_bars_reach_the_agents_as_on_their_own(data: MarketData) -> None:
+    """The per-bar loop tests a restart and a flow with one compare: both still run, restart first, before the bar."""
+    from backtest.engine import Restart
+
+    assert data.side_events(), "the simulated data carries flows"
+    spec = AgentSpec("sma", "sma_cross", ("005930",), {"fast": 3, "slow": 8, "qty": 10}, 500_000_000)
+    alone = run_backtest(data, [spec])
+    ts = data.bars["ts_ns"].tolist()
+    flow_ts = sorted({e[0] for e in data.side_events()})
+    # a restart at a flow's stamp (both due on one bar), one between flows, one on the last bar
+    at = [t for t in ts if t >= flow_ts[0]][0], ts[len(ts) // 2], ts[-1]
+    restarted = run_backtest(data, [spec], restarts=[Restart("sma", t) for t in at])
+    assert _fills(restarted) == _fills(alone) and len(_fills(alone)) > 10
+    assert restarted.agents["sma"].bars_seen == alone.agents["sma"].bars_seen == len(data.bars)
+    assert restarted.agents["sma"].exposed_bars == alone.agents["sma"].exposed_bars > 0
+    assert [d.equity_won for d in restarted.agents["sma"].days] == [d.equity_won for d in alone.agents["sma"].days]
+
+
+def test_a_successful_bar_ends_a_run_of_strategy_errors_and_every_bar_is_kept() -> None:
+    class _RaisesTwice(STRATEGIES["sma_cross"]):  # type: ignore[misc,valid-type]
+        calls = 0
+
+        def on_bar(self, ctx: AgentContext, bar: BarData) -> None:
+            self.calls += 1
+            if self.calls <= 2:
+                raise RuntimeError("bar")
+
+    ctx = AgentContext("a", ["005930"], _RaisesTwice.from_params({"fast": 2, "slow": 3, "qty": 1}), Portfolio(100_000_000), MASTER)
+    for k in range(2):
+        ctx.on_bar(BarData("005930", k, 70_000, 70_100, 69_900, 70_000 + 100 * k, 10))
+    assert (ctx.consecutive_errors, ctx.errors_total) == (2, 2)
+    ctx.on_bar(BarData("005930", 2, 70_000, 70_300, 69_900, 70_200, 10))
+    assert (ctx.consecutive_errors, ctx.errors_total) == (0, 2)
+    assert ctx.bar_count("005930") == 3 and ctx.last_price("005930") == 70_200 and ctx.now() == 2
+    ctx.on_bar(BarData("000660", 3, 1, 1, 1, 1, 1))  # not its code: ignored, nothing kept
+    assert ctx.ignored_events == 1 and ctx.bar_count("005930") == 3 and ctx.now() == 2
