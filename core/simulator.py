@@ -31,7 +31,11 @@ The model, per trading day:
   the price is pulled slowly toward its own usual PER times the announced EPS
   (``value_pull``), so an earnings surprise drifts into the price over weeks;
 * every price is on the KRX tick grid and inside the day's limits (base =
-  previous close).
+  previous close);
+* volatility interruptions (DOMAIN.md): a minute that closes more than 3 %
+  (KOSPI 200 members; 6 % others) from the last trade, or 10 % from the last
+  single price, is followed by a 2-minute single-price auction (one price per
+  bar, ``DayBars.vi``).
 
 ``SimulatorParams.null()`` is the null world: the same volatility, volume and
 flows, but none of the effects a strategy could earn from: no flow impact, no
@@ -112,6 +116,10 @@ class SimulatorParams:
     drift_free: bool = False  # True: log returns lose half their variance, so the expected price stays where it is
     eps_quarterly_sd: float = 0.08
     value_pull: float = 0.01  # share of the log gap to (usual PER x EPS) the price closes per day
+    vi_dynamic_pct_kospi200: float = 3.0  # volatility interruptions (DOMAIN.md): a minute's move from the last trade
+    vi_dynamic_pct_other: float = 6.0
+    vi_static_pct: float = 10.0  # from the last single price (the base, then the last VI's auction)
+    vi_minutes: int = 2  # a VI is this many minutes of single-price auction
 
     @classmethod
     def null(cls) -> SimulatorParams:
@@ -149,6 +157,7 @@ class DayBars:
     announced: npt.NDArray[np.bool_] | None = None  # (instruments,) True where earnings came out today
     bid: I64 | None = None  # (instruments, bars) the best bid and ask at each bar's close (core.book's spread rule)
     ask: I64 | None = None
+    vi: npt.NDArray[np.bool_] | None = None  # (instruments, bars) True for a bar of a VI's single-price auction
 
     @property
     def announcement_ts_ns(self) -> int:
@@ -238,6 +247,7 @@ class _Universe:
     pref_index: I64  # index of each preferred share with its common in the universe
     common_index: I64
     dividend: I64
+    vi_dynamic_pct: F64  # a minute's move from the last trade that halts continuous trading (3 % KOSPI 200, 6 % else)
     usual_log_per: F64  # each stock's own PER at the start (log): where value pulls its price
     announcement_lag: I64  # days after a quarter's end each stock announces
 
@@ -321,6 +331,7 @@ class MarketSimulator:
             pref_index=np.array([a for a, _ in pairs], dtype=np.int64),
             common_index=np.array([b for _, b in pairs], dtype=np.int64),
             dividend=np.array([i.dividend for i in instruments], dtype=np.int64),
+            vi_dynamic_pct=np.array([p.vi_dynamic_pct_kospi200 if i.kospi200 else p.vi_dynamic_pct_other for i in instruments]),
             usual_log_per=np.where(per > 0, np.log(np.maximum(per, 1e-9)), np.nan),
             announcement_lag=lag,
         )
@@ -405,6 +416,8 @@ class MarketSimulator:
         low = np.minimum(_on_grid_within(lo_body * np.exp(-excursion[1]), lower, upper), lo_body)
         high[:, -1] = close_px[:, -1]
         low[:, -1] = close_px[:, -1]
+        # (the bar after an auction opens at its price: its open is the auction bar's close)
+        vi = _volatility_interruptions(open_px, high, low, close_px, s.close, u.vi_dynamic_pct, p.vi_static_pct, m, p.vi_minutes)
 
         # volume: U-shaped, busier on volatile minutes and on days with large flows or gaps
         day_activity = np.exp(0.25 * rng.standard_normal(n) + 0.3 * np.abs(s.flow) + 8.0 * np.abs(gap))
@@ -456,6 +469,7 @@ class MarketSimulator:
             announced=announced,
             bid=bid,
             ask=ask,
+            vi=vi,
         )
 
     def _pref_discount_path(self, nb: int) -> F64:
@@ -517,6 +531,46 @@ class MarketSimulator:
             s.dps[announced] = np.maximum(np.rint(np.maximum(new_eps, 0) * payout), 0).astype(np.int64)
             s.announced_quarter[announced] = due[announced]
         return announced
+
+
+def _volatility_interruptions(open_: I64, high: I64, low: I64, close: I64, base: I64, dynamic_pct: F64,
+                              static_pct: float, m: int, minutes: int = 2) -> npt.NDArray[np.bool_]:
+    """Volatility interruptions in a day's continuous bars, in place: which bars are a VI's auction.
+
+    A continuous minute whose close moved more than ``dynamic_pct`` percent from
+    the last trade before it (the previous close; the opening price for the
+    first minute), or more than ``static_pct`` from the last single price (the
+    base price, then the last VI's), halts continuous trading: the next
+    ``minutes`` bars are a single-price auction, one price (open = high = low
+    = close) at which it crosses when it ends, with the minutes' volume. The
+    closing auction (bar ``m``) is not touched. Candidates are found for all
+    codes at once; only codes with one are walked minute by minute.
+    """
+    vi = np.zeros(close.shape, dtype=bool)
+    cont = close[:, :m].astype(np.float64)
+    prev = np.concatenate([open_[:, :1], close[:, : m - 1]], axis=1).astype(np.float64)
+    dyn = np.abs(cont / prev - 1.0) * 100.0 > dynamic_pct[:, None]
+    static = np.abs(cont / base[:, None] - 1.0) * 100.0 > static_pct
+    for i in np.flatnonzero((dyn | static).any(axis=1)):
+        ref = float(base[i])
+        k = 0
+        while k < m:
+            last = float(open_[i, 0] if k == 0 else close[i, k - 1])
+            c = float(close[i, k])
+            if abs(c / last - 1.0) * 100.0 > dynamic_pct[i] or abs(c / ref - 1.0) * 100.0 > static_pct:
+                end = min(k + minutes, m - 1)
+                if end > k:
+                    px = close[i, end]  # the auction crosses where the market is when it ends
+                    open_[i, k + 1 : end + 1] = px
+                    high[i, k + 1 : end + 1] = px
+                    low[i, k + 1 : end + 1] = px
+                    close[i, k + 1 : end + 1] = px
+                    vi[i, k + 1 : end + 1] = True
+                    ref = float(px)
+                k = end + 1
+            else:
+                k += 1
+    return vi
 
 
 def _last_announced_quarter(day: dt.date, lag_days: int) -> int:

@@ -310,3 +310,20 @@ def test_an_auction_bar_is_one_print_and_a_bad_bar_is_refused() -> None:
     assert len(ticks_from_bar("005930", 0, 71_000, 71_000, 71_000, 71_000, 0, seed=1).price) == 0
     with pytest.raises(ValueError, match="not a valid OHLC"):
         ticks_from_bar("005930", 0, 71_000, 70_000, 71_500, 71_000, 10, seed=1)
+
+
+def test_a_sharp_minute_is_followed_by_a_two_minute_single_price_auction(year: list[DayBars]) -> None:
+    halted = 0
+    for d in year:
+        assert d.vi is not None and not d.vi[:, -1].any()  # the closing auction is its own
+        for i, k in np.argwhere(d.vi):
+            assert d.open[i, k] == d.high[i, k] == d.low[i, k] == d.close[i, k]  # one price per auction minute
+            if not d.vi[i, k - 1]:  # the minute that set it off moved too far
+                halted += 1
+                last = d.open[i, 0] if k == 1 else d.close[i, k - 2]
+                moved = abs(d.close[i, k - 1] / last - 1) * 100
+                from_base = abs(d.close[i, k - 1] / d.base_price[i] - 1) * 100
+                assert moved > 3 or from_base > 10, (d.trading_date, d.codes[i], k)
+                assert d.vi[i, k : k + 2].all() or k + 1 >= d.close.shape[1] - 1
+    assert halted > 0
+    _assert_on_grid_and_within_limits(year)
