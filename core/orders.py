@@ -163,6 +163,9 @@ class Transition(NamedTuple):
     ts_ns: int
 
 
+_new_tuple = tuple.__new__  # a NamedTuple built without its generated __new__ (positional, same fields)
+
+
 class AppliedFill(NamedTuple):
     """A fill that changed an order (the OMS publishes it as a ``Fill``); a NamedTuple like ``Transition``."""
 
@@ -493,7 +496,7 @@ class OrderBook:
         order.fees_won += fee_won
         order.taxes_won += tax_won
         self.counters["fills"] += 1
-        out.fills.append(AppliedFill(exec_id, order.client_order_id, qty, price, fee_won, tax_won, now_ns))
+        out.fills.append(_new_tuple(AppliedFill, (exec_id, order.client_order_id, qty, price, fee_won, tax_won, now_ns)))
         if qty == remaining:
             # the last shares of an order whose rest was canceled (the fill's notice came after the cancel's):
             # it ends canceled, as the broker shows it
@@ -638,8 +641,11 @@ class OrderBook:
         return out
 
     def _snapshot(self, order: Order, event: str, from_status: OrderStatus, now_ns: int) -> Transition:
-        return Transition(order.client_order_id, event, from_status, order.status, order.filled_qty,
-                          order.remaining_qty, order.avg_fill_price, now_ns)
+        # the two properties inlined and the tuple built directly: four of these are made per back-tested order
+        status, filled = order.status, order.filled_qty
+        remaining = 0 if status in TERMINAL_STATUSES else order.qty - filled - order.canceled_qty
+        avg = (2 * order.fill_value_won + filled) // (2 * filled) if filled else 0
+        return _new_tuple(Transition, (order.client_order_id, event, from_status, status, filled, remaining, avg, now_ns))
 
     def _move(self, order: Order, status: OrderStatus, event: str, now_ns: int, out: Outcome) -> None:
         before = order.status
