@@ -261,8 +261,12 @@ class RiskView:
         oo = self.open_orders.get(fill.client_order_id)
         if oo is not None:
             oo.filled_by_fills += qty
-            self._refresh(oo)
-            if oo.remaining_qty == 0:
+            before = oo.remaining_qty
+            oo.refresh()  # _refresh inlined: the order was just found open, so no second look-up
+            after = oo.remaining_qty
+            if after != before:
+                self._count(oo, before, after)
+            if after == 0:
                 self._remove_open(oo.client_order_id)
         if price > 0:
             self.last_prices.setdefault(fill.code, price)
@@ -329,7 +333,15 @@ class RiskView:
 
     def account_day_pnl_won(self) -> int:
         """The whole account's profit today."""
-        return sum(self.day_pnl_won(a) for a in self.agents)
+        # equity_won inlined in one loop (no generator, no two calls per agent): this runs after every fill
+        last, base = self.last_prices, self.base_prices
+        total = 0
+        for book in self.agents.values():
+            value = book.cash_won - book.start_equity_won
+            for code, pos in book.positions.items():
+                value += pos.qty * (last.get(code) or base.get(code) or pos.avg_price)
+            total += value
+        return total
 
     def _add_open(self, oo: OpenOrder) -> None:
         self.open_orders[oo.client_order_id] = oo
