@@ -90,6 +90,8 @@ MAX_CASCADE = 100  # rounds of strategy reactions to fills within one event
 _SIDE_TEXT = {s: s.value for s in Side}
 _STATUS_TEXT = {s: s.value for s in OrderStatus}
 _SESSION_TEXT = {s: s.value for s in krx.Session}
+# order statuses bound to module names for _dispatch: an enum member's class-attribute look-up costs ~90 ns a use
+_ACCEPTED, _CANCELED, _REJECTED = OrderStatus.ACCEPTED, OrderStatus.CANCELED, OrderStatus.REJECTED
 _NEVER = 2**63  # a time stamp after every event: no flow left
 # NamedTuple records built from a tuple, without the Python-level __new__ their constructor runs
 _new_record = tuple.__new__
@@ -708,17 +710,17 @@ class Backtest:
             elif kind is OrderUpdate:
                 status = ev.status
                 coid = ev.client_order_id
-                if status is OrderStatus.ACCEPTED:
+                if status is _ACCEPTED:
                     oms.ack(coid, ev.broker_order_id, now)
-                elif status is OrderStatus.CANCELED:
+                elif status is _CANCELED:
                     oms.cancel_confirmed(0, now, coid)
-                elif status is OrderStatus.REJECTED:
+                elif status is _REJECTED:
                     oms.reject(coid, ev.reason_code, ev.reason_text, now)
                 view.on_order_event(ev, now)
                 agent = agents.get(ev.agent_id)
                 if agent is None:
                     continue
-                if status is OrderStatus.REJECTED:
+                if status is _REJECTED:
                     agent.result.rejected[ev.reason_code] += 1
                 agent.ctx.on_order_event(_new_record(
                     OrderEventData,
