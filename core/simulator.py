@@ -518,7 +518,8 @@ class MarketSimulator:
         ratio of EPS.
         """
         s, u = self._state, self._universe
-        due = np.array([_last_announced_quarter(day, int(g)) for g in u.announcement_lag], dtype=np.int64)
+        by_lag = {g: _last_announced_quarter(day, g) for g in set(u.announcement_lag.tolist())}  # a few lags, many codes
+        due = np.array([by_lag[g] for g in u.announcement_lag.tolist()], dtype=np.int64)
         announced = due > s.announced_quarter
         if announced.any():
             k = int(announced.sum())

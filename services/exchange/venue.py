@@ -199,23 +199,23 @@ class PaperVenue:
         prices; nothing before ``now_ns`` is fed to the restored engine again.
         """
         for _ in range(max(0, days_simulated - 1)):
-            day = self.sim.next_day()
+            self._note_announcements(self.sim.next_day())
             self.days_simulated += 1
-            label = day.trading_date.strftime("%Y%m%d")
-            for k, code in enumerate(day.codes):
-                if code not in self._announced_on or (day.announced is not None and day.announced[k]):
-                    self._announced_on[code] = label
         self._next_day()
         return self._catch_up(now_ns, feed_engine=False)
+
+    def _note_announcements(self, day: DayBars) -> None:
+        """Remember, per code, the day its figures in force were announced (the first day's: the master's)."""
+        label = day.trading_date.strftime("%Y%m%d")
+        for k, code in enumerate(day.codes):
+            if code not in self._announced_on or (day.announced is not None and day.announced[k]):
+                self._announced_on[code] = label
 
     def _next_day(self) -> None:
         day = self.sim.next_day()
         self.days_simulated += 1
         self.day = day
-        label = self.trading_date
-        for k, code in enumerate(day.codes):
-            if code not in self._announced_on or (day.announced is not None and day.announced[k]):
-                self._announced_on[code] = label
+        self._note_announcements(day)
         self.open_ns = int(day.ts_ns[0])
         self.close_ns = int(day.ts_ns[-1])
         self._heap.clear()
