@@ -20,16 +20,22 @@ import asyncio
 import hmac
 import json
 import logging
-from html import escape
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -37,11 +43,11 @@ from starlette.concurrency import run_in_threadpool
 from core.config import PROJECT_ROOT, StackSettings, load_stack
 from core.instruments import InstrumentError, load_instruments
 from dashboard import pages
-from dashboard.pages import STATIC_DIR
 from dashboard.export import XLSX_MEDIA_TYPE, grid_csv, grid_xlsx, select_rows
 from dashboard.feed import ACTIONS, BusFeed
 from dashboard.journal import JournalReader
 from dashboard.metrics import FirmCollector
+from dashboard.pages import STATIC_DIR
 from dashboard.roster import load_roster
 from dashboard.state import SECTIONS, FirmState
 from dashboard.venue import VenueConfig
@@ -136,13 +142,26 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
     registry.register(FirmCollector(state, _now_ns))
     control_enabled = bool(settings.token())
 
-    def render(name: str, title: str, body: str, extra: dict[str, Any] | None = None, stream: str = "") -> HTMLResponse:
-        sections = PAGE_SECTIONS[name]
+    def render(name: str, title: str, body: str, extra: dict[str, Any] | None = None, stream: str = "", *,
+               sections: tuple[str, ...] | None = None, scripts: tuple[str, ...] = (),
+               styles: tuple[str, ...] = ()) -> HTMLResponse:
+        """A page of the dashboard: ``sections`` of the state embedded and streamed (the page's own by default)."""
+        sections = PAGE_SECTIONS[name] if sections is None else sections
         initial = state.view(sections, _now_ns())
         if extra:
             initial.update(extra)
         query = "sections=" + ",".join(sections) + (f"&{stream}" if stream else "")
-        return HTMLResponse(pages.page(name, title, body, initial, stream=query, control=control_enabled))
+        return HTMLResponse(pages.page(name, title, body, initial, stream=query, control=control_enabled,
+                                       scripts=scripts, styles=styles))
+
+    app.state.render = render  # for the pages that live in their own modules (blotter, reports)
+    app.state.authorize = None  # set below, once defined
+
+    @app.get("/favicon.svg", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response((STATIC_DIR / "favicon.svg").read_bytes(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
     # --- pages ------------------------------------------------------------
 
@@ -253,6 +272,8 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
         ok = bool(expected) and bool(supplied) and hmac.compare_digest(supplied.encode(), expected.encode())
         fields.pop("token", None)
         return ok, fields
+
+    app.state.authorize = authorize
 
     def refused(action: str) -> JSONResponse:
         reason = "NO_TOKEN_CONFIGURED" if not settings.token() else "BAD_OR_MISSING_TOKEN"

@@ -22,6 +22,8 @@ NAV = (
     ("market", "/market", "Market"),
     ("risk", "/risk", "Risk"),
     ("recon", "/recon", "Reconciliation"),
+    ("blotter", "/blotter", "Blotter"),
+    ("reports", "/reports", "Reports"),
     ("config", "/config", "Configuration"),
 )
 
@@ -37,11 +39,16 @@ def _asset(name: str) -> str:
     return (STATIC_DIR / name).read_text()
 
 
-def page(name: str, title: str, body: str, initial: Any, *, stream: str, control: bool) -> str:
+def page(name: str, title: str, body: str, initial: Any, *, stream: str, control: bool,
+         scripts: tuple[str, ...] = (), styles: tuple[str, ...] = ()) -> str:
     """A whole page: navigation, venue, token field, LIVE and stale banners, ``body``, the first state and the script.
 
     The venue label and the LIVE banner are rendered here from the first state
     as well as by the script, so a page shows them even before it runs.
+    ``scripts`` and ``styles`` are files under ``static/`` (a vendored library,
+    a page's own renderers) loaded after ``app.js``: a page script registers
+    its renderers with ``trader.register(section, fn)`` and the first render
+    runs once every script has loaded.
     """
     here = ' class="here"'
     nav = "".join(
@@ -61,7 +68,9 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} · trader</title>
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <style>{_asset("app.css")}</style>
+{"".join(f'<link rel="stylesheet" href="/static/{escape(css)}">' for css in styles)}
 </head>
 <body data-page="{escape(name)}" data-stream="{escape(stream)}">
 <header><strong class="brand">trader</strong><nav>{nav}</nav>
@@ -75,6 +84,7 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 </main>
 <script id="initial" type="application/json">{_embed(initial)}</script>
 <script>{_asset("app.js")}</script>
+{"".join(f'<script src="/static/{escape(js)}"></script>' for js in scripts)}
 </body></html>"""
 
 

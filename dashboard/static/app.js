@@ -346,7 +346,12 @@ document.addEventListener("input", e => {
   else if (e.target.id === "token") sessionStorage.setItem("token", e.target.value);
 });
 
+// What page scripts (static/*.js loaded after this one) use: the helpers, the state, and register(section, fn),
+// which makes fn the renderer of a section of the stream (replacing this file's own, if any).
+window.trader = {state, page, num, esc, kst, dur, signed, setText, setHTML, body, kv, act, flash, render,
+  register(section, fn) { RENDER[section] = fn; }};
+
 const tokenBox = document.getElementById("token");
 if (tokenBox) tokenBox.value = sessionStorage.getItem("token") || "";
-render(state);
-connect();
+// Page scripts load after this one; the first render waits for them.
+document.addEventListener("DOMContentLoaded", () => { render(state); connect(); });
