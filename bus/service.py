@@ -29,6 +29,7 @@ import psutil
 import zmq
 
 from bus import security
+from bus.logcount import log_counter
 from bus.pidlock import LockHeld, PidLock, lock_path
 from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
 from bus.rpc import RpcServer
@@ -63,6 +64,7 @@ class Service:
         self.name = name
         self.settings = settings
         self.log = logging.getLogger(name)
+        log_counter()  # warnings and errors from the start on are counted for the heartbeat
         self.state = "starting"
         self.lock = PidLock(lock_path(settings.run_path, name))
         self.ctx: zmq.Context | None = None
@@ -239,6 +241,7 @@ class Service:
         info: dict[str, object] = dict(self.heartbeat_info())
         info.update(self.publisher.heartbeat_info())
         info.setdefault(REJECTED_FRAMES_KEY, self.rejected_frames())
+        info.setdefault("log", log_counter().summary())
         hb = Heartbeat(
             name=self.name,
             pid=os.getpid(),
