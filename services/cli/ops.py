@@ -9,7 +9,9 @@ Wire (supervisor ROUTER on ``supervisor_rpc``) and usage:
 * ``trader restart ID``           -> ``Command(name="restart", ...)``
 * ``trader reload [--json]``      -> ``Command(name="reload")``: the running agents follow the roster again
 * ``trader logs NAME [-f]``       -> prints ``<run_dir>/logs/NAME.log`` (follows it with -f)
-* ``trader profile NAME --seconds N [--yappi]`` -> runs NAME's command under cProfile (or yappi) for N s
+* ``trader profile NAME [--seconds N]`` -> samples the running NAME in place with py-spy: a flame graph and the
+  top functions (``--fresh --profiler cprofile|yappi``: a fresh copy of a stopped NAME instead)
+* ``trader ps --watch [--interval S]`` -> the ``ps`` table redrawn in place until Ctrl-C
 * ``trader config check [--json]`` -> every configuration problem with file, key and reason (with
   ``broker.kind = "kis"`` the KIS venue's too: credentials, live trading, URLs; never a secret)
 
@@ -34,8 +36,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack, stack_config_path
+from core.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    StackSettings,
+    load_stack,
+    stack_config_path,
+)
 from services.cli.service_call import call, load_settings
+from services.cli.tables import Col, FitTable, wide_option
 
 console = Console()
 err = Console(stderr=True)
@@ -84,16 +93,16 @@ def _cell(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def ps(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List every process and agent: pid, state, uptime, cpu, rss, heartbeat age, and agents' position and PnL."""
-    rows = supervisor_call("list")
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table(title="trader processes")
-    for col in ("name", "kind", "pid", "state", "uptime s", "cpu %", "rss MB", "threads", "files", "hb age s",
-                "sync", "holding", "realised", "unrealised", "open"):
-        table.add_column(col, justify="left" if col in ("name", "kind", "state", "sync") else "right")
+PS_COLUMNS = (Col("name", essential=True), Col("kind", essential=True), Col("pid", essential=True, numeric=True),
+              Col("state", essential=True), Col("uptime s", numeric=True), Col("cpu %", numeric=True),
+              Col("rss MB", numeric=True), Col("threads", numeric=True), Col("files", numeric=True),
+              Col("hb age s", essential=True, numeric=True), Col("sync"), Col("holding", numeric=True),
+              Col("realised", numeric=True), Col("unrealised", numeric=True), Col("open", numeric=True))
+
+
+def ps_table(rows: list[dict[str, Any]], title: str = "trader processes") -> FitTable:
+    """The ``trader ps`` table of the supervisor's rows."""
+    table = FitTable(title, PS_COLUMNS)
     for r in rows:
         state = r.get("state", "")
         if r.get("heartbeat_late"):
@@ -102,9 +111,78 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
                       _mb(r.get("rss_bytes")), _cell(r.get("threads")), _cell(r.get("open_files")),
                       _cell(r.get("heartbeat_age_s")), _cell(r.get("sync")), _cell(r.get("holding")),
                       _cell(r.get("realized_pnl_won")), _cell(r.get("unrealized_pnl_won")), _cell(r.get("open_orders")))
-    console.print(table)
-    if any(r.get("heartbeat_late") or r.get("state") in ("flapping", "dead (stale lock)") for r in rows):
+    return table
+
+
+def _unhealthy(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("heartbeat_late") or r.get("state") in ("flapping", "dead (stale lock)") for r in rows)
+
+
+def ps(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts (one listing, not with --watch)."),
+    wide: bool = wide_option(),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table in place until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes with --watch."),
+) -> None:
+    """List every process and agent: pid, state, uptime, cpu, rss, heartbeat age, and agents' position and PnL.
+
+    The columns that do not fit the terminal are left out and named under the
+    table (name, kind, pid, state and heartbeat age always show); --wide shows
+    them all. --watch redraws the table every --interval seconds until Ctrl-C
+    (exit 0); while the supervisor does not answer, the title says so and the
+    watch goes on. Exit 1 when a heartbeat is late or an agent is flapping.
+
+    Examples: `trader ps`, `trader ps --wide`, `trader ps --watch --interval 1`, `trader ps --json | jq .`
+    """
+    if watch:
+        if as_json:
+            err.print("[bold red]error:[/] --watch redraws a table; use --json without --watch")
+            raise typer.Exit(2)
+        _watch(wide, interval)
+        return
+    rows = supervisor_call("list")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    ps_table(rows).show(console, wide)
+    if _unhealthy(rows):
         raise typer.Exit(1)
+
+
+def _watch(wide: bool, interval: float) -> None:
+    """``ps --watch``: the table redrawn in place (one table after another when the output is no terminal)."""
+    from rich.live import Live
+
+    from services.cli.service_call import ServiceError, ask
+
+    settings = load_settings()
+    timeout_ms = max(500, min(settings.bus.rpc_timeout_ms, int(interval * 1000)))
+    rows: list[dict[str, Any]] = []
+
+    def frame() -> FitTable:
+        nonlocal rows
+        stamp = time.strftime("%H:%M:%S")
+        try:
+            rows = ask("supervisor_rpc", "list", timeout_ms=timeout_ms, retries=0, settings=settings)
+            title = f"trader processes at {stamp} (every {interval:g} s, Ctrl-C stops)"
+        except ServiceError as exc:
+            why = "not answering" if exc.down else exc.text.split("\n")[0]
+            shown = " (last answer below)" if rows else ""
+            title = f"[bold red]supervisor {why}[/] at {stamp}{shown}; retrying every {interval:g} s (Ctrl-C stops)"
+        return ps_table(rows, title)
+
+    try:
+        if not console.is_terminal:  # a pipe or a file: no cursor to move back, so each refresh follows the last
+            while True:
+                frame().show(console, wide)
+                console.file.flush()
+                time.sleep(interval)
+        with Live(console=console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False) as live:
+            while True:
+                live.update(frame().renderable(console, wide), refresh=True)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
 
 
 def spawn(agent_id: str = typer.Argument(..., help="The agent's id in the roster.")) -> None:
@@ -207,36 +285,177 @@ def _command_of(name: str, settings: StackSettings) -> list[str] | None:
     return None
 
 
+EXIT_PROFILE_FAILED, EXIT_UNKNOWN_NAME, EXIT_NOT_RUNNING, EXIT_NOT_PERMITTED = 1, 2, 3, 4
+PROFILERS = ("cprofile", "yappi")
+PTRACE_HELP = ("py-spy may not read another process's memory here (ptrace). Run it as root (sudo env \"PATH=$PATH\" "
+               "trader profile ...), give it CAP_SYS_PTRACE (in a container: --cap-add SYS_PTRACE), or allow "
+               "tracing with `sudo sysctl kernel.yama.ptrace_scope=0`")
+
+
+def _fail_profile(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _running_pid(name: str, settings: StackSettings) -> tuple[bool, int | None]:
+    """Whether ``name`` has a lock file, and the pid of its live owner (None when it is not running)."""
+    from bus.pidlock import LockOwner, lock_path
+
+    path = lock_path(settings.run_path, name)
+    try:
+        owner = LockOwner.parse(path.read_text())
+    except OSError:
+        return False, None
+    return True, owner.pid if owner is not None and owner.is_alive() else None
+
+
+def _py_spy() -> str | None:
+    import shutil
+
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def top_functions(folded: str) -> tuple[int, list[tuple[str, int, int]]]:
+    """py-spy's raw (folded) stacks -> (samples, [(function, own samples, total samples)], most own time first).
+
+    A line is ``frame;frame;...;leaf COUNT``, outermost frame first; a function's
+    own samples are those where it is the leaf, its total those where it is
+    anywhere on the stack (once per stack, however deep it recurses).
+    """
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    ranked = sorted(total, key=lambda f: (-own.get(f, 0), -total[f], f))
+    return samples, [(f, own.get(f, 0), total[f]) for f in ranked]
+
+
 def profile(
     name: str = typer.Argument(..., help="A Procfile process (e.g. order-manager) or an agent id."),
-    seconds: float = typer.Option(10.0, "--seconds", help="How long to profile."),
-    use_yappi: bool = typer.Option(False, "--yappi", help="Profile with yappi (for asyncio code; if installed)."),
-    top: int = typer.Option(25, "--top", help="How many functions to print."),
+    seconds: int = typer.Option(10, "--seconds", min=1, help="How long to sample (or, with --fresh, to run)."),
+    top: int = typer.Option(25, "--top", min=1, help="How many functions to print."),
+    rate: int = typer.Option(100, "--rate", min=1, help="Samples per second (py-spy)."),
+    idle: bool = typer.Option(False, "--idle", help="Count threads that wait (on a socket, a lock, a sleep) too."),
+    out: Path | None = typer.Option(None, "--out", help="The flame graph's file (default <run_dir>/profiles/NAME-TIME.svg)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Instead of attaching: run a fresh copy of NAME (it must be stopped) under --profiler."),
+    profiler: str = typer.Option("cprofile", "--profiler", help="With --fresh: cprofile, or yappi (for asyncio code; pip install yappi)."),
+    wide: bool = wide_option(),
 ) -> None:
-    """Run one process under cProfile (or yappi) for N seconds and print the top functions.
+    """Profile a RUNNING process in place with py-spy: a flame graph (SVG) and its top functions.
 
-    The process must not be running (it takes its own pid lock): stop it first
-    (`trader kill ID` for an agent). The profile is kept under <run_dir>/profiles/.
+    py-spy samples the process's stacks from outside for --seconds without
+    pausing or restarting it (its pid stays the same); the flame graph and the
+    raw stacks are kept under <run_dir>/profiles/, and the functions with the
+    most samples are printed (own = the function itself was running, total = it
+    or what it called). A process that mostly waits shows few samples: --idle
+    counts waiting threads too.
+
+    --fresh keeps the old way: NAME must be stopped (`trader kill ID` for an
+    agent), a fresh copy runs under cProfile (or yappi) for --seconds, and the
+    pstats are printed and kept.
+
+    Exit codes: 0 done; 1 the profiler failed; 2 unknown NAME or bad option;
+    3 NAME is not running (or, with --fresh, is running); 4 py-spy may not attach (ptrace not permitted).
+
+    Examples: `trader profile order-manager --seconds 5`, `trader profile sma-a --idle --top 10`,
+    `trader profile exchange --fresh --profiler cprofile --seconds 20`
     """
     settings = load_settings()
     argv = _command_of(name, settings)
-    if argv is None:
-        err.print(f"[bold red]error:[/] {name!r} is neither a Procfile process nor an agent of the roster")
-        raise typer.Exit(1)
-    if use_yappi:
+    has_lock, pid = _running_pid(name, settings)
+    if argv is None and not has_lock:
+        from services.cli.stack import read_procfile
+
+        known = [n for n, _ in read_procfile(PROJECT_ROOT / "Procfile")]
+        _fail_profile(f"{name!r} is neither a Procfile process ({', '.join(known)}) nor an agent of the roster "
+                      f"(`trader agents` lists them)", EXIT_UNKNOWN_NAME)
+    if profiler not in PROFILERS:
+        _fail_profile(f"--profiler must be {' or '.join(PROFILERS)}, not {profiler!r}", EXIT_UNKNOWN_NAME)
+    folder = settings.run_path / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if fresh:
+        if pid is not None:
+            _fail_profile(f"{name} is running (pid {pid}): profile it in place without --fresh, or stop it first "
+                          f"(`trader kill {name}` for an agent)", EXIT_NOT_RUNNING)
+        _profile_fresh(name, argv, seconds, profiler, top, folder / f"{name}-{stamp}-{profiler}.prof")
+        return
+    if pid is None:
+        start = f"`trader spawn {name}`" if argv and "agents.runtime" in argv else "`trader up`"
+        _fail_profile(f"{name} is not running (no live process holds {settings.run_path / 'run' / (name + '.pid')}); "
+                      f"start it with {start}, or profile a fresh copy with --fresh", EXIT_NOT_RUNNING)
+    assert pid is not None
+    spy = _py_spy()
+    if spy is None:
+        _fail_profile("py-spy is not installed (pip install py-spy)", EXIT_PROFILE_FAILED)
+    assert spy is not None
+    svg = out if out is not None else folder / f"{name}-{stamp}.svg"
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    raw = svg.with_suffix(".folded.txt")
+    common = ["--pid", str(pid), "--duration", str(seconds), "--rate", str(rate), "--nonblocking",
+              *(["--idle"] if idle else [])]
+    console.print(f"sampling {name} (pid {pid}) for {seconds} s with py-spy; it keeps running ...")
+    # Two samplers side by side: one draws the flame graph, one writes the raw stacks the summary is made of.
+    # Neither pauses the process (--nonblocking), so they do not get in each other's way.
+    runs = [subprocess.Popen([spy, "record", *common, "--format", fmt, "--output", str(path), *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for fmt, path, extra in (("flamegraph", svg, []), ("raw", raw, ["--function"]))]
+    outputs = []
+    try:
+        for run in runs:
+            outputs.append(run.communicate(timeout=seconds + 60))
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    for run, (stdout, stderr) in zip(runs, outputs):
+        if run.returncode != 0:
+            text = (stderr or stdout or "").strip()
+            if "permission denied" in text.lower() or "operation not permitted" in text.lower():
+                _fail_profile(f"cannot attach to {name} (pid {pid}): permission denied. {PTRACE_HELP}", EXIT_NOT_PERMITTED)
+            if not _running_pid(name, settings)[1]:
+                _fail_profile(f"{name} (pid {pid}) stopped while it was sampled", EXIT_NOT_RUNNING)
+            first = text.splitlines()[0] if text else f"exit code {run.returncode}"
+            _fail_profile(f"py-spy could not sample {name} (pid {pid}): {first}", EXIT_PROFILE_FAILED)
+    if not svg.exists() or not raw.exists():
+        _fail_profile(f"py-spy wrote no profile of {name} (pid {pid})", EXIT_PROFILE_FAILED)
+    samples, ranked = top_functions(raw.read_text())
+    table = FitTable(f"top functions of {name} (pid {pid}), {samples} sample(s) in {seconds} s",
+                     (Col("own %", essential=True, numeric=True), Col("total %", essential=True, numeric=True),
+                      Col("own", numeric=True), Col("total", numeric=True), Col("function", essential=True, wrap=True)))
+    for frame, own, total in ranked[:top]:
+        table.add_row(f"{100 * own / samples:.1f}", f"{100 * total / samples:.1f}", str(own), str(total), frame)
+    table.show(console, wide)
+    if not samples:
+        console.print("no sample: every thread was waiting the whole time (--idle counts waiting threads too)")
+    console.print(f"flame graph: {svg}")
+    console.print(f"raw stacks: {raw}")
+
+
+def _profile_fresh(name: str, argv: list[str] | None, seconds: int, profiler: str, top: int, out: Path) -> None:
+    """``--fresh``: run NAME's command under cProfile (or yappi) for ``seconds`` and print the top functions."""
+    if argv is None or argv[1:2] != ["-m"]:
+        _fail_profile(f"cannot profile a fresh copy of {name}: only a Procfile line or an agent of the roster "
+                      "that runs `python -m module`", EXIT_UNKNOWN_NAME)
+    assert argv is not None
+    if profiler == "yappi":
         try:
             import yappi  # noqa: F401
         except ImportError:
-            err.print("[bold red]error:[/] yappi is not installed (pip install yappi); use cProfile without --yappi")
-            raise typer.Exit(1)
-    folder = settings.run_path / "profiles"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{'-yappi' if use_yappi else ''}.prof"
-    if argv[1:2] != ["-m"]:
-        err.print(f"[bold red]error:[/] cannot profile {' '.join(argv)}: only `python -m module` commands")
-        raise typer.Exit(1)
-    runner = [sys.executable, "-c", _PROFILE_RUNNER, str(out), "yappi" if use_yappi else "cprofile", *argv[2:]]
-    console.print(f"profiling {name} for {seconds:.0f} s ...")
+            _fail_profile("yappi is not installed (pip install yappi); use --profiler cprofile", EXIT_PROFILE_FAILED)
+    runner = [sys.executable, "-c", _PROFILE_RUNNER, str(out), profiler, *argv[2:]]
+    console.print(f"running a fresh copy of {name} under {profiler} for {seconds} s ...")
     proc = subprocess.Popen(runner, cwd=PROJECT_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -250,8 +469,7 @@ def profile(
             proc.kill()
             proc.wait()
     if not out.exists():
-        err.print(f"[bold red]error:[/] no profile was written (exit code {proc.returncode}); see `trader logs {name}`")
-        raise typer.Exit(1)
+        _fail_profile(f"no profile was written (exit code {proc.returncode}); see `trader logs {name}`", EXIT_PROFILE_FAILED)
     import pstats
 
     pstats.Stats(str(out)).sort_stats("cumulative").print_stats(top)

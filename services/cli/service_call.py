@@ -44,6 +44,15 @@ def who() -> str:
     return f"cli:{os.environ.get('USER', 'unknown')}"
 
 
+class ServiceError(Exception):
+    """A service that did not answer (``down``) or refused or failed a command; the text says which and why."""
+
+    def __init__(self, text: str, down: bool) -> None:
+        super().__init__(text)
+        self.text = text
+        self.down = down
+
+
 def call(
     endpoint_name: str,
     name: str,
@@ -57,6 +66,23 @@ def call(
 
     The command id doubles as the idempotency key, so a retry never acts twice.
     """
+    try:
+        return ask(endpoint_name, name, args, timeout_ms=timeout_ms, retries=retries, settings=settings)
+    except ServiceError as exc:
+        err.print(f"[bold red]error:[/] {exc.text}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def ask(
+    endpoint_name: str,
+    name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    timeout_ms: int | None = None,
+    retries: int = 1,
+    settings: StackSettings | None = None,
+) -> Any:
+    """Like :func:`call`, but a service that is down or refuses raises :class:`ServiceError` (for ``--watch``)."""
     import zmq
 
     from bus.rpc import RpcClient, RpcError, RpcFailure
@@ -73,18 +99,15 @@ def call(
     try:
         reply = client.call(command, idempotency_key=command_id)
     except RpcError as exc:
-        err.print(f"[bold red]error:[/] the {label} failed on {name}: {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise ServiceError(f"the {label} failed on {name}: {exc}", down=False) from None
     except RpcFailure as exc:
-        err.print(f"[bold red]error:[/] the {label} is not running ({exc}).\n"
-                  f"Start the stack with `trader up`, or only the {label} with `{start}`.", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise ServiceError(f"the {label} is not running ({exc}).\n"
+                           f"Start the stack with `trader up`, or only the {label} with `{start}`.", down=True) from None
     finally:
         client.close()
         ctx.destroy(linger=0)
     if not isinstance(reply, CommandResult) or not reply.ok:
         text = reply.error if isinstance(reply, CommandResult) else type(reply).__name__
         code = f" ({reply.reason_code})" if isinstance(reply, CommandResult) and reply.reason_code else ""
-        err.print(f"[bold red]error:[/] the {label} refused {name}{code}: {text}", soft_wrap=True)
-        raise typer.Exit(1)
+        raise ServiceError(f"the {label} refused {name}{code}: {text}", down=False)
     return reply.result
