@@ -95,11 +95,21 @@ class MarketData(_Section):
     feed_heartbeat_s: float = Field(default=1.0, gt=0)  # the broker feed's heartbeat interval (sys.heartbeat.venue)
     silence_heartbeats: int = Field(default=3, ge=1)  # feed heartbeat intervals of silence that count as a drop
     backoff_max_s: float = Field(default=30.0, gt=0)
+    venue_start_grace_s: float = Field(default=30.0, ge=0)  # from start, a venue not up yet is no warning (DEBUG)
 
 
 class Dashboard(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    allowed_hosts: list[str] = Field(default_factory=list)  # more Host names it answers, "name" or "name:port"
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not h or "/" in h or any(c.isspace() for c in h):
+                raise ValueError(f"{h!r} is not a host name: a name or name:port, e.g. trader.lan:8000, no scheme")
+        return [h.lower() for h in v]
 
 
 KIS_URLS = {  # KIS.md section 1
@@ -310,6 +320,7 @@ class StackSettings(BaseSettings):
     config_dir: str = str(DEFAULT_CONFIG_DIR)
     roster_file: str = "configs/agents.toml"  # the agent roster (relative paths are from the project root)
     risk_file: str = "configs/risk.toml"  # the risk limits read by the risk guard
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # TRADER_LOG_LEVEL; `trader up --verbose`: debug
     endpoints: Endpoints = Field(default_factory=Endpoints)
     clock: Clock = Field(default_factory=Clock)
     market: Market = Field(default_factory=Market)
