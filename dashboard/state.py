@@ -24,8 +24,8 @@ from core.messages import (
     Alert,
     Bar,
     DayReference,
-    Fundamentals,
     Fill,
+    Fundamentals,
     Heartbeat,
     InvestorFlow,
     OrderEvent,
@@ -33,8 +33,12 @@ from core.messages import (
     SessionEvent,
     Tick,
 )
-from core.messages import Quote as QuoteMessage  # this module's own Quote is a board line
+from core.messages import (
+    Quote as QuoteMessage,  # this module's own Quote is a board line
+)
 from core.portfolio import Portfolio
+from dashboard.desk import AlertGroups, desk_figures
+from dashboard.riskview import recon_view, risk_view
 from dashboard.venue import (
     GATEWAY,
     NO_BUS_HEARTBEAT,
@@ -44,8 +48,13 @@ from dashboard.venue import (
     venue_view,
 )
 
-SECTIONS = ("processes", "agents", "market", "risk", "recon", "alerts", "bus", "clock", "venue")
-STALE_HEARTBEAT_S = 3.0  # a process silent for longer is shown as down
+SECTIONS = ("processes", "agents", "market", "risk", "recon", "alerts", "bus", "clock", "venue", "desk")
+STALE_HEARTBEAT_S = 3.0  # a process silent for longer is late (not up)
+DEAD_HEARTBEAT_S = 10.0  # ... and silent for longer than this, dead
+STARTUP_GRACE_S = 20.0  # a process not heard from yet within this long of the dashboard's start is "starting"
+DESK_SAMPLE_S = 5  # one point of the firm's equity curve per this many wall seconds
+MAX_DESK_POINTS = 5000
+SPARK_POINTS = 60  # the last PnL points of an agent drawn in its grid row
 STALE_SUPERVISOR_LIST_S = 6.0  # a process without heartbeats is up while the supervisor's list of it is this fresh
 GATEWAY_STATUS = "kis_gateway.status"  # the poller's key for the KIS gateway's status answer
 VENUE_INFO_KEYS = ("env", "live", "ready", "stream", "streamed", "polled", "account")
@@ -186,8 +195,17 @@ class FirmState:
         instrument_names: Mapping[str, str] | None = None,
         base_prices: Mapping[str, int] | None = None,
         venue: VenueConfig = PAPER,
+        *,
+        started_ns: int = 0,
+        opening_realized: Callable[[str], Mapping[str, int]] | None = None,
     ) -> None:
         self._lock = threading.RLock()
+        self.started_ns = started_ns  # when the dashboard began watching (wall clock): the start-up grace counts from it
+        self._opening_realized = opening_realized  # ledger date -> each book's realised PnL at its opening (the journal)
+        self._opening: tuple[str, Mapping[str, int]] = ("", {})
+        self.alert_groups = AlertGroups()
+        self.desk_points: deque = deque(maxlen=MAX_DESK_POINTS)  # (ts_ns, equity_won, pnl_today_won)
+        self._last_desk_sample_ns = 0
         self.versions: dict[str, int] = {s: 0 for s in SECTIONS}
         self.version = 0
         self.venue = venue
@@ -271,6 +289,7 @@ class FirmState:
             elif isinstance(msg, Alert):
                 self.alerts.appendleft(_plain(msg))
                 self.alert_counts[msg.level.value] += 1
+                self.alert_groups.add(msg.source, msg.kind, msg.level.value, msg.text, msg.ts_ns or now_ns)
                 self._touch("alerts")
             elif isinstance(msg, OrderEvent):
                 self._on_order_event(msg)
@@ -310,6 +329,9 @@ class FirmState:
             if span > 0:
                 self.rates = {k: round((v - first.get(k, 0)) / span, 1) for k, v in self.msg_counts.items()}
             self._touch("bus", "processes", "agents")  # heartbeat ages move with time
+            if now_ns - self._last_desk_sample_ns >= DESK_SAMPLE_S * NS:
+                self._last_desk_sample_ns = now_ns
+                self._sample_desk(now_ns)
         self._notify()
 
     def set_rpc(self, service: str, ok: bool, result: Any, error: str, now_ns: int) -> None:
@@ -569,9 +591,19 @@ class FirmState:
                 out[s] = getattr(self, f"_view_{s}")(now_ns)
             return out
 
+    def _liveness(self, p: ProcessView, age: float | None, now_ns: int) -> str:
+        """starting, running, late or dead: what a person needs to know of a process at a glance."""
+        if age is None:  # never heard from
+            within_grace = not self.started_ns or now_ns - self.started_ns <= STARTUP_GRACE_S * NS
+            return "starting" if within_grace else "dead"
+        if age <= STALE_HEARTBEAT_S:
+            return "starting" if p.state == "starting" else "running"
+        return "late" if age <= DEAD_HEARTBEAT_S else "dead"
+
     def _process_row(self, p: ProcessView, now_ns: int) -> dict[str, Any]:
         age = _age_s(now_ns, p.last_heartbeat_ns)
         up = age is not None and age <= STALE_HEARTBEAT_S
+        liveness = self._liveness(p, age, now_ns)
         state = p.state if up else ("down" if p.last_heartbeat_ns else "not seen")
         if p.name in NO_BUS_HEARTBEAT:
             listed = _age_s(now_ns, p.supervisor_ns)
@@ -579,10 +611,16 @@ class FirmState:
             up = fresh and p.supervisor_state == "running"
             state = (p.supervisor_state or "not seen") if fresh else ("unknown (no answer from the supervisor)"
                                                                        if p.supervisor_ns else "not seen")
+            liveness = "running" if up else ("dead" if fresh else self._liveness(p, None, now_ns))
+        log = p.info.get("log") if isinstance(p.info.get("log"), Mapping) else {}
         return {
             "name": p.name,
             "up": up,
             "state": state,
+            "liveness": liveness,
+            "warnings_1h": int(log.get("warnings_1h") or 0),
+            "errors_1h": int(log.get("errors_1h") or 0),
+            "last_error": str(log.get("last_error") or ""),
             "pid": p.pid,
             "uptime_s": round((now_ns - p.started_ns) / NS) if p.started_ns and up else None,
             "cpu_pct": round(p.cpu_pct, 1),
@@ -644,6 +682,15 @@ class FirmState:
         else:
             state = a.supervisor_state or (proc["state"] if proc else "not seen")
         cash = book.get("cash_won") if book else (a.allocation_won or None)
+        info = a.process.info if a.process else {}
+        refused: Counter[str] = Counter()
+        for key in ("refused", "refused_own"):
+            if isinstance(info.get(key), Mapping):
+                refused.update({str(k): int(v) for k, v in info[key].items() if isinstance(v, int)})
+        if not refused:  # no count from the agent (an older runtime, or not up): the refusals seen on the bus
+            refused.update(str(o.get("reason_code") or "UNKNOWN") for o in a.orders.values() if o.get("status") == "rejected")
+        spark = [p[1] for p in list(a.pnl_points)[-SPARK_POINTS:]]
+        last_error = str(info.get("last_error") or "") or (proc["last_error"] if proc else "")
         return {
             "id": a.id,
             "code": code,
@@ -664,6 +711,14 @@ class FirmState:
             "open_orders": open_orders,
             "heartbeat_age_s": proc["heartbeat_age_s"] if proc else None,
             "book_source": source if book else "",
+            "liveness": proc["liveness"] if proc else ("dead" if a.supervisor_state in ("flapping", "stopped") else "starting"),
+            "warnings_1h": proc["warnings_1h"] if proc else 0,
+            "errors_1h": proc["errors_1h"] if proc else 0,
+            "last_error": last_error,
+            "refusals": dict(refused.most_common()),
+            "refusals_total": sum(refused.values()),
+            "pnl_today_won": spark[-1] if spark else 0,
+            "pnl_spark": spark,
         }
 
     def _view_agents(self, now_ns: int) -> dict[str, Any]:
@@ -722,15 +777,8 @@ class FirmState:
         return {"rows": rows, "discount": [list(p) for p in self.discount_points]}
 
     def _view_risk(self, now_ns: int) -> dict[str, Any]:
-        status = self.rpc.get("risk_guard.status")
-        trading_state = "unknown"
-        for source in (self.risk_state.get("payload"), status["result"] if status and status["ok"] else None):
-            if isinstance(source, Mapping):
-                value = source.get("trading_state") or source.get("state")
-                if value:
-                    trading_state = str(value)
-                    break
-        return {"trading_state": trading_state, "bus": self.risk_state, "status": status}
+        view = risk_view(self.rpc.get("risk_guard.status"), self.risk_state, now_ns)
+        return {**view, "bus": self.risk_state, "status": self.rpc.get("risk_guard.status")}  # the raw two, for "raw"
 
     def _ledger_book(self, agent_id: str) -> dict[str, Any] | None:
         """An agent's book in the ledger (the book of record), as the order manager last answered."""
@@ -742,31 +790,81 @@ class FirmState:
 
     def _view_recon(self, now_ns: int) -> dict[str, Any]:
         latest = self.rpc.get("reconciler.latest")
-        report = latest["result"] if latest and latest["ok"] and isinstance(latest["result"], Mapping) else {}
-        entry = self.rpc.get("order_manager.positions")
-        ledger = entry["result"] if entry and entry["ok"] and isinstance(entry["result"], Mapping) else {}
-        books = []
-        for name, book in [*(ledger.get("agents") or {}).items(), ("ACCOUNT", ledger.get("account_book"))]:
-            if not isinstance(book, Mapping):
-                continue
-            books.append({"book": name, "cash_won": book.get("cash_won"),
-                          "holdings": ", ".join(f"{c} {p.get('qty', 0):,}" for c, p in (book.get("positions") or {}).items()),
-                          "realized_pnl_won": book.get("realized_pnl_won"), "fees_won": book.get("fees_won"),
-                          "taxes_won": book.get("taxes_won"), "adjustments": len(book.get("adjustments") or [])})
-        adjustments = [{k: a.get(k) for k in ("adjustment_id", "agent_id", "code", "qty", "cash_won", "reason", "who")}
-                       for a in ((ledger.get("account_book") or {}).get("adjustments") or [])]
-        breaks = [{"kind": b.get("kind"), "key": b.get("key"), "what": b.get("text"), "since": b.get("first_seen_ns")}
-                  for b in (report.get("breaks") or []) if isinstance(b, Mapping)]
-        return {"reports": list(self.recon_reports)[:20], "latest": latest, "breaks": breaks,
-                "pending": len(report.get("pending") or []), "ledger_date": ledger.get("ledger_date", ""),
-                "books": books, "adjustments": adjustments}
+        view = recon_view(latest, self.recon_reports, self.rpc.get("order_manager.positions"), now_ns)
+        return {**view, "reports": list(self.recon_reports)[:20], "latest": latest}  # the raw answers, for "raw"
 
     def _view_alerts(self, now_ns: int) -> dict[str, Any]:
         failures = []
         for sender, entry in self.health.items():
             for f in find_webhook_failures(entry["payload"] if isinstance(entry["payload"], Mapping) else {}):
                 failures.append({"sender": sender, **f})
-        return {"rows": list(self.alerts)[:100], "counts": dict(self.alert_counts), "webhook_failures": failures}
+        groups = self.alert_groups.rows(now_ns)
+        return {"rows": list(self.alerts)[:100], "counts": dict(self.alert_counts), "webhook_failures": failures,
+                "groups": groups, "active": sum(1 for g in groups if g["active"])}
+
+    def alert_action(self, action: str, key: str, who: str, minutes: float, now_ns: int) -> dict[str, Any] | None:
+        """Acknowledge or mute (``minutes``; 0 unmutes) an alert group; None if there is no such group."""
+        with self._lock:
+            if action == "ack":
+                g = self.alert_groups.acknowledge(key, who)
+            else:
+                g = self.alert_groups.mute(key, minutes, now_ns)
+            if g is None:
+                return None
+            self._touch("alerts")
+            row = g.row(now_ns)
+        self._notify()
+        return row
+
+    # --- the desk ---------------------------------------------------------------
+
+    def _ledger(self) -> Mapping[str, Any] | None:
+        entry = self.rpc.get("order_manager.positions")
+        return entry["result"] if entry and entry["ok"] and isinstance(entry["result"], Mapping) else None
+
+    def _opening_of(self, ledger_date: str) -> Mapping[str, int]:
+        if not ledger_date or self._opening_realized is None:
+            return {}
+        if self._opening[0] != ledger_date or not self._opening[1]:  # read again until the opening is written
+            self._opening = (ledger_date, self._opening_realized(ledger_date))
+        return self._opening[1]
+
+    def _desk(self, now_ns: int) -> dict[str, Any]:
+        ledger = self._ledger()
+        ledger_date = str((ledger or {}).get("ledger_date") or "")
+        last = {code: q.last for code, q in self.quotes.items() if q.last}
+        rows = [self.agent_row(a, now_ns) for a in self.agents.values()]
+        figures = desk_figures(ledger, self._opening_of(ledger_date), last, self.instrument_names, rows)
+        figures["ledger_date"] = ledger_date
+        realized = figures["realized_today_won"]
+        figures["pnl_today_won"] = (realized if realized is not None else 0) + figures["unrealized_won"]
+        return figures
+
+    def _sample_desk(self, now_ns: int) -> None:
+        figures = self._desk(now_ns)
+        if not figures["equity_won"]:
+            return
+        ts = self.market_ts_ns or now_ns
+        point = (ts, figures["equity_won"], figures["pnl_today_won"])
+        if self.desk_points and self.desk_points[-1][0] >= ts:
+            self.desk_points[-1] = (self.desk_points[-1][0], point[1], point[2])
+        else:
+            self.desk_points.append(point)
+        self._touch("desk")
+
+    def _view_desk(self, now_ns: int) -> dict[str, Any]:
+        figures = self._desk(now_ns)
+        risk = self._view_risk(now_ns)
+        venue = self._venue()
+        phase = (self.session or {}).get("phase", "")
+        return {**figures, "trading_state": risk["trading_state"], "venue": venue.get("label", ""),
+                "venue_live": bool(venue.get("live")), "market_ts_ns": self.market_ts_ns, "phase": phase,
+                "trading_date": (self.session or {}).get("trading_date", ""),
+                "clock_speed": (self.session or {}).get("clock_speed"),
+                "curve": [list(p) for p in self.desk_points],
+                "processes": Counter(self._process_row(p, now_ns)["liveness"] for p in self.processes.values()),
+                "agents": Counter(self._process_row(a.process, now_ns)["liveness"] if a.process else "starting"
+                                  for a in self.agents.values())}
 
     def _view_bus(self, now_ns: int) -> dict[str, Any]:
         return {

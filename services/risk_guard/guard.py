@@ -283,13 +283,20 @@ class RiskGuard:
     # --- reporting ---------------------------------------------------------
 
     def usage(self) -> dict[str, dict[str, Any]]:
-        """Per agent: cash, pending buys, open orders, holdings and day PnL against its limits."""
+        """Per agent: cash, pending buys, open orders, holdings (shares and value) and day PnL against its limits."""
         out: dict[str, dict[str, Any]] = {}
+        pending_buys: dict[str, dict[str, int]] = {}
+        for (agent_id, code, side), qty in self.view.pending_by_agent.items():
+            if side == "buy":
+                pending_buys.setdefault(agent_id, {})[code] = qty
         for agent_id, book in self.view.agents.items():
             lim = self.limits.for_agent(agent_id)
             out[agent_id] = {
                 "cash_won": book.cash_won,
                 "pending_buy_won": self.view.pending_buy_won(agent_id),
+                "pending_buy_qty": pending_buys.get(agent_id, {}),  # code -> shares working to buy
+                # holdings at the mark price: with the pending buys, what the position notional limit is checked on
+                "held_value_won": sum(p.qty * self.view.mark_price(c, p) for c, p in book.positions.items()),
                 "open_orders": len(book.open_orders),
                 "max_open_orders": lim.max_open_orders,
                 "positions": {c: p.qty for c, p in book.positions.items() if p.qty},
@@ -306,6 +313,9 @@ class RiskGuard:
             "reason": self.reason,
             "who": self.operator.who if self.consistent else "startup",
             "since_ns": self.operator.ts_ns,
+            # the operator's (or the loss limit's) last word, also while the start-up HALTED is in force
+            "operator": {"state": self.operator.state.value, "reason": self.operator.reason, "who": self.operator.who,
+                         "ts_ns": self.operator.ts_ns},
             "consistent": self.consistent,
             "journal_synced": self.journal_synced,
             "session": self.session,

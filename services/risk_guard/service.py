@@ -4,7 +4,7 @@ RPC on ``risk_guard_rpc``:
 
 * ``OrderRequest`` -> ``CommandResult(ok=True, result={"approved", "reason_code", "text"})``
 * ``CancelRequest`` -> always approved (taking an order off never adds risk)
-* ``Command`` ``halt`` / ``reduce`` / ``resume`` (args ``{who, why}``) -> the new status;
+* ``Command`` ``halt`` / ``reduce`` / ``resume`` (args ``{who, why}``, ``reason`` for ``why``) -> the new status;
   ``status`` -> state, reason, limits and per-agent usage.
   Anything else -> an error ``CommandResult`` with a reason code.
 
@@ -171,7 +171,7 @@ class RiskGuardService(Service):
             return CommandResult(command_id="-", ok=False, error=f"{type(msg).__name__} is not served here", reason_code=UNSUPPORTED_REQUEST)
         if msg.name in OPERATOR_COMMANDS:
             who = str(msg.args.get("who") or msg.who or "operator")
-            why = str(msg.args.get("why") or "")
+            why = str(msg.args.get("why") or msg.args.get("reason") or "")  # the dashboard sends "reason"
             change = guard.command(msg.name, who, why, time.time_ns())
             level = AlertLevel.INFO if change.state is TradingState.ACTIVE else AlertLevel.CRITICAL
             self._apply_change(change, level, f"trading_{msg.name}")
