@@ -23,16 +23,19 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from agents.settings import check_roster
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import InstrumentError, load_instruments
+from services.cli.tables import Col, FitTable, wide_option
 
 console = Console()
 err = Console(stderr=True)
 STATUS_TIMEOUT_S = 2.0
 COLUMNS = ("id", "codes", "strategy", "dp", "cash", "enabled", "ok", "problems")
+AGENT_COLUMNS = (Col("id", essential=True), Col("codes", essential=True), Col("strategy", essential=True),
+                 Col("dp", numeric=True), Col("cash", numeric=True), Col("enabled"), Col("ok", essential=True),
+                 Col("problems", essential=True, wrap=True))
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -126,8 +129,16 @@ def _export(rows: list[dict[str, Any]], target: Path) -> None:
 def agents(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     export: Path | None = typer.Option(None, "--export", help="Also write the table to FILE.csv or FILE.xlsx."),
+    wide: bool = wide_option(),
 ) -> None:
-    """List the agent roster with the checker's verdict on every entry."""
+    """List the agent roster with the checker's verdict on every entry; exit 1 when an entry has a problem.
+
+    --export FILE.csv or FILE.xlsx also writes every column of every entry to
+    that file (a name ending otherwise is refused, exit 1). Columns the terminal
+    has no room for are named under the table; --wide shows them all.
+
+    Examples: `trader agents`, `trader agents --export roster.xlsx`, `trader agents --json`
+    """
     settings = _settings()
     rows, general = roster_rows(settings)
     if export is not None:
@@ -135,9 +146,7 @@ def agents(
     if as_json:
         print(json.dumps({"agents": rows, "problems": general}, indent=2))
     else:
-        table = Table(title=f"agents ({settings.roster_file})")
-        for col in COLUMNS:
-            table.add_column(col, justify="right" if col in ("dp", "cash") else "left")
+        table = FitTable(f"agents ({settings.roster_file})", AGENT_COLUMNS)
         for r in rows:
             table.add_row(
                 r["id"],
@@ -149,7 +158,7 @@ def agents(
                 "[green]ok[/]" if r["ok"] else "[red]problems[/]",
                 "\n".join(r["problems"]),
             )
-        console.print(table)
+        table.show(console, wide)
         for line in general:
             err.print(f"[red]{line}[/]")
         if export is not None:
@@ -171,8 +180,13 @@ def fetch_status(dp: int, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any]
 def agent(
     agent_id: str = typer.Argument(..., help="The agent's id in the roster."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    wide: bool = wide_option(),
 ) -> None:
-    """Show one agent's live book, open orders and sync state from its status page."""
+    """Show one agent's live book, open orders and sync state from its status page.
+
+    Columns the terminal has no room for are named under each table; --wide shows them all.
+    Example: `trader agent sma-a`, `trader agent sma-a --json`
+    """
     settings = _settings()
     rows, _ = roster_rows(settings)
     row = next((r for r in rows if r["id"] == agent_id), None)
@@ -192,9 +206,8 @@ def agent(
         return
     book = status.get("book") or {}
     sync = status.get("sync") or {}
-    head = Table(title=f"agent {agent_id} ({status.get('strategy')}, pid {status.get('pid')}, dp {dp})", show_header=False)
-    head.add_column("key")
-    head.add_column("value", justify="right")
+    head = FitTable(f"agent {agent_id} ({status.get('strategy')}, pid {status.get('pid')}, dp {dp})",
+                    (Col("key", essential=True), Col("value", essential=True, numeric=True)), show_header=False)
     for key in ("trading", "phase", "trading_date"):
         head.add_row(key, str(status.get(key, "")))
     head.add_row("sync", f"{sync.get('state')} ({sync.get('orders')} orders, {sync.get('fills')} fills)")
@@ -203,20 +216,22 @@ def agent(
                 "realized_pnl_won", "unrealized_pnl_won", "fees_won", "taxes_won"):
         value = book.get(key)
         head.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    console.print(head)
-    positions = Table(title="positions")
-    for col in ("code", "qty", "avg price", "last", "break-even", "realised", "unrealised", "pending buy", "pending sell"):
-        positions.add_column(col, justify="right")
+    head.show(console, wide)
+    positions = FitTable("positions", (
+        Col("code", essential=True), Col("qty", essential=True, numeric=True), Col("avg price", essential=True, numeric=True),
+        Col("last", essential=True, numeric=True), Col("break-even", numeric=True), Col("realised", numeric=True),
+        Col("unrealised", essential=True, numeric=True), Col("pending buy", numeric=True), Col("pending sell", numeric=True)))
     for code, p in (book.get("positions") or {}).items():
         positions.add_row(
             code, str(p.get("qty")), str(p.get("avg_price")), str(p.get("last_price")), str(p.get("break_even_price")),
             f"{p.get('realized_pnl_won', 0):,}", f"{p.get('unrealized_pnl_won', 0):,}",
             str(p.get("pending_buy_qty")), str(p.get("pending_sell_qty")),
         )
-    console.print(positions)
-    orders = Table(title="open orders")
-    for col in ("client order id", "code", "side", "qty", "price", "filled", "status"):
-        orders.add_column(col)
+    positions.show(console, wide)
+    orders = FitTable("open orders", (
+        Col("client order id", essential=True), Col("code", essential=True), Col("side", essential=True),
+        Col("qty", essential=True, numeric=True), Col("price", essential=True, numeric=True), Col("filled", numeric=True),
+        Col("status", essential=True)))
     for o in status.get("open_orders") or []:
         orders.add_row(o["client_order_id"], o["code"], o["side"], str(o["qty"]), str(o["price"]), str(o["filled_qty"]), o["status"])
-    console.print(orders)
+    orders.show(console, wide)

@@ -2,7 +2,9 @@
 
 ``trader backtest --strategy sma_cross --codes 005930 --days 20 --seed 7 --params fast=10 --params slow=30 --report out/``
 back-tests one agent; ``trader backtest --roster configs/agents.toml --days 20 --report out/``
-back-tests every enabled agent of the roster together. ``--data PATH`` reads a
+back-tests every enabled agent of the roster together; ``--save`` writes the report to
+``<run_dir>/backtests/<YYYYMMDD-HHMMSS>-<strategy or roster>/`` as well, where
+the dashboard's Reports page lists it. ``--data PATH`` reads a
 recorded bar folder (``<dir>/<YYYYMMDD>/<code>.parquet``) or a CSV/parquet file
 instead of simulating (``--world null`` simulates the null world: the same
 volatility and volume, none of the market's effects). ``--fill
@@ -26,23 +28,33 @@ holds what it had); 2 bad input (data, codes, params, roster, options).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from backtest.fills import DEFAULT_FILL_MODEL, FillModel
+from core import krx
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import Instrument, InstrumentError, load_instruments
+from services.cli.tables import Col, FitTable, wide_option
 
 console = Console()
 err = Console(stderr=True)
 
 EXIT_OK, EXIT_RUN_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
+SAVED_REPORTS_DIR = "backtests"  # <run_dir>/backtests/<name>/: where --save writes, what the dashboard's Reports page lists
 
 
 def _bad(message: str) -> typer.Exit:
@@ -153,11 +165,20 @@ def backtest(
     world: str = typer.Option("sim", "--world", help="Simulated world: sim (with the market's effects) or null (without them)."),
     fundamentals: Path | None = typer.Option(None, "--fundamentals", help="CSV of earnings announcements (code, date, eps, bps, dps) the agents hear instead of the data's own; bad rows are listed and skipped."),
     report: Path | None = typer.Option(None, "--report", help="Folder for report.html, trades.csv, equity.csv, metrics.json."),
+    save: bool = typer.Option(False, "--save", help="Write the report to <run_dir>/backtests/<time>-<strategy>/ too (the dashboard's Reports page lists it)."),
     roster: Path | None = typer.Option(None, "--roster", help="Back-test every enabled agent of a roster file."),
     cash: int = typer.Option(100_000_000, "--cash", min=0, help="Cash of a single agent in won."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    wide: bool = wide_option(),
 ) -> None:
-    """Back-test a strategy (or a whole roster) on simulated or recorded bars."""
+    """Back-test a strategy (or a whole roster) on simulated or recorded bars.
+
+    Metrics the terminal has no room for are named under the table (agent,
+    total_return, sharpe, max_drawdown and trades always show); --wide shows them all.
+
+    Examples: `trader backtest --strategy sma_cross --codes 005930 --days 20 -p fast=5 -p slow=20`,
+    `trader backtest --roster configs/agents.toml --report out/`
+    """
     from agents.settings import check_roster
     from backtest.engine import AgentSpec, BacktestError, run_backtest
     from backtest.metrics import all_metrics
@@ -200,6 +221,9 @@ def backtest(
     if report is not None:
         paths = write_report(result, report)
         err.print(f"report: {paths['report.html']}")
+    if save:
+        paths = write_report(result, _saved_report_folder(settings, roster.stem if roster is not None else strategy))
+        err.print(f"report: {paths['report.html']}")
     if as_json:
         print(json.dumps({"fill_model": result.fill_model.value, "costs": result.costs.describe, "sessions": result.sessions,
                           "warnings": warnings(result), "failure": str(result.failure) if result.failure else None,
@@ -207,16 +231,26 @@ def backtest(
     else:
         keys = ("total_return", "sharpe", "calmar", "max_drawdown", "max_drawdown_days", "trades", "win_rate",
                 "expectancy_won", "cost_share", "exposure")
-        table = Table(title=f"back-test: {result.source}, fill model {result.fill_model.value}")
-        table.add_column("agent")
-        for key in keys:
-            table.add_column(key, justify="right")
+        essential = ("total_return", "sharpe", "max_drawdown", "trades")
+        table = FitTable(f"back-test: {result.source}, fill model {result.fill_model.value}",
+                         (Col("agent", essential=True), *(Col(k, essential=k in essential, numeric=True) for k in keys)))
         for name, m in metrics.items():
             table.add_row(name, *(_cell(getattr(m, key)) for key in keys))
-        console.print(table)
+        table.show(console, wide)
     if result.failure is not None:
         err.print(f"[bold red]stopped:[/] {result.failure}")
         raise typer.Exit(EXIT_RUN_STOPPED)
+
+
+def _saved_report_folder(settings: StackSettings, what: str) -> Path:
+    """A new folder ``<run_dir>/backtests/<YYYYMMDD-HHMMSS>-<what>`` (``-2``, ``-3``... when taken)."""
+    stamp = dt.datetime.now(krx.KST).strftime("%Y%m%d-%H%M%S")
+    base = settings.run_path / SAVED_REPORTS_DIR / f"{stamp}-{re.sub(r'[^A-Za-z0-9._-]+', '-', what).strip('-.') or 'backtest'}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
 
 
 def _cell(v: Any) -> str:
@@ -244,8 +278,19 @@ def sweep(
                                      help="Rolling walk-forward windows (fit on one block of days, test on the next); 0 = off."),
     top: int = typer.Option(20, "--top", min=1, help="Rows to print."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    wide: bool = wide_option(),
 ) -> None:
-    """Run a strategy over a grid of params across processes; results sorted by a metric."""
+    """Run a strategy over a grid of params across processes; results sorted by a metric, best first.
+
+    Every --grid key=v1,v2,... is one axis; every combination runs (in --workers
+    processes) with the fixed --params. --walk-forward N fits the grid on one
+    block of days and tests the winner on the next, N times. Columns the terminal
+    has no room for are named under the table; --wide shows them all. Exit 2 on
+    bad input or when no parameter set ran.
+
+    Examples: `trader sweep --strategy sma_cross --codes 005930 --days 60 -g fast=5,10 -g slow=30,60`,
+    `trader sweep --strategy sma_cross --codes 005930 -g fast=5,10 -g slow=30 --walk-forward 4 --json`
+    """
     from backtest.engine import AgentSpec, BacktestError
     from backtest.sweep import check_metric, expand_grid, run_sweep
     from backtest.sweep import walk_forward as run_walk_forward
@@ -300,34 +345,37 @@ def sweep(
             del out["rows"]
         print(json.dumps(out, indent=2))
     elif wf is not None:
-        _print_walk_forward(wf, strategy, market_data.source)
+        _print_walk_forward(wf, strategy, market_data.source, wide)
     else:
         title = f"sweep of {strategy} on {market_data.source}, sorted by {metric}"
-        table = Table(title=title)
-        for col in ("params", metric, "total_return", "max_drawdown", "trades", "error"):
-            table.add_column(col)
+        table = FitTable(title, (Col("params", essential=True, wrap=True), Col(metric, essential=True, numeric=True),
+                                 *(Col(k, essential=k == "trades", numeric=True)
+                                   for k in ("total_return", "max_drawdown", "trades") if k != metric),
+                                 Col("error", essential=True, wrap=True)))
         for r in rows[:top]:
             m = r.metrics
-            table.add_row(json.dumps(r.params), _cell(r.value(metric)), _cell(m.total_return if m else None),
-                          _cell(m.max_drawdown if m else None), _cell(m.trades if m else None), r.error)
-        console.print(table)
+            table.add_row(json.dumps(r.params), _cell(r.value(metric)),
+                          *(_cell(getattr(m, k) if m else None) for k in ("total_return", "max_drawdown", "trades")
+                            if k != metric), r.error)
+        table.show(console, wide)
     if rows and all(r.metrics is None for r in rows):
         err.print(f"[bold red]error:[/] no parameter set ran; first problem: {rows[0].error}")
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _print_walk_forward(wf: Any, strategy: str, source: str) -> None:
+def _print_walk_forward(wf: Any, strategy: str, source: str, wide: bool = False) -> None:
     """One row per window (fit, test, the winner and its figures), then the joined out-of-sample record."""
     metric = wf.metric
-    table = Table(title=f"rolling walk-forward of {strategy} on {source}, fitted on {metric}")
-    for col in ("window", "fitted on", "tested on", "best params", f"{metric} in", f"{metric} out", "rank out"):
-        table.add_column(col)
+    table = FitTable(f"rolling walk-forward of {strategy} on {source}, fitted on {metric}",
+                     (Col("window", essential=True, numeric=True), Col("fitted on"), Col("tested on", essential=True),
+                      Col("best params", essential=True, wrap=True), Col(f"{metric} in", numeric=True),
+                      Col(f"{metric} out", essential=True, numeric=True), Col("rank out")))
     for n, w in enumerate(wf.windows, start=1):
         rank = f"{w.out_of_sample_rank} of {len(w.out_of_sample)}" if w.out_of_sample_rank else "-"
         table.add_row(str(n), f"{w.in_sample_days[0]}..{w.in_sample_days[1]}", f"{w.out_of_sample_days[0]}..{w.out_of_sample_days[1]}",
                       json.dumps(w.best_params) if w.best_params else (w.in_sample[0].error if w.in_sample else "-"),
                       _cell(w.best_in_sample), _cell(w.best_out_of_sample), rank)
-    console.print(table)
+    table.show(console, wide)
     j = wf.joined
     if j is None:
         console.print("joined out of sample: no window had a set that ran")

@@ -23,9 +23,9 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from services.cli.service_call import call, load_settings
+from services.cli.tables import Col, FitTable
 
 console = Console()
 err = Console(stderr=True)
@@ -51,17 +51,16 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
         print(json.dumps(result, indent=2, sort_keys=True))
         return
     stream = result.get("stream") or {}
-    table = Table(title=f"KIS {result.get('env')} gateway, account {result.get('account')}"
-                        + ("  [bold red]LIVE: real money[/]" if result.get("live") else ""))
-    table.add_column("what")
-    table.add_column("value")
+    table = FitTable(f"KIS {result.get('env')} gateway, account {result.get('account')}"
+                     + ("  [bold red]LIVE: real money[/]" if result.get("live") else ""),
+                     (Col("what", essential=True), Col("value", essential=True, wrap=True)))
     table.add_row("orders go out", "yes" if result.get("ready") else "no (connecting or catching up)")
     table.add_row("stream", f"{stream.get('state')} ({stream.get('attempts', 0)} connection attempt(s))")
     table.add_row("streamed codes", ", ".join(stream.get("streamed") or []) or "-")
     table.add_row("polled codes", ", ".join(stream.get("polled") or []) or "-")
     table.add_row("orders of unknown fate", ", ".join(result.get("orders_in_doubt") or []) or "-")
     table.add_row("reduce-only codes", ", ".join(result.get("reduce_only_codes") or []) or "-")
-    console.print(table)
+    table.show(console)
 
 
 @kis_app.command("adopt")

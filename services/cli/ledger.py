@@ -30,9 +30,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from services.cli.service_call import call, who
+from services.cli.tables import Col, FitTable, wide_option
 
 console = Console()
 err = Console(stderr=True)
@@ -72,8 +72,13 @@ def adjust(
 def show(
     agent: str = typer.Option(None, "--agent", help="Only this agent's book."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    wide: bool = wide_option(),
 ) -> None:
-    """The books now (the latest opening plus what followed) and every adjustment booked."""
+    """The books now (the latest opening plus what followed) and every adjustment booked.
+
+    Columns the terminal has no room for are named under the table; --wide shows them all.
+    Example: `trader ledger show --agent sma-a`
+    """
     data = _ask("positions")
     if agent is not None:
         if agent not in data["agents"]:
@@ -83,9 +88,10 @@ def show(
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    table = Table(title=f"the ledger, open on {data.get('ledger_date') or '-'}")
-    for col in ("book", "cash (won)", "holdings", "realised (won)", "fees", "taxes", "adjustments"):
-        table.add_column(col, justify="left" if col in ("book", "holdings") else "right")
+    table = FitTable(f"the ledger, open on {data.get('ledger_date') or '-'}",
+                     (Col("book", essential=True), Col("cash (won)", essential=True, numeric=True),
+                      Col("holdings", essential=True, wrap=True), Col("realised (won)", numeric=True),
+                      Col("fees", numeric=True), Col("taxes", numeric=True), Col("adjustments", numeric=True)))
     books = dict(data["agents"])
     if agent is None:
         books["ACCOUNT"] = data["account_book"]
@@ -93,24 +99,29 @@ def show(
         held = ", ".join(f"{c} {p['qty']:,}" for c, p in book["positions"].items()) or "-"
         table.add_row(name, f"{book['cash_won']:,}", held, f"{book['realized_pnl_won']:,}", f"{book['fees_won']:,}",
                       f"{book['taxes_won']:,}", str(len(book["adjustments"])))
-    console.print(table)
+    table.show(console, wide)
     adjustments = (data["agents"][agent] if agent else data["account_book"])["adjustments"]
     if adjustments:
-        adj = Table(title="adjustments")
-        for col in ("id", "agent", "code", "qty", "cash (won)", "reason", "who"):
-            adj.add_column(col)
+        adj = FitTable("adjustments", (Col("id", essential=True), Col("agent", essential=True), Col("code", essential=True),
+                                       Col("qty", essential=True, numeric=True), Col("cash (won)", essential=True, numeric=True),
+                                       Col("reason", wrap=True), Col("who")))
         for a in adjustments:
             adj.add_row(a["adjustment_id"], a["agent_id"], a["code"], f"{a['qty']:+,}", f"{a['cash_won']:+,}",
                         a["reason"], a["who"])
-        console.print(adj)
+        adj.show(console, wide)
 
 
 @ledger_app.command("day")
 def day(
     date: str = typer.Argument(..., help="The ledger date (YYYYMMDD)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    wide: bool = wide_option(),
 ) -> None:
-    """One date's openings and closings per book (closing = opening + fills + adjustments)."""
+    """One date's openings and closings per book (closing = opening + fills + adjustments).
+
+    Columns the terminal has no room for are named under the table; --wide shows them all.
+    Example: `trader ledger day 20260303`
+    """
     data = _ask("ledger_day", {"date": date.replace("-", "")})
     if as_json:
         print(json.dumps(data, indent=2))
@@ -118,10 +129,11 @@ def day(
     if not data["opening"]:
         err.print(f"[bold red]error:[/] the ledger has no opening on {date}")
         raise typer.Exit(1)
-    table = Table(title=f"ledger {data['ledger_date']}" + (f" (rolled into {data['rolled']['next_date']})"
-                                                           if data.get("rolled") else " (not rolled yet)"))
-    for col in ("book", "opening cash", "closing cash", "opening holdings", "closing holdings", "realised today"):
-        table.add_column(col)
+    table = FitTable(f"ledger {data['ledger_date']}" + (f" (rolled into {data['rolled']['next_date']})"
+                                                         if data.get("rolled") else " (not rolled yet)"),
+                     (Col("book", essential=True), Col("opening cash", numeric=True),
+                      Col("closing cash", essential=True, numeric=True), Col("opening holdings", wrap=True),
+                      Col("closing holdings", essential=True, wrap=True), Col("realised today", essential=True, numeric=True)))
     for book in sorted(data["opening"]):
         o, c = data["opening"][book], data["closing"].get(book, {})
 
@@ -130,4 +142,4 @@ def day(
 
         table.add_row(book, f"{o['cash_won']:,}", f"{c.get('cash_won', 0):,}", held(o), held(c),
                       f"{c.get('realized_pnl_won', 0) - o['realized_pnl_won']:,}")
-    console.print(table)
+    table.show(console, wide)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version as dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 
 import typer
 from rich.console import Console
@@ -56,11 +57,9 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON f
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    from rich.table import Table
+    from services.cli.tables import Col, FitTable
 
-    table = Table(title="effective configuration", show_lines=False)
-    table.add_column("key")
-    table.add_column("value")
+    table = FitTable("effective configuration", (Col("key", essential=True), Col("value", essential=True, wrap=True)))
 
     def walk(prefix: str, d: dict) -> None:
         for k, v in d.items():
@@ -71,7 +70,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON f
                 table.add_row(key, str(v))
 
     walk("", data)
-    console.print(table)
+    table.show(console)
 
 
 from services.cli import stack as _stack  # noqa: E402

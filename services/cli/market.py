@@ -23,13 +23,19 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from core import krx
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
 from services.cli.service_call import call, load_settings
+from services.cli.tables import Col, FitTable, wide_option
 
 console = Console()
 err = Console(stderr=True)
@@ -140,8 +146,15 @@ def sim(
     )
 
 
-def market(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Print the current board from the market-data process (last, change, volume, VWAP, 005935 discount)."""
+def market(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    wide: bool = wide_option(),
+) -> None:
+    """Print the current board from the market-data process (last, change, volume, VWAP, 005935 discount).
+
+    Columns the terminal has no room for are named under the table; --wide shows them all.
+    Example: `trader market`, `trader market --json`
+    """
     from services.market_data.board import preferred_discount_pct
 
     settings = load_settings()
@@ -150,7 +163,7 @@ def market(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
     if as_json:
         print(json.dumps({**snapshot, "preferred_discount_pct": discount}, indent=2))
         return
-    _print_board(snapshot, discount, _names(settings))
+    _print_board(snapshot, discount, _names(settings), wide)
 
 
 def _names(settings: StackSettings) -> dict[str, str]:
@@ -160,12 +173,12 @@ def _names(settings: StackSettings) -> dict[str, str]:
         return {}
 
 
-def _print_board(snapshot: dict, discount: float | None, names: dict[str, str]) -> None:
+def _print_board(snapshot: dict, discount: float | None, names: dict[str, str], wide: bool = False) -> None:
     session = snapshot.get("session") or {}
     title = f"market board: {session.get('trading_date', '-')} {session.get('phase', 'no session yet')} (feed {snapshot.get('feed', '?')})"
-    table = Table(title=title)
-    for col, justify in (("code", "left"), ("name", "left"), ("last", "right"), ("change", "right"), ("change %", "right"), ("volume", "right"), ("VWAP", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table = FitTable(title, (Col("code", essential=True), Col("name"), Col("last", essential=True, numeric=True),
+                             Col("change", essential=True, numeric=True), Col("change %", essential=True, numeric=True),
+                             Col("volume", numeric=True), Col("VWAP", numeric=True)))
     codes = snapshot.get("codes") or {}
     for code in sorted(codes):
         row = codes[code]
@@ -181,7 +194,7 @@ def _print_board(snapshot: dict, discount: float | None, names: dict[str, str]) 
             f"{row.get('volume') or 0:,}",
             _won(row.get("vwap")),
         )
-    console.print(table)
+    table.show(console, wide)
     if not codes:
         console.print("no market data yet: is the exchange (or the replay) feeding market-data?")
     if discount is not None:

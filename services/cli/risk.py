@@ -19,9 +19,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from services.cli.service_call import call, who
+from services.cli.tables import Col, FitTable, wide_option
 
 console = Console()
 err = Console(stderr=True)
@@ -52,22 +52,28 @@ def resume(why: str = typer.Option("resume", "--why", help="Why trading resumes.
     _state_command("resume", why)
 
 
-def recon(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON for scripts.")) -> None:
+def recon(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON for scripts."),
+    wide: bool = wide_option(),
+) -> None:
     """Reconcile the broker with the ledger and the agents' books now; exit 1 while a break remains.
 
     A break stays until it is gone or booked with `trader ledger adjust`; a
-    difference something in flight explains is shown as pending.
+    difference something in flight explains is shown as pending. Columns the
+    terminal has no room for are named under the table; --wide shows them all.
+
+    Example: `trader recon`, `trader recon --json`
     """
     report = _call("reconciler_rpc", "run", {}, timeout_ms=RECON_TIMEOUT_MS) or {}
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        _print_report(report)
+        _print_report(report, wide)
     if report.get("error") or report.get("breaks"):
         raise typer.Exit(1)
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def _print_report(report: dict[str, Any], wide: bool = False) -> None:
     if report.get("error"):
         err.print(f"[bold red]reconciliation could not run:[/] {report['error']}")
         return
@@ -80,12 +86,11 @@ def _print_report(report: dict[str, Any]) -> None:
     for title, rows in ((f"[bold red]{len(breaks)} break(s)[/]", breaks), (f"{len(pending)} pending", pending)):
         if not rows:
             continue
-        table = Table(title=title)
-        for col in ("class", "action", "key", "what"):
-            table.add_column(col)
+        table = FitTable(title, (Col("class", essential=True), Col("action"), Col("key", essential=True),
+                                 Col("what", essential=True, wrap=True)))
         for d in rows:
             table.add_row(d.get("kind", ""), d.get("action", ""), d.get("key", ""), d.get("text", ""))
-        console.print(table)
+        table.show(console, wide)
     if breaks:
         console.print("a break stays until it is gone or booked with `trader ledger adjust AGENT CODE --qty N "
                       "--cash-won W --reason TEXT`")

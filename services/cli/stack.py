@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from core.config import PROJECT_ROOT, ConfigError, load_stack
+from services.cli.tables import Col, FitTable
 
 console = Console()
 err = Console(stderr=True)
@@ -92,12 +92,11 @@ def up(
     entries = stack_entries(procfile, settings.broker.kind, settings.broker.kis.server)
     venue = "paper exchange" if settings.broker.kind == "paper" else (
         f"KIS {settings.broker.kis.env} through the gateway, server {settings.broker.kis.server}")
-    table = Table(title=f"starting the trader stack (venue: {venue})")
-    table.add_column("process")
-    table.add_column("command")
+    table = FitTable(f"starting the trader stack (venue: {venue})",
+                     (Col("process", essential=True), Col("command", essential=True, wrap=True)))
     for name, cmd in entries:
         table.add_row(name, cmd)
-    console.print(table)
+    table.show(console)
     console.print(f"run directory: {run}")
     console.print(
         f"dashboard: http://{settings.dashboard.host}:{settings.dashboard.port}/   "
