@@ -701,6 +701,9 @@ class AgentRuntime(Service):
             "unrealized_pnl_won": book.unrealized_pnl_won(),
             "open_orders": len(book.open_orders()),
             "errors_total": ctx.errors_total,
+            "last_error": ctx.last_error,
+            "refused": dict(ctx.refusals.refused),  # orders the back office or the venue refused, by reason code
+            "refused_own": dict(ctx.refusals.own),  # orders the agent's own checks kept back, by reason code
             "ticks": self.counters["ticks"],
             "book": book.snapshot(),
         }

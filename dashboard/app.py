@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.config import PROJECT_ROOT, StackSettings, load_stack
 from core.instruments import InstrumentError, load_instruments
-from dashboard import pages
+from dashboard import blotter, pages, reports
 from dashboard.export import XLSX_MEDIA_TYPE, grid_csv, grid_xlsx, select_rows
 from dashboard.feed import ACTIONS, BusFeed
 from dashboard.journal import JournalReader
@@ -59,7 +59,7 @@ PING_INTERVAL_S = 1.0  # a quiet stream still says it is alive this often
 AGENT_ACTIONS = ("spawn", "kill", "restart")
 RISK_ACTIONS = ("halt", "resume", "reduce")
 PAGE_SECTIONS = {  # every page carries "venue": the LIVE banner is on every page
-    "overview": ("processes", "alerts", "bus", "clock", "risk", "venue"),
+    "overview": ("desk", "processes", "alerts", "bus", "clock", "risk", "venue"),
     "agents": ("agents", "venue"),
     "agent": ("agents", "market", "venue"),
     "market": ("market", "clock", "venue"),
@@ -115,11 +115,12 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
     roster, roster_note = load_roster(settings.config_dir)
     names, bases = _instrument_facts(settings)
     kis = settings.broker.kis
-    state = FirmState(roster, names, bases, VenueConfig(settings.broker.kind, kis.env, kis.server))
+    journal = JournalReader(settings.run_path / "journal.sqlite")
+    state = FirmState(roster, names, bases, VenueConfig(settings.broker.kind, kis.env, kis.server),
+                      started_ns=_now_ns(), opening_realized=journal.opening_realized)
     hub = Hub()
     state.subscribe(hub.notify_threadsafe)
     feed = BusFeed(settings, state)
-    journal = JournalReader(settings.run_path / "journal.sqlite")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -308,6 +309,32 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
         args = {"reason": fields.get("reason", "from the dashboard")}
         return await run_action(action, args)
 
+    @app.post("/api/alerts/{action}")
+    async def alerts_action(action: str, request: Request) -> JSONResponse:
+        """Acknowledge (``ack``) or mute (``mute``, ``minutes``; 0 unmutes) an alert group (``key`` source/kind)."""
+        if action not in ("ack", "mute"):
+            return JSONResponse({"ok": False, "reason_code": "UNKNOWN_ACTION", "error": action}, status_code=404)
+        ok, fields = await authorize(request)
+        if not ok:
+            return refused(f"alerts {action}")
+        key = fields.get("key", "")
+        try:
+            minutes = float(fields.get("minutes", "60") or 60)
+        except ValueError:
+            return JSONResponse({"ok": False, "reason_code": "BAD_ARGS",
+                                 "error": f"minutes must be a number, not {fields.get('minutes')!r}"}, status_code=422)
+        row = state.alert_action(action, key, "dashboard", minutes, _now_ns())
+        if row is None:
+            return JSONResponse({"ok": False, "reason_code": "UNKNOWN_ALERT", "error": f"no alert group {key!r}"},
+                                status_code=404)
+        log.info("alerts %s %s", action, key)
+        return JSONResponse({"ok": True, "result": row})
+
+    @app.get("/api/days")
+    async def api_days(agent: str = "ACCOUNT") -> JSONResponse:
+        """The daily reports of one book (an agent id, or ACCOUNT for the firm), oldest first."""
+        return JSONResponse({"agent": agent, "days": await run_in_threadpool(journal.daily_pnl, agent[:64])})
+
     @app.post("/api/ledger/adjust")
     async def ledger_adjust(request: Request) -> JSONResponse:
         """Book a ledger adjustment (agent_id, code, qty, cash_won, cost_won?, reason): the token is needed."""
@@ -338,6 +365,8 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
         text = "ok" if age is not None and age < 5 else "ok (no bus message yet)" if age is None else f"ok (bus silent {age}s)"
         return PlainTextResponse(text)
 
+    blotter.install(app, settings.run_path)  # /blotter, /api/blotter(.csv|.xlsx)
+    reports.install(app, settings.run_path)  # /reports, /reports/{name}, /api/reports
     assert set(ACTIONS) == set(AGENT_ACTIONS) | set(RISK_ACTIONS) | {"ledger_adjust"}
     return app
 

@@ -80,3 +80,36 @@ class JournalReader:
                 day = dt.datetime.fromtimestamp(int(ts) / 1e9, tz=KST).date().isoformat() if ts else "undated"
                 days.setdefault(day, {"orders": [], "fills": []})[kind].append(row)
         return dict(sorted(days.items(), reverse=True))
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        conn = self._connect()
+        if conn is None:
+            return []
+        try:
+            return [dict(r) for r in conn.execute(sql, params).fetchall()]
+        except sqlite3.Error:  # a table not there yet (a journal from before the ledger): nothing to show
+            return []
+        finally:
+            conn.close()
+
+    def opening_realized(self, ledger_date: str) -> dict[str, int]:
+        """Each book's realised PnL at the opening of ``ledger_date`` (YYYYMMDD): the baseline of "today"."""
+        rows = self._query("SELECT b.book AS book, COALESCE(SUM(p.realized_pnl_won), 0) AS realized "
+                           "FROM ledger_books b LEFT JOIN ledger_positions p "
+                           "ON p.ledger_date = b.ledger_date AND p.book = b.book "
+                           "WHERE b.ledger_date = ? GROUP BY b.book", (ledger_date,))
+        return {str(r["book"]): int(r["realized"]) for r in rows}
+
+    def daily_pnl(self, agent_id: str = "ACCOUNT", limit: int = 400) -> list[dict[str, Any]]:
+        """The daily reports of one book, oldest first: each day's realised, unrealised at the close, costs,
+        trades, and the running total PnL (realised to date plus unrealised at that close)."""
+        rows = self._query("SELECT trading_date, realized_pnl_won, unrealized_pnl_won, fees_won, taxes_won, fills, "
+                           "orders FROM daily_reports WHERE agent_id = ? ORDER BY trading_date DESC LIMIT ?",
+                           (agent_id, limit))
+        rows.reverse()
+        realized = 0
+        for r in rows:
+            realized += int(r["realized_pnl_won"])
+            r["realized_to_date_won"] = realized
+            r["total_pnl_won"] = realized + int(r["unrealized_pnl_won"])
+        return rows
