@@ -168,7 +168,7 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
 
     @app.get("/", response_class=HTMLResponse)
     def overview() -> HTMLResponse:
-        return render("overview", "Overview", pages.overview_body())
+        return render("overview", "Overview", pages.overview_body(), scripts=("overview.js",))
 
     @app.get("/agents", response_class=HTMLResponse)
     def agents_page() -> HTMLResponse:

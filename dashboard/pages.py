@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Loaded by every page before its own scripts and styles: the chart and grid libraries (static/vendor, see
+# dashboard/vendor.py) and the wrappers the pages use (TraderCharts, TraderGrid).
+BASE_SCRIPTS = ("vendor/lightweight-charts/lightweight-charts.standalone.production.js",
+                "vendor/tabulator-tables/tabulator.min.js", "charts.js", "grid.js")
+BASE_STYLES = ("vendor/tabulator-tables/tabulator_simple.min.css",)
 
 NAV = (
     ("overview", "/", "Overview"),
@@ -70,7 +75,7 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 <title>{escape(title)} · trader</title>
 <link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <style>{_asset("app.css")}</style>
-{"".join(f'<link rel="stylesheet" href="/static/{escape(css)}">' for css in styles)}
+{"".join(f'<link rel="stylesheet" href="/static/{escape(css)}">' for css in BASE_STYLES + styles)}
 </head>
 <body data-page="{escape(name)}" data-stream="{escape(stream)}">
 <header><strong class="brand">trader</strong><nav>{nav}</nav>
@@ -84,28 +89,41 @@ def page(name: str, title: str, body: str, initial: Any, *, stream: str, control
 </main>
 <script id="initial" type="application/json">{_embed(initial)}</script>
 <script>{_asset("app.js")}</script>
-{"".join(f'<script src="/static/{escape(js)}"></script>' for js in scripts)}
+{"".join(f'<script src="/static/{escape(js)}"></script>' for js in BASE_SCRIPTS + scripts)}
 </body></html>"""
 
 
 def overview_body() -> str:
-    """Processes, broker and trading state, clock, bus rates and alerts."""
+    """The desk: the firm's figures, exposure, equity curves, processes and grouped alerts."""
     return """
-<section class="cards">
+<section class="desk" id="desk">
+ <div class="card"><h3>Equity</h3><div id="desk-equity" class="big">-</div><div id="desk-source" class="muted">-</div></div>
+ <div class="card"><h3>Today's PnL</h3><div id="desk-pnl" class="big">-</div><div id="desk-pnl-split" class="muted">-</div></div>
+ <div class="card"><h3>Cash</h3><div id="desk-cash" class="big">-</div><div id="desk-costs" class="muted">-</div></div>
+ <div class="card"><h3>Exposure</h3><div id="desk-exposure" class="big">-</div><div id="desk-holdings" class="muted">-</div></div>
+ <div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div><div id="desk-firm" class="muted">-</div></div>
+ <div class="card"><h3>Venue</h3><div id="broker" class="big">-</div><div id="venue-summary" class="muted">-</div></div>
  <div class="card"><h3>Market clock</h3><div id="clock" class="big">-</div><div id="session" class="muted">-</div></div>
- <div class="card"><h3>Broker</h3><div id="broker" class="big">-</div><div id="venue-summary" class="muted">-</div></div>
- <div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div></div>
- <div class="card"><h3>Bus</h3><div id="bus-summary" class="big">-</div><div id="bus-gaps" class="muted">-</div></div>
 </section>
+<section class="split">
+ <div><h2>Equity today</h2><div id="equity-today" class="chart short"></div></div>
+ <div><h2>PnL over days <span class="muted" id="days-note"></span></h2><div id="pnl-days" class="chart short"></div></div>
+</section>
+<h2>Exposure by code</h2>
+<div class="scroll"><table id="exposure" class="grid"><thead><tr><th>code</th><th>name</th><th>shares</th><th>avg price</th>
+<th>last</th><th>value</th><th>unrealised</th><th>% of equity</th><th>agents</th></tr></thead><tbody></tbody></table></div>
 <h2>Processes</h2>
-<table id="processes" class="grid"><thead><tr><th>process</th><th>state</th><th>pid</th><th>uptime</th>
-<th>cpu %</th><th>rss MB</th><th>queue</th><th>heartbeat age</th><th>detail</th></tr></thead><tbody></tbody></table>
+<div class="scroll"><table id="processes" class="grid"><thead><tr><th>process</th><th>state</th><th>pid</th><th>uptime</th>
+<th>cpu %</th><th>rss MB</th><th>queue</th><th>heartbeat age</th><th>warnings 1h</th><th>errors 1h</th><th>detail</th></tr></thead>
+<tbody></tbody></table></div>
 <div id="venue-codes"></div>
-<h2>Bus message rates (per second)</h2>
-<table id="rates" class="grid"><thead><tr><th>topic</th><th>rate</th><th>total</th></tr></thead><tbody></tbody></table>
-<h2>Alerts</h2>
+<h2>Alerts <span id="alerts-active" class="muted"></span></h2>
 <div id="webhook-failures"></div>
-<table id="alerts" class="grid"><thead><tr><th>time</th><th>level</th><th>source</th><th>kind</th><th>text</th></tr></thead><tbody></tbody></table>
+<div class="scroll"><table id="alert-groups" class="grid"><thead><tr><th>last</th><th>level</th><th>source</th><th>kind</th>
+<th>count</th><th>text</th><th>first</th><th>action</th></tr></thead><tbody></tbody></table></div>
+<details><summary>Bus message rates <span id="bus-summary"></span> <span id="bus-gaps" class="muted"></span></summary>
+<div class="scroll"><table id="rates" class="grid"><thead><tr><th>topic</th><th>rate</th><th>total</th></tr></thead><tbody></tbody></table></div>
+</details>
 """
 
 
@@ -152,9 +170,9 @@ def agent_body(agent_id: str, history: dict[str, dict[str, list[dict[str, Any]]]
 <p id="agent-links" data-agent="{escape(agent_id)}"></p>
 <section class="cards" id="agent-summary"></section>
 <h2>Chart</h2>
-<svg id="candles" class="chart" viewBox="0 0 900 320" preserveAspectRatio="none"></svg>
+<div id="candles" class="chart" style="height:360px"></div>
 <h2>PnL through the day</h2>
-<svg id="pnl" class="chart" viewBox="0 0 900 160" preserveAspectRatio="none"></svg>
+<div id="pnl" class="chart" style="height:180px"></div>
 <h2>Book</h2><div id="book"></div>
 <h2>Orders today</h2>
 <table id="orders" class="grid"><thead><tr><th>time</th><th>client order id</th><th>side</th><th>qty</th><th>price</th>
@@ -175,7 +193,7 @@ def market_body() -> str:
 <th>PER</th><th>PBR</th><th>div. yield %</th></tr></thead><tbody></tbody></table>
 <h2>005935 / 005930 discount</h2>
 <div id="discount-now" class="big">-</div>
-<svg id="discount" class="chart" viewBox="0 0 900 200" preserveAspectRatio="none"></svg>
+<div id="discount" class="chart" style="height:220px"></div>
 """
 
 
