@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -223,13 +223,137 @@ class Supervisor(_Section):
     closing_check_delay_s: float = Field(default=1.0, ge=0)  # wall seconds after closing/closed before checking orders
 
 
+AlertLevelName = Literal["info", "warning", "error", "critical"]
+# Kinds that reach every channel whatever its min_level (a channel's muted_kinds still stops them): a process
+# died or flaps, trading halted or came back, a reconciliation break, the summary of the day at the close.
+ALWAYS_SENT_KINDS = (
+    "agent_died", "agent_flapping", "process_died", "trading_halt", "trading_reduce", "trading_resume", "loss_limit",
+    "recon_break", "recon_halt", "recon_halt_failed", "day_summary",
+)
+# (channel, key) of the alert channels' secrets: environment or .env only (TRADER_ALERTS__<CHANNEL>__<KEY>)
+ALERT_SECRET_KEYS = (("telegram", "bot_token"), ("discord", "webhook_url"), ("slack", "webhook_url"))
+TELEGRAM_TOKEN_RE = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")  # BotFather's form: <bot id>:<secret>
+TELEGRAM_CHAT_RE = re.compile(r"^(-?[0-9]+|@[A-Za-z0-9_]{4,})$")  # a numeric chat id or @channelusername
+
+
+def _http_url(v: str, what: str) -> str:
+    if v and not v.startswith(("https://", "http://")):
+        raise ValueError(f"{what} must start with https:// (or http:// for a local test server)")
+    return v.rstrip("/")
+
+
+def _kind_names(v: list[str]) -> list[str]:
+    for i, kind in enumerate(v):
+        if not kind or kind != kind.strip() or any(c.isspace() for c in kind):
+            raise ValueError(f"entry {i}: {kind!r} is not an alert kind (a name such as heartbeat_late)")
+    return v
+
+
+class AlertChannel(_Section):
+    """What one channel sends: alerts at or above ``min_level`` and the always-sent kinds, never ``muted_kinds``."""
+
+    enabled: bool = True  # false: configured but silent
+    min_level: AlertLevelName = "warning"
+    muted_kinds: list[str] = Field(default_factory=list)  # alert kinds this channel never sends (e.g. heartbeat_late)
+
+    @field_validator("muted_kinds")
+    @classmethod
+    def _muted(cls, v: list[str]) -> list[str]:
+        return _kind_names(v)
+
+
+class TelegramAlerts(AlertChannel):
+    """A Telegram bot's messages to one chat (Bot API ``sendMessage``).
+
+    The bot token comes from the environment or ``.env`` only:
+    ``TRADER_ALERTS__TELEGRAM__BOT_TOKEN``. The channel is on once both the
+    token and ``chat_id`` are set; one without the other is a configuration error.
+    """
+
+    base_url: str = "https://api.telegram.org"
+    chat_id: str = ""  # the chat's numeric id (a group's starts with -) or @channelusername
+    parse_mode: Literal["", "HTML"] = ""  # "": plain text; HTML: the heading in bold
+    bot_token: SecretStr = SecretStr("")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        return _http_url(v, "alerts.telegram.base_url") or "https://api.telegram.org"
+
+    @field_validator("chat_id")
+    @classmethod
+    def _chat(cls, v: str) -> str:
+        if v and not TELEGRAM_CHAT_RE.match(v):
+            raise ValueError(f"{v!r} is not a chat id: a number (groups start with -) or @channelusername")
+        return v
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and not TELEGRAM_TOKEN_RE.match(v.get_secret_value()):
+            raise ValueError("not a bot token: BotFather gives <digits>:<letters, digits, - and _>")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> TelegramAlerts:
+        if self.chat_id and not self.bot_token.get_secret_value():
+            raise ValueError("chat_id is set but the bot token is missing: set TRADER_ALERTS__TELEGRAM__BOT_TOKEN in "
+                             "the environment or .env")
+        if self.bot_token.get_secret_value() and not self.chat_id:
+            raise ValueError("the bot token is set but alerts.telegram.chat_id is missing")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.enabled and bool(self.chat_id)
+
+
+class WebhookAlerts(AlertChannel):
+    """A chat webhook (Discord or Slack): the whole URL, which embeds its secret, from the environment or ``.env``."""
+
+    webhook_url: SecretStr = SecretStr("")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: SecretStr) -> SecretStr:
+        _http_url(v.get_secret_value(), "the webhook URL")
+        return v
+
+    @property
+    def configured(self) -> bool:
+        return self.enabled and bool(self.webhook_url.get_secret_value())
+
+
 class Alerts(_Section):
-    """Alert delivery to a person: an optional webhook that receives each alert as a JSON POST."""
+    """Alert delivery to a person: a generic JSON webhook and the Telegram, Discord and Slack channels.
+
+    ``webhook_url``, ``min_level`` and ``webhook_muted_kinds`` are the generic
+    webhook's (each alert as a JSON POST); ``timeout_s`` and ``retries`` apply
+    to every channel. See docs/alerts.md.
+    """
 
     webhook_url: str = ""
-    min_level: Literal["info", "warning", "error", "critical"] = "warning"
+    min_level: AlertLevelName = "warning"
+    webhook_muted_kinds: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=3.0, gt=0)
     retries: int = Field(default=3, ge=0)
+    always_kinds: list[str] = Field(default_factory=lambda: list(ALWAYS_SENT_KINDS))  # sent whatever the min_level
+    startup_grace_s: float = Field(default=15.0, ge=0)  # a process's first heartbeat is not late before this
+    telegram: TelegramAlerts = Field(default_factory=TelegramAlerts)
+    discord: WebhookAlerts = Field(default_factory=WebhookAlerts)
+    slack: WebhookAlerts = Field(default_factory=WebhookAlerts)
+
+    @field_validator("webhook_muted_kinds", "always_kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        return _kind_names(v)
+
+
+def alert_secrets_in_file(data: dict[str, Any]) -> list[str]:
+    """The alert channels' secrets written in the stack file (they belong in the environment or .env)."""
+    alerts = data.get("alerts") if isinstance(data.get("alerts"), dict) else {}
+    return [f"alerts.{channel}.{key}" for channel, key in ALERT_SECRET_KEYS
+            if isinstance(alerts.get(channel), dict) and key in alerts[channel]]
 
 
 class Secrets(_Section):
@@ -442,6 +566,7 @@ def load_stack(path: str | Path | None = None, **overrides: Any) -> StackSetting
     secrets = data.get("secrets") if isinstance(data.get("secrets"), dict) else {}
     in_file = [f"security.{k}" for k in in_file]
     in_file += [k for k in ENV_ONLY_KEYS if k in data] + [f"secrets.{k}" for k in ENV_ONLY_KEYS if k in secrets]
+    in_file += alert_secrets_in_file(data)
     if in_file:
         raise ConfigError([(str(p), k, "a secret (or the live switch) belongs in the environment or .env, never in "
                                        "the file") for k in in_file])

@@ -3,7 +3,10 @@
 ``process_figures`` reads one pid through psutil (cpu, rss, threads, open
 files, uptime). ``HeartbeatBook`` is pure: it keeps the last heartbeat of each
 process with the monotonic time it arrived and says which ones became late
-(older than ``late_intervals`` heartbeat intervals) and which came back.
+(older than ``late_intervals`` heartbeat intervals) and which came back. A
+process expected but not heard from yet (just started) is not late before
+``grace_s`` has passed: its first heartbeat may take a while to come.
+``pid_alive`` says whether the pid of a silent process still runs.
 """
 
 from __future__ import annotations
@@ -80,19 +83,34 @@ class HeartbeatBook:
 
     interval_s: float = 1.0
     late_intervals: float = 3.0
+    grace_s: float = 0.0  # how long a process expected but never heard from may stay silent
     last: dict[str, Heartbeat] = field(default_factory=dict)
     seen_at: dict[str, float] = field(default_factory=dict)
     expected_since: dict[str, float] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
+    dead: set[str] = field(default_factory=set)  # late ones reported dead (each reported once)
 
     def record(self, hb: Heartbeat, now: float) -> bool:
         """Keep a heartbeat; True when it ends a lateness (the process is back)."""
         self.last[hb.name] = hb
         self.seen_at[hb.name] = now
+        self.expected_since.pop(hb.name, None)
+        self.dead.discard(hb.name)
         if hb.name in self.late:
             self.late.discard(hb.name)
             return True
         return False
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is watched (heard from, or expected)."""
+        return name in self.seen_at or name in self.expected_since
+
+    def mark_dead(self, name: str) -> bool:
+        """Note that a late process is gone; True the first time (the one alert of its death)."""
+        if name in self.dead:
+            return False
+        self.dead.add(name)
+        return True
 
     def expect(self, name: str, now: float) -> None:
         """Start waiting for ``name``'s heartbeats from ``now`` (a process just started)."""
@@ -100,12 +118,14 @@ class HeartbeatBook:
         self.seen_at.pop(name, None)
         self.last.pop(name, None)
         self.late.discard(name)
+        self.dead.discard(name)
 
     def forget(self, name: str) -> None:
         """Stop watching ``name`` (stopped on purpose)."""
         for d in (self.last, self.seen_at, self.expected_since):
             d.pop(name, None)
         self.late.discard(name)
+        self.dead.discard(name)
 
     def age(self, name: str, now: float) -> float | None:
         """Seconds since ``name``'s last heartbeat (or since it was expected), None if unknown."""
@@ -113,14 +133,31 @@ class HeartbeatBook:
         return None if t is None else max(0.0, now - t)
 
     def newly_late(self, now: float) -> list[str]:
-        """Processes whose heartbeat just became late (each reported once per lateness)."""
+        """Processes whose heartbeat just became late (each reported once per lateness).
+
+        One never heard from since it was expected is late only past the
+        start-up grace as well (``grace_s``).
+        """
         limit = self.interval_s * self.late_intervals
+        first_limit = max(limit, self.grace_s)
         out = []
         for name in set(self.seen_at) | set(self.expected_since):
             if name in self.late:
                 continue
             age = self.age(name, now)
-            if age is not None and age > limit:
+            if age is not None and age > (limit if name in self.seen_at else first_limit):
                 self.late.add(name)
                 out.append(name)
         return sorted(out)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a running process (a zombie waiting for its parent is not)."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process: it exists
+        return True

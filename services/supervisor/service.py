@@ -15,9 +15,18 @@ CLI's ``ps``, ``spawn``, ``kill``, ``restart``, ``reload``):
 * ``status`` / ``ping``
 
 Every state-changing command is idempotent on its ``command_id``. It follows
-``sys.heartbeat.*`` (a heartbeat late by more than ``heartbeat_late_intervals``
-raises an alert), ``md.session`` (closing check, day roll) and ``sys.alert``
-(delivered to the webhook when one is configured), and publishes ``sys.health``.
+``sys.heartbeat.*``, ``md.session`` (closing check, day roll) and ``sys.alert``,
+and publishes ``sys.health``.
+
+Alerts reach people through the channels of ``[alerts]`` (Telegram, Discord,
+Slack, a generic webhook; see ``alerting`` and docs/alerts.md): every alert on
+the bus, and the supervisor's own ones directly (so they still go out when the
+bus is down). A heartbeat late by more than ``heartbeat_late_intervals`` is one
+``heartbeat_late`` alert; a process not heard from since it started is given
+``alerts.startup_grace_s`` first. A service (a lock holder that is not an
+agent) whose heartbeat stopped and whose process is gone is one
+``process_died`` alert, and ``process_back`` once it is heard from again. Each
+on-time day roll ends with a ``day_summary`` alert.
 
 A day's report is final only once the journal stops changing for that day:
 every ``REPORT_CHECK_INTERVAL_S`` and whenever a new trading day starts, a
@@ -46,7 +55,8 @@ from core.config import StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
 from core.messages import Alert, AlertLevel, Command, CommandResult, Health, Heartbeat, Message, SessionEvent, SessionPhase
 from services.supervisor import dayroll
-from services.supervisor.health import HeartbeatBook, process_figures
+from services.supervisor.alerting import ChannelSender, channel_senders, close_all
+from services.supervisor.health import HeartbeatBook, pid_alive, process_figures
 from services.supervisor.journal import DayJournal
 from services.supervisor.policy import RestartPolicy
 from services.supervisor.report import AgentStart
@@ -65,6 +75,8 @@ ALREADY_RUNNING = "ALREADY_RUNNING"
 NOT_RUNNING = "NOT_RUNNING"
 ROSTER_UNREADABLE = "ROSTER_UNREADABLE"
 IGNORED_LOCKS = {"trader-up"}
+BUS_PROCESS = "bus"  # the proxy: while it is down no heartbeat arrives from anyone
+NO_BUS_HEARTBEAT = {"kis-sim"}  # lock holders that publish no sys.heartbeat (kis-sim is KIS's stand-in, off the bus)
 
 
 class SupervisorService(Service):
@@ -80,7 +92,8 @@ class SupervisorService(Service):
         self.watchers: dict[str, AgentWatcher] = {}
         self.roster: dict[str, AgentSettings] = {}
         self.roster_problems: list[str] = []
-        self.heartbeats = HeartbeatBook(settings.bus.heartbeat_interval_s, sup.heartbeat_late_intervals)
+        self.heartbeats = HeartbeatBook(settings.bus.heartbeat_interval_s, sup.heartbeat_late_intervals,
+                                        settings.alerts.startup_grace_s)
         self.restart_after_stop: set[str] = set()
         self.check_after_stop: set[str] = set()
         self.pending_orders_check: list[tuple[float, str, str | None]] = []  # (due, why, agent_id)
@@ -92,6 +105,7 @@ class SupervisorService(Service):
         self._next_health = 0.0
         self._next_report_check = 0.0
         self.webhook: AlertWebhook | None = None
+        self.channels: list[ChannelSender] = []  # the webhook (when configured) and the chat channels
         self.rpc: RpcServer | None = None
         self.sub: Subscriber | None = None
         self.oms: RpcClient | None = None
@@ -117,8 +131,15 @@ class SupervisorService(Service):
         self.journal = DayJournal(self.settings.run_path)
         alerts = self.settings.alerts
         if alerts.webhook_url:
-            self.webhook = AlertWebhook(alerts.webhook_url, alerts.min_level, alerts.timeout_s, alerts.retries)
+            self.webhook = AlertWebhook(alerts.webhook_url, alerts.min_level, alerts.timeout_s, alerts.retries,
+                                        alerts.webhook_muted_kinds)
+            self.channels.append(self.webhook)
+        self.channels += channel_senders(alerts)
+        for ch in self.channels:
+            self.log.info("alerts to %s: %s and up%s", ch.name, ch.min_level.value,
+                          f", never {sorted(ch.muted_kinds)}" if ch.muted_kinds else "")
         self.reload(time.monotonic())
+        self._expect_services(time.monotonic())
 
     def teardown(self) -> None:
         """Stop every agent gracefully (they cancel their orders), then close what setup opened."""
@@ -139,8 +160,7 @@ class SupervisorService(Service):
                 client.close()
         if self.journal is not None:
             self.journal.close()
-        if self.webhook is not None:
-            self.webhook.close()
+        close_all(self.channels, 2.0)
 
     # --- the roster ------------------------------------------------------------------------
 
@@ -253,12 +273,24 @@ class SupervisorService(Service):
         for env in self.sub.drain(2000):
             msg = env.msg
             if isinstance(msg, Heartbeat):
+                was_dead = msg.name in self.heartbeats.dead
                 if self.heartbeats.record(msg, now):
                     self.log.info("heartbeats of %s are back", msg.name)
+                    if was_dead:
+                        self.alert(AlertLevel.INFO, "process_back", f"{msg.name} is back (pid {msg.pid})")
             elif isinstance(msg, SessionEvent):
                 self._on_session(msg, now)
-            elif isinstance(msg, Alert) and self.webhook is not None:
-                self.webhook.offer(msg)
+            elif isinstance(msg, Alert) and msg.source != self.name:  # its own went out when raised
+                self._deliver(msg)
+
+    def alert(self, level: AlertLevel | str, kind: str, text: str) -> None:
+        """Log and publish an alert, and hand it to the channels at once (not through the bus, which may be down)."""
+        self._deliver(Alert(level=AlertLevel(level), source=self.name, kind=kind, text=text, ts_ns=time.time_ns()))
+        super().alert(level, kind, text)
+
+    def _deliver(self, alert: Alert) -> None:
+        for ch in self.channels:
+            ch.offer(alert)
 
     def _on_session(self, ev: SessionEvent, now: float) -> None:
         self.session = {"phase": ev.phase.value, "trading_date": ev.trading_date, "ts_ns": ev.ts_ns}
@@ -293,7 +325,7 @@ class SupervisorService(Service):
         for day in stale:
             self.log.warning("rows of %s reached the journal after its report: rewriting the report", day)
             try:
-                self.day_roll(day, late=True)
+                self.day_roll(day, late=True, rewrite=True)
             except (sqlite3.Error, OSError) as exc:
                 self.alert(AlertLevel.ERROR, "report_not_rewritten", f"cannot rewrite the report of {day}: {exc}")
         return stale
@@ -306,12 +338,7 @@ class SupervisorService(Service):
         for agent_id, w in list(self.watchers.items()):
             for ev in w.poll(now):
                 self._on_watcher_event(ev, now)
-        for name in self.heartbeats.newly_late(now):
-            if self._is_stopped_on_purpose(name):
-                self.heartbeats.forget(name)
-                continue
-            age = self.heartbeats.age(name, now) or 0.0
-            self.alert(AlertLevel.WARNING, "heartbeat_late", f"no heartbeat from {name} for {age:.1f} s")
+        self._check_heartbeats(now)
         due = [c for c in self.pending_orders_check if c[0] <= now]
         if due:
             self.pending_orders_check = [c for c in self.pending_orders_check if c[0] > now]
@@ -327,7 +354,65 @@ class SupervisorService(Service):
             self._rewrite_stale_reports()
         if now >= self._next_health:
             self._next_health = now + self.settings.supervisor.health_interval_s
+            self._expect_services(now)
             self.publish(HEALTH_TOPIC, Health(ts_ns=time.time_ns(), rows=tuple(self.rows(now))))
+
+    def _check_heartbeats(self, now: float) -> None:
+        """One alert per lateness; for a service, one ``process_died`` once its process is found gone."""
+        book = self.heartbeats
+        newly = book.newly_late(now)
+        if BUS_PROCESS in newly:  # first: a dead bus explains every other silence
+            newly.remove(BUS_PROCESS)
+            newly.insert(0, BUS_PROCESS)
+        for name in newly:
+            if self._is_stopped_on_purpose(name):
+                book.forget(name)
+                continue
+            if self._is_agent(name) or not self._report_if_gone(name, now):
+                age = book.age(name, now) or 0.0
+                text = (f"no heartbeat from {name} for {age:.1f} s" if name in book.seen_at
+                        else f"no heartbeat from {name} since it started {age:.1f} s ago")
+                if name != BUS_PROCESS and BUS_PROCESS in book.dead:
+                    self.log.warning("%s (the bus is down)", text)
+                else:
+                    self.alert(AlertLevel.WARNING, "heartbeat_late", text)
+        for name in sorted(book.late - book.dead):  # late but running when found late: it may die since
+            if not self._is_agent(name):
+                self._report_if_gone(name, now)
+
+    def _is_agent(self, name: str) -> bool:
+        return name in self.watchers or name in self.roster
+
+    def _report_if_gone(self, name: str, now: float) -> bool:
+        """Whether the silent service ``name`` is gone; its one ``process_died`` alert when found so."""
+        hb = self.heartbeats.last.get(name)
+        owner = self._lock_owner(name)
+        if owner is not None:
+            return False  # its lock's holder still runs: silent, not dead
+        pid = hb.pid if hb is not None else None
+        if pid is not None and pid_alive(pid):
+            return False
+        if not self.heartbeats.mark_dead(name):
+            return True
+        age = self.heartbeats.age(name, now) or 0.0
+        try:
+            locked = lock_path(self.settings.run_path, name).exists()
+        except OSError:
+            locked = False
+        how = "died (its lock is stale)" if locked else "is gone (its lock was released: it stopped or crashed)"
+        self.alert(AlertLevel.ERROR, "process_died",
+                   f"process {name} {how}: pid {pid if pid is not None else '?'} no longer runs; "
+                   f"last heartbeat {age:.1f} s ago")
+        return True
+
+    def _expect_services(self, now: float) -> None:
+        """Watch for the heartbeats of each live lock holder not watched yet (a service that just started)."""
+        for lock in (self.settings.run_path / "run").glob("*.pid"):
+            name = lock.stem
+            if name in IGNORED_LOCKS or name in NO_BUS_HEARTBEAT or self._is_agent(name) or self.heartbeats.knows(name):
+                continue
+            if self._lock_owner(name) is not None:
+                self.heartbeats.expect(name, now)
 
     def _is_stopped_on_purpose(self, name: str) -> bool:
         w = self.watchers.get(name)
@@ -352,14 +437,17 @@ class SupervisorService(Service):
             self.log.info("%s", ev.text)
             self._stopped(ev.agent_id, now)
 
-    def day_roll(self, trading_date: str, *, late: bool = False) -> dict[str, Any]:
-        """Run the day roll for ``trading_date`` (see ``dayroll``) and resync agents that are not in sync."""
+    def day_roll(self, trading_date: str, *, late: bool = False, rewrite: bool = False) -> dict[str, Any]:
+        """Run the day roll for ``trading_date`` (see ``dayroll``) and resync agents that are not in sync.
+
+        ``rewrite``: the day was rolled before and its report is written again (late rows).
+        """
         assert self.journal is not None and self.oms is not None and self.market_data is not None
         starts = {a.id: AgentStart(a.cash, {a.all_codes[0]: (a.start_qty, a.start_avg_price)} if a.start_qty else {})
                   for a in self.roster.values()}
         summary = dayroll.run_day_roll(trading_date, self.settings.run_path, self.journal, self.oms, self.market_data,
                                        starts, self.settings.retention.retention_days, self.alert, late=late)
-        resynced = []
+        resynced: list[str] = []
         for agent_id, w in self.watchers.items():
             hb = self.heartbeats.last.get(agent_id)
             if w.state == RUNNING and hb is not None and hb.info.get("sync") != "in_sync":
@@ -369,8 +457,9 @@ class SupervisorService(Service):
         summary["resync_requested"] = resynced
         self.last_roll = summary
         self.log.info("day roll %s: %s", trading_date, json.dumps(summary, default=str))
-        self.alert(AlertLevel.INFO, "day_roll", f"day {trading_date} rolled: {summary['report_rows']} report row(s), "
-                                                 f"{summary['still_open']} order(s) still open")
+        # the summary of a day's close goes to phones; a report rewritten for late rows is only noted
+        self.alert(AlertLevel.INFO, "day_roll" if rewrite else "day_summary",
+                   ("report rewritten: " if rewrite else "") + dayroll.summary_text(summary))
         return summary
 
     # --- health ------------------------------------------------------------------------------
@@ -417,11 +506,12 @@ class SupervisorService(Service):
         return figures
 
     def heartbeat_info(self) -> dict[str, object]:
-        """Agents by state, webhook delivery figures and the last roll's date."""
+        """Agents by state, alert delivery figures (the webhook's, each channel's) and the last roll's date."""
         states: dict[str, int] = {}
         for w in self.watchers.values():
             states[w.state] = states.get(w.state, 0) + 1
         return {"agents": states, "webhook": self.webhook.counters() if self.webhook else {},
+                "alert_channels": {ch.name: ch.counters() for ch in self.channels},
                 "last_roll": self.last_roll.get("trading_date", "")}
 
     # --- commands ----------------------------------------------------------------------------
