@@ -50,56 +50,11 @@ function kv(data) {
   return esc(num(data));
 }
 
-// --- charts (SVG, our own) -----------------------------------------------------------
+// --- charts (static/charts.js: TradingView lightweight-charts) ----------------------
 
-function scale(d0, d1, r0, r1) { const span = d1 - d0 || 1; return v => r0 + (v - d0) * (r1 - r0) / span; }
+function lineChart(el, points, opts) { window.TraderCharts.line(el, points, opts || {}); }
 
-function lineChart(svg, points, opts) {
-  if (!svg) return;
-  const W = 900, H = svg.viewBox.baseVal.height || 200, pad = 40;
-  if (!points.length) { setHTML(svg, `<text x="${W / 2}" y="${H / 2}" class="empty">no data yet</text>`); return; }
-  const xs = points.map(p => p[0]), ys = points.map(p => p[1]);
-  let y0 = Math.min(...ys), y1 = Math.max(...ys);
-  if (opts.zero) { y0 = Math.min(y0, 0); y1 = Math.max(y1, 0); }
-  const x = scale(Math.min(...xs), Math.max(...xs), pad, W - 8), y = scale(y0, y1, H - 18, 8);
-  const d = points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
-  const fmt = opts.fmt || num;
-  let html = `<path d="${d}" class="line"/>`;
-  if (opts.zero) html += `<line x1="${pad}" x2="${W}" y1="${y(0)}" y2="${y(0)}" class="axis"/>`;
-  html += `<text x="2" y="14" class="label">${esc(fmt(y1))}</text><text x="2" y="${H - 20}" class="label">${esc(fmt(y0))}</text>`;
-  html += `<text x="${pad}" y="${H - 2}" class="label">${esc(kst(xs[0]))}</text><text x="${W - 140}" y="${H - 2}" class="label">${esc(kst(xs[xs.length - 1]))}</text>`;
-  setHTML(svg, html);
-}
-
-function candleChart(svg, bars, fills) {
-  if (!svg) return;
-  const W = 900, H = 320, pad = 50, volH = 70, priceBottom = H - volH - 20;
-  if (!bars.length) { setHTML(svg, `<text x="${W / 2}" y="${H / 2}" class="empty">no bars yet</text>`); return; }
-  const lo = Math.min(...bars.map(b => b.low), ...fills.map(f => f.price));
-  const hi = Math.max(...bars.map(b => b.high), ...fills.map(f => f.price));
-  const t0 = bars[0].ts_ns, t1 = bars[bars.length - 1].ts_ns + 60e9;
-  const x = scale(t0, t1, pad, W - 8), y = scale(lo, hi, priceBottom, 8);
-  const vmax = Math.max(...bars.map(b => b.volume), 1);
-  const bw = Math.max(1, (W - pad - 8) / bars.length * 0.7);
-  let html = "";
-  for (const b of bars) {
-    const cx = x(b.ts_ns + 30e9), up = b.close >= b.open, cls = up ? "up" : "down";
-    const top = y(Math.max(b.open, b.close)), bot = y(Math.min(b.open, b.close));
-    html += `<line x1="${cx}" x2="${cx}" y1="${y(b.high)}" y2="${y(b.low)}" class="wick ${cls}"/>`;
-    html += `<rect x="${cx - bw / 2}" y="${top}" width="${bw}" height="${Math.max(1, bot - top)}" class="body ${cls}"/>`;
-    const vh = volH * b.volume / vmax;
-    html += `<rect x="${cx - bw / 2}" y="${H - 20 - vh}" width="${bw}" height="${vh}" class="vol"/>`;
-  }
-  for (const f of fills) {
-    if (f.ts_ns < t0 || f.ts_ns > t1) continue;
-    const fx = x(f.ts_ns), fy = y(f.price);
-    const pts = f.side === "buy" ? `${fx},${fy} ${fx - 6},${fy + 10} ${fx + 6},${fy + 10}` : `${fx},${fy} ${fx - 6},${fy - 10} ${fx + 6},${fy - 10}`;
-    html += `<polygon points="${pts}" class="fill-${f.side}"><title>${esc(f.side)} ${f.qty} @ ${num(f.price)}</title></polygon>`;
-  }
-  html += `<text x="2" y="14" class="label">${num(hi)}</text><text x="2" y="${priceBottom}" class="label">${num(lo)}</text>`;
-  html += `<text x="${pad}" y="${H - 2}" class="label">${esc(kst(t0))}</text><text x="${W - 140}" y="${H - 2}" class="label">${esc(kst(t1))}</text>`;
-  setHTML(svg, html);
-}
+function candleChart(el, bars, fills) { window.TraderCharts.candles(el, bars, fills); }
 
 // --- pages -------------------------------------------------------------------
 
