@@ -8,7 +8,7 @@ and RPC poller on threads of their own) and serves:
 - ``/api/stream``: Server-Sent Events carrying the sections of the state that changed;
 - ``/api/state``, ``/api/agents`` (+ ``.csv``, ``.xlsx``), ``/api/agents/{id}``;
 - control: ``POST /api/agents/{id}/{spawn|kill|restart}``, ``POST /api/risk/{halt|resume|reduce}`` and
-  ``POST /api/ledger/adjust`` (agent_id, code, qty, cash_won, reason: a ledger adjustment), each needing the token (``Authorization: Bearer <token>`` or a ``token`` form field);
+  ``POST /api/ledger/adjust`` (agent_id, code, qty, cash_won, reason: a ledger adjustment), ``POST /api/recon/run`` (a reconciliation now), each needing the token (``Authorization: Bearer <token>`` or a ``token`` form field);
 - ``/metrics`` (Prometheus text format) and ``/healthz``.
 
 RPC calls run in the thread pool, never on the event loop.
@@ -172,7 +172,7 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
 
     @app.get("/agents", response_class=HTMLResponse)
     def agents_page() -> HTMLResponse:
-        return render("agents", "Agents", pages.agents_body())
+        return render("agents", "Agents", pages.agents_body(), scripts=("agents.js",))
 
     @app.get("/agents/{agent_id}", response_class=HTMLResponse)
     async def agent_page(agent_id: str) -> HTMLResponse:
@@ -195,11 +195,11 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
 
     @app.get("/risk", response_class=HTMLResponse)
     def risk_page() -> HTMLResponse:
-        return render("risk", "Risk", pages.risk_body())
+        return render("risk", "Risk", pages.risk_body(), scripts=("risk.js",))
 
     @app.get("/recon", response_class=HTMLResponse)
     def recon_page() -> HTMLResponse:
-        return render("recon", "Reconciliation", pages.recon_body())
+        return render("recon", "Reconciliation", pages.recon_body(), scripts=("risk.js",))
 
     @app.get("/config", response_class=HTMLResponse)
     def config_page() -> HTMLResponse:
@@ -353,6 +353,14 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
                                     status_code=422)
         return await run_action("ledger_adjust", args)
 
+    @app.post("/api/recon/run")
+    async def recon_run(request: Request) -> JSONResponse:
+        """Ask the reconciler for a run now (its report is the answer): the token is needed."""
+        ok, _ = await authorize(request)
+        if not ok:
+            return refused("recon_run")
+        return await run_action("recon_run", {})
+
     # --- operations -----------------------------------------------------------
 
     @app.get("/metrics")
@@ -367,7 +375,7 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
 
     blotter.install(app, settings.run_path)  # /blotter, /api/blotter(.csv|.xlsx)
     reports.install(app, settings.run_path)  # /reports, /reports/{name}, /api/reports
-    assert set(ACTIONS) == set(AGENT_ACTIONS) | set(RISK_ACTIONS) | {"ledger_adjust"}
+    assert set(ACTIONS) == set(AGENT_ACTIONS) | set(RISK_ACTIONS) | {"ledger_adjust", "recon_run"}
     return app
 
 

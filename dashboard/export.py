@@ -9,7 +9,28 @@ from typing import Any
 
 from openpyxl import Workbook
 
-from dashboard.pages import AGENT_COLUMNS
+# The agent grid's columns as exported: (row key, header).
+AGENT_COLUMNS = (
+    ("id", "id"),
+    ("code", "code"),
+    ("strategy", "strategy"),
+    ("state", "state"),
+    ("liveness", "liveness"),
+    ("cash_won", "cash"),
+    ("holding", "holding"),
+    ("avg_price", "avg price"),
+    ("last_price", "last"),
+    ("realized_pnl_won", "realised PnL"),
+    ("unrealized_pnl_won", "unrealised PnL"),
+    ("return_pct", "return %"),
+    ("open_orders", "open orders"),
+    ("warnings_1h", "warnings 1h"),
+    ("errors_1h", "errors 1h"),
+    ("refusals_total", "refusals"),
+    ("refusals_text", "refusals by reason"),
+    ("last_error", "last error"),
+    ("heartbeat_age_s", "hb age s"),
+)
 
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -24,6 +45,7 @@ def select_rows(
 ) -> list[Mapping[str, Any]]:
     """The rows whose text matches ``q`` (any column) and each column filter, sorted by ``sort``."""
     keys = [k for k, _ in AGENT_COLUMNS]
+    rows = [with_refusals_text(r) for r in rows]
     needle = q.strip().lower()
     col_filters = {k: v.strip().lower() for k, v in (filters or {}).items() if k in keys and v.strip()}
     out = []
@@ -43,6 +65,14 @@ def select_rows(
         if desc:
             out.reverse()
     return out
+
+
+def with_refusals_text(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The row with ``refusals_text`` ("REASON n, ...") made from its ``refusals`` counts, for filters and files."""
+    if "refusals_text" in row:
+        return row
+    refusals = row.get("refusals") or {}
+    return {**row, "refusals_text": ", ".join(f"{k} {v}" for k, v in refusals.items())}
 
 
 def grid_csv(rows: Sequence[Mapping[str, Any]]) -> str:

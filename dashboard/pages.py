@@ -127,33 +127,13 @@ def overview_body() -> str:
 """
 
 
-AGENT_COLUMNS = (
-    ("id", "id"),
-    ("code", "code"),
-    ("strategy", "strategy"),
-    ("state", "state"),
-    ("cash_won", "cash"),
-    ("holding", "holding"),
-    ("avg_price", "avg price"),
-    ("last_price", "last"),
-    ("realized_pnl_won", "realised PnL"),
-    ("unrealized_pnl_won", "unrealised PnL"),
-    ("return_pct", "return %"),
-    ("open_orders", "open orders"),
-    ("heartbeat_age_s", "hb age s"),
-)
-
-
 def agents_body() -> str:
-    """The agent grid: sortable, filterable by every column, exportable, with controls."""
-    heads = "".join(f'<th data-k="{k}" class="sortable">{escape(label)}</th>' for k, label in AGENT_COLUMNS)
-    filters = "".join(f'<th><input class="colfilter" data-k="{k}" placeholder="filter"></th>' for k, _ in AGENT_COLUMNS)
-    return f"""
+    """The agent grid (static/agents.js): sort, filter and resize any column, export, and control each agent."""
+    return """
 <div class="toolbar"><input id="grid-filter" placeholder="filter all columns">
-<span id="grid-count" class="muted"></span>
-<a id="export-csv" href="/api/agents.csv">CSV</a> <a id="export-xlsx" href="/api/agents.xlsx">XLSX</a></div>
-<table id="agent-grid" class="grid"><thead><tr>{heads}<th>control</th></tr>
-<tr class="filters">{filters}<th></th></tr></thead><tbody></tbody></table>
+<a id="export-csv" href="/api/agents.csv" download>CSV</a> <a id="export-xlsx" href="/api/agents.xlsx">XLSX</a>
+<span class="muted">exports hold the rows the filters show</span></div>
+<div id="agent-grid"></div>
 """
 
 
@@ -198,25 +178,58 @@ def market_body() -> str:
 
 
 def risk_body() -> str:
-    """Trading state, limits and usage, and the kill switch."""
+    """The trading state (who, why, since when) and its controls, and every limit against its usage as a bar."""
     return """
-<section class="cards"><div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div></div></section>
-<div class="toolbar"><button class="act danger" data-action="halt">Halt</button>
+<section class="cards">
+ <div class="card"><h3>Trading state</h3><div id="trading-state" class="big">-</div><div id="trading-why" class="muted why">-</div></div>
+ <div class="card"><h3>Account day PnL</h3><div id="risk-account-pnl" class="big">-</div></div>
+ <div class="card"><h3>Agents by highest usage</h3><div id="risk-counts" class="big">-</div>
+  <div class="muted">ok &lt; 70 % · warn &lt; 90 % · breach</div></div>
+ <div class="card"><h3>Risk guard</h3><div id="risk-guard" class="big">-</div><div id="risk-guard-detail" class="muted">-</div></div>
+</section>
+<div id="risk-controls" class="toolbar"><input id="risk-reason" class="reason" maxlength="200"
+ placeholder="reason (recorded with the change)">
+<button class="act danger" data-action="halt">Halt</button>
 <button class="act" data-action="reduce">Reduce only</button>
 <button class="act" data-action="resume">Resume</button></div>
-<h2>Limits and usage (risk guard)</h2><div id="risk-status"></div>
-<h2>Last risk.state on the bus</h2><div id="risk-bus"></div>
+<h2>Limits and usage, highest first</h2>
+<table id="risk-agents" class="grid usage"><thead><tr><th>agent</th><th>day loss</th><th>exposure (held + pending buys)</th>
+<th>open orders</th><th>position per code (held + pending buys)</th></tr></thead><tbody></tbody></table>
+<h2>The firm per code (all agents, held + pending buys)</h2><div id="risk-codes" class="codes"></div>
+<details class="raw"><summary>raw</summary><div id="risk-raw"></div></details>
 """
 
 
 def recon_body() -> str:
-    """The reconciler's latest report and open differences."""
+    """Breaks and pending differences with what to do about each, the reconciler's runs and the ledger's books."""
     return """
-<h2>Breaks</h2><div id="recon-breaks"></div>
-<h2>The ledger (book of record)</h2><div id="ledger-books"></div>
-<h2>Adjustments</h2><div id="ledger-adjustments"></div>
-<h2>Latest report (reconciler)</h2><div id="recon-latest"></div>
-<h2>Reports on the bus</h2><div id="recon-reports"></div>
+<section class="cards">
+ <div class="card"><h3>Breaks</h3><div id="recon-break-count" class="big">-</div><div class="muted">until gone or booked</div></div>
+ <div class="card"><h3>Pending</h3><div id="recon-pending-count" class="big">-</div><div class="muted">in flight</div></div>
+ <div class="card"><h3>Last run</h3><div id="recon-latest" class="big">-</div><div id="recon-latest-detail" class="muted">-</div></div>
+</section>
+<div class="toolbar"><button class="recon-run">Run again</button></div>
+<h2>Breaks and pending differences</h2>
+<table id="recon-items" class="grid diffs"><thead><tr><th>status</th><th>kind</th><th>key</th><th>ours (ledger)</th>
+<th>theirs</th><th>difference</th><th>age</th><th>what it is, what to do</th><th></th></tr></thead><tbody></tbody></table>
+<form id="adjust-form" class="adjust" hidden><h3>Book an adjustment in the ledger</h3><p id="adjust-for" class="muted"></p>
+<label>agent <input name="agent_id" list="recon-agents" required></label>
+<label>code <input name="code" list="recon-codes" required></label>
+<label>shares <input name="qty" type="number" step="1" value="0"></label>
+<label>cash won <input name="cash_won" type="number" step="1" value="0"></label>
+<label>reason <input name="reason" class="reason" required maxlength="500"></label>
+<button type="submit">Book adjustment</button> <button type="button" id="adjust-cancel">Cancel</button></form>
+<datalist id="recon-codes"></datalist><datalist id="recon-agents"></datalist>
+<h2>Runs, newest first</h2>
+<table id="recon-history" class="grid"><thead><tr><th>time</th><th>trigger</th><th>breaks</th><th>pending</th><th>healed</th>
+<th>agents compared</th><th>duration</th><th>result</th></tr></thead><tbody></tbody></table>
+<h2>The ledger (book of record)</h2><p id="ledger-date" class="muted"></p>
+<table id="ledger-books" class="grid"><thead><tr><th>book</th><th>cash</th><th>holdings</th><th>realised PnL</th><th>fees</th>
+<th>taxes</th><th>adjustments</th></tr></thead><tbody></tbody></table>
+<h2>Adjustments</h2>
+<table id="ledger-adjustments" class="grid"><thead><tr><th>adjustment</th><th>agent</th><th>code</th><th>shares</th><th>cash</th>
+<th>reason</th><th>who</th></tr></thead><tbody></tbody></table>
+<details class="raw"><summary>raw</summary><div id="recon-raw"></div></details>
 """
 
 

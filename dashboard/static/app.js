@@ -147,55 +147,6 @@ function renderMarket(s) {
   if (s.discount.length) setText("discount-now", pct(s.discount[s.discount.length - 1][1]));
 }
 
-// The agent grid: sort by any column (click), filter by any column or all of them.
-const grid = {sort: "id", desc: false, q: "", filters: {}};
-const NUMERIC = new Set(["cash_won", "holding", "avg_price", "last_price", "realized_pnl_won", "unrealized_pnl_won", "return_pct", "open_orders", "heartbeat_age_s"]);
-
-function gridRows(rows) {
-  const q = grid.q.toLowerCase();
-  const active = Object.entries(grid.filters).filter(([, v]) => v);
-  const text = v => (v === null || v === undefined ? "" : String(v)).toLowerCase();
-  let out = rows.filter(r => (!q || Object.values(r).some(v => text(v).includes(q))) && active.every(([k, f]) => text(r[k]).includes(f)));
-  const k = grid.sort, numeric = NUMERIC.has(k);
-  out.sort((a, b) => {
-    const x = a[k], y = b[k];
-    if (x === null || x === undefined) return 1;
-    if (y === null || y === undefined) return -1;
-    const c = numeric ? x - y : String(x).localeCompare(String(y));
-    return grid.desc ? -c : c;
-  });
-  return out;
-}
-
-function renderAgents(s) {
-  const tb = body("agent-grid");
-  if (!tb) return;
-  const t0 = performance.now();
-  const rows = gridRows(s.rows);
-  setHTML(tb, rows.map(r => `<tr data-id="${esc(r.id)}" class="${r.up ? "" : "down"}">` +
-    `<td data-k="id"><a href="/agents/${encodeURIComponent(r.id)}">${esc(r.id)}</a></td><td data-k="code">${esc(r.code)}</td>` +
-    `<td data-k="strategy">${esc(r.strategy)}</td><td data-k="state" class="state">${esc(r.state)}</td><td data-k="cash_won">${num(r.cash_won)}</td>` +
-    `<td data-k="holding">${num(r.holding)}</td><td data-k="avg_price">${num(r.avg_price)}</td><td data-k="last_price">${num(r.last_price)}</td>` +
-    `<td data-k="realized_pnl_won">${signed(r.realized_pnl_won)}</td><td data-k="unrealized_pnl_won">${signed(r.unrealized_pnl_won)}</td>` +
-    `<td data-k="return_pct">${signed(r.return_pct)}</td><td data-k="open_orders">${num(r.open_orders)}</td>` +
-    `<td data-k="heartbeat_age_s">${r.heartbeat_age_s === null ? "-" : r.heartbeat_age_s}</td>` +
-    `<td class="ctl"><button class="act" data-action="spawn" data-id="${esc(r.id)}">spawn</button>` +
-    `<button class="act danger" data-action="kill" data-id="${esc(r.id)}">kill</button>` +
-    `<button class="act" data-action="restart" data-id="${esc(r.id)}">restart</button></td></tr>`).join(""));
-  setText("grid-count", `${rows.length} of ${s.rows.length} agents`);
-  for (const th of document.querySelectorAll("#agent-grid th.sortable")) {
-    th.classList.toggle("asc", th.dataset.k === grid.sort && !grid.desc);
-    th.classList.toggle("desc", th.dataset.k === grid.sort && grid.desc);
-  }
-  const qs = new URLSearchParams({sort: grid.sort, desc: grid.desc ? "1" : "0", q: grid.q});
-  for (const [k, v] of Object.entries(grid.filters)) if (v) qs.set("f_" + k, v);
-  document.getElementById("export-csv").href = "/api/agents.csv?" + qs;
-  document.getElementById("export-xlsx").href = "/api/agents.xlsx?" + qs;
-  // Render figures for the benchmark: the latest render, and the first one since navigation.
-  window.__gridRender = {rows: rows.length, ms: performance.now() - t0, at: performance.now()};
-  if (!window.__gridFirst) window.__gridFirst = window.__gridRender;
-}
-
 function renderAgent(d) {
   if (!d) return;
   const r = d.row;
@@ -219,7 +170,7 @@ function renderAgent(d) {
 }
 
 const RENDER = {processes: renderProcesses, alerts: renderAlerts, bus: renderBus, clock: renderClock, risk: renderRisk,
-  recon: renderRecon, market: renderMarket, agents: renderAgents, venue: renderVenue};
+  recon: renderRecon, market: renderMarket, venue: renderVenue};
 
 function render(update) {
   for (const [section, fn] of Object.entries(RENDER)) {
@@ -288,17 +239,9 @@ async function act(action, id) {
 document.addEventListener("click", e => {
   const btn = e.target.closest("button.act");
   if (btn) { act(btn.dataset.action, btn.dataset.id); return; }
-  const th = e.target.closest("#agent-grid th.sortable");
-  if (th) {
-    grid.desc = grid.sort === th.dataset.k ? !grid.desc : false;
-    grid.sort = th.dataset.k;
-    renderAgents(state.agents);
-  }
 });
 document.addEventListener("input", e => {
-  if (e.target.id === "grid-filter") { grid.q = e.target.value; renderAgents(state.agents); }
-  else if (e.target.classList.contains("colfilter")) { grid.filters[e.target.dataset.k] = e.target.value.toLowerCase(); renderAgents(state.agents); }
-  else if (e.target.id === "token") sessionStorage.setItem("token", e.target.value);
+  if (e.target.id === "token") sessionStorage.setItem("token", e.target.value);
 });
 
 // What page scripts (static/*.js loaded after this one) use: the helpers, the state, and register(section, fn),

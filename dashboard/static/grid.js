@@ -14,6 +14,7 @@
 //     height      a CSS height: the table scrolls inside this box (virtual rows); without it, it grows
 //     persistKey  keep the user's sort, filters and column widths in localStorage under this key
 //     onAction    (action, row, button) for a click on any [data-action] element inside a cell
+//     rowAttrs    row -> {attribute: value} set on each row's element (data-id, a class for its state)
 //   grid.update(rows)          new data; sort, filters and scroll position stay as the user left them
 //   grid.download("csv", name) the rows as filtered and sorted, as a file
 //   grid.count()               {shown, total}; also written under the table ("12 of 40 rows")
@@ -100,6 +101,7 @@
       footerElement: footer,
     };
     if (opts.height) options.height = opts.height;
+    if (opts.rowAttrs) options.rowFormatter = row => { for (const [k, v] of Object.entries(opts.rowAttrs(row.getData()))) row.getElement().setAttribute(k, v); };
     if (opts.persistKey) {
       options.persistence = {sort: true, headerFilter: true, columns: ["width"]};
       options.persistenceID = opts.persistKey;
