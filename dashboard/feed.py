@@ -58,7 +58,10 @@ ACTIONS = {
     "resume": ("risk_guard_rpc", "resume"),
     "reduce": ("risk_guard_rpc", "reduce"),
     "ledger_adjust": ("order_manager_rpc", "ledger_adjust"),
+    "recon_run": ("reconciler_rpc", "run"),
 }
+# A reconciliation gathers every view and looks twice at a difference before it answers.
+RECON_RUN_TIMEOUT_MS = 15_000
 
 
 def call_command(
@@ -133,6 +136,8 @@ class BusFeed:
         """Run a control action (spawn, kill, restart, halt, resume, reduce); call it from a worker thread."""
         endpoint_name, name = ACTIONS[action]
         timeout_ms = max(CONTROL_TIMEOUT_MS, self.settings.bus.rpc_timeout_ms)
+        if action == "recon_run":
+            timeout_ms = max(timeout_ms, RECON_RUN_TIMEOUT_MS)
         return call_command(self.ctx, self.settings, endpoint_name, name, args, timeout_ms=timeout_ms)
 
     def ask(self, endpoint_name: str, name: str, args: dict[str, Any] | None = None) -> CommandResult:

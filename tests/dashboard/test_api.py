@@ -140,3 +140,23 @@ def test_every_page_renders(client: TestClient) -> None:
         assert res.status_code == 200, path
         assert "new EventSource" in res.text  # the live script is inlined: no second request
     assert client.get("/agents/no-such-agent").status_code == 404
+
+
+def test_a_reconciliation_run_needs_the_token_and_shows_as_the_newest_run(client: TestClient, firm: Firm) -> None:
+    firm.start("reconciler", "services.reconciler")  # no broker in this firm: the run says it could not reach it
+    assert client.post("/api/recon/run").status_code == 401
+    assert client.post("/api/recon/run", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+    def run() -> dict | None:
+        res = client.post("/api/recon/run", headers={"Authorization": f"Bearer {TOKEN}"})
+        return res.json()["result"] if res.status_code == 200 else None
+
+    report = wait_until(run, 20, "the reconciler to answer a run")
+    assert report["trigger"] == "command (dashboard)" and "broker does not answer" in report["error"]
+
+    def newest() -> dict | None:
+        history = state(client, "recon")["recon"]["history"]
+        return history[0] if history and history[0]["report_id"] == report["report_id"] else None
+
+    line = wait_until(newest, 10, "the run in the dashboard's history")
+    assert line["result"] == "could not run" and line["breaks"] == 0 and line["duration_ms"] is not None
