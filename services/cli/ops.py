@@ -439,8 +439,8 @@ def profile(
     table.show(console, wide)
     if not samples:
         console.print("no sample: every thread was waiting the whole time (--idle counts waiting threads too)")
-    console.print(f"flame graph: {svg}")
-    console.print(f"raw stacks: {raw}")
+    console.print(f"flame graph: {svg}", soft_wrap=True)
+    console.print(f"raw stacks: {raw}", soft_wrap=True)
 
 
 def _profile_fresh(name: str, argv: list[str] | None, seconds: int, profiler: str, top: int, out: Path) -> None:
@@ -473,7 +473,7 @@ def _profile_fresh(name: str, argv: list[str] | None, seconds: int, profiler: st
     import pstats
 
     pstats.Stats(str(out)).sort_stats("cumulative").print_stats(top)
-    console.print(f"profile kept in {out}")
+    console.print(f"profile kept in {out}", soft_wrap=True)  # a path stays whole for copying
 
 
 # --- config check ---------------------------------------------------------------------------------
