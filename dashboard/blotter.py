@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -120,11 +121,15 @@ class Blotter:
         finally:
             conn.close()
 
-    def _archive_rows(self, table: str, day: str) -> list[dict[str, Any]]:
+    def _archive_rows(self, table: str, day: str, problems: list[str]) -> list[dict[str, Any]]:
         path = self.archive_path / day / ARCHIVE_FILES[table]
         if not path.is_file():
             return []
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException) as exc:  # a damaged file: say so, show the rest
+            problems.append(f"{path} cannot be read: {exc}")
+            return []
 
     def days(self) -> list[str]:
         """Trading dates (YYYY-MM-DD) with orders or fills in the journal or the archive, newest first."""
@@ -146,11 +151,14 @@ class Blotter:
                     found.add(folder.name)
         return sorted((f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in found if len(d) == 8 and d.isdigit()), reverse=True)
 
-    def rows(self, table: str, date: str) -> list[dict[str, Any]]:
-        """Every row of ``table`` (orders or fills) of trading date ``date`` (YYYY-MM-DD), oldest first."""
+    def rows(self, table: str, date: str, problems: list[str]) -> list[dict[str, Any]]:
+        """Every row of ``table`` (orders or fills) of trading date ``date`` (YYYY-MM-DD), oldest first.
+
+        What cannot be read is named in ``problems`` and left out.
+        """
         day = date.replace("-", "")
         key = KEYS[table]
-        merged = {r[key]: r for r in self._archive_rows(table, day)}
+        merged = {r[key]: r for r in self._archive_rows(table, day, problems)}
         merged.update((r[key], r) for r in self._journal_rows(table, day))  # the journal's row wins
         time_field = TIME_FIELD[table]
         out = sorted(merged.values(), key=lambda r: (r.get(time_field) or 0, str(r.get(key))))
@@ -234,7 +242,8 @@ def view(blotter: Blotter, params: Mapping[str, str]) -> dict[str, Any]:
     """The whole answer of ``/api/blotter`` for ``params``; raises BadQuery."""
     days = blotter.days()
     query = parse_query(params, days)
-    orders, fills = blotter.rows("orders", query["date"]), blotter.rows("fills", query["date"])
+    problems: list[str] = []
+    orders, fills = blotter.rows("orders", query["date"], problems), blotter.rows("fills", query["date"], problems)
     shown_orders, shown_fills = select(orders, fills, query)
     return {
         "date": query["date"],
@@ -244,6 +253,7 @@ def view(blotter: Blotter, params: Mapping[str, str]) -> dict[str, Any]:
         "counts": {"orders": len(shown_orders), "fills": len(shown_fills),
                    "orders_of_day": len(orders), "fills_of_day": len(fills)},
         "columns": {t: [{"field": k, "title": label} for k, label in cols] for t, cols in COLUMNS.items()},
+        "problems": problems,
         "orders": [_cells(o, "orders") for o in shown_orders],
         "fills": [_cells(f, "fills") for f in shown_fills],
     }

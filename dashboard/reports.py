@@ -166,8 +166,12 @@ class ReportShelf:
                 meta, problem = {}, "metrics.json holds no summary"
         except (OSError, ValueError) as exc:
             problem = f"metrics.json unreadable: {exc}"
-        agents = _agents(folder / "report.html")
-        start, end = _period(folder / "equity.csv")
+        try:
+            agents = _agents(folder / "report.html")
+            start, end = _period(folder / "equity.csv")
+        except (OSError, csv.Error, UnicodeDecodeError) as exc:
+            agents, (start, end) = [], ("", "")
+            problem = problem or f"report files unreadable: {exc}"
         all_metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
         combined = all_metrics.get("combined") or (next(iter(all_metrics.values())) if len(all_metrics) == 1 else {})
         return {

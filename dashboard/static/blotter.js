@@ -66,6 +66,7 @@
     const c = data.counts;
     T.setText("blotter-orders-count", `${T.num(c.orders)} of ${T.num(c.orders_of_day)} on ${data.date}`);
     T.setText("blotter-fills-count", `${T.num(c.fills)} of ${T.num(c.fills_of_day)} on ${data.date}`);
+    if (data.problems.length) showError(data.problems.join("; "));
     const p = query();
     links(p);
     for (const table of ["orders", "fills"]) {

@@ -172,3 +172,11 @@ def test_no_journal_yet_is_an_empty_blotter_and_the_page_renders(tmp_path: Path)
         assert data["days"] == [] and data["orders"] == [] and data["fills"] == []
         page = c.get("/blotter")
         assert page.status_code == 200 and 'id="blotter-orders"' in page.text and "/static/blotter.js" in page.text
+
+
+def test_a_damaged_archive_file_is_named_and_the_rest_of_the_day_shown(client: TestClient, tmp_path: Path) -> None:
+    (tmp_path / "archive" / OLD / "fills.parquet").write_bytes(b"not parquet at all")
+    data = client.get("/api/blotter", params={"date": "2026-02-27"}).json()
+    assert len(data["orders"]) == 2 and data["fills"] == []
+    (problem,) = data["problems"]
+    assert "fills.parquet cannot be read" in problem
