@@ -28,6 +28,15 @@ middle of it; that drops the connection (DISCONNECTED, backoff). Every change
 of state is returned as a ``Transition`` so the shell can publish it (an Alert
 ``broker_connection`` and the ``connection`` key of its heartbeat).
 
+Starting: the stack starts its processes together, and the venue (the paper
+exchange building its calendar, the KIS gateway logging in) is often not up
+when its clients first try. Until the connection is first CONNECTED, within
+``start_grace_s`` of the first ``poll``, the monitor is *starting*: each
+transition of those first attempts says so (``Transition.starting``) and the
+shell logs it at DEBUG instead of alerting. After the grace period, or once
+the connection had been up, a loss is a warning as always; a failed
+reconciliation (the venue answered) is never hidden.
+
 Pure: time (``now``, monotonic seconds of the caller) is passed in; the class
 reads no clock and opens no socket, the hooks do the talking.
 """
@@ -64,6 +73,7 @@ class Transition:
     to_state: ConnectionState
     reason: str
     ts: float  # the caller's clock (monotonic seconds) when it happened
+    starting: bool = False  # one of the first attempts while the venue is still starting: DEBUG, no alert
 
     @property
     def text(self) -> str:
@@ -95,11 +105,17 @@ class ConnectionMonitor:
         *,
         silence_limit_s: float,
         backoff: Backoff | None = None,
+        start_grace_s: float = 0.0,
     ) -> None:
         if silence_limit_s <= 0:
             raise ValueError("the silence limit must be positive")
+        if start_grace_s < 0:
+            raise ValueError("the start grace period cannot be negative")
         self.hooks = hooks
         self.silence_limit_s = silence_limit_s
+        self.start_grace_s = start_grace_s
+        self.started_at: float | None = None  # the first poll
+        self.ever_connected = False
         self.backoff = backoff if backoff is not None else broker_backoff()
         self.state = ConnectionState.DISCONNECTED
         self.reason = "not connected yet"
@@ -139,6 +155,12 @@ class ConnectionMonitor:
         if self.state is ConnectionState.RECONNECTING:
             self._attempt_at = now
 
+    def starting(self, now: float) -> bool:
+        """Never connected yet, within ``start_grace_s`` of the first poll: the venue may still be starting."""
+        if self.ever_connected:
+            return False
+        return self.started_at is None or now - self.started_at < self.start_grace_s
+
     def seconds_silent(self, now: float) -> float | None:
         """How long the broker has been quiet, or None before it was first heard."""
         return None if self.last_heard is None else max(0.0, now - self.last_heard)
@@ -147,6 +169,8 @@ class ConnectionMonitor:
 
     def poll(self, now: float) -> list[Transition]:
         """Advance at time ``now``: detect silence, start attempts, run the recovery steps when due."""
+        if self.started_at is None:
+            self.started_at = now
         out: list[Transition] = []
         if self.state is ConnectionState.CONNECTED:
             silent = self.seconds_silent(now)
@@ -201,7 +225,7 @@ class ConnectionMonitor:
         """The state for a heartbeat's ``connection`` key."""
         silent = self.seconds_silent(now)
         return {"state": self.state.value, "reason": self.reason, "halted": self.halted,
-                "attempts": self.attempts, "drops": self.drops,
+                "attempts": self.attempts, "drops": self.drops, "starting": self.starting(now),
                 "seconds_silent": None if silent is None else round(silent, 3)}
 
     # --- internals -----------------------------------------------------------------
@@ -225,6 +249,8 @@ class ConnectionMonitor:
         return self._move(ConnectionState.DISCONNECTED, now, f"{reason}; next attempt in {delay:.1f} s")
 
     def _move(self, to: ConnectionState, now: float, reason: str) -> Transition:
-        t = Transition(self.state, to, reason, now)
+        connected = to is ConnectionState.CONNECTED
+        t = Transition(self.state, to, reason, now, starting=not connected and self.starting(now))
         self.state, self.reason, self.since = to, reason, now
+        self.ever_connected = self.ever_connected or connected
         return t

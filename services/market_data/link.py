@@ -35,10 +35,11 @@ class LinkAction(StrEnum):
 class FeedLink:
     """The connection state of one feed subscription."""
 
-    def __init__(self, silence_limit_s: float, backoff: Backoff | None = None) -> None:
+    def __init__(self, silence_limit_s: float, backoff: Backoff | None = None, start_grace_s: float = 0.0) -> None:
         self.monitor = ConnectionMonitor(ReconnectHooks(connect=self._ask_for_subscription),
                                          silence_limit_s=silence_limit_s,
-                                         backoff=backoff if backoff is not None else broker_backoff())
+                                         backoff=backoff if backoff is not None else broker_backoff(),
+                                         start_grace_s=start_grace_s)
         self.transitions: list[Transition] = []  # not yet published by the service
         self._subscribe_asked = False
 
@@ -83,6 +84,10 @@ class FeedLink:
         if self.monitor.connected:
             self._subscribe_asked = False  # the subscription that delivered the frame serves; no new one
         return self.monitor.connected
+
+    def starting(self, now: float) -> bool:
+        """Never connected yet, within the start grace period: the venue may still be starting."""
+        return self.monitor.starting(now)
 
     def seconds_silent(self, now: float) -> float | None:
         """How long the feed has been quiet, or None before its first frame."""

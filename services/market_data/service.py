@@ -18,6 +18,7 @@ and drops and recoveries are also announced as ``feed_dropped`` / ``feed_recover
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,7 +60,8 @@ class MarketDataService(Service):
         self.board: MarketBoard = MarketBoard(bars_kept=cfg.bars_kept)
         self.recorder = recorder.BarRecorder(settings.run_path / "bars")
         silence = cfg.silence_heartbeats * cfg.feed_heartbeat_s
-        self.link = FeedLink(silence_limit_s=silence, backoff=broker_backoff(cfg.backoff_max_s))
+        self.link = FeedLink(silence_limit_s=silence, backoff=broker_backoff(cfg.backoff_max_s),
+                             start_grace_s=cfg.venue_start_grace_s)
         self.feed: Subscriber | None = None
         self.rpc: RpcServer | None = None
         self.garbage: Counter[str] = Counter()  # reason code -> bad frames from the feed
@@ -160,6 +162,9 @@ class MarketDataService(Service):
     def _announce_link(self) -> None:
         """Publish each change of the feed's connection state as a ``broker_connection`` alert."""
         for t in self.link.take_transitions():
+            if t.starting:  # the venue is still starting: its first attempts are no news
+                self.log.debug("%s while the venue starts: %s", ALERT_KIND, t.text)
+                continue
             level = AlertLevel.INFO if t.to_state is ConnectionState.CONNECTED else AlertLevel.WARNING
             self.alert(level, ALERT_KIND, t.text)
 
@@ -176,7 +181,8 @@ class MarketDataService(Service):
         )
         self._feed_was_live = False
         self.add_socket(self.feed.socket, self._on_feed)
-        self.log.info("subscribed to the broker feed %s (attempt %d)", self.feed.endpoint, self.link.attempts + 1)
+        self.log.log(logging.DEBUG if self.link.starting(time.monotonic()) else logging.INFO,
+                     "subscribed to the broker feed %s (attempt %d)", self.feed.endpoint, self.link.attempts + 1)
 
     def _close_feed(self) -> None:
         if self.feed is None:

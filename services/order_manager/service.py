@@ -108,7 +108,8 @@ class OrderManagerService(Service):
         md = settings.market_data
         self.monitor = ConnectionMonitor(
             ReconnectHooks(connect=self._ping_broker, resubscribe=self._resubscribe, reconcile=self._reconcile),
-            silence_limit_s=md.silence_heartbeats * md.feed_heartbeat_s, backoff=broker_backoff(md.backoff_max_s))
+            silence_limit_s=md.silence_heartbeats * md.feed_heartbeat_s, backoff=broker_backoff(md.backoff_max_s),
+            start_grace_s=md.venue_start_grace_s)
         self._next_ping = 0.0
         self._next_chase = 0.0
         self._next_journal_probe = 0.0
@@ -211,8 +212,11 @@ class OrderManagerService(Service):
     def _announce(self, transitions: list[Transition]) -> None:
         self.desk.accepting = self.monitor.connected
         for t in transitions:
-            level = AlertLevel.INFO if t.to_state is ConnectionState.CONNECTED else AlertLevel.WARNING
-            self.alert(level, ALERT_KIND, t.text)
+            if t.starting:  # the venue is still starting: its first attempts are no news
+                self.log.debug("%s while the venue starts: %s", ALERT_KIND, t.text)
+            else:
+                level = AlertLevel.INFO if t.to_state is ConnectionState.CONNECTED else AlertLevel.WARNING
+                self.alert(level, ALERT_KIND, t.text)
             if t.to_state is ConnectionState.CONNECTED:
                 self._next_ping = t.ts + PING_INTERVAL_S
 
