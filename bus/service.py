@@ -45,11 +45,39 @@ REJECTED_FRAMES_KEY = "rejected_frames"
 POLL_MS = 1000  # longest the loop sleeps; a stop (signal or ``stop()``) wakes it at once
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# Libraries that log a line per request, connection or loop event (httpx: one INFO line per HTTP request):
+# held to WARNING unless the stack logs at DEBUG, where their INFO lines come back.
+LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "uvicorn.access", "asyncio", "websockets")
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log to stderr with time, logger name and level (what every process's main does)."""
+def stack_log_level() -> int:
+    """The level the stack's settings ask for (``log_level``, ``TRADER_LOG_LEVEL``); INFO when they do not load.
+
+    A process reads its settings again right after: a problem in them is reported there, with its file and key.
+    """
+    try:
+        return log_level(load_stack().log_level)
+    except (ConfigError, OSError):
+        return logging.INFO
+
+
+def log_level(name: str) -> int:
+    """The ``logging`` level of a ``log_level`` setting (``"debug"`` -> ``logging.DEBUG``)."""
+    return logging.getLevelNamesMapping()[name.upper()]
+
+
+def configure_logging(level: int | None = None) -> None:
+    """Log to stderr with time, logger name and level (what every process's main does).
+
+    ``level`` defaults to the stack's ``log_level`` (INFO; ``trader up --verbose`` is DEBUG). The libraries
+    of ``LIBRARY_LOGGERS`` log at WARNING and above, at INFO and above when the level is DEBUG.
+    """
+    if level is None:
+        level = stack_log_level()
     logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, force=True)
+    library_level = logging.INFO if level <= logging.DEBUG else max(level, logging.WARNING)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
 
 
 class Service:
@@ -325,12 +353,13 @@ class Service:
     @classmethod
     def main(cls, name: str | None = None) -> NoReturn:
         """Entry point for ``__main__`` modules: logging, settings, run, exit code."""
-        configure_logging()
         try:
             settings = load_stack()
         except ConfigError as exc:
+            configure_logging(logging.INFO)
             logging.getLogger(name or cls.service_name or cls.__name__).error("%s", exc)
             sys.exit(EXIT_CONFIG)
+        configure_logging(log_level(settings.log_level))
         sys.exit(cls(name or cls.service_name, settings).run())
 
 

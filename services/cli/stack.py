@@ -57,6 +57,8 @@ def stack_entries(procfile: Path = PROJECT_ROOT / "Procfile", kind: str = "paper
 
 def up(
     procfile: Path = typer.Option(PROJECT_ROOT / "Procfile", help="The Procfile to start."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG in every process (TRADER_LOG_LEVEL=debug); "
+                                 "the default is the stack's log_level, info."),
 ) -> None:
     """Start the whole stack in the foreground (honcho + Procfile); Ctrl-C or `trader down` stops it.
 
@@ -106,6 +108,8 @@ def up(
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if verbose:
+        env["TRADER_LOG_LEVEL"] = "debug"
     honcho = Path(sys.executable).parent / "honcho"
     argv = [str(honcho), "start", "-f", str(procfile), "-d", str(PROJECT_ROOT), *(name for name, _ in entries)]
     sys.stdout.flush()

@@ -41,6 +41,7 @@ RPC on ``reconciler_rpc``: Command ``run`` (run now, return the report) and
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -110,6 +111,9 @@ class ReconcilerService(Service):
         self._broker_was_down = False
         self._oms_broker_state: object = None
         self._http: httpx.Client | None = None  # one client for every run: each new one loads the CA store (~30 ms)
+        self._started = time.monotonic()
+        self._broker_answered = False  # once it has, a broker that does not answer is a warning at once
+        self._last_clean: bool | None = None  # a run as clean as the one before is logged at DEBUG
 
     # --- start and stop ------------------------------------------------------
 
@@ -169,7 +173,7 @@ class ReconcilerService(Service):
                     self._oms_broker_state = state
 
     def _soon(self, why: str) -> None:
-        self.log.info("reconciling soon: %s", why)
+        self.log.debug("reconciling soon: %s", why)
         self._next_run = min(self._next_run, time.monotonic() + RECONNECT_DELAY_S)
 
     # --- one run -----------------------------------------------------------------
@@ -203,7 +207,8 @@ class ReconcilerService(Service):
             plain = report.to_plain()
         except SourceDown as exc:
             plain = {"clean": False, "differences": [], "skipped": [], "error": str(exc)}
-            self.log.warning("reconciliation could not run: %s", exc)
+            expected = isinstance(exc, DayRollInProgress) or self._venue_starting()  # tried again shortly
+            self.log.log(logging.DEBUG if expected else logging.WARNING, "reconciliation could not run: %s", exc)
         breaks = list(self.breaks.values())
         plain["clean"] = bool(plain["clean"]) and not breaks
         result = {"report_id": report_id, "ts_ns": time.time_ns(), "trigger": trigger, **plain,
@@ -217,10 +222,17 @@ class ReconcilerService(Service):
             sources={**sources, **({"error": result["error"]} if "error" in result else {})},
             breaks=tuple(breaks), pending=tuple(pending),
         ))
-        self.log.info("reconciliation %s (%s): %s", report_id, trigger,
-                      "clean" if result["clean"] else f"{len(breaks)} break(s), {len(pending)} pending, "
-                      f"{len(result['differences'])} difference(s)")
+        routine = (result["clean"] and self._last_clean) or ("error" in result and self._venue_starting())
+        self._last_clean = bool(result["clean"])
+        self.log.log(logging.DEBUG if routine else logging.INFO, "reconciliation %s (%s): %s", report_id, trigger,
+                     "clean" if result["clean"] else f"{len(breaks)} break(s), {len(pending)} pending, "
+                     f"{len(result['differences'])} difference(s)")
         return result
+
+    def _venue_starting(self) -> bool:
+        """The broker has not answered yet, within ``market_data.venue_start_grace_s`` of the start: still starting."""
+        return (not self._broker_answered
+                and time.monotonic() - self._started < self.settings.market_data.venue_start_grace_s)
 
     def _stuck(self, differences: list[Difference]) -> list[Difference]:
         """Differences something in flight explains (WAIT) that have not moved for ``pending_limit_s``: breaks.
@@ -317,7 +329,8 @@ class ReconcilerService(Service):
             raise SourceDown(f"the broker's answer is unusable: {exc}") from exc
         if self._broker_was_down:
             self._broker_was_down = False
-            self.log.info("the broker answers again")
+            self.log.log(logging.INFO if self._broker_answered else logging.DEBUG, "the broker answers again")
+        self._broker_answered = True
         return state
 
     def _agent_books(self) -> tuple[dict[str, dict[str, int]], dict[str, int], dict[str, str], list[str]]:
