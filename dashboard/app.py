@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import escape
@@ -58,6 +59,7 @@ PUSH_MIN_INTERVAL_S = 0.1  # at most ten pushes a second per browser: ticks arri
 PING_INTERVAL_S = 1.0  # a quiet stream still says it is alive this often
 AGENT_ACTIONS = ("spawn", "kill", "restart")
 RISK_ACTIONS = ("halt", "resume", "reduce")
+AGENT_STATUS_TIMEOUT_S = 1.0
 PAGE_SECTIONS = {  # every page carries "venue": the LIVE banner is on every page
     "overview": ("desk", "processes", "alerts", "bus", "clock", "risk", "venue"),
     "agents": ("agents", "venue"),
@@ -187,7 +189,23 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
             pages.agent_body(agent_id, history, note),
             {"agent": detail},
             stream=f"agent={agent_id}",
+            scripts=("agent.js",),
         )
+
+    @app.get("/api/agents/{agent_id}/status")
+    async def api_agent_status(agent_id: str) -> JSONResponse:
+        """The agent's own status document (strategy state, limits, refusals), asked of its status page."""
+        detail = state.agent_detail(agent_id, _now_ns())
+        if detail is None:
+            return JSONResponse({"error": f"no agent {agent_id[:64]!r}"}, status_code=404)
+        # An agent that is down or has no page is a normal answer (the page says so), not a failed request.
+        dp = int(detail["row"].get("dp") or 0)
+        if not dp:
+            return JSONResponse({"available": False, "error": "the agent has no status page (no dp)"})
+        answer = await run_in_threadpool(_agent_status, dp)
+        if isinstance(answer, str):
+            return JSONResponse({"available": False, "error": answer})
+        return JSONResponse({"available": True, **answer})
 
     @app.get("/market", response_class=HTMLResponse)
     def market_page() -> HTMLResponse:
@@ -377,6 +395,16 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
     reports.install(app, settings.run_path)  # /reports, /reports/{name}, /api/reports
     assert set(ACTIONS) == set(AGENT_ACTIONS) | set(RISK_ACTIONS) | {"ledger_adjust", "recon_run"}
     return app
+
+
+def _agent_status(dp: int) -> dict[str, Any] | str:
+    """GET http://127.0.0.1:<dp>/status: the document, or why there is none."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{dp}/status", timeout=AGENT_STATUS_TIMEOUT_S) as resp:
+            doc = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        return f"the agent's status page on port {dp} did not answer: {exc}"
+    return doc if isinstance(doc, dict) else f"the agent's status page on port {dp} answered {type(doc).__name__}"
 
 
 async def _stream(request: Request, state: FirmState, hub: Hub, wanted: list[str], agent: str) -> AsyncIterator[str]:

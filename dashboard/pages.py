@@ -148,20 +148,36 @@ def agent_body(agent_id: str, history: dict[str, dict[str, list[dict[str, Any]]]
     earlier = "".join(days) or f'<p class="muted">{escape(journal_note)}</p>'
     return f"""
 <p id="agent-links" data-agent="{escape(agent_id)}"></p>
-<section class="cards" id="agent-summary"></section>
+<div class="toolbar"><button class="act" data-action="spawn" data-id="{escape(agent_id)}">spawn</button>
+<button class="act danger" data-action="kill" data-id="{escape(agent_id)}">kill</button>
+<button class="act" data-action="restart" data-id="{escape(agent_id)}">restart</button>
+<span class="muted">control needs the token</span></div>
+<section class="desk" id="agent-summary"></section>
 <h2>Chart</h2>
 <div id="candles" class="chart" style="height:360px"></div>
-<h2>PnL through the day</h2>
-<div id="pnl" class="chart" style="height:180px"></div>
-<h2>Book</h2><div id="book"></div>
+<section class="split">
+ <div><h2>PnL through the day</h2><div id="pnl" class="chart short"></div></div>
+ <div><h2>Equity over days <span id="agent-days-note" class="muted"></span></h2><div id="agent-days" class="chart short"></div></div>
+</section>
+<section class="panels">
+ <section><h2>Cash</h2><div id="agent-cash"></div></section>
+ <section><h2>Strategy state</h2><div id="agent-strategy"><p class="muted">asking the agent…</p></div></section>
+</section>
+<h2>Positions</h2>
+<div class="scroll"><table id="positions" class="grid"><thead><tr><th>code</th><th>shares</th><th>avg price</th><th>last</th>
+<th>value</th><th>cost</th><th>unrealised</th><th>realised</th><th>break-even</th><th>return after costs</th>
+<th>pending buy</th><th>pending sell</th></tr></thead><tbody></tbody></table></div>
+<h2>Open orders</h2>
+<div class="scroll"><table id="open-orders" class="grid"><thead><tr><th>time</th><th>client order id</th><th>side</th><th>qty</th>
+<th>price</th><th>status</th><th>filled</th></tr></thead><tbody></tbody></table></div>
 <h2>Orders today</h2>
-<table id="orders" class="grid"><thead><tr><th>time</th><th>client order id</th><th>side</th><th>qty</th><th>price</th>
-<th>status</th><th>filled</th><th>avg fill</th><th>reason</th></tr></thead><tbody></tbody></table>
+<div class="scroll"><table id="orders" class="grid"><thead><tr><th>time</th><th>client order id</th><th>side</th><th>qty</th><th>price</th>
+<th>status</th><th>filled</th><th>avg fill</th><th>reason</th></tr></thead><tbody></tbody></table></div>
 <h2>Fills today</h2>
-<table id="fills" class="grid"><thead><tr><th>time</th><th>exec id</th><th>side</th><th>qty</th><th>price</th>
-<th>fee</th><th>tax</th></tr></thead><tbody></tbody></table>
+<div class="scroll"><table id="fills" class="grid"><thead><tr><th>time</th><th>exec id</th><th>side</th><th>qty</th><th>price</th>
+<th>fee</th><th>tax</th></tr></thead><tbody></tbody></table></div>
 <h2>Earlier days (journal)</h2>
-{earlier}
+<div class="scroll">{earlier}</div>
 """
 
 

@@ -147,28 +147,6 @@ function renderMarket(s) {
   if (s.discount.length) setText("discount-now", pct(s.discount[s.discount.length - 1][1]));
 }
 
-function renderAgent(d) {
-  if (!d) return;
-  const r = d.row;
-  const links = document.getElementById("agent-links");
-  setHTML(links, `code ${esc(r.codes.join(", "))} · strategy ${esc(r.strategy)} · state <span class="state">${esc(r.state)}</span>` +
-    (r.dp ? ` · <a href="http://127.0.0.1:${r.dp}/">its own status page (port ${r.dp})</a>` : ""));
-  const card = (t, v) => `<div class="card"><h3>${t}</h3><div class="big">${v}</div></div>`;
-  setHTML(document.getElementById("agent-summary"), card("cash", num(r.cash_won)) + card("holding", num(r.holding)) +
-    card("avg price", num(r.avg_price)) + card("last", num(r.last_price)) + card("realised PnL", signed(r.realized_pnl_won)) +
-    card("unrealised PnL", signed(r.unrealized_pnl_won)) + card("return %", signed(r.return_pct)) + card("open orders", num(r.open_orders)));
-  setHTML(document.getElementById("book"), d.book ? kv(d.book) : '<p class="muted">no book seen yet</p>');
-  const ob = body("orders");
-  setHTML(ob, d.orders.map(o => `<tr><td>${esc(kst(o.ts_ns))}</td><td>${esc(o.client_order_id)}</td><td>${esc(o.side)}</td><td>${num(o.qty)}</td>` +
-    `<td>${num(o.price)}</td><td class="state">${esc(o.status)}</td><td>${num(o.filled_qty)}</td><td>${num(o.avg_fill_price)}</td>` +
-    `<td>${esc(o.reason_code)} ${esc(o.reason_text)}</td></tr>`).join(""));
-  const fb = body("fills");
-  setHTML(fb, d.fills.map(f => `<tr><td>${esc(kst(f.ts_ns))}</td><td>${esc(f.exec_id)}</td><td>${esc(f.side)}</td><td>${num(f.qty)}</td>` +
-    `<td>${num(f.price)}</td><td>${num(f.fee_won)}</td><td>${num(f.tax_won)}</td></tr>`).join(""));
-  candleChart(document.getElementById("candles"), d.bars, d.fills);
-  lineChart(document.getElementById("pnl"), d.pnl, {zero: true});
-}
-
 const RENDER = {processes: renderProcesses, alerts: renderAlerts, bus: renderBus, clock: renderClock, risk: renderRisk,
   recon: renderRecon, market: renderMarket, venue: renderVenue};
 
@@ -179,7 +157,7 @@ function render(update) {
     if (page === "agent" && section !== "agents" && section !== "venue") continue;
     fn(update[section]);
   }
-  if (update.agent !== undefined) { state.agent = update.agent; renderAgent(update.agent); }
+  if (update.agent !== undefined) { state.agent = update.agent; if (RENDER.agent) RENDER.agent(update.agent); }
 }
 
 // --- the live stream -------------------------------------------------------------
