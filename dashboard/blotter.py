@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.messages import OrderStatus, Side
 from dashboard.export import XLSX_MEDIA_TYPE
+from dashboard.journal import JournalReader
 
 KST = dt.timezone(dt.timedelta(hours=9))
 ARCHIVE_DIR = "archive"  # the order manager's (services/order_manager/archive.py)
@@ -91,24 +92,12 @@ class BadQuery(ValueError):
         self.param = param
 
 
-class Blotter:
+class Blotter(JournalReader):
     """Reads a trading day's orders and fills from the journal and the archive of one run directory."""
 
     def __init__(self, run_path: Path) -> None:
-        self.journal_path = run_path / "journal.sqlite"
+        super().__init__(run_path / "journal.sqlite")
         self.archive_path = run_path / ARCHIVE_DIR
-
-    # --- sources -------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection | None:
-        if not self.journal_path.exists():
-            return None
-        try:
-            conn = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True, timeout=1.0)
-        except sqlite3.Error:
-            return None
-        conn.row_factory = sqlite3.Row
-        return conn
 
     def _journal_rows(self, table: str, day: str) -> list[dict[str, Any]]:
         conn = self._connect()
@@ -304,7 +293,7 @@ def page_body(blotter: Blotter) -> str:
 {filters}<button id="blotter-clear" type="button">clear filters</button>
 <button id="blotter-refresh" type="button">refresh</button></div>
 <p id="blotter-error" class="warn" hidden></p>
-<p class="muted blotter-source">From the journal ({blotter.journal_path}) and, for older days, its archive ({blotter.archive_path}).</p>
+<p class="muted blotter-source">From the journal ({blotter.path}) and, for older days, its archive ({blotter.archive_path}).</p>
 <h2>Orders <span id="blotter-orders-count" class="muted"></span></h2>
 <div class="toolbar"><a id="blotter-orders-csv" href="/api/blotter.csv?table=orders">orders CSV</a>
 <a id="blotter-fills-csv" href="/api/blotter.csv?table=fills">fills CSV</a>
