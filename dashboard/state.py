@@ -463,6 +463,8 @@ class FirmState:
                 agent.codes = tuple(str(c) for c in codes)
             if info.get("strategy") and not agent.strategy:
                 agent.strategy = str(info["strategy"])
+            if not agent.dp and isinstance(info.get("dp"), int):
+                agent.dp = info["dp"]  # an agent outside the roster still gets its status page linked
             book = info.get("book")
             if isinstance(book, Mapping):
                 agent.reported_book = dict(book)
