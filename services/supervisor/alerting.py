@@ -207,7 +207,8 @@ class ChannelSender:
     """One channel's bounded queue and delivery thread, with its level, muting and counters."""
 
     def __init__(self, channel: Channel, min_level: str = "warning", muted_kinds: Iterable[str] = (),
-                 always_kinds: Iterable[str] = (), timeout_s: float = 3.0, retries: int = 3) -> None:
+                 always_kinds: Iterable[str] = (), timeout_s: float = 3.0, retries: int = 3,
+                 queue_size: int = QUEUE_SIZE) -> None:
         self.channel = channel
         self.name = channel.name
         self.min_level = AlertLevel(min_level)
@@ -222,7 +223,8 @@ class ChannelSender:
         self.last_error = ""
         self._secrets = tuple(s for s in channel.secrets if s)
         _httpx_scrub.secrets.update(self._secrets)
-        self._queue: queue.Queue[Alert | None] = queue.Queue(QUEUE_SIZE)
+        self.queue_size = queue_size
+        self._queue: queue.Queue[Alert | None] = queue.Queue(queue_size + 1)  # one place kept for the stop mark
         self._closing = threading.Event()  # set once close() gave up waiting: no more pauses
         self._thread = threading.Thread(target=self._run, name=f"alerts-{self.name}", daemon=True)
         self._thread.start()
@@ -241,6 +243,8 @@ class ChannelSender:
         if not self.wants(alert):
             return False
         try:
+            if self._queue.qsize() >= self.queue_size:  # the last place is the stop mark's
+                raise queue.Full
             self._queue.put_nowait(alert)
         except queue.Full:
             self.dropped += 1
@@ -264,10 +268,8 @@ class ChannelSender:
         """Ask the thread to stop once the queue is empty."""
         try:
             self._queue.put_nowait(None)
-        except queue.Full:
-            self._closing.set()  # no room for the stop mark: give up on the backlog
-            self._queue.queue.clear()
-            self._queue.put_nowait(None)
+        except queue.Full:  # asked twice: the first stop mark is queued already
+            pass
 
     def join(self, timeout_s: float) -> None:
         """Wait for the thread; past the timeout, cut its pauses short so it ends soon."""
