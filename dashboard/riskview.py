@@ -129,8 +129,8 @@ def _state(status: Mapping[str, Any] | None, status_ns: int, bus: Mapping[str, A
     since = None
     if status is not None and str(status.get("state")) == state and status.get("reason") == source.get("reason"):
         since = status.get("since_ns") or None
-    elif use_bus:
-        since = source.get("ts_ns") or None  # published on the change (and again every few seconds)
+    elif use_bus and status is not None:
+        since = source.get("ts_ns") or None  # a change the last status poll has not seen yet: just published
     operator = status.get("operator") if status is not None and isinstance(status.get("operator"), Mapping) else None
     if operator is not None and operator.get("state") == state and operator.get("reason") == source.get("reason"):
         operator = None  # it is what is in force: nothing more to say

@@ -39,7 +39,7 @@
     if (!b) return '<span class="muted">-</span>';
     const width = Math.min(100, b.pct);
     let label = `${num(b.used)} / ${num(b.limit)}`;
-    if (key === "loss") label = `${num(-b.day_pnl_won)} of ${num(b.limit)} won`;
+    if (key === "loss") label = b.day_pnl_won < 0 ? `lost ${num(-b.day_pnl_won)} / ${num(b.limit)} won` : `${b.day_pnl_won > 0 ? "+" : ""}${num(b.day_pnl_won)} today / ${num(b.limit)} won`;
     if (key === "position") label = b.code ? `${esc(b.code)}: ${num(b.used)} / ${num(b.limit)} sh` : `none / ${num(b.limit)} sh`;
     const title = key === "exposure" ? `held ${num(b.held_won)} + pending buys ${num(b.pending_buy_won)} won` :
       key === "loss" ? `day PnL ${num(b.day_pnl_won)} won` : key === "position" && b.codes > 1 ? `largest of ${b.codes} codes` : "";
@@ -103,6 +103,9 @@
     return typeof v === "object" ? esc(JSON.stringify(v)) : esc(num(v));
   }
 
+  // A difference with its sign: +20 shares, -1,000,000 won.
+  function plus(v) { return `<span class="${v > 0 ? "pos" : v < 0 ? "neg" : ""}">${v > 0 ? "+" : ""}${num(v)}</span>`; }
+
   let items = [];
 
   function renderRecon(s) {
@@ -116,10 +119,10 @@
     setHTML(tb, items.map((d, i) => `<tr class="st-${esc(d.status)}" data-kind="${esc(d.kind)}" data-key="${esc(d.key)}">` +
       `<td>${esc(d.status)}</td><td>${esc(d.kind)}</td><td>${esc(d.key)}${d.agent && !d.key.startsWith(d.agent) ? `<br><span class="muted">${esc(d.agent)}</span>` : ""}</td>` +
       `<td class="side">${side(d.ours)}</td><td class="side">${side(d.theirs)} <span class="muted">(${esc(d.theirs_label)})</span></td>` +
-      `<td>${d.delta === null || d.delta === undefined ? "-" : signed(d.delta) + " " + esc(d.unit)}</td>` +
+      `<td class="delta">${d.delta === null || d.delta === undefined ? "-" : plus(d.delta) + " " + esc(d.unit)}</td>` +
       `<td class="age" title="first seen ${esc(kst(d.first_seen_ns, true))}">${age(d.age_s)}</td>` +
       `<td class="what"><div>${esc(d.what)}</div><div class="muted">${esc(d.advice)}</div></td>` +
-      `<td class="ctl">${d.adjust ? `<button class="recon-adjust" data-i="${i}">book adjustment</button>` : ""}` +
+      `<td class="ctl">${d.adjust ? `<button class="recon-adjust" data-i="${i}">book adjustment</button> ` : ""}` +
       `<button class="recon-run">run again</button></td></tr>`).join("") ||
       '<tr><td colspan="9" class="muted">no break and nothing pending</td></tr>');
     setHTML($("recon-history").tBodies[0], (s.history || []).map(h => `<tr class="${h.breaks ? "has-breaks" : h.error ? "has-error" : ""}">` +
@@ -130,7 +133,8 @@
     setText("ledger-date", s.ledger_date ? `open on ${s.ledger_date}` : "the order manager has not answered yet");
     setHTML($("ledger-books").tBodies[0], (s.books || []).map(b => `<tr data-book="${esc(b.book)}"><td>${esc(b.book)}</td>` +
       `<td>${num(b.cash_won)}</td><td>${esc(b.holdings) || '<span class="muted">none</span>'}</td><td>${signed(b.realized_pnl_won)}</td>` +
-      `<td>${num(b.fees_won)}</td><td>${num(b.taxes_won)}</td><td>${num(b.adjustments)}</td></tr>`).join(""));
+      `<td>${num(b.fees_won)}</td><td>${num(b.taxes_won)}</td><td>${num(b.adjustments)}</td></tr>`).join("") ||
+      '<tr><td colspan="7" class="muted">no book yet</td></tr>');
     setHTML($("ledger-adjustments").tBodies[0], (s.adjustments || []).map(a => `<tr><td>${esc(a.adjustment_id)}</td><td>${esc(a.agent_id)}</td>` +
       `<td>${esc(a.code)}</td><td>${signed(a.qty)}</td><td>${signed(a.cash_won)}</td><td class="what">${esc(a.reason)}</td><td>${esc(a.who)}</td></tr>`).join("") ||
       '<tr><td colspan="7" class="muted">none</td></tr>');

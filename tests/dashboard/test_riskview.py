@@ -190,3 +190,14 @@ def test_the_firm_state_keeps_the_keys_the_overview_and_the_raw_view_read() -> N
     assert risk["trading_state"] == "ACTIVE" and risk["status"]["ok"] and risk["bus"] == {}
     recon = state.view(["recon"], T0)["recon"]
     assert recon["breaks"] == [] and recon["pending"] == 0 and recon["latest"] is None and recon["reports"] == []
+
+
+def test_without_a_status_answer_the_bus_gives_the_state_but_no_since_and_no_limits() -> None:
+    guard = consistent_guard()
+    bus = {"ts_ns": T0, "sender": "risk-guard",
+           "payload": RiskState(state="HALTED", reason="starting", who="startup", ts_ns=T0, consistent=False,
+                                usage=guard.usage()).model_dump(mode="json")}
+    view = risk_view({"ok": False, "result": None, "error": "timeout", "ts_ns": T0 + NS}, bus, T0 + 2 * NS)
+    assert view["trading_state"] == "HALTED" and view["state"]["since_ns"] is None and not view["limits_known"]
+    calm = next(r for r in view["rows"] if r["agent"] == "calm")
+    assert calm["cells"]["open_orders"]["limit"] == 4 and calm["cells"]["exposure"] is None  # the usage names its own two limits
