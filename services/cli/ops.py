@@ -222,7 +222,14 @@ def restart(agent_id: str = typer.Argument(..., help="The agent's id.")) -> None
 
 
 def reload(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Re-read the roster: start new or enabled agents, stop removed or disabled ones, restart changed ones."""
+    """Re-read the roster: start new or enabled agents, stop removed or disabled ones, restart changed ones.
+
+    Prints what was started, stopped and restarted, an agent that could not be
+    started with the reason, and every roster problem (on stderr; the valid
+    entries still apply).
+
+    Example: edit configs/agents.toml (say enabled = false), then `trader reload`
+    """
     result = supervisor_call("reload")
     if as_json:
         print(json.dumps(result, indent=2))
