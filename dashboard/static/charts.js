@@ -60,7 +60,8 @@
   function priceFormat(fmt) { return {type: "custom", minMove: 0.0001, formatter: fmt || (v => nf.format(v))}; }
 
   // The element's chart, created on first use.
-  function chartFor(el, build) {
+  // secondsVisible: time labels to the second (the line charts' points), or to the minute (one-minute bars).
+  function chartFor(el, build, secondsVisible) {
     if (el.__traderChart) return el.__traderChart;
     el.classList.add("chart");
     const chart = LC.createChart(el, {
@@ -68,7 +69,7 @@
       layout: {background: {type: "solid", color: "#fff"}, textColor: "#333", fontSize: 11},
       grid: {vertLines: {color: "#f0f0f0"}, horzLines: {color: "#f0f0f0"}},
       rightPriceScale: {borderColor: "#ddd"},
-      timeScale: {borderColor: "#ddd", timeVisible: true, secondsVisible: false,
+      timeScale: {borderColor: "#ddd", timeVisible: true, secondsVisible: Boolean(secondsVisible),
         tickMarkFormatter: (time, type) => tickLabel(time, type)},
       localization: {timeFormatter: time => timeLabel(time)},
       crosshair: {mode: LC.CrosshairMode.Normal},
@@ -97,7 +98,7 @@
         lastValueVisible: false, priceLineVisible: false});
       volume.priceScale().applyOptions({scaleMargins: {top: 0.78, bottom: 0}});
       return {price, volume, markers: LC.createSeriesMarkers(price, [])};
-    });
+    }, false);
     const rows = uniqueBySecond((bars || []).filter(b => finite(b.open) && finite(b.high) && finite(b.low) && finite(b.close)),
       b => sec(b.ts_ns));
     c.series.price.setData(rows.map(([time, b]) => ({time, open: b.open, high: b.high, low: b.low, close: b.close})));
@@ -142,7 +143,7 @@
         : chart.addSeries(LC.LineSeries, {...style, color});
       if (opts.zero) s.createPriceLine({price: 0, color: MUTED, lineWidth: 1, lineStyle: LC.LineStyle.Dashed, axisLabelVisible: false});
       return {s};
-    });
+    }, true);
     const rows = uniqueBySecond((points || []).filter(p => Array.isArray(p) && finite(p[1])), p => sec(p[0]));
     c.series.s.setData(rows.map(([time, p]) => ({time, value: p[1]})));
     shown(c, rows.length > 0);
