@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 from rich.cells import cell_len
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -82,9 +82,8 @@ class FitTable:
         for i, c in enumerate(self.columns):
             width = cell_len(c.header)
             for row in self.rows:
-                cell = row[i]
-                m = Measurement.get(console, options, console.render_str(cell) if isinstance(cell, str) else cell)
-                width = max(width, min(m.minimum, WRAP_MIN) if c.wrap else m.maximum)
+                least, most = _extent(console, options, row[i])
+                width = max(width, min(least, WRAP_MIN) if c.wrap else most)
             out.append(width)
         return out
 
@@ -97,7 +96,10 @@ class FitTable:
         options = console.options.update_width(UNBOUNDED)
 
         def fits(indices: list[int]) -> bool:
-            return Measurement.get(console, options, self.build(indices, widths)).minimum <= console.width
+            # The columns' least widths are known: a table of no rows measures the padding and borders around them.
+            bare = FitTable(self.title, [self.columns[i] for i in indices], **self.table_kwargs)
+            return Measurement.get(console, options, bare.build(range(len(indices)), [widths[i] for i in indices])
+                                   ).minimum <= console.width
 
         if fits(every):
             return every, [], widths
@@ -132,6 +134,15 @@ class FitTable:
         if hidden:
             console.print(footer(hidden))
         return hidden
+
+
+def _extent(console: Console, options: ConsoleOptions, cell: RenderableType) -> tuple[int, int]:
+    """A cell's longest word and longest line (rich's measurement where the cell holds markup or a renderable)."""
+    if isinstance(cell, str) and "[" not in cell:
+        lines = cell.split("\n")
+        return max((cell_len(w) for w in cell.split()), default=0), max(cell_len(line) for line in lines)
+    m = Measurement.get(console, options, console.render_str(cell) if isinstance(cell, str) else cell)
+    return m.minimum, m.maximum
 
 
 def footer(hidden: Sequence[str]) -> Text:
