@@ -216,6 +216,13 @@ ADVICE = {
     "APPLY_MISSING_FILL": "healed by the reconciler (the broker's fill applied)",
     "RESOLVE_ORDER": "healed by the reconciler (the order resolved from the broker's record)",
 }
+KIND_ADVICE = {  # where the kind says more than the action
+    "UNKNOWN_OPEN_ORDER_AT_BROKER": "trading was halted for it: find who placed it, cancel it at the broker, run again",
+    "FILL_MISSING_AT_BROKER": "the broker does not know an execution we booked: check its statement; if it never "
+                              "happened, book the adjustment that takes it out",
+    "LEDGER_DIFFERENCE": "the ledger's account moved otherwise than its agents: check the ledger's journal "
+                         "(an adjustment moves both, it does not settle this)",
+}
 
 
 def _fill_effect(fill: Mapping[str, Any]) -> tuple[int, int]:
@@ -291,7 +298,8 @@ def difference_item(d: Mapping[str, Any], holders: Mapping[str, list[str]]) -> d
         agent = key.split("/", 1)[0]
     return {"kind": kind, "action": str(d.get("action") or ""), "key": key, "agent": agent, "code": code,
             "what": str(d.get("text") or ""), "ours": ours, "theirs": theirs, "theirs_label": theirs_label,
-            "unit": unit, "delta": delta, "advice": ADVICE.get(str(d.get("action") or ""), ""), "adjust": adjust}
+            "unit": unit, "delta": delta, "adjust": adjust,
+            "advice": KIND_ADVICE.get(kind) or ADVICE.get(str(d.get("action") or ""), "")}
 
 
 def _reports(latest_entry: Mapping[str, Any] | None, bus_reports: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

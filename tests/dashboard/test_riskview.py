@@ -201,3 +201,12 @@ def test_without_a_status_answer_the_bus_gives_the_state_but_no_since_and_no_lim
     assert view["trading_state"] == "HALTED" and view["state"]["since_ns"] is None and not view["limits_known"]
     calm = next(r for r in view["rows"] if r["agent"] == "calm")
     assert calm["cells"]["open_orders"]["limit"] == 4 and calm["cells"]["exposure"] is None  # the usage names its own two limits
+
+
+def test_an_order_unknown_to_the_journal_is_cancelled_at_the_broker_not_booked() -> None:
+    order = {"client_order_id": "ghost-20261201-1", "status": "accepted", "code": HYNIX, "side": "buy", "qty": 1}
+    (unknown,) = reconcile(BrokerState(cash_won=None, positions={}, open_orders=(order,)), JournalState()).differences
+    (item,) = recon_view({"ok": True, "result": report(T0, [{**unknown.to_plain(), "first_seen_ns": T0}], [], 1),
+                          "error": "", "ts_ns": T0}, [], None, T0)["breaks"]
+    assert item["adjust"] is None and "cancel it at the broker" in item["advice"]
+    assert (item["ours"], item["theirs"], item["code"]) == (None, "accepted", HYNIX)
