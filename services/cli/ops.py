@@ -34,7 +34,6 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from core.config import (
     PROJECT_ROOT,
@@ -703,12 +702,11 @@ def config_check(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     if as_json:
         print(json.dumps([{"file": f, "key": k, "reason": r} for f, k, r in problems], indent=2))
     elif problems:
-        table = Table(title=f"{len(problems)} configuration problem(s)")
-        for col in ("file", "key", "reason"):
-            table.add_column(col, overflow="fold")
+        table = FitTable(f"{len(problems)} configuration problem(s)", (
+            Col("file", essential=True, wrap=True), Col("key", essential=True), Col("reason", essential=True, wrap=True)))
         for f, k, r in problems:
             table.add_row(f, k, r)
-        console.print(table)
+        table.show(console)
     else:
         console.print("configuration is clean")
     if problems:
