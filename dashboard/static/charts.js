@@ -17,7 +17,7 @@
 // their container (autoSize), so the element needs a height (div.chart in app.css). Times arrive as UTC
 // nanoseconds; the chart gets whole UTC seconds, and every label is formatted in Asia/Seoul. Lightweight-charts
 // wants strictly increasing times: points are sorted and those in the same second collapse to the last one.
-// An empty series shows "no data yet" over the chart.
+// An empty series shows "no data yet" over the chart. A chart's opts are read when it is created.
 "use strict";
 
 (function () {

@@ -211,4 +211,14 @@ def test_trader_grid_sorts_filters_counts_updates_and_downloads(firm: Firm, watc
     assert [line.split(",")[0] for line in lines[1:]] == ['"c"', '"d"', '"a"']
 
     assert page.evaluate("TraderCharts.sparkline([1, 3, 2])").startswith('<svg class="spark" width="80" height="20"')
+    # The drawdown: how far equity is below its running peak (the points' order does not matter).
+    fall = page.evaluate("""() => {
+        const el = document.createElement('div');
+        el.style.height = '150px';
+        document.querySelector('main').appendChild(el);
+        const s = 1_700_000_000e9;
+        TraderCharts.drawdown(el, [[s + 2e9, 90], [s, 100], [s + 1e9, 120], [s + 3e9, 130]]);
+        return el.__traderChart.series.s.data().map(p => p.value);
+    }""")
+    assert fall == [0, 0, -30, 0]
     watched.assert_clean()
