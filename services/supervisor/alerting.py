@@ -1,5 +1,9 @@
 """Alert delivery to people: one sender per channel (Telegram, Discord, Slack, a generic webhook), off the loop.
 
+The generic webhook (``AlertWebhook``) gets each alert at or above its
+``min_level`` as a JSON POST of the alert's fields, any 2xx being delivered and
+anything else retried; the chat channels get the text a person reads.
+
 A ``ChannelSender`` holds one bounded queue and one daemon thread. ``offer``
 never blocks: an alert of a muted kind is counted ``muted``, one below the
 channel's level is left out (unless its kind is always sent), one that finds
@@ -10,6 +14,9 @@ that says it failed) is not retried. What cannot be delivered is counted
 ``failed`` and logged, never raised into the supervisor's loop. Secrets (a bot
 token, a webhook URL) never reach a log line: they are cut out of every text
 the sender logs and out of httpx's request lines.
+
+``python -m services.supervisor.alerting`` sends a test message to every
+configured channel and says, per channel, whether it arrived.
 
 A ``Channel`` is one service's protocol: the request for an alert and what
 its reply means. The text a person reads on a phone (``phone_text``): level,
@@ -23,6 +30,7 @@ import html
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +47,7 @@ QUEUE_SIZE = 1000
 RETRY_PAUSE_S = 0.2  # the first pause after a failed attempt; doubled after each
 RETRY_AFTER_MAX_S = 60.0  # the longest a 429's retry_after is waited
 REASON_CHARS = 200  # how much of a refusal's reply is logged
+SECRET_MIN_CHARS = 8  # a shorter piece of a URL is not cut out of log lines (it would mangle them, and hides nothing)
 
 log = logging.getLogger("supervisor.alerts")
 
@@ -119,7 +128,7 @@ class TelegramChannel:
         self.secrets = (token,)
 
     def request(self, alert: Alert) -> tuple[str, dict[str, Any]]:
-        text = phone_text(alert, 4096)
+        text = phone_text(alert, 4000)  # Telegram's limit is 4096 characters
         body: dict[str, Any] = {"chat_id": self.chat_id, "text": text}
         if self.parse_mode == "HTML":
             head, _, rest = text.partition("\n")
@@ -140,6 +149,12 @@ class TelegramChannel:
                        f"HTTP {reply.status_code}: {described}" if isinstance(described, str) else out.reason)
 
 
+def url_secrets(url: str) -> tuple[str, ...]:
+    """What of a webhook URL must not be logged: the URL, and its last part (the token) when it is long enough."""
+    tail = url.rstrip("/").rsplit("/", 1)[-1]
+    return (url, tail) if len(tail) >= SECRET_MIN_CHARS else (url,)
+
+
 class DiscordChannel:
     """A Discord webhook: POST ``{"content": text}``; 204 is success, 429 carries ``retry_after``."""
 
@@ -147,11 +162,11 @@ class DiscordChannel:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.secrets = (url, url.rsplit("/", 1)[-1])
+        self.secrets = url_secrets(url)
 
     def request(self, alert: Alert) -> tuple[str, dict[str, Any]]:
         # allowed_mentions: an alert's text never pings @everyone or a role
-        return self.url, {"content": phone_text(alert, 2000), "allowed_mentions": {"parse": []}}
+        return self.url, {"content": phone_text(alert, 1990), "allowed_mentions": {"parse": []}}
 
     def verdict(self, reply: httpx.Response) -> Verdict:
         return http_verdict(reply, _json(reply).get("retry_after"))
@@ -164,7 +179,7 @@ class SlackChannel:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.secrets = (url, url.rsplit("/", 1)[-1])
+        self.secrets = url_secrets(url)
 
     def request(self, alert: Alert) -> tuple[str, dict[str, Any]]:
         return self.url, {"text": phone_text(alert, 3000)}
@@ -174,6 +189,23 @@ class SlackChannel:
         if out.delivered and reply.text.strip() != "ok":
             return Verdict(False, False, None, f"reply is not ok: {reply.text[:REASON_CHARS]}")
         return out
+
+
+class WebhookChannel:
+    """A generic webhook: the alert's fields as JSON (level, source, kind, text, ts_ns); any failure is retried."""
+
+    name = "webhook"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.secrets = (url,)
+
+    def request(self, alert: Alert) -> tuple[str, dict[str, Any]]:
+        return self.url, alert.model_dump(mode="json")
+
+    def verdict(self, reply: httpx.Response) -> Verdict:
+        out = http_verdict(reply)
+        return out if out.delivered or out.retry else Verdict(False, True, None, out.reason)
 
 
 class _Scrub(logging.Filter):
@@ -319,6 +351,15 @@ class ChannelSender:
         return False, reason, self.retries + 1
 
 
+class AlertWebhook(ChannelSender):
+    """The generic webhook's sender: alerts at or above ``min_level`` POSTed as JSON, as the webhook always had them."""
+
+    def __init__(self, url: str, min_level: str = "warning", timeout_s: float = 3.0, retries: int = 3,
+                 muted_kinds: Iterable[str] = ()) -> None:
+        self.url = url
+        super().__init__(WebhookChannel(url), min_level, muted_kinds, (), timeout_s, retries)
+
+
 def close_all(senders: Iterable[ChannelSender], timeout_s: float = 1.0) -> None:
     """Stop every sender, waiting at most ``timeout_s`` in all for what they have queued."""
     senders = list(senders)
@@ -329,8 +370,11 @@ def close_all(senders: Iterable[ChannelSender], timeout_s: float = 1.0) -> None:
 
 
 def channel_senders(alerts: Alerts) -> list[ChannelSender]:
-    """A sender for each configured channel of the ``[alerts]`` section (the generic webhook is ``AlertWebhook``)."""
+    """A sender for each configured channel of the ``[alerts]`` section: the generic webhook first, then the chats."""
     out: list[ChannelSender] = []
+    if alerts.webhook_url:
+        out.append(AlertWebhook(alerts.webhook_url, alerts.min_level, alerts.timeout_s, alerts.retries,
+                                alerts.webhook_muted_kinds))
     common: Mapping[str, Any] = {"always_kinds": alerts.always_kinds, "timeout_s": alerts.timeout_s,
                                  "retries": alerts.retries}
     tg = alerts.telegram
@@ -344,3 +388,39 @@ def channel_senders(alerts: Alerts) -> list[ChannelSender]:
         out.append(ChannelSender(SlackChannel(alerts.slack.webhook_url.get_secret_value()),
                                  alerts.slack.min_level, alerts.slack.muted_kinds, **common))
     return out
+
+
+def send_test_alert(alerts: Alerts, timeout_s: float = 15.0) -> dict[str, dict[str, Any]]:
+    """Send one critical ``alert_test`` to every configured channel; each channel's counters afterwards."""
+    senders = channel_senders(alerts)
+    test = Alert(level=AlertLevel.CRITICAL, source="trader", kind="alert_test",
+                 text="a test message: alerts reach this channel", ts_ns=time.time_ns())
+    for s in senders:
+        s.offer(test)
+    close_all(senders, timeout_s)
+    return {s.name: s.counters() for s in senders}
+
+
+def main() -> int:
+    """``python -m services.supervisor.alerting``: send a test message to each channel of ``[alerts]``."""
+    from core.config import ConfigError, load_stack
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        settings = load_stack()
+    except ConfigError as exc:
+        print(exc)
+        return 2
+    results = send_test_alert(settings.alerts)
+    if not results:
+        print("no alert channel is configured (see docs/alerts.md)")
+        return 1
+    for name, c in results.items():
+        outcome = "sent" if c["sent"] else ("muted (alert_test is in its muted_kinds)" if c["muted"] else
+                                            f"FAILED: {c.get('last_error') or 'not delivered in time'}")
+        print(f"{name}: {outcome}")
+    return 0 if all(c["sent"] for c in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,13 +55,12 @@ from core.config import StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
 from core.messages import Alert, AlertLevel, Command, CommandResult, Health, Heartbeat, Message, SessionEvent, SessionPhase
 from services.supervisor import dayroll
-from services.supervisor.alerting import ChannelSender, channel_senders, close_all
+from services.supervisor.alerting import AlertWebhook, ChannelSender, channel_senders, close_all
 from services.supervisor.health import HeartbeatBook, pid_alive, process_figures
 from services.supervisor.journal import DayJournal
 from services.supervisor.policy import RestartPolicy
 from services.supervisor.report import AgentStart
 from services.supervisor.watcher import RUNNING, STOPPED, STOPPING, AgentWatcher, WatcherEvent, agent_argv, child_env
-from services.supervisor.webhook import AlertWebhook
 
 HEALTH_TOPIC = "sys.health"
 ROLL_AFTER_OMS_S = 1.5  # the order manager expires day orders a second after closed; roll after it
@@ -129,12 +128,8 @@ class SupervisorService(Service):
         self.market_data = RpcClient(self.ctx, self.settings.endpoint("market_data_rpc"), timeout_ms=bus.rpc_timeout_ms,
                                      retries=0, sender=self.name)
         self.journal = DayJournal(self.settings.run_path)
-        alerts = self.settings.alerts
-        if alerts.webhook_url:
-            self.webhook = AlertWebhook(alerts.webhook_url, alerts.min_level, alerts.timeout_s, alerts.retries,
-                                        alerts.webhook_muted_kinds)
-            self.channels.append(self.webhook)
-        self.channels += channel_senders(alerts)
+        self.channels = channel_senders(self.settings.alerts)
+        self.webhook = next((ch for ch in self.channels if isinstance(ch, AlertWebhook)), None)
         for ch in self.channels:
             self.log.info("alerts to %s: %s and up%s", ch.name, ch.min_level.value,
                           f", never {sorted(ch.muted_kinds)}" if ch.muted_kinds else "")

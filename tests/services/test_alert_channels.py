@@ -329,11 +329,11 @@ def test_discord_gets_content_without_mentions_and_its_429_retry_after_is_honour
 
 
 def test_discord_unknown_webhook_is_refused_once(discord: FakeChat) -> None:
-    sender = ChannelSender(DiscordChannel(discord.base + "/api/webhooks/1/gone"), retries=3, timeout_s=2)
+    sender = ChannelSender(DiscordChannel(discord.base + "/api/webhooks/1/gone-secret"), retries=3, timeout_s=2)
     sender.offer(alert(AlertLevel.ERROR))
     sender.close(10)
     assert len(discord.attempts) == 1 and sender.failed == 1 and "Unknown Webhook" in sender.last_error
-    assert "gone" not in sender.last_error
+    assert "gone-secret" not in sender.last_error
 
 
 def test_slack_gets_text_and_ok_is_success_a_500_is_retried_a_bad_payload_is_not(slack: FakeChat) -> None:
@@ -343,7 +343,7 @@ def test_slack_gets_text_and_ok_is_success_a_500_is_retried_a_bad_payload_is_not
     sender.close(10)
     (msg,) = slack.messages
     assert "account holds 3 more 005930" in msg["text"] and sender.sent == 1 and len(slack.attempts) == 2
-    wrong = ChannelSender(SlackChannel(slack.base + "/services/T0000/B0000/revoked"), retries=2, timeout_s=2)
+    wrong = ChannelSender(SlackChannel(slack.base + "/services/T0000/B0000/revoked-secret"), retries=2, timeout_s=2)
     wrong.offer(alert(AlertLevel.CRITICAL))
     wrong.close(10)
     assert wrong.failed == 1 and len(slack.attempts) == 3 and "no_service" in wrong.last_error
@@ -407,6 +407,21 @@ def test_config_check_names_the_bad_alert_entries(tmp_path: Path) -> None:
     reasons = {p["key"]: p["reason"] for p in json.loads(out.stdout)}
     assert "'info', 'warning', 'error' or 'critical'" in reasons["alerts.min_level"]
     assert "not an alert kind" in reasons["alerts.slack.muted_kinds"]
+
+
+def test_the_test_message_command_reaches_each_channel_and_names_one_that_fails(
+        tmp_path: Path, telegram: FakeChat, slack: FakeChat) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADER_")}
+    env.update({"TRADER_CONFIG": str(stack_file(tmp_path, "")), "TRADER_ALERTS__RETRIES": "0",
+                "TRADER_ALERTS__TELEGRAM__BASE_URL": telegram.base, "TRADER_ALERTS__TELEGRAM__CHAT_ID": CHAT,
+                "TRADER_ALERTS__TELEGRAM__BOT_TOKEN": TOKEN,
+                "TRADER_ALERTS__SLACK__WEBHOOK_URL": slack.base + "/services/T0000/B0000/revoked-secret-part"})
+    out = subprocess.run([sys.executable, "-m", "services.supervisor.alerting"], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "telegram: sent" in out.stdout and "slack: FAILED: HTTP 404: no_service" in out.stdout
+    assert "alert_test" in telegram.messages[0]["text"]
+    assert TOKEN not in out.stdout + out.stderr and "revoked-secret" not in out.stdout + out.stderr
 
 
 # --- start-up quiet and the day summary (pure parts) ------------------------------------------------

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from core.config import PROJECT_ROOT
 from core.messages import Alert, AlertLevel, Heartbeat
+from services.supervisor.alerting import AlertWebhook
 from services.supervisor.health import HeartbeatBook
 from services.supervisor.journal import DayJournal, purge_dated_files, retention_cutoff
 from services.supervisor.policy import RestartPolicy
 from services.supervisor.report import ACCOUNT, AgentStart, daily_report
-from services.supervisor.webhook import AlertWebhook
 
 
 def test_first_death_restarts_at_once_then_backoff_doubles_up_to_its_ceiling() -> None:
