@@ -41,11 +41,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from core.config import PROJECT_ROOT, StackSettings, load_stack
+from core.config import PROJECT_ROOT, StackSettings, load_stack, project_path
 from core.instruments import InstrumentError, load_instruments
 from dashboard import blotter, pages, reports
 from dashboard.export import XLSX_MEDIA_TYPE, grid_csv, grid_xlsx, select_rows
 from dashboard.feed import ACTIONS, BusFeed
+from dashboard.hostcheck import HostCheck, allowed_hosts
 from dashboard.journal import JournalReader
 from dashboard.metrics import FirmCollector
 from dashboard.pages import STATIC_DIR
@@ -114,7 +115,7 @@ def _instrument_facts(settings: StackSettings) -> tuple[dict[str, str], dict[str
 def create_app(settings: StackSettings | None = None, *, start_feed: bool = True) -> FastAPI:
     """The dashboard app for ``settings`` (read with load_stack() when not given)."""
     settings = settings or load_stack()
-    roster, roster_note = load_roster(settings.config_dir)
+    roster, roster_note = load_roster(project_path(settings.roster_file))  # the supervisor's roster
     names, bases = _instrument_facts(settings)
     kis = settings.broker.kis
     journal = JournalReader(settings.run_path / "journal.sqlite")
@@ -137,6 +138,7 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
                 await run_in_threadpool(feed.stop)
 
     app = FastAPI(title="trader dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(HostCheck, allowed=allowed_hosts(settings))  # only requests addressed to this dashboard
     app.state.firm = state
     app.state.feed = feed
     app.state.settings = settings

@@ -23,7 +23,7 @@ ROSTER_IDS = {"pair-samsung", "foreign-hynix", "sma-samsung", "volume-kakao"}
 def client(firm: Firm) -> Iterator[TestClient]:
     """The dashboard app in this process, its feed threads listening to the firm's bus."""
     settings = load_stack(run_dir=str(firm.run_dir), dashboard_token=TOKEN)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
         yield c
 
 

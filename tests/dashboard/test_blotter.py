@@ -79,7 +79,7 @@ def write_firm_journal(run_dir: Path) -> None:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     write_firm_journal(tmp_path)
-    with TestClient(create_app(load_stack(run_dir=str(tmp_path)), start_feed=False)) as c:
+    with TestClient(create_app(load_stack(run_dir=str(tmp_path)), start_feed=False), base_url="http://127.0.0.1:8000") as c:
         yield c
 
 
@@ -170,7 +170,7 @@ def test_bad_input_gets_a_422_naming_the_parameter(client: TestClient) -> None:
 
 
 def test_no_journal_yet_is_an_empty_blotter_and_the_page_renders(tmp_path: Path) -> None:
-    with TestClient(create_app(load_stack(run_dir=str(tmp_path)), start_feed=False)) as c:
+    with TestClient(create_app(load_stack(run_dir=str(tmp_path)), start_feed=False), base_url="http://127.0.0.1:8000") as c:
         data = c.get("/api/blotter", params={"date": "2026-03-03"}).json()
         assert data["days"] == [] and data["orders"] == [] and data["fills"] == []
         page = c.get("/blotter")

@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def client(run_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(load_stack(run_dir=str(run_dir)), start_feed=False)) as c:
+    with TestClient(create_app(load_stack(run_dir=str(run_dir)), start_feed=False), base_url="http://127.0.0.1:8000") as c:
         yield c
 
 
