@@ -127,7 +127,8 @@ class AlertGroup:
         return {"key": f"{self.source}/{self.kind}", "source": self.source, "kind": self.kind, "level": self.level,
                 "count": self.count, "first_ns": self.first_ns, "last_ns": self.last_ns, "text": self.text,
                 "acked": acked, "acked_by": self.acked_by, "muted": muted,
-                "muted_until_ns": self.muted_until_ns if muted else 0, "active": not muted and not acked,
+                "muted_until_ns": self.muted_until_ns if muted else 0,
+                "active": not muted and not acked and self.level != "info",  # news, not something to act on
                 "levels": dict(self.levels)}
 
 

@@ -48,9 +48,11 @@ def parse_roster(data: Mapping[str, Any]) -> list[RosterEntry]:
     return out
 
 
-def load_roster(config_dir: str | Path) -> tuple[list[RosterEntry], str]:
-    """The roster in ``<config_dir>/agents.toml`` and a problem text ('' when it was read)."""
-    path = Path(config_dir) / "agents.toml"
+def load_roster(where: str | Path) -> tuple[list[RosterEntry], str]:
+    """The roster in ``where`` (a roster file, or a folder holding ``agents.toml``) and a problem text ('' when read)."""
+    path = Path(where)
+    if path.is_dir():
+        path = path / "agents.toml"
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -463,8 +463,8 @@ class FirmState:
                 agent.codes = tuple(str(c) for c in codes)
             if info.get("strategy") and not agent.strategy:
                 agent.strategy = str(info["strategy"])
-            if not agent.dp and isinstance(info.get("dp"), int):
-                agent.dp = info["dp"]  # an agent outside the roster still gets its status page linked
+            if isinstance(info.get("dp"), int) and info["dp"]:
+                agent.dp = info["dp"]  # the port the agent serves its page on, roster or not
             book = info.get("book")
             if isinstance(book, Mapping):
                 agent.reported_book = dict(book)

@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def client(firm: Firm) -> Iterator[TestClient]:
     settings = load_stack(run_dir=str(firm.run_dir), dashboard_token=TOKEN)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
         yield c
 
 
