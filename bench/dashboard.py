@@ -37,10 +37,12 @@ every agent heartbeats from its own process:
 
 Goals: live push p95 <= 150 ms, Overview <= 300 ms. ``--profile DIR`` samples
 the dashboard process with py-spy (non-blocking) during the live measurements
-and prints its hottest functions. Every process is stopped at the end, on an
-error or Ctrl-C too. Progress goes to stderr.
+and prints its hottest functions, then traces one more Overview load in
+Chromium (written to DIR) and prints where the renderer's main thread spent
+its time. Every process is stopped at the end, on an error or Ctrl-C too.
+Progress goes to stderr.
 
-Run: ``python -m bench.dashboard [--agents N] [--profile DIR]`` (needs
+Run: ``python -m bench.dashboard [--agents N] [--profile DIR] [--live-only]`` (needs
 /usr/bin/chromium and playwright).
 """
 
@@ -198,6 +200,71 @@ def measure_overview(browser: Browser, url: str, runs: int) -> list[dict[str, An
     return out
 
 
+TRACE_CATEGORIES = ["devtools.timeline", "v8", "blink", "loading", "disabled-by-default-devtools.timeline"]
+TRACE_TASK_MS = 3.0  # main-thread tasks at least this long are listed
+
+
+def _url_tail(event: dict[str, Any]) -> str:
+    url = event.get("args", {}).get("data", {}).get("url") or ""
+    return url.split("?")[0].rsplit("/", 1)[-1]
+
+
+def trace_overview(browser: Browser, url: str, out: Path) -> None:
+    """One more Overview load under Chromium's tracing; prints the renderer main thread's long tasks until the mark.
+
+    Each task (``RunTask``) of at least TRACE_TASK_MS is listed with its start
+    (ms after the page's request went out), its length, its largest parts and
+    the scripts it evaluated; tracing itself slows the page a little.
+    """
+    page = browser.new_page()
+    try:
+        page.add_init_script(OVERVIEW_MARK)
+        browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
+        page.goto(url + "/")
+        page.wait_for_function("window.__benchOverview && window.__benchPainted", timeout=30_000)
+        mark = page.evaluate("window.__benchOverview.at")
+        trace = browser.stop_tracing()
+    finally:
+        page.close()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "overview.trace.json"
+    path.write_bytes(trace)
+    data = json.loads(trace)
+    events = data.get("traceEvents", []) if isinstance(data, dict) else data
+    mains = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+             and e.get("args", {}).get("name") == "CrRendererMain"}
+    sent = [e["ts"] for e in events if e.get("name") == "ResourceSendRequest" and _url_tail(e) == ""]
+    if not sent or not mains:
+        print(f"browser trace: no navigation found in {path}")
+        return
+    t0 = min(sent)
+    end = t0 + (mark + 50) * 1000  # the mark is from navigation start, a little before the request
+    xs = sorted((e for e in events if (e.get("pid"), e.get("tid")) in mains and e.get("ph") == "X" and t0 <= e["ts"] <= end),
+                key=lambda e: (e["ts"], -e.get("dur", 0)))
+    tasks = [e for e in xs if e["name"] == "RunTask"]
+    busy = sum(t.get("dur", 0) for t in tasks) / 1000
+    print(f"browser trace of one more Overview load ({path}): mark at {mark:.1f} ms, main thread busy {busy:.1f} ms in "
+          f"{len(tasks)} tasks; tasks of {TRACE_TASK_MS:.0f} ms or more:")
+    for task in tasks:
+        dur = task.get("dur", 0)
+        if dur < TRACE_TASK_MS * 1000:
+            continue
+        a, b = task["ts"], task["ts"] + dur
+        inner = [e for e in xs if a <= e["ts"] < b and e is not task and e["name"] != "RunTask"]
+        kids, stop = [], 0
+        for e in inner:
+            if e["ts"] >= stop:
+                kids.append(e)
+                stop = e["ts"] + e.get("dur", 0)
+        parts = ", ".join(f"{k['name']} {k.get('dur', 0) / 1000:.1f}" for k in sorted(kids, key=lambda k: -k.get("dur", 0))[:3])
+        scripts: Counter[str] = Counter()
+        for e in inner:
+            if e["name"] == "EvaluateScript":
+                scripts[_url_tail(e) or "(inline)"] += e.get("dur", 0)
+        evaluated = "; scripts " + ", ".join(f"{n} {us / 1000:.1f}" for n, us in scripts.most_common()) if scripts else ""
+        print(f"    {(a - t0) / 1000:6.1f} ms +{dur / 1000:5.1f} ms  {parts}{evaluated}")
+
+
 def roster_run() -> dict[str, Any]:
     """The stand-in run: push latency and the agent grid's first render with a 100-agent roster."""
     progress("roster run: bus proxy, stand-in publisher of 100 agents, dashboard")
@@ -339,6 +406,9 @@ def live_run(n_agents: int, profile_dir: Path | None) -> dict[str, Any]:
                     progress(f"live run: {OVERVIEW_RUNS} Overview loads")
                     overview = measure_overview(browser, stack.url, OVERVIEW_RUNS)
                     running = len(stack.live_agent_pids())
+                    if profiler is not None:
+                        profiler.stop()
+                        trace_overview(browser, stack.url, profile_dir)
                 finally:
                     if profiler is not None:
                         profiler.stop()
