@@ -58,19 +58,23 @@ FOOTER = re.compile(r"(\d+) column\(s\) not shown for the terminal's width: (.*)
 
 
 def tables(output: str) -> list[Printed]:
-    """Every box table in ``output`` (rich's heavy-head box), with the footer line that follows it, if any."""
+    """Every box table in ``output`` (rich's heavy-head box; light when it has no header row), with the footer line
+    that follows it, if any."""
     lines = output.splitlines()
     found: list[Printed] = []
     i = 0
     while i < len(lines):
-        if not lines[i].startswith("┏"):
+        if not lines[i].startswith(("┏", "┌")):
             i += 1
             continue
         title = lines[i - 1].strip() if i > 0 else ""
         top = i
-        header = lines[i + 1]
-        headers = [h.strip() for h in header.strip("┃").split("┃")]
-        i += 3  # the top border, the header, the rule under it
+        if lines[i].startswith("┏"):
+            headers = [h.strip() for h in lines[i + 1].strip("┃").split("┃")]
+            i += 3  # the top border, the header, the rule under it
+        else:  # a table without a header row
+            headers = []
+            i += 1
         rows = []
         while i < len(lines) and not lines[i].startswith("└"):
             if lines[i].startswith("│"):

@@ -121,7 +121,7 @@ def test_ps_watch_refuses_json(supervised: Supervised) -> None:
 
 
 @pytest.mark.slow
-def test_reload_starts_an_enabled_agent_and_stops_a_disabled_one(supervised: Supervised) -> None:
+def test_reload_starts_an_enabled_agent_shown_by_agent_restarted_and_stopped_when_disabled(supervised: Supervised) -> None:
     assert supervised.ps()["sma-x"]["state"] == "disabled"
     supervised.roster.write_text(sma("sma-x", "005930", supervised.dp, enabled=True))
     out = supervised.trader("reload")
@@ -129,6 +129,25 @@ def test_reload_starts_an_enabled_agent_and_stops_a_disabled_one(supervised: Sup
     assert "started: sma-x" in out.stdout and "stopped: -" in out.stdout
     row = wait_for(lambda: (r := supervised.ps().get("sma-x")) and r["state"] == "running" and r["pid"] and r, 30,
                    "sma-x running")
+    agent = psutil.Process(row["pid"])
+
+    # the running agent's own page, as `trader agent` shows it, and a restart that gives it a new pid
+    status = wait_for(lambda: (o := supervised.trader("agent", "sma-x", "--json")).returncode == 0 and json.loads(o.stdout),
+                      30, "sma-x's status page")
+    assert status["agent_id"] == "sma-x" and status["pid"] == agent.pid
+    out = supervised.trader("agent", "sma-x", columns=80)
+    assert out.returncode == 0, out.stderr
+    head, positions, orders = tables(out.stdout)
+    assert f"pid {agent.pid}" in head.title and head.headers == []
+    assert {r[0].strip(): r[1].strip() for r in head.rows}["cash_won"] == "50,000,000"
+    assert_fits(positions, ["code", "qty", "avg price", "last", "break-even", "realised", "unrealised", "pending buy",
+                            "pending sell"], ["code", "qty", "avg price", "last", "unrealised"], 80)
+    assert orders.title == "open orders" and "client order id" in orders.headers
+    out = supervised.trader("restart", "sma-x")
+    assert out.returncode == 0, out.stderr
+    row = wait_for(lambda: (r := supervised.ps().get("sma-x")) and r["state"] == "running" and r["pid"] not in (None, agent.pid)
+                   and r, 30, "sma-x restarted")
+    agent.wait(10)
     agent = psutil.Process(row["pid"])
 
     supervised.roster.write_text(sma("sma-x", "005930", supervised.dp, enabled=False))
