@@ -42,6 +42,7 @@ from services.supervisor.alerting import (
 from services.supervisor.health import HeartbeatBook
 from services.supervisor.journal import DayJournal
 from tests.ports import free_port
+from tests.test_stack import sma
 
 TOKEN = "123456789:AAtest-token_for-the-fake-bot-api"
 CHAT = "-1001234567890"
@@ -481,11 +482,6 @@ def test_the_day_summary_counts_trades_costs_pnl_and_refusals(tmp_path: Path) ->
 # --- the supervisor, delivering to the fake Telegram -----------------------------------------------
 
 
-def sma(agent_id: str, dp: int) -> str:
-    return (f'[[agents]]\nid = "{agent_id}"\ncode = "005930"\ndp = {dp}\nstrategy = "sma_cross"\ncash = 50000000\n'
-            "[agents.params]\nfast = 2\nslow = 3\nqty = 10\n\n")
-
-
 class Processes:
     """The processes a test starts, each in a session of its own, stopped (and any agent left) at the end."""
 
@@ -553,7 +549,7 @@ def test_the_supervisor_delivers_deaths_a_halt_and_the_day_summary_to_telegram_a
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()  # the crasher's status port is taken: it dies at start, every time
     roster = tmp_path / "agents.toml"
-    roster.write_text(sma("steady", free_port()) + sma("crasher", blocker.getsockname()[1]))
+    roster.write_text(sma("steady", "005930", free_port()) + sma("crasher", "005930", blocker.getsockname()[1]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADER_")}
     env.update({
         "PYTHONUNBUFFERED": "1",
