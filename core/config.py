@@ -296,6 +296,8 @@ class TelegramAlerts(AlertChannel):
 
     @model_validator(mode="after")
     def _complete(self) -> TelegramAlerts:
+        if not self.enabled:
+            return self
         if self.chat_id and not self.bot_token.get_secret_value():
             raise ValueError("chat_id is set but the bot token is missing: set TRADER_ALERTS__TELEGRAM__BOT_TOKEN in "
                              "the environment or .env")

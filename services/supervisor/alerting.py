@@ -15,12 +15,12 @@ that says it failed) is not retried. What cannot be delivered is counted
 token, a webhook URL) never reach a log line: they are cut out of every text
 the sender logs and out of httpx's request lines.
 
-``python -m services.supervisor.alerting`` sends a test message to every
-configured channel and says, per channel, whether it arrived.
-
 A ``Channel`` is one service's protocol: the request for an alert and what
 its reply means. The text a person reads on a phone (``phone_text``): level,
 kind, source, the alert's text and the time in KST.
+
+``python -m services.supervisor.alerting`` sends a test message to every
+configured channel and says, per channel, whether it arrived.
 """
 
 from __future__ import annotations
