@@ -370,7 +370,7 @@ def profile(
     agent), a fresh copy runs under cProfile (or yappi) for --seconds, and the
     pstats are printed and kept.
 
-    Exit codes: 0 done; 1 the profiler failed; 2 unknown NAME or bad option;
+    Exit codes: 0 done; 1 the profiler failed (or took no sample: try --idle); 2 unknown NAME or bad option;
     3 NAME is not running (or, with --fresh, is running); 4 py-spy may not attach (ptrace not permitted).
 
     Examples: `trader profile order-manager --seconds 5`, `trader profile sma-a --idle --top 10`,
@@ -416,35 +416,42 @@ def profile(
     runs = [subprocess.Popen([spy, "record", *common, "--format", fmt, "--output", str(path), *extra],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for fmt, path, extra in (("flamegraph", svg, []), ("raw", raw, ["--function"]))]
-    outputs = []
+    outputs: list[tuple[str, str]] = []
     try:
-        for run in runs:
-            outputs.append(run.communicate(timeout=seconds + 60))
+        try:
+            outputs = [run.communicate(timeout=seconds + 60) for run in runs]
+        except KeyboardInterrupt:  # Ctrl-C reached py-spy too: it stops and writes what it sampled, shown below
+            outputs = [run.communicate(timeout=30) for run in runs]
+    except subprocess.TimeoutExpired:
+        _fail_profile(f"py-spy did not finish sampling {name} (pid {pid}) in time", EXIT_PROFILE_FAILED)
     finally:
         for run in runs:
             if run.poll() is None:
                 run.kill()
                 run.wait()
     for run, (stdout, stderr) in zip(runs, outputs):
+        text = (stderr or stdout or "").strip()
+        if run.returncode != 0 and ("permission denied" in text.lower() or "operation not permitted" in text.lower()):
+            _fail_profile(f"cannot attach to {name} (pid {pid}): permission denied. {PTRACE_HELP}", EXIT_NOT_PERMITTED)
+    samples, ranked = top_functions(raw.read_text()) if runs[1].returncode == 0 and raw.exists() else (0, [])
+    if runs[1].returncode == 0 and not samples:  # py-spy draws no flame graph of no sample
+        _fail_profile(f"no sample of {name} (pid {pid}) in {seconds} s: every thread was waiting (on a socket, a lock, "
+                      "a sleep) the whole time; --idle counts waiting threads too", EXIT_PROFILE_FAILED)
+    for run, (stdout, stderr) in zip(runs, outputs):
         if run.returncode != 0:
-            text = (stderr or stdout or "").strip()
-            if "permission denied" in text.lower() or "operation not permitted" in text.lower():
-                _fail_profile(f"cannot attach to {name} (pid {pid}): permission denied. {PTRACE_HELP}", EXIT_NOT_PERMITTED)
             if not _running_pid(name, settings)[1]:
                 _fail_profile(f"{name} (pid {pid}) stopped while it was sampled", EXIT_NOT_RUNNING)
-            first = text.splitlines()[0] if text else f"exit code {run.returncode}"
-            _fail_profile(f"py-spy could not sample {name} (pid {pid}): {first}", EXIT_PROFILE_FAILED)
-    if not svg.exists() or not raw.exists():
-        _fail_profile(f"py-spy wrote no profile of {name} (pid {pid})", EXIT_PROFILE_FAILED)
-    samples, ranked = top_functions(raw.read_text())
+            lines = (stderr or stdout or "").strip().splitlines()
+            why = next((line for line in lines if line.startswith("Error")), lines[0] if lines else f"exit code {run.returncode}")
+            _fail_profile(f"py-spy could not sample {name} (pid {pid}): {why}", EXIT_PROFILE_FAILED)
+    if not svg.exists():
+        _fail_profile(f"py-spy wrote no flame graph of {name} (pid {pid})", EXIT_PROFILE_FAILED)
     table = FitTable(f"top functions of {name} (pid {pid}), {samples} sample(s) in {seconds} s",
                      (Col("own %", essential=True, numeric=True), Col("total %", essential=True, numeric=True),
                       Col("own", numeric=True), Col("total", numeric=True), Col("function", essential=True, wrap=True)))
     for frame, own, total in ranked[:top]:
         table.add_row(f"{100 * own / samples:.1f}", f"{100 * total / samples:.1f}", str(own), str(total), frame)
     table.show(console, wide)
-    if not samples:
-        console.print("no sample: every thread was waiting the whole time (--idle counts waiting threads too)")
     console.print(f"flame graph: {svg}", soft_wrap=True)
     console.print(f"raw stacks: {raw}", soft_wrap=True)
 

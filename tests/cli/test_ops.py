@@ -197,6 +197,67 @@ def test_profile_samples_the_running_process_in_place(supervised: Supervised, tm
     assert supervised.ps()["bus"]["pid"] == bus.pid
 
 
+# A small process of the test's own, registered as the stack's processes are (its pid lock in the run directory).
+REGISTERED = """
+import sys, time
+from pathlib import Path
+from bus.pidlock import PidLock, lock_path
+lock = PidLock(lock_path(Path(sys.argv[1]), sys.argv[2]))
+lock.acquire()
+print("ready", flush=True)
+def crunch_numbers():
+    total = 0
+    while True:
+        for i in range(100_000):
+            total += i * i
+if sys.argv[3] == "busy":
+    crunch_numbers()
+time.sleep(600)
+"""
+
+
+def _registered(supervised: Supervised, name: str, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", REGISTERED, str(supervised.run_dir), name, mode], cwd=PROJECT_ROOT,
+                            env=supervised.env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.slow
+def test_profile_of_a_busy_process_names_its_hot_function_and_leaves_it_running(supervised: Supervised,
+                                                                                 tmp_path: Path) -> None:
+    proc = _registered(supervised, "cruncher", "busy")
+    try:
+        out = supervised.trader("profile", "cruncher", "--seconds", "1", "--top", "3", "--out", str(tmp_path / "c.svg"),
+                                columns=80)
+        assert out.returncode == 0, out.stderr
+        (t,) = tables(out.stdout)
+        assert_fits(t, ["own %", "total %", "own", "total", "function"], ["own %", "total %", "function"], 80)
+        assert "crunch_numbers (<string>" in t.rows[0][-1]
+        assert float(t.rows[0][0]) > 50, "the busy loop is where the samples are"
+        assert "crunch_numbers" in (tmp_path / "c.svg").read_text()
+        assert proc.poll() is None, "the process keeps running"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.mark.slow
+def test_profile_of_a_process_that_only_waits_says_so_and_points_to_idle(supervised: Supervised) -> None:
+    proc = _registered(supervised, "sleeper", "sleep")
+    try:
+        out = supervised.trader("profile", "sleeper", "--seconds", "1")
+        assert out.returncode == 1, (out.stdout, out.stderr)
+        assert "no sample of sleeper" in out.stderr and "--idle" in out.stderr
+        out = supervised.trader("profile", "sleeper", "--seconds", "1", "--idle", "--top", "3", columns=120)
+        assert out.returncode == 0, out.stderr
+        assert "<module> (<string>" in out.stdout
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def test_profile_of_an_unknown_name_exits_2_and_of_a_stopped_process_3(supervised: Supervised) -> None:
     out = supervised.trader("profile", "no-such-process")
     assert out.returncode == 2 and "neither a Procfile process" in out.stderr
