@@ -15,7 +15,6 @@ AGENT_COLUMNS = (
     ("code", "code"),
     ("strategy", "strategy"),
     ("state", "state"),
-    ("liveness", "liveness"),
     ("cash_won", "cash"),
     ("holding", "holding"),
     ("avg_price", "avg price"),
@@ -30,6 +29,7 @@ AGENT_COLUMNS = (
     ("refusals_text", "refusals by reason"),
     ("last_error", "last error"),
     ("heartbeat_age_s", "hb age s"),
+    ("liveness", "liveness"),  # new columns go last: scripts read the file by position too
 )
 
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -184,9 +184,9 @@ def agent_body(agent_id: str, history: dict[str, dict[str, list[dict[str, Any]]]
 def market_body() -> str:
     """The board (best quotes, VI), investor flows by class, PER and PBR, and the Samsung preferred discount."""
     return """
-<table id="board" class="grid"><thead><tr><th>code</th><th>name</th><th>last</th><th>change</th><th>change %</th>
+<div class="scroll"><table id="board" class="grid"><thead><tr><th>code</th><th>name</th><th>last</th><th>change</th><th>change %</th>
 <th>bid</th><th>ask</th><th>spread</th><th>volume</th><th>VWAP</th><th>foreign net</th><th>institution net</th><th>individual net</th>
-<th>PER</th><th>PBR</th><th>div. yield %</th></tr></thead><tbody></tbody></table>
+<th>PER</th><th>PBR</th><th>div. yield %</th></tr></thead><tbody></tbody></table></div>
 <h2>005935 / 005930 discount</h2>
 <div id="discount-now" class="big">-</div>
 <div id="discount" class="chart" style="height:220px"></div>
@@ -252,7 +252,7 @@ def recon_body() -> str:
 def config_body(masked: dict[str, Any], roster_note: str) -> str:
     """The effective configuration with secrets masked."""
     note = f'<p class="muted">roster: {escape(roster_note)}</p>' if roster_note else ""
-    return f"{note}{_kv(masked)}"
+    return f'{note}<div class="scroll">{_kv(masked)}</div>'
 
 
 def _kv(data: Any) -> str:
