@@ -149,6 +149,8 @@ def test_reload_starts_an_enabled_agent_shown_by_agent_restarted_and_stopped_whe
                    and r, 30, "sma-x restarted")
     agent.wait(10)
     agent = psutil.Process(row["pid"])
+    wait_for(lambda: (o := supervised.trader("agent", "sma-x", "--json")).returncode == 0
+             and json.loads(o.stdout)["pid"] == agent.pid, 30, "the restarted sma-x's status page")
 
     supervised.roster.write_text(sma("sma-x", "005930", supervised.dp, enabled=False))
     out = supervised.trader("reload", "--json")
