@@ -61,6 +61,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -117,6 +118,12 @@ OVERVIEW_SEEN = """
         processes_in_state: window.trader ? (window.trader.state.processes || {rows: []}).rows.length : null,
         alert_rows: document.querySelectorAll('#alert-groups tbody tr, #alerts tbody tr').length,
         session: (document.getElementById('session') || {}).textContent, page_mark: window.__overviewRendered})
+"""
+
+# The first state embedded in the page, bytes of JSON per section.
+SECTION_BYTES = """
+() => Object.fromEntries(Object.entries(JSON.parse(document.getElementById('initial').textContent))
+  .map(([k, v]) => [k, JSON.stringify(v).length]))
 """
 
 NAV_TIMING = """
@@ -194,6 +201,7 @@ def measure_overview(browser: Browser, url: str, runs: int) -> list[dict[str, An
                 raise RuntimeError(f"the Overview never showed its first state in full within 30 s: {seen}") from None
             figures = page.evaluate("({mark: window.__benchOverview, painted: window.__benchPainted})")
             figures["nav"] = page.evaluate(NAV_TIMING)
+            figures["sections"] = page.evaluate(SECTION_BYTES)
             out.append(figures)
         finally:
             page.close()
@@ -273,7 +281,8 @@ def roster_run() -> dict[str, Any]:
         run_dir.mkdir()
         config_dir.mkdir()
         write_roster(config_dir, AGENTS)
-        firm = Firm(run_dir, config_dir=config_dir)
+        # the dashboard shows the supervisor's roster (roster_file); the stand-in publishes the config dir's
+        firm = Firm(run_dir, config_dir=config_dir, extra_env={"TRADER_ROSTER_FILE": str(config_dir / "agents.toml")})
         try:
             firm.start_bus()
             firm.start_standin(1.0)
@@ -406,6 +415,7 @@ def live_run(n_agents: int, profile_dir: Path | None) -> dict[str, Any]:
                     progress(f"live run: {OVERVIEW_RUNS} Overview loads")
                     overview = measure_overview(browser, stack.url, OVERVIEW_RUNS)
                     running = len(stack.live_agent_pids())
+                    bus = httpx.get(stack.url + "/api/state?sections=bus", timeout=30).json()["bus"]
                     if profiler is not None:
                         profiler.stop()
                         trace_overview(browser, stack.url, profile_dir)
@@ -442,6 +452,14 @@ def live_run(n_agents: int, profile_dir: Path | None) -> dict[str, Any]:
     for name, seen in sorted(resources.items(), key=lambda kv: -statistics.median(e for _, e, _ in kv[1])):
         print(f"live run: Overview resource {name}: {statistics.median(s for s, _, _ in seen):.1f}-"
               f"{statistics.median(e for _, e, _ in seen):.1f} ms ({seen[0][2] / 1024:.0f} KiB, in {len(seen)} of {OVERVIEW_RUNS} loads)")
+    sections = sorted(overview[-1]["sections"].items(), key=lambda kv: -kv[1])
+    print("live run: the Overview's embedded first state by section: "
+          + ", ".join(f"{name} {size / 1024:.1f} KiB" for name, size in sections if size >= 512))
+    loads = [o["mark"]["page_mark"] if o["mark"]["page_mark"] is not None else o["mark"]["at"] for o in overview]
+    print(f"live run: each Overview load (ms): {', '.join(f'{ms:.0f}' for ms in loads)}")
+    rates = sorted(bus["rates"].items(), key=lambda kv: -kv[1])
+    print(f"live run: the dashboard hears {sum(r for _, r in rates):.0f} bus messages/s: "
+          + ", ".join(f"{topic} {rate:.0f}" for topic, rate in rates[:6]))
     if profiler is not None:
         profiler.report()
     return {"live_agents": n_agents, "live_push_p50_ms": round(p50, 1), "live_push_p95_ms": round(p95, 1),
