@@ -117,9 +117,9 @@ def _busiest_agent(stack: PaperStack) -> str:
 
 def shoot(out: Path, seconds: float, clock_speed: float) -> list[Path]:
     """Start a paper stack, let it trade ``seconds``, and write every page at both sizes to ``out``."""
-    from playwright.sync_api import (
-        sync_playwright,  # the test extra: imported only when shooting
-    )
+    # Playwright is of the test extra: imported only when shooting.
+    from playwright.sync_api import Error as BrowserError
+    from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -147,9 +147,13 @@ def shoot(out: Path, seconds: float, clock_speed: float) -> list[Path]:
                         ctx = browser.new_context(viewport={"width": width, "height": height})
                         page = ctx.new_page()
                         for name in PAGES:
-                            page.goto(stack.url + paths[name])
-                            page.wait_for_selector("#conn:text('live')", timeout=15_000)
-                            page.wait_for_load_state("networkidle")
+                            try:
+                                page.goto(stack.url + paths[name])
+                                page.wait_for_selector("#conn:text('live')", timeout=30_000)
+                                page.wait_for_load_state("networkidle")
+                            except BrowserError as exc:
+                                raise TimeoutError(f"the {name} page at {width}x{height} did not go live: "
+                                                   f"{str(exc).splitlines()[0]}") from exc
                             path = out / f"{name}-{width}x{height}.png"
                             page.screenshot(path=str(path), full_page=True)
                             written.append(path)
