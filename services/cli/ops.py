@@ -53,9 +53,11 @@ KILL_WAIT_S = 30.0
 # Runs ``python -m <module> args...`` under cProfile or yappi and saves pstats-format stats when the module
 # exits (the services exit normally on SIGTERM, so the stats are written).
 _PROFILE_RUNNER = """
-import runpy, sys
+import runpy, signal, sys
 out, mode, module, *rest = sys.argv[1:]
 sys.argv = [module, *rest]
+# A SIGTERM before the module has set up its own handling (still importing) ends the run cleanly too.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 if mode == "yappi":
     import yappi
     yappi.set_clock_type("wall")
