@@ -19,15 +19,11 @@ from pathlib import Path
 import pytest
 
 from core.config import PROJECT_ROOT
+from tests.browser.support import Watched, needs_chromium
 from tests.dashboard.firm import Firm
 from tests.dashboard.test_blotter import DAY1, PAIR, write_firm_journal
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (CI installs Debian's chromium)")]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -46,29 +42,12 @@ def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
         f.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    """A fresh page whose console errors and uncaught exceptions are asserted absent at the end."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)  # type: ignore[attr-defined]
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        yield pg
-        assert errors == []
-    finally:
-        ctx.close()
+def page(watched: Watched) -> Iterator[object]:
+    """A fresh page whose console errors, uncaught exceptions, failed requests and error responses are asserted
+    absent at the end (a download aborts the request of its link: no failure)."""
+    yield watched.page
+    assert watched.unexpected("net::ERR_ABORTED") == []
 
 
 def agents_shown(page: object) -> list[str]:

@@ -18,19 +18,16 @@ import pytest
 
 from core.config import PROJECT_ROOT
 from core.messages import Alert, AlertLevel, Tick
+from tests.browser.support import Watched, needs_chromium, new_page
 from tests.dashboard.firm import Firm, free_port, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = PROJECT_ROOT / "var" / "screenshots"
 TOKEN = "browser-token-51c2"
 PAGES = ("/", "/agents", "/agents/pair-samsung", "/market", "/risk", "/recon", "/blotter", "/reports", "/config")
 SIZES = ((1280, 800), (390, 844))
-REFUSED_401 = "the server responded with a status of 401"
 GRID = "#agent-grid"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (CI installs Debian's chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -46,47 +43,10 @@ def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
         f.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium from the system, closed at the end."""
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Watched:
-    """A page with every console error, page error, failed request and error response it had."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        page.on("console", lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}")
-                if "/api/stream" not in r.url else None)  # a stream cut by navigation is not a failure
-        page.on("response", lambda r: self.problems.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
-
-    def unexpected(self, *allowed: str) -> list[str]:
-        return [p for p in self.problems if not any(a in p for a in allowed)]
-
-
-def new_page(browser: Any, width: int = 1400, height: int = 900) -> tuple[Any, Watched]:
-    ctx = browser.new_context(viewport={"width": width, "height": height})
-    page = ctx.new_page()
-    return ctx, Watched(page)
-
-
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(watched: Watched) -> Any:
     """A fresh page (its own session storage) at a desk's size."""
-    ctx, watched = new_page(browser)
-    try:
-        yield watched.page
-    finally:
-        ctx.close()
+    return watched.page
 
 
 def shot(page: Any, name: str) -> None:

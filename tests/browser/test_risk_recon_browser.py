@@ -18,16 +18,13 @@ from pathlib import Path
 import pytest
 
 from core.messages import ReconReport
+from tests.browser.support import Watched, needs_chromium
 from tests.dashboard.firm import Firm, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "risk-token-3d9e"
 REFUSED_401 = "the server responded with a status of 401"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (CI installs Debian's chromium)")]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -44,29 +41,12 @@ def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
         f.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    """A fresh page whose console errors and uncaught exceptions are asserted absent at the end."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and REFUSED_401 not in m.text else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        yield pg
-        assert errors == []
-    finally:
-        ctx.close()
+def page(watched: Watched) -> Iterator[object]:
+    """A fresh page whose console errors, uncaught exceptions, failed requests and error responses are asserted
+    absent at the end, but for the refusals (401) the tests provoke."""
+    yield watched.page
+    assert watched.unexpected(REFUSED_401, "401: ") == []
 
 
 def test_risk_shows_usage_bars_and_a_halt_needs_the_token(firm: Firm, page: object) -> None:

@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from core.messages import Bar, Fill, Side
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.support import Watched, needs_chromium
 from tests.dashboard.firm import Firm, wait_until
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (CI installs Debian's chromium)"),
-    pytest.mark.slow,
-]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [needs_chromium, pytest.mark.slow]
 
 LIBRARIES = (
     "/static/vendor/lightweight-charts/lightweight-charts.standalone.production.js",
@@ -29,18 +24,6 @@ LIBRARIES = (
     "/static/grid.js",
 )
 MINUTE_NS = 60 * 10**9
-
-
-@dataclass
-class Watched:
-    """A page and everything that went wrong on it: console errors, failed requests, error responses."""
-
-    page: object
-    errors: list[str] = field(default_factory=list)
-    served: dict[str, int] = field(default_factory=dict)
-
-    def assert_clean(self) -> None:
-        assert self.errors == []
 
 
 @pytest.fixture(scope="module")
@@ -55,38 +38,6 @@ def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
         f.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def watched(browser: object) -> Iterator[Watched]:
-    ctx = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)  # type: ignore[attr-defined]
-    pg = ctx.new_page()
-    w = Watched(pg)
-    pg.on("console", lambda m: w.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: w.errors.append(f"page error: {e}"))
-    pg.on("requestfailed", lambda r: w.errors.append(f"request failed: {r.url} {r.failure}"))
-
-    def response(r: object) -> None:
-        path = r.url.split("://", 1)[-1].partition("/")[2].partition("?")[0]  # type: ignore[attr-defined]
-        w.served["/" + path] = r.status  # type: ignore[attr-defined]
-        if r.status >= 400:  # type: ignore[attr-defined]
-            w.errors.append(f"HTTP {r.status} for {r.url}")  # type: ignore[attr-defined]
-
-    pg.on("response", response)
-    try:
-        yield w
-    finally:
-        ctx.close()
-
-
 def test_the_market_page_draws_the_discount_with_the_vendored_library(firm: Firm, watched: Watched) -> None:
     page = watched.page
     page.goto(firm.url + "/market")
@@ -95,7 +46,7 @@ def test_the_market_page_draws_the_discount_with_the_vendored_library(firm: Firm
     # The stand-in trades 005930 and 005935: the discount gets points and "no data yet" goes away.
     page.wait_for_selector("#discount .chart-empty", state="hidden", timeout=15_000)
     assert {path: watched.served.get(path) for path in LIBRARIES} == dict.fromkeys(LIBRARIES, 200)
-    watched.assert_clean()
+    assert watched.unexpected() == []
 
 
 def test_an_agent_page_draws_candles_volume_fill_markers_and_pnl_in_kst(firm: Firm, watched: Watched) -> None:
@@ -151,7 +102,7 @@ def test_an_agent_page_draws_candles_volume_fill_markers_and_pnl_in_kst(firm: Fi
     assert zoom["zoomed"] != zoom["fitted"]
     assert zoom["after"] == zoom["zoomed"]
     page.wait_for_selector("#pnl .chart-empty", state="hidden", timeout=10_000)  # the fills made PnL points
-    watched.assert_clean()
+    assert watched.unexpected() == []
 
 
 GRID_ROWS = [
@@ -221,4 +172,4 @@ def test_trader_grid_sorts_filters_counts_updates_and_downloads(firm: Firm, watc
         return el.__traderChart.series.s.data().map(p => p.value);
     }""")
     assert fall == [0, 0, -30, 0]
-    watched.assert_clean()
+    assert watched.unexpected() == []

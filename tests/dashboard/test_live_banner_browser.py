@@ -10,21 +10,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.config import PROJECT_ROOT
 from core.messages import Heartbeat
+from tests.browser.support import browser, needs_chromium, new_page
 from tests.dashboard.firm import Firm, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+__all__ = ["browser"]  # the shared Chromium fixture, which `page` asks for
+
 SCREENSHOTS = PROJECT_ROOT / "var" / "screenshots"
 KIS_DEMO = {"TRADER_BROKER__KIND": "kis", "TRADER_BROKER__KIS__SERVER": "kis", "TRADER_BROKER__KIS__ENV": "demo"}
 BANNER = "LIVE — real money — account 5001****-01"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (CI installs Debian's chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -40,14 +41,13 @@ def firm(tmp_path: Path) -> Iterator[Firm]:
 
 
 @pytest.fixture
-def page(firm: Firm) -> Iterator[object]:
-    """A page of headless Chromium from the system, closed at the end."""
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
-        finally:
-            browser.close()
+def page(firm: Firm, browser: Any) -> Iterator[object]:
+    """A fresh page of headless Chromium from the system at a desk's size, closed at the end."""
+    ctx, watched = new_page(browser)
+    try:
+        yield watched.page
+    finally:
+        ctx.close()
 
 
 def live_heartbeat() -> Heartbeat:
