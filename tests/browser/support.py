@@ -8,15 +8,34 @@ elsewhere imports them from here (``from tests.browser.support import browser``)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.dashboard.firm import Firm
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (CI installs Debian's chromium)")
+
+
+@contextmanager
+def dashboard_running(firm: Firm, *services: tuple[str, str], standin: bool = False) -> Iterator[Firm]:
+    """``firm`` with its bus, the stand-in publisher if ``standin``, each ``(name, module)`` of ``services`` and
+    the dashboard started, in that order; every process it started is stopped at the end, also on an error."""
+    try:
+        firm.start_bus()
+        if standin:
+            firm.start_standin()
+        for name, module in services:
+            firm.start(name, module)
+        firm.start_dashboard()
+        yield firm
+    finally:
+        firm.stop()
 
 
 class Watched:

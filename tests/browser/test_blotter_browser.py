@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.config import PROJECT_ROOT
-from tests.browser.support import Watched, needs_chromium
+from tests.browser.support import Watched, dashboard_running, needs_chromium
 from tests.dashboard.firm import Firm
 from tests.dashboard.test_blotter import DAY1, PAIR, write_firm_journal
 
@@ -34,12 +34,8 @@ def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
     subprocess.run([sys.executable, "-m", "services.cli.main", "backtest", "--strategy", "sma_cross", "--codes", "005930",
                     "--days", "1", "--seed", "3", "-p", "fast=5", "-p", "slow=20", "--save"],
                    cwd=PROJECT_ROOT, env=f.env, check=True, capture_output=True, timeout=120)
-    try:
-        f.start_bus()
-        f.start_dashboard()
+    with dashboard_running(f):
         yield f
-    finally:
-        f.stop()
 
 
 @pytest.fixture

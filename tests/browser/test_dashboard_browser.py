@@ -18,7 +18,7 @@ import pytest
 
 from core.config import PROJECT_ROOT
 from core.messages import Alert, AlertLevel, Tick
-from tests.browser.support import Watched, needs_chromium, new_page
+from tests.browser.support import Watched, dashboard_running, needs_chromium, new_page
 from tests.dashboard.firm import Firm, free_port, wait_until
 
 SCREENSHOTS = PROJECT_ROOT / "var" / "screenshots"
@@ -33,14 +33,8 @@ pytestmark = needs_chromium
 @pytest.fixture(scope="module")
 def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
     """Bus, stand-in publisher and the dashboard process, for the whole module."""
-    f = Firm(Path(tmp_path_factory.mktemp("browser")), token=TOKEN)
-    try:
-        f.start_bus()
-        f.start_standin()
-        f.start_dashboard()
+    with dashboard_running(Firm(Path(tmp_path_factory.mktemp("browser")), token=TOKEN), standin=True) as f:
         yield f
-    finally:
-        f.stop()
 
 
 @pytest.fixture

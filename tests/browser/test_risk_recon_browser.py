@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from core.messages import ReconReport
-from tests.browser.support import Watched, needs_chromium
+from tests.browser.support import Watched, dashboard_running, needs_chromium
 from tests.dashboard.firm import Firm, wait_until
 
 TOKEN = "risk-token-3d9e"
@@ -30,15 +30,9 @@ pytestmark = [pytest.mark.slow, needs_chromium]
 @pytest.fixture(scope="module")
 def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
     """The bus, the stand-in publisher, a real risk guard and the dashboard."""
-    f = Firm(Path(tmp_path_factory.mktemp("riskrecon")), token=TOKEN)
-    try:
-        f.start_bus()
-        f.start_standin()
-        f.start("risk-guard", "services.risk_guard")
-        f.start_dashboard()
+    firm = Firm(Path(tmp_path_factory.mktemp("riskrecon")), token=TOKEN)
+    with dashboard_running(firm, ("risk-guard", "services.risk_guard"), standin=True) as f:
         yield f
-    finally:
-        f.stop()
 
 
 @pytest.fixture

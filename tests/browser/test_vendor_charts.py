@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.messages import Bar, Fill, Side
-from tests.browser.support import Watched, needs_chromium
+from tests.browser.support import Watched, dashboard_running, needs_chromium
 from tests.dashboard.firm import Firm, wait_until
 
 pytestmark = [needs_chromium, pytest.mark.slow]
@@ -28,14 +28,8 @@ MINUTE_NS = 60 * 10**9
 
 @pytest.fixture(scope="module")
 def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
-    f = Firm(Path(tmp_path_factory.mktemp("vendor-charts")))
-    try:
-        f.start_bus()
-        f.start_standin()
-        f.start_dashboard()
+    with dashboard_running(Firm(Path(tmp_path_factory.mktemp("vendor-charts"))), standin=True) as f:
         yield f
-    finally:
-        f.stop()
 
 
 def test_the_market_page_draws_the_discount_with_the_vendored_library(firm: Firm, watched: Watched) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from core.config import PROJECT_ROOT
 from core.messages import Heartbeat
-from tests.browser.support import browser, needs_chromium, new_page
+from tests.browser.support import browser, dashboard_running, needs_chromium, new_page
 from tests.dashboard.firm import Firm, wait_until
 
 __all__ = ["browser"]  # the shared Chromium fixture, which `page` asks for
@@ -31,13 +31,8 @@ pytestmark = needs_chromium
 @pytest.fixture
 def firm(tmp_path: Path) -> Iterator[Firm]:
     """The bus and a dashboard configured for KIS (demo), always stopped."""
-    f = Firm(tmp_path, extra_env=KIS_DEMO)
-    try:
-        f.start_bus()
-        f.start_dashboard()
+    with dashboard_running(Firm(tmp_path, extra_env=KIS_DEMO)) as f:
         yield f
-    finally:
-        f.stop()
 
 
 @pytest.fixture

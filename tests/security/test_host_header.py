@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from core.config import ConfigError, load_stack
 from dashboard.app import create_app
 from dashboard.hostcheck import allowed_hosts
+from tests.browser.support import dashboard_running
 from tests.dashboard.firm import Firm
 
 TOKEN = "host-check-token-51c2"
@@ -28,13 +29,8 @@ CONTROL_PATHS = ["/api/risk/halt", "/api/risk/resume", "/api/agents/sma-samsung/
 
 @pytest.fixture(scope="module")
 def firm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Firm]:
-    f = Firm(Path(tmp_path_factory.mktemp("hostcheck")), token=TOKEN)
-    try:
-        f.start_bus()
-        f.start_dashboard()
+    with dashboard_running(Firm(Path(tmp_path_factory.mktemp("hostcheck")), token=TOKEN)) as f:
         yield f
-    finally:
-        f.stop()
 
 
 def get(firm: Firm, path: str, host: str | None = None, **kw) -> httpx.Response:
