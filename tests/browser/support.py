@@ -1,5 +1,6 @@
 """Headless Chromium for the browser tests: the system's Chromium through Playwright, a page that records
-everything that went wrong on it, and the marker that skips a module when Chromium is missing.
+everything that went wrong on it, the marker that skips a module when Chromium is missing, and a firm with its
+dashboard running for them to look at.
 
 Tests under ``tests/browser/`` get the ``browser`` and ``watched`` fixtures from its conftest; a browser test
 elsewhere imports them from here (``from tests.browser.support import browser``).
