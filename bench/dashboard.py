@@ -451,9 +451,10 @@ def live_run(n_agents: int, profile_dir: Path | None) -> dict[str, Any]:
                     browser.close()
         finally:
             stack.stop()
+        trading = stack.trading()
     p50, p95 = statistics.median(latencies), percentile(latencies, 95)
     print(f"live run: {running} of {n_agents} agent processes still running at the end of the measurements, "
-          f"{board_rows} codes on the board")
+          f"{board_rows} codes on the board; {trading}")
     print(f"live run: push latency over {len(latencies)} events: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
           f"max {max(latencies):.1f} ms (goal p95 <= {PUSH_GOAL_P95_MS:.0f} ms: "
           f"{'met' if p95 <= PUSH_GOAL_P95_MS else 'MISSED'}); dashboard CPU {push_cpu:.0f} % of one core over {push_s:.0f} s")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,21 @@ class LiveStack:
                 time.sleep(0.2)
         finally:
             sub.close()
+
+    def trading(self) -> str:
+        """What the agents did, from the journal: orders, fills, and how many agents had a fill."""
+        path = self.run_dir / "journal.sqlite"
+        if not path.exists():
+            return "no journal"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            orders, agents_ordering = db.execute("SELECT count(*), count(DISTINCT agent_id) FROM orders").fetchone()
+            fills, agents_filled = db.execute("SELECT count(*), count(DISTINCT agent_id) FROM fills").fetchone()
+        except sqlite3.Error as exc:
+            return f"journal not readable: {exc}"
+        finally:
+            db.close()
+        return f"{orders} orders from {agents_ordering} agents, {fills} fills for {agents_filled} agents"
 
     def live_agent_pids(self) -> set[int]:
         """The pids of the agents that heartbeat, those still alive."""
