@@ -27,13 +27,19 @@ every agent heartbeats from its own process:
   wall clock (``performance.timeOrigin + performance.now()``) when the board
   cell first shows the price; same machine, same clock;
 - overview: navigation start to the Overview fully rendered with its first
-  state, median of ``OVERVIEW_RUNS`` fresh loads: a script injected before the
-  page's own (``add_init_script``) watches the DOM and stamps ``performance.now()``
-  in the first mutation callback where the processes table has one row per
-  process of the embedded state, and the alerts table, the bus summary and the
-  session line are filled in (all of them drawn by the page's first render).
-  The next frame after that stamp (``requestAnimationFrame``) is reported too,
-  and the navigation timing (server, transfer, parse) says where the time went.
+  state, median of ``OVERVIEW_RUNS`` cold loads (each in a browser context of
+  its own, nothing cached). The page's own mark (``window.__overviewRendered``,
+  set by the last step of its first render) when it sets one; a script
+  injected before the page's own (``add_init_script``) also watches the DOM and
+  stamps ``performance.now()`` in the first mutation callback where the
+  processes table has one row per process of the embedded state, the alerts
+  table has rows and the session line is filled in, which is the figure for a
+  page without a mark. The next frame after that (``requestAnimationFrame``),
+  the navigation and resource timing (server, transfer, scripts), the size of
+  each section of the embedded state, loads with a warm browser cache and the
+  bus rates the dashboard hears are printed too, to say where the time went.
+
+The live run ends with what the agents did (orders and fills in the journal).
 
 Goals: live push p95 <= 150 ms, Overview <= 300 ms. ``--profile DIR`` samples
 the dashboard process with py-spy (non-blocking) during the live measurements
