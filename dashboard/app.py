@@ -62,7 +62,7 @@ AGENT_ACTIONS = ("spawn", "kill", "restart")
 RISK_ACTIONS = ("halt", "resume", "reduce")
 AGENT_STATUS_TIMEOUT_S = 1.0
 PAGE_SECTIONS = {  # every page carries "venue": the LIVE banner is on every page
-    "overview": ("desk", "processes", "alerts", "bus", "clock", "risk", "venue"),
+    "overview": ("desk", "processes", "alerts", "bus", "clock", "venue"),  # the desk carries the trading state
     "agents": ("agents", "venue"),
     "agent": ("agents", "market", "venue"),
     "market": ("market", "clock", "venue"),
@@ -176,7 +176,8 @@ def create_app(settings: StackSettings | None = None, *, start_feed: bool = True
 
     @app.get("/agents", response_class=HTMLResponse)
     def agents_page() -> HTMLResponse:
-        return render("agents", "Agents", pages.agents_body(), scripts=("agents.js",))
+        return render("agents", "Agents", pages.agents_body(), scripts=(*pages.GRID_SCRIPTS, "agents.js"),
+                      styles=pages.GRID_STYLES)
 
     @app.get("/agents/{agent_id}", response_class=HTMLResponse)
     async def agent_page(agent_id: str) -> HTMLResponse:

@@ -41,6 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from core.messages import OrderStatus, Side
 from dashboard.export import XLSX_MEDIA_TYPE
 from dashboard.journal import JournalReader
+from dashboard.pages import GRID_SCRIPTS, GRID_STYLES
 
 KST = dt.timezone(dt.timedelta(hours=9))
 ARCHIVE_DIR = "archive"  # the order manager's (services/order_manager/archive.py)
@@ -324,7 +325,7 @@ def router(app: FastAPI, run_path: Path) -> APIRouter:
     async def blotter_page(request: Request) -> Response:
         data = await answer(request)
         return app.state.render("blotter", "Blotter", page_body(blotter), {"blotter": data}, sections=("venue",),
-                                scripts=("blotter.js",))
+                                scripts=(*GRID_SCRIPTS, "blotter.js"), styles=GRID_STYLES)
 
     @api.get("/api/blotter")
     async def api_blotter(request: Request) -> Response:

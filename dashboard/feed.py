@@ -45,6 +45,9 @@ POLLS = (
 KIS_GATEWAY_POLL = (GATEWAY_STATUS, "exchange_rpc", "status")
 
 
+MAX_BATCH = 500  # bus messages applied before the pages are woken
+
+
 def polls(settings: StackSettings) -> tuple[tuple[str, str, str], ...]:
     """What the poller asks, for the venue this stack runs."""
     return (*POLLS, KIS_GATEWAY_POLL) if settings.broker.kind == "kis" else POLLS
@@ -161,9 +164,13 @@ class BusFeed:
         try:
             while not self._stop.is_set():
                 env = sub.recv(timeout_ms=1000)  # a stop waits at most this long
-                while env is not None:
-                    self.state.apply(env.topic, env.sender, env.msg, time.time_ns())
-                    env = sub.recv(timeout_ms=0)
+                batch = 0
+                while env is not None:  # what has arrived is applied as one batch, the pages woken once for it
+                    self.state.apply(env.topic, env.sender, env.msg, time.time_ns(), notify=False)
+                    batch += 1
+                    env = sub.recv(timeout_ms=0) if batch < MAX_BATCH else None
+                if batch:
+                    self.state.notify()
                 now = time.monotonic()
                 if now >= next_second:
                     next_second = now + bus.heartbeat_interval_s

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Loaded by every page before its own scripts and styles: the chart and grid libraries (static/vendor, see
-# dashboard/vendor.py) and the wrappers the pages use (TraderCharts, TraderGrid).
-BASE_SCRIPTS = ("vendor/lightweight-charts/lightweight-charts.standalone.production.js",
-                "vendor/tabulator-tables/tabulator.min.js", "charts.js", "grid.js")
-BASE_STYLES = ("vendor/tabulator-tables/tabulator_simple.min.css",)
+# Loaded by every page before its own scripts and styles: the chart library (static/vendor, see
+# dashboard/vendor.py) and its wrapper (TraderCharts).
+BASE_SCRIPTS = ("vendor/lightweight-charts/lightweight-charts.standalone.production.js", "charts.js")
+BASE_STYLES: tuple[str, ...] = ()
+# What a page with a data grid adds (TraderGrid over Tabulator): 440 KiB the other pages do without.
+GRID_SCRIPTS = ("vendor/tabulator-tables/tabulator.min.js", "grid.js")
+GRID_STYLES = ("vendor/tabulator-tables/tabulator_simple.min.css",)
 
 NAV = (
     ("overview", "/", "Overview"),

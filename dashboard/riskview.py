@@ -139,6 +139,15 @@ def _state(status: Mapping[str, Any] | None, status_ns: int, bus: Mapping[str, A
             "operator": dict(operator) if operator is not None and operator.get("ts_ns") else None}
 
 
+def trading_state(status_entry: Mapping[str, Any] | None, bus_entry: Mapping[str, Any] | None) -> str:
+    """Just the trading state in force (the Overview's figure), without building the whole Risk view."""
+    status = _answer(status_entry)
+    bus = bus_entry.get("payload") if bus_entry and isinstance(bus_entry.get("payload"), Mapping) else None
+    status_ns = _int(status_entry.get("ts_ns")) if status_entry else 0
+    bus_ns = _int(bus_entry.get("ts_ns")) if bus_entry else 0
+    return str(_state(status, status_ns, bus, bus_ns)["state"])
+
+
 def risk_view(status_entry: Mapping[str, Any] | None, bus_entry: Mapping[str, Any] | None, now_ns: int) -> dict[str, Any]:
     """The Risk page: the trading state and every limit against its usage, per agent (highest first) and the account."""
     status = _answer(status_entry)

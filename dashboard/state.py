@@ -38,7 +38,7 @@ from core.messages import (
 )
 from core.portfolio import Portfolio
 from dashboard.desk import AlertGroups, desk_figures
-from dashboard.riskview import recon_view, risk_view
+from dashboard.riskview import recon_view, risk_view, trading_state
 from dashboard.venue import (
     GATEWAY,
     NO_BUS_HEARTBEAT,
@@ -257,8 +257,13 @@ class FirmState:
 
     # --- feeding ------------------------------------------------------------
 
-    def apply(self, topic: str, sender: str, msg: Any, now_ns: int) -> None:
-        """Take one bus message into the picture (unknown topics are only counted)."""
+    def notify(self) -> None:
+        """Tell the listeners the state changed (after a batch applied with ``notify=False``)."""
+        self._notify()
+
+    def apply(self, topic: str, sender: str, msg: Any, now_ns: int, *, notify: bool = True) -> None:
+        """Take one bus message into the picture (unknown topics are only counted); ``notify=False`` leaves
+        telling the listeners to the caller, once for a whole batch."""
         with self._lock:
             self.last_bus_ns = now_ns
             parts = topic.split(".")
@@ -304,7 +309,8 @@ class FirmState:
             elif topic == "recon.report":
                 self.recon_reports.appendleft({"ts_ns": now_ns, "sender": sender, "payload": _plain(msg)})
                 self._touch("recon")
-        self._notify()
+        if notify:
+            self._notify()
 
     def on_gap(self, sender: str, topic: str, first: int, last: int) -> None:
         """A subscriber saw messages ``first..last`` of ``sender`` on ``topic`` go missing."""
@@ -649,9 +655,8 @@ class FirmState:
         venue_row = self._process_row(self.processes[venue["process"]], now_ns)
         if broker == "unknown":
             broker = f"{venue_row['name']} up" if venue_row["up"] else "no broker heartbeat"
-        health = {k: v for k, v in self.health.items()}
         rpc = {k: {"ok": v["ok"], "error": v["error"], "age_s": _age_s(now_ns, v["ts_ns"])} for k, v in self.rpc.items()}
-        return {"rows": rows, "broker": broker, "health": health, "rpc": rpc}
+        return {"rows": rows, "broker": broker, "rpc": rpc}  # sys.health payloads stay in the state (alerts reads them)
 
     def agent_row(self, a: AgentView, now_ns: int) -> dict[str, Any]:
         """One line of the agent grid."""
@@ -856,10 +861,10 @@ class FirmState:
 
     def _view_desk(self, now_ns: int) -> dict[str, Any]:
         figures = self._desk(now_ns)
-        risk = self._view_risk(now_ns)
         venue = self._venue()
         phase = (self.session or {}).get("phase", "")
-        return {**figures, "trading_state": risk["trading_state"], "venue": venue.get("label", ""),
+        state = trading_state(self.rpc.get("risk_guard.status"), self.risk_state)
+        return {**figures, "trading_state": state, "venue": venue.get("label", ""),
                 "venue_live": bool(venue.get("live")), "market_ts_ns": self.market_ts_ns, "phase": phase,
                 "trading_date": (self.session or {}).get("trading_date", ""),
                 "clock_speed": (self.session or {}).get("clock_speed"),

@@ -19,6 +19,8 @@
     setText("desk-cash", won(d.cash_won));
     setText("desk-costs", `fees ${num(d.fees_won)} · taxes ${num(d.taxes_won)}`);
     setText("desk-exposure", pct(d.exposure_pct));
+    const ts = document.getElementById("trading-state");
+    if (ts && ts.textContent !== d.trading_state) { ts.textContent = d.trading_state; ts.className = "big ts-" + String(d.trading_state).toLowerCase(); }
     setText("desk-holdings", `${won(d.holdings_won)} in ${d.exposure.length} code(s)`);
     const procs = d.processes || {}, agents = d.agents || {};
     const tally = c => Object.entries(c).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ") || "none";

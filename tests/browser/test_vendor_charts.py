@@ -16,11 +16,13 @@ from tests.dashboard.firm import Firm, wait_until
 
 pytestmark = [needs_chromium, pytest.mark.slow]
 
-LIBRARIES = (
+CHART_LIBRARIES = (
     "/static/vendor/lightweight-charts/lightweight-charts.standalone.production.js",
+    "/static/charts.js",
+)
+GRID_LIBRARIES = (
     "/static/vendor/tabulator-tables/tabulator.min.js",
     "/static/vendor/tabulator-tables/tabulator_simple.min.css",
-    "/static/charts.js",
     "/static/grid.js",
 )
 MINUTE_NS = 60 * 10**9
@@ -39,7 +41,8 @@ def test_the_market_page_draws_the_discount_with_the_vendored_library(firm: Firm
     page.wait_for_selector("#discount canvas", timeout=10_000)
     # The stand-in trades 005930 and 005935: the discount gets points and "no data yet" goes away.
     page.wait_for_selector("#discount .chart-empty", state="hidden", timeout=15_000)
-    assert {path: watched.served.get(path) for path in LIBRARIES} == dict.fromkeys(LIBRARIES, 200)
+    assert {path: watched.served.get(path) for path in CHART_LIBRARIES} == dict.fromkeys(CHART_LIBRARIES, 200)
+    assert not [path for path in GRID_LIBRARIES if path in watched.served]  # a page without a grid goes without
     assert watched.unexpected() == []
 
 
@@ -108,7 +111,7 @@ GRID_ROWS = [
 
 def test_trader_grid_sorts_filters_counts_updates_and_downloads(firm: Firm, watched: Watched, tmp_path: Path) -> None:
     page = watched.page
-    page.goto(firm.url + "/market")
+    page.goto(firm.url + "/agents")  # a page with a grid: it loads Tabulator and TraderGrid
     page.evaluate("""rows => {
         const el = document.createElement('div');
         el.id = 'test-grid';
