@@ -13,6 +13,7 @@ the sections whose version moved since its last push.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +55,8 @@ DEAD_HEARTBEAT_S = 10.0  # ... and silent for longer than this, dead
 STARTUP_GRACE_S = 20.0  # a process not heard from yet within this long of the dashboard's start is "starting"
 DESK_SAMPLE_S = 5  # one point of the firm's equity curve per this many wall seconds
 MAX_DESK_POINTS = 5000
+MAX_CLOCK_MARKS = 30_000  # over 8 wall hours of one mark a second
+SAME_CLOCK_NS = 300 * 1_000_000_000  # a market clock within this of the wall clock is the wall clock (a real venue)
 SPARK_POINTS = 60  # the last PnL points of an agent drawn in its grid row
 STALE_SUPERVISOR_LIST_S = 6.0  # a process without heartbeats is up while the supervisor's list of it is this fresh
 GATEWAY_STATUS = "kis_gateway.status"  # the poller's key for the KIS gateway's status answer
@@ -204,6 +207,9 @@ class FirmState:
         self._opening_realized = opening_realized  # ledger date -> each book's realised PnL at its opening (the journal)
         self._opening: tuple[str, Mapping[str, int]] = ("", {})
         self.alert_groups = AlertGroups()
+        # (wall ns, market ns) once a wall second from the ticks: the market time of an order or fill stamped
+        # by the order manager's wall clock, for charts over market-time bars (the paper world runs faster)
+        self._clock_marks: deque = deque(maxlen=MAX_CLOCK_MARKS)
         self.desk_points: deque = deque(maxlen=MAX_DESK_POINTS)  # (ts_ns, equity_won, pnl_today_won)
         self._last_desk_sample_ns = 0
         self.versions: dict[str, int] = {s: 0 for s in SECTIONS}
@@ -270,6 +276,8 @@ class FirmState:
             self.msg_counts[".".join(parts[:2])] += 1
             if isinstance(msg, Tick):
                 self._on_tick(msg)
+                if now_ns - (self._clock_marks[-1][0] if self._clock_marks else 0) >= NS:
+                    self._clock_marks.append((now_ns, msg.ts_ns))
             elif isinstance(msg, Bar):
                 self._on_bar(msg)
             elif isinstance(msg, InvestorFlow):
@@ -746,10 +754,30 @@ class FirmState:
                 "book": book,
                 "orders": sorted(a.orders.values(), key=lambda o: o.get("ts_ns", 0)),
                 "fills": list(a.fills),
-                "pnl": [list(p) for p in a.pnl_points],
+                "chart_fills": self._on_market_clock(a.fills),
+                "pnl": [[self.market_time(t), v] for t, v in a.pnl_points],  # on the bars' clock
                 "bars": list(q.bars) if q else [],
                 "process": self._process_row(a.process, now_ns) if a.process else None,
             }
+
+    def market_time(self, wall_ns: int) -> int:
+        """The market time at wall time ``wall_ns``, from the ticks' marks (``wall_ns`` itself on a real-time venue)."""
+        marks = self._clock_marks
+        if not marks or abs(marks[-1][1] - marks[-1][0]) <= SAME_CLOCK_NS:
+            return wall_ns
+        i = bisect.bisect_right(marks, (wall_ns, float("inf"))) - 1
+        if i < 0:
+            return marks[0][1] - (marks[0][0] - wall_ns)  # before the first mark: no speed known, a wall offset
+        lo = marks[i]
+        hi = marks[i + 1] if i + 1 < len(marks) else (marks[i - 1] if i > 0 else None)
+        if hi is None or hi[0] == lo[0]:
+            return lo[1] + (wall_ns - lo[0])
+        speed = (hi[1] - lo[1]) / (hi[0] - lo[0])
+        return int(lo[1] + (wall_ns - lo[0]) * speed)
+
+    def _on_market_clock(self, fills: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The fills with ``ts_ns`` on the market clock, as the candles are."""
+        return [{**f, "ts_ns": self.market_time(int(f.get("ts_ns") or 0))} for f in fills]
 
     def _view_market(self, now_ns: int) -> dict[str, Any]:
         rows = []

@@ -61,7 +61,7 @@
     setHTML(body("fills"), d.fills.map(f => `<tr><td>${esc(kst(f.ts_ns))}</td><td>${esc(f.exec_id)}</td><td>${esc(f.side)}</td><td>${num(f.qty)}</td>` +
       `<td>${num(f.price)}</td><td>${num(f.fee_won)}</td><td>${num(f.tax_won)}</td></tr>`).join("") || '<tr><td colspan="7" class="muted">none today</td></tr>');
     if (window.TraderCharts) {
-      TraderCharts.candles(document.getElementById("candles"), d.bars, d.fills);
+      TraderCharts.candles(document.getElementById("candles"), d.bars, d.chart_fills || d.fills);
       TraderCharts.line(document.getElementById("pnl"), d.pnl, {zero: true});
     }
   }
