@@ -11,6 +11,8 @@ next alert of it) or muted for a while. Pure: time and inputs passed in.
 
 from __future__ import annotations
 
+import bisect
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,12 +180,37 @@ class AlertGroups:
         out.sort(key=lambda r: (not r["active"], -_LEVELS.get(r["level"], 0) if r["active"] else 0, -r["last_ns"]))
         return out[:limit]
 
-    def counts_by_source(self, since_ns: int, levels: tuple[str, ...] = ("warning", "error", "critical")) -> dict[str, int]:
-        """Alerts per source whose last one came after ``since_ns`` (a rough per-source tally)."""
-        out: dict[str, int] = {}
-        for g in self.groups.values():
-            if g.last_ns >= since_ns:
-                n = sum(c for lv, c in g.levels.items() if lv in levels)
-                if n:
-                    out[g.source] = out.get(g.source, 0) + n
-        return out
+
+MAX_CLOCK_MARKS = 30_000  # over 8 wall hours of one mark a second
+SAME_CLOCK_NS = 300 * 1_000_000_000  # a market clock within this of the wall clock is the wall clock (a real venue)
+MARK_EVERY_NS = 1_000_000_000
+
+
+class MarketClock:
+    """Wall time to market time, from (wall, market) marks taken from the ticks once a wall second.
+
+    The order manager stamps orders and fills by the wall clock; the paper world's bars carry market time
+    and run faster. Charts over the bars place a fill at ``market_time`` of its stamp. On a real-time venue
+    (the two clocks within ``SAME_CLOCK_NS``) a time is left as it is.
+    """
+
+    def __init__(self) -> None:
+        self.marks: deque[tuple[int, int]] = deque(maxlen=MAX_CLOCK_MARKS)
+
+    def mark(self, wall_ns: int, market_ns: int) -> None:
+        if not self.marks or wall_ns - self.marks[-1][0] >= MARK_EVERY_NS:
+            self.marks.append((wall_ns, market_ns))
+
+    def market_time(self, wall_ns: int) -> int:
+        marks = self.marks
+        if not marks or abs(marks[-1][1] - marks[-1][0]) <= SAME_CLOCK_NS:
+            return wall_ns
+        i = bisect.bisect_right(marks, (wall_ns, float("inf"))) - 1
+        if i < 0:
+            return marks[0][1] - (marks[0][0] - wall_ns)  # before the first mark: no speed known, a wall offset
+        lo = marks[i]
+        hi = marks[i + 1] if i + 1 < len(marks) else (marks[i - 1] if i > 0 else None)
+        if hi is None or hi[0] == lo[0]:
+            return lo[1] + (wall_ns - lo[0])
+        speed = (hi[1] - lo[1]) / (hi[0] - lo[0])
+        return int(lo[1] + (wall_ns - lo[0]) * speed)

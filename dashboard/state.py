@@ -13,7 +13,6 @@ the sections whose version moved since its last push.
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -38,7 +37,7 @@ from core.messages import (
     Quote as QuoteMessage,  # this module's own Quote is a board line
 )
 from core.portfolio import Portfolio
-from dashboard.desk import AlertGroups, desk_figures
+from dashboard.desk import AlertGroups, MarketClock, desk_figures
 from dashboard.riskview import recon_view, risk_view, trading_state
 from dashboard.venue import (
     GATEWAY,
@@ -55,8 +54,6 @@ DEAD_HEARTBEAT_S = 10.0  # ... and silent for longer than this, dead
 STARTUP_GRACE_S = 20.0  # a process not heard from yet within this long of the dashboard's start is "starting"
 DESK_SAMPLE_S = 5  # one point of the firm's equity curve per this many wall seconds
 MAX_DESK_POINTS = 5000
-MAX_CLOCK_MARKS = 30_000  # over 8 wall hours of one mark a second
-SAME_CLOCK_NS = 300 * 1_000_000_000  # a market clock within this of the wall clock is the wall clock (a real venue)
 SPARK_POINTS = 60  # the last PnL points of an agent drawn in its grid row
 STALE_SUPERVISOR_LIST_S = 6.0  # a process without heartbeats is up while the supervisor's list of it is this fresh
 GATEWAY_STATUS = "kis_gateway.status"  # the poller's key for the KIS gateway's status answer
@@ -207,9 +204,7 @@ class FirmState:
         self._opening_realized = opening_realized  # ledger date -> each book's realised PnL at its opening (the journal)
         self._opening: tuple[str, Mapping[str, int]] = ("", {})
         self.alert_groups = AlertGroups()
-        # (wall ns, market ns) once a wall second from the ticks: the market time of an order or fill stamped
-        # by the order manager's wall clock, for charts over market-time bars (the paper world runs faster)
-        self._clock_marks: deque = deque(maxlen=MAX_CLOCK_MARKS)
+        self.clock = MarketClock()  # the market time of what the order manager stamps by the wall clock
         self.desk_points: deque = deque(maxlen=MAX_DESK_POINTS)  # (ts_ns, equity_won, pnl_today_won)
         self._last_desk_sample_ns = 0
         self.versions: dict[str, int] = {s: 0 for s in SECTIONS}
@@ -276,8 +271,7 @@ class FirmState:
             self.msg_counts[".".join(parts[:2])] += 1
             if isinstance(msg, Tick):
                 self._on_tick(msg)
-                if now_ns - (self._clock_marks[-1][0] if self._clock_marks else 0) >= NS:
-                    self._clock_marks.append((now_ns, msg.ts_ns))
+                self.clock.mark(now_ns, msg.ts_ns)
             elif isinstance(msg, Bar):
                 self._on_bar(msg)
             elif isinstance(msg, InvestorFlow):
@@ -761,19 +755,8 @@ class FirmState:
             }
 
     def market_time(self, wall_ns: int) -> int:
-        """The market time at wall time ``wall_ns``, from the ticks' marks (``wall_ns`` itself on a real-time venue)."""
-        marks = self._clock_marks
-        if not marks or abs(marks[-1][1] - marks[-1][0]) <= SAME_CLOCK_NS:
-            return wall_ns
-        i = bisect.bisect_right(marks, (wall_ns, float("inf"))) - 1
-        if i < 0:
-            return marks[0][1] - (marks[0][0] - wall_ns)  # before the first mark: no speed known, a wall offset
-        lo = marks[i]
-        hi = marks[i + 1] if i + 1 < len(marks) else (marks[i - 1] if i > 0 else None)
-        if hi is None or hi[0] == lo[0]:
-            return lo[1] + (wall_ns - lo[0])
-        speed = (hi[1] - lo[1]) / (hi[0] - lo[0])
-        return int(lo[1] + (wall_ns - lo[0]) * speed)
+        """The market time at wall time ``wall_ns`` (``wall_ns`` itself on a real-time venue)."""
+        return self.clock.market_time(wall_ns)
 
     def _on_market_clock(self, fills: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The fills with ``ts_ns`` on the market clock, as the candles are."""
@@ -868,7 +851,7 @@ class FirmState:
         ledger = self._ledger()
         ledger_date = str((ledger or {}).get("ledger_date") or "")
         last = {code: q.last for code, q in self.quotes.items() if q.last}
-        rows = [self.agent_row(a, now_ns) for a in self.agents.values()]
+        rows = (self.agent_row(a, now_ns) for a in self.agents.values())  # read only without a ledger answer
         figures = desk_figures(ledger, self._opening_of(ledger_date), last, self.instrument_names, rows)
         figures["ledger_date"] = ledger_date
         realized = figures["realized_today_won"]
