@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 import zmq
 
+from bus.pidlock import cmdline_of
 from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
 from core.config import PROJECT_ROOT, load_stack
 from core.instruments import load_instruments
@@ -123,7 +124,7 @@ class LiveStack:
         """Whether ``pid`` is this run's agent runtime for ``agent_id`` (not a stand-in publishing its name)."""
         try:
             proc = psutil.Process(pid)
-            cmd = proc.cmdline()
+            cmd = cmdline_of(proc)
             env = proc.environ()
         except psutil.Error:
             return False

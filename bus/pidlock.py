@@ -126,7 +126,7 @@ class PidLock:
                 reason = "no longer holds it"
             log.warning("taking over stale lock %s: pid %s %s", self.path, previous.pid, reason)
         me = psutil.Process()
-        record = {"pid": me.pid, "create_time": me.create_time(), "cmdline": me.cmdline()}
+        record = {"pid": me.pid, "create_time": me.create_time(), "cmdline": cmdline_of(me)}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
@@ -180,3 +180,12 @@ def _read_all(fd: int) -> str:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks).decode(errors="replace")
+
+
+def cmdline_of(proc: psutil.Process) -> list[str]:
+    """A process's command line as a list, also when it set its title as one string (an agent forked from the
+    agents' parent: ``agents.zygote``); raises what ``psutil`` raises."""
+    parts = [p for p in proc.cmdline() if p.strip()]
+    if len(parts) == 1 and " " in parts[0]:
+        parts = parts[0].split()
+    return parts

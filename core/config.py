@@ -221,6 +221,10 @@ class Supervisor(_Section):
     heartbeat_late_intervals: float = Field(default=3.0, gt=0)  # a heartbeat older than this many intervals is late
     health_interval_s: float = Field(default=1.0, gt=0)  # how often sys.health is published
     closing_check_delay_s: float = Field(default=1.0, ge=0)  # wall seconds after closing/closed before checking orders
+    # agents forked from a warm parent that has imported everything once (agents.zygote); false: fork and exec each
+    agent_parent: bool = True
+    agent_parent_ready_s: float = Field(default=15.0, gt=0)  # the parent not ready by then: agents start the old way
+    agent_parent_retry_s: float = Field(default=60.0, gt=0)  # after the parent failed, try starting it again this late
 
 
 AlertLevelName = Literal["info", "warning", "error", "critical"]

@@ -96,7 +96,7 @@ def _cell(v: Any) -> str:
 
 PS_COLUMNS = (Col("name", essential=True), Col("kind", essential=True), Col("pid", essential=True, numeric=True),
               Col("state", essential=True), Col("uptime s", numeric=True), Col("cpu %", numeric=True),
-              Col("rss MB", numeric=True), Col("threads", numeric=True), Col("files", numeric=True),
+              Col("rss MB", numeric=True), Col("uss MB", numeric=True), Col("threads", numeric=True), Col("files", numeric=True),
               Col("hb age s", essential=True, numeric=True), Col("sync"), Col("holding", numeric=True),
               Col("realised", numeric=True), Col("unrealised", numeric=True), Col("open", numeric=True))
 
@@ -109,7 +109,7 @@ def ps_table(rows: list[dict[str, Any]], title: str = "trader processes") -> Fit
         if r.get("heartbeat_late"):
             state += " (late)"
         table.add_row(r["name"], r["kind"], _cell(r.get("pid")), state, _cell(r.get("uptime_s")), _cell(r.get("cpu_pct")),
-                      _mb(r.get("rss_bytes")), _cell(r.get("threads")), _cell(r.get("open_files")),
+                      _mb(r.get("rss_bytes")), _mb(r.get("uss_bytes")), _cell(r.get("threads")), _cell(r.get("open_files")),
                       _cell(r.get("heartbeat_age_s")), _cell(r.get("sync")), _cell(r.get("holding")),
                       _cell(r.get("realized_pnl_won")), _cell(r.get("unrealized_pnl_won")), _cell(r.get("open_orders")))
     return table
@@ -125,7 +125,12 @@ def ps(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table in place until Ctrl-C."),
     interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes with --watch."),
 ) -> None:
-    """List every process and agent: pid, state, uptime, cpu, rss, heartbeat age, and agents' position and PnL.
+    """List every process and agent: pid, state, uptime, cpu, rss and uss, heartbeat age, agents' position and PnL.
+
+    rss counts every page a process maps, shared ones included; uss only the
+    memory that is its own (what ending it gives back). Agents forked from the
+    agents' warm parent share its imported code, so their uss is far below
+    their rss; the sum of the uss column is what the stack really uses.
 
     The columns that do not fit the terminal are left out and named under the
     table (name, kind, pid, state and heartbeat age always show); --wide shows

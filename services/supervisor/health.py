@@ -21,15 +21,20 @@ from core.messages import Heartbeat
 
 FIGURES_MAX_AGE_S = 1.0  # a reading this young is reused (``list`` between two health publications)
 OPEN_FILES_MAX_AGE_S = 30.0  # counting open files walks /proc/<pid>/fd and fdinfo: the costliest figure and the slowest to move
+USS_MAX_AGE_S = 10.0  # USS sums /proc/<pid>/smaps_rollup: read every 10 s, not at every health publication
 MAX_PIDS_KEPT = 1000
 
 _procs: dict[int, psutil.Process] = {}  # kept so cpu_percent measures since the previous reading
 _readings: dict[int, tuple[float, dict[str, Any]]] = {}  # pid -> (monotonic time read, figures)
 _open_files: dict[int, tuple[float, int]] = {}  # pid -> (monotonic time counted, open files)
+_uss: dict[int, tuple[float, int]] = {}  # pid -> (monotonic time read, unique set size in bytes)
 
 
 def process_figures(pid: int, now: float | None = None) -> dict[str, Any]:
-    """cpu %, rss, threads, open files and uptime of a live pid; ``{"alive": False}`` when it is gone.
+    """cpu %, rss, uss, threads, open files and uptime of a live pid; ``{"alive": False}`` when it is gone.
+
+    USS (unique set size) is the memory only this process holds: what ending it would give back. An agent
+    forked from the agents' parent shares the imported code with it, so its RSS counts pages its USS does not.
 
     With ``now`` (monotonic seconds) a reading younger than ``FIGURES_MAX_AGE_S``
     is returned again and open files are counted at most every
@@ -44,9 +49,11 @@ def process_figures(pid: int, now: float | None = None) -> dict[str, Any]:
         if proc is None or not proc.is_running():
             proc = _procs[pid] = psutil.Process(pid)
             _open_files.pop(pid, None)  # a reused pid: count the new process's files
+            _uss.pop(pid, None)
             if len(_readings) > MAX_PIDS_KEPT:  # pids of processes long gone
                 _readings.clear()
                 _open_files.clear()
+                _uss.clear()
         with proc.oneshot():
             if proc.status() == psutil.STATUS_ZOMBIE:
                 raise psutil.NoSuchProcess(pid)
@@ -60,16 +67,25 @@ def process_figures(pid: int, now: float | None = None) -> dict[str, Any]:
                     open_files = -1
                 if now is not None:
                     _open_files[pid] = (now, open_files)
+            uss = _uss.get(pid) if now is not None else None
+            if uss is None or now is None or now - uss[0] >= USS_MAX_AGE_S:
+                try:
+                    uss = (now or 0.0, proc.memory_full_info().uss)
+                except psutil.AccessDenied:
+                    uss = (now or 0.0, -1)
+                if now is not None:
+                    _uss[pid] = uss
             figures = {
                 "alive": True,
                 "cpu_pct": round(proc.cpu_percent(interval=None), 1),
                 "rss_bytes": proc.memory_info().rss,
+                "uss_bytes": uss[1],
                 "threads": proc.num_threads(),
                 "open_files": open_files,
                 "uptime_s": round(max(0.0, time.time() - proc.create_time()), 1),
             }
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        for known in (_procs, _readings, _open_files):
+        for known in (_procs, _readings, _open_files, _uss):
             known.pop(pid, None)
         return {"alive": False}
     if now is not None:

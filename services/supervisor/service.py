@@ -58,6 +58,7 @@ from services.supervisor import dayroll
 from services.supervisor.alerting import AlertWebhook, ChannelSender, channel_senders, close_all
 from services.supervisor.health import HeartbeatBook, pid_alive, process_figures
 from services.supervisor.journal import DayJournal
+from services.supervisor.parent import AgentParent, ForkedAgent, ParentError, reap_strays, set_child_subreaper
 from services.supervisor.policy import RestartPolicy
 from services.supervisor.report import AgentStart
 from services.supervisor.watcher import RUNNING, STOPPED, STOPPING, AgentWatcher, WatcherEvent, agent_argv, child_env
@@ -110,6 +111,10 @@ class SupervisorService(Service):
         self.oms: RpcClient | None = None
         self.market_data: RpcClient | None = None
         self.journal: DayJournal | None = None
+        self.parent: AgentParent | None = None
+        self.subreaper = False
+        self._parent_retry_at = 0.0  # after a failure the parent is started again no sooner than this
+        self._parent_was_up = False
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -133,6 +138,7 @@ class SupervisorService(Service):
         for ch in self.channels:
             self.log.info("alerts to %s: %s and up%s", ch.name, ch.min_level.value,
                           f", never {sorted(ch.muted_kinds)}" if ch.muted_kinds else "")
+        self._start_parent(time.monotonic())
         self.reload(time.monotonic())
         self._expect_services(time.monotonic())
 
@@ -150,6 +156,8 @@ class SupervisorService(Service):
                     for ev in w.poll(time.monotonic()):
                         self.log.info("%s", ev.text)
             time.sleep(0.02)
+        if self.parent is not None:
+            self.parent.stop()
         for client in (self.oms, self.market_data):
             if client is not None:
                 client.close()
@@ -175,9 +183,69 @@ class SupervisorService(Service):
             policy = RestartPolicy(sup.restart_backoff_s, sup.restart_backoff_max_s, sup.flap_restarts, sup.flap_window_s)
             w = AgentWatcher(agent_id, agent_argv(sys.executable, agent_id, self.roster_file),
                              self.settings.run_path / "logs" / f"{agent_id}.log", policy, sup.kill_timeout_s,
-                             self._ask_stop, env=child_env(), cwd=Path.cwd())
+                             self._ask_stop, env=child_env(), cwd=Path.cwd(), spawner=self._fork_agent)
             self.watchers[agent_id] = w
         return w
+
+    # --- the agents' warm parent -------------------------------------------------------------
+
+    def _start_parent(self, now: float) -> bool:
+        """Start the warm parent (when configured); False, with an alert, when it cannot start."""
+        sup = self.settings.supervisor
+        if not sup.agent_parent:
+            return False
+        if self.parent is None:
+            self.subreaper = set_child_subreaper()
+            if not self.subreaper:
+                self.log.warning("cannot become the agents' subreaper: forked agents are watched through psutil")
+            self.parent = AgentParent(self.settings.run_path / "logs" / "agent-parent.log", child_env(), Path.cwd(),
+                                      ready_timeout_s=sup.agent_parent_ready_s)
+        try:
+            pid = self.parent.start()
+        except ParentError as exc:
+            self._parent_retry_at = now + sup.agent_parent_retry_s
+            self._parent_was_up = False
+            self.alert(AlertLevel.WARNING, "agent_parent_failed",
+                       f"{exc}; agents start the old way (fork and exec) until it starts again "
+                       f"(next try in {sup.agent_parent_retry_s:.0f} s)")
+            return False
+        self._parent_was_up = True
+        self.log.info("agent parent ready (pid %d): agents are forked from it", pid)
+        return True
+
+    def _fork_agent(self, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> ForkedAgent | None:
+        """An agent forked from the warm parent, or None (no parent: the watcher starts it by fork and exec)."""
+        if self.parent is None:
+            return None
+        now = time.monotonic()
+        if not self.parent.alive() and (now < self._parent_retry_at or not self._start_parent(now)):
+            return None
+        try:
+            return self.parent.spawn(argv, log_path, env, cwd)
+        except ParentError as exc:
+            self._parent_retry_at = now + self.settings.supervisor.agent_parent_retry_s
+            self._parent_was_up = False
+            self.alert(AlertLevel.WARNING, "agent_parent_failed", f"{exc}; starting the agent the old way (fork and exec)")
+            return None
+
+    def _watch_parent(self, now: float) -> None:
+        """A parent that died is started again (its agents are not its children: they keep running)."""
+        if self.parent is None:
+            return
+        if self._parent_was_up and not self.parent.alive():
+            self._parent_was_up = False
+            self.alert(AlertLevel.WARNING, "agent_parent_died",
+                       "the agents' parent process died; its agents keep running; starting a new parent")
+            self._start_parent(now)
+        elif not self._parent_was_up and now >= self._parent_retry_at and self._parent_retry_at:
+            self._parent_retry_at = 0.0
+            self._start_parent(now)
+        if self.subreaper:
+            keep = {w.pid for w in self.watchers.values() if w.pid is not None}
+            if self.parent.proc is not None:
+                keep.add(self.parent.proc.pid)
+            for pid in reap_strays(keep):
+                self.log.info("reaped an orphaned process (pid %d)", pid)
 
     def _lock_owner(self, name: str) -> LockOwner | None:
         """The live holder of ``name``'s pid lock, if any."""
@@ -333,6 +401,7 @@ class SupervisorService(Service):
         for agent_id, w in list(self.watchers.items()):
             for ev in w.poll(now):
                 self._on_watcher_event(ev, now)
+        self._watch_parent(now)
         self._check_heartbeats(now)
         due = [c for c in self.pending_orders_check if c[0] <= now]
         if due:
@@ -483,7 +552,8 @@ class SupervisorService(Service):
             if a is not None and not a.enabled and state == STOPPED:
                 state = "disabled"
             row = {"name": agent_id, "kind": "agent", "pid": w.pid if w else None, "state": state,
-                   "restarts": w.restarts if w else 0, "last_exit": w.last_exit if w else None}
+                   "restarts": w.restarts if w else 0, "last_exit": w.last_exit if w else None,
+                   "forked": bool(w and w.pid is not None and w.forked)}
             row.update(self._figures(agent_id, w.pid if w else None, now))
             hb = self.heartbeats.last.get(agent_id)
             if hb is not None and w is not None and w.pid == hb.pid:
@@ -505,7 +575,10 @@ class SupervisorService(Service):
         states: dict[str, int] = {}
         for w in self.watchers.values():
             states[w.state] = states.get(w.state, 0) + 1
-        return {"agents": states, "webhook": self.webhook.counters() if self.webhook else {},
+        parent = {"enabled": self.parent is not None, "pid": self.parent.pid if self.parent else None,
+                  "starts": self.parent.starts if self.parent else 0, "subreaper": self.subreaper,
+                  "forked_agents": sum(1 for w in self.watchers.values() if w.pid is not None and w.forked)}
+        return {"agents": states, "agent_parent": parent, "webhook": self.webhook.counters() if self.webhook else {},
                 "alert_channels": {ch.name: ch.counters() for ch in self.channels},
                 "last_roll": self.last_roll.get("trading_date", "")}
 

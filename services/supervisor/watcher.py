@@ -1,7 +1,10 @@
 """One agent process under the supervisor: start, graceful stop, death and restart (Circus's Watcher).
 
-A child is started with ``subprocess.Popen`` (fork + exec, so no ZeroMQ
-context is ever inherited) in a session of its own, so a signal meant for the
+A child is forked from the agents' warm parent when the watcher has a
+``spawner`` that gives one (``services.supervisor.parent``: the agent shares the
+parent's imported code and creates its own ZeroMQ context), otherwise started
+with ``subprocess.Popen`` (fork + exec, so no ZeroMQ context is ever
+inherited); either way in a session of its own, so a signal meant for the
 supervisor's terminal never reaches it and stopping it is explicit. Its stdout
 and stderr go to ``<run_dir>/logs/<id>.log``. A process found already running
 under its lock when the supervisor starts is adopted (watched through its pid).
@@ -21,10 +24,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from services.supervisor.policy import RestartPolicy
+
+if TYPE_CHECKING:
+    from services.supervisor.parent import ForkedAgent
+
+# (argv, log path, env, cwd) -> a forked agent, or None to start it by fork and exec
+Spawner = Callable[[list[str], Path, dict[str, str], Path], "ForkedAgent | None"]
 
 RUNNING = "running"
 STOPPING = "stopping"
@@ -57,6 +67,7 @@ class AgentWatcher:
         ask_stop: Callable[[str], None],
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.argv = argv
@@ -66,8 +77,10 @@ class AgentWatcher:
         self.ask_stop = ask_stop
         self.env = env
         self.cwd = cwd
+        self.spawner = spawner
+        self.forked = False  # the running process came from the warm parent
         self.state = STOPPED
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | ForkedAgent | None = None
         self.adopted: psutil.Process | None = None
         self.started_at = 0.0
         self.started_wall = 0.0
@@ -112,18 +125,25 @@ class AgentWatcher:
     def spawn(self, now: float) -> int:
         """Start the process; returns its pid (raises OSError when it cannot be started)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=self.cwd, start_new_session=True, close_fds=True,
-            )
+        forked = self.spawner(self.argv, self.log_path, self.env or child_env(), self.cwd or Path.cwd()) if self.spawner else None
+        if forked is not None:
+            self.proc, self.forked = forked, True
+        else:
+            self.proc, self.forked = self._exec(), False
         self.adopted = None
         self.state = RUNNING
         self.started_at, self.started_wall = now, time.time()
         self._stable_noted = False
         return self.proc.pid
+
+    def _exec(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
+            log.flush()
+            return subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, cwd=self.cwd, start_new_session=True, close_fds=True,
+            )
 
     def adopt(self, pid: int, now: float) -> bool:
         """Watch a process already running as this agent (found under its lock); False if it is gone."""
@@ -132,7 +152,7 @@ class AgentWatcher:
             created = proc.create_time()
         except psutil.NoSuchProcess:
             return False
-        self.adopted, self.proc = proc, None
+        self.adopted, self.proc, self.forked = proc, None, False
         self.state = RUNNING
         self.started_at = now - max(0.0, time.time() - created)
         self.started_wall = created
