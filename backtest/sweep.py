@@ -2,10 +2,15 @@
 
 ``run_sweep`` runs one back-test per parameter set in a ``ProcessPoolExecutor``
 (spawn context: no state inherited across fork); each worker receives the
-market data once, at start-up, and then only the params. Results come back as
-``SweepRow``s sorted by the chosen metric (best first); a parameter set the
-strategy refuses, or a run that stops on a strategy error, is reported in its
-row's ``error`` and sorted last.
+market data once, at start-up, and then only the params. With ``cluster`` (a
+Ray address) the back-tests run as tasks on that Ray cluster instead
+(``backtest.cluster``); the rows are the same either way. Results come back as
+``SweepRow``s sorted by the chosen metric (best first), ties in the params'
+order; a parameter set the strategy refuses as a whole (``fast`` not below
+``slow``), or a run that stops on a strategy error, is reported in its row's
+``error`` and sorted last. A parameter the strategy does not have, or a value
+it refuses on its own, stops the sweep before any back-test starts
+(``check_sets``).
 
 ``walk_forward`` shows overfitting honestly, on rolling windows: the days are
 cut into ``windows + 1`` consecutive blocks of (nearly) equal length; window
@@ -25,11 +30,13 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from agents.strategy import UnknownStrategy, get_strategy
 from backtest.data import MarketData
 from backtest.engine import AgentResult, AgentSpec, BacktestError, Trade, run_backtest
 from backtest.fills import DEFAULT_FILL_MODEL, FillModel
@@ -37,6 +44,7 @@ from backtest.metrics import Metrics, agent_metrics, compute
 from core.costs import DEFAULT_COSTS, CostModel
 from core.matching import MatchingParams
 
+DEFAULT_MATCHING = MatchingParams()
 LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_days", "volatility", "fees_won", "taxes_won", "cost_share"})
 
 
@@ -93,32 +101,134 @@ def check_metric(metric: str) -> None:
         raise BacktestError("sweep", "metric", f"unknown metric {metric!r}; one of {', '.join(Metrics.__dataclass_fields__)}")
 
 
+def check_sets(base: AgentSpec, sets: Sequence[Mapping[str, Any]]) -> None:
+    """Raise BacktestError naming the first parameter the strategy does not have or whose value it refuses.
+
+    Every set is laid over ``base``'s params and validated by the strategy's
+    params model; a refusal of the set as a whole (a model validator: no field
+    named) is left to the set's back-test, which reports it in its row.
+    """
+    try:
+        cls = get_strategy(base.strategy)
+    except UnknownStrategy as exc:
+        raise BacktestError("sweep", "strategy", str(exc.args[0])) from None
+    for params in sets:
+        _, problems = cls.check_params({**base.params, **params})
+        named = [(key, reason) for key, reason in problems if key != "-"]
+        if named:
+            key, reason = named[0]
+            value = f" = {params[key]!r}" if key in params else ""
+            raise BacktestError("sweep", f"params.{key}", f"{key}{value}: {reason} (set {dict(params)})")
+
+
 def sort_rows(rows: list[SweepRow], metric: str) -> list[SweepRow]:
-    """Best first by ``metric``; rows that did not run last."""
+    """Best first by ``metric``, ties by the params' text (the same order however the rows arrived); rows that did not run last."""
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
 
-    def key(row: SweepRow) -> tuple[int, float]:
+    def key(row: SweepRow) -> tuple[int, float, str]:
         v = row.value(metric)
-        return (1, 0.0) if v is None else (0, sign * v)
+        text = repr(sorted(row.params.items()))
+        return (1, 0.0, text) if v is None else (0, sign * v, text)
 
     return sorted(rows, key=key)
 
 
-# --- the worker side -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SweepJob:
+    """What every back-test of a sweep shares but the data: the agent and the market's switches."""
+
+    base: AgentSpec
+    fill_model: str = DEFAULT_FILL_MODEL.value
+    costs: CostModel = DEFAULT_COSTS
+    sessions: bool = True
+    matching_params: MatchingParams = DEFAULT_MATCHING
+
+    def run(self, data: MarketData, params: Mapping[str, Any]) -> SweepRow:
+        """One back-test with ``params``; any exception becomes the row's ``error`` (a sweep never stops on one set)."""
+        try:
+            return run_params(data, self.base, params, self.fill_model, costs=self.costs, sessions=self.sessions,
+                              matching_params=self.matching_params)
+        except Exception as exc:  # noqa: BLE001 - a bug in a strategy or the engine: the set's row says so, the other sets run
+            return SweepRow(dict(params), None, f"{type(exc).__name__}: {exc}")
+
+
+class SetRunner(Protocol):
+    """Runs parameter sets on some data and returns their rows in the sets' order."""
+
+    def run(self, data: MarketData, sets: Sequence[Mapping[str, Any]],
+            progress: Callable[[int, int], None] | None = None) -> list[SweepRow]: ...
+
+
+# --- the local pool ----------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(data: MarketData, base: AgentSpec, fill_model: str, costs: CostModel, sessions: bool,
-                 matching_params: MatchingParams) -> None:
-    _WORKER.update(data=data, base=base, fill_model=fill_model, costs=costs, sessions=sessions, matching_params=matching_params)
+def _init_worker(data: MarketData, job: SweepJob) -> None:
+    _WORKER.update(data=data, job=job)
 
 
 def _run_one(params: dict[str, Any]) -> SweepRow:
-    data: MarketData = _WORKER["data"]
-    base: AgentSpec = _WORKER["base"]
-    return run_params(data, base, params, _WORKER["fill_model"], costs=_WORKER["costs"], sessions=_WORKER["sessions"],
-                      matching_params=_WORKER["matching_params"])
+    return _WORKER["job"].run(_WORKER["data"], params)
+
+
+class LocalRunner:
+    """Parameter sets in this process (one worker) or a spawned process pool that gets each data once."""
+
+    def __init__(self, job: SweepJob, workers: int) -> None:
+        self.job, self.workers = job, workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_data: MarketData | None = None
+
+    def _pool_for(self, data: MarketData) -> ProcessPoolExecutor:
+        # the workers hold one data, sent at start-up: new data, new pool
+        if self._pool is None or self._pool_data is not data:
+            self.close()
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                             initargs=(data, self.job))
+            self._pool_data = data
+        return self._pool
+
+    def run(self, data: MarketData, sets: Sequence[Mapping[str, Any]],
+            progress: Callable[[int, int], None] | None = None) -> list[SweepRow]:
+        """The rows of ``sets``, in their order."""
+        rows: list[SweepRow | None] = [None] * len(sets)
+        if self.workers <= 1:
+            for k, params in enumerate(sets):
+                rows[k] = self.job.run(data, params)
+                if progress:
+                    progress(k + 1, len(sets))
+        else:
+            pool = self._pool_for(data)
+            futures = {pool.submit(_run_one, dict(params)): k for k, params in enumerate(sets)}
+            for n, fut in enumerate(as_completed(futures)):
+                rows[futures[fut]] = fut.result()
+                if progress:
+                    progress(n + 1, len(sets))
+        return [r for r in rows if r is not None]
+
+    def close(self) -> None:
+        """Stop the pool's processes."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool, self._pool_data = None, None
+
+
+@contextmanager
+def set_runner(job: SweepJob, workers: int = 2, cluster: str | None = None) -> Iterator[SetRunner]:
+    """The local pool of ``workers`` processes, or the Ray cluster at ``cluster``; closed (disconnected) on exit."""
+    if cluster:
+        from backtest.cluster import ClusterRunner
+
+        with ClusterRunner(job, cluster) as remote:
+            yield remote
+        return
+    local = LocalRunner(job, workers)
+    try:
+        yield local
+    finally:
+        local.close()
 
 
 def _run_agent(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str,
@@ -137,7 +247,7 @@ def _run_agent(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fil
 
 def run_params(data: MarketData, base: AgentSpec, params: Mapping[str, Any], fill_model: FillModel | str, *,
                costs: CostModel = DEFAULT_COSTS, sessions: bool = True,
-               matching_params: MatchingParams = MatchingParams()) -> SweepRow:
+               matching_params: MatchingParams = DEFAULT_MATCHING) -> SweepRow:
     """One back-test of ``base`` with ``params`` laid over its own; errors become the row's ``error``."""
     got = _run_agent(data, base, params, fill_model, costs, sessions, matching_params)
     if isinstance(got, str):
@@ -155,30 +265,34 @@ def run_sweep(
     fill_model: FillModel | str = DEFAULT_FILL_MODEL,
     costs: CostModel = DEFAULT_COSTS,
     sessions: bool = True,
-    matching_params: MatchingParams = MatchingParams(),
+    matching_params: MatchingParams = DEFAULT_MATCHING,
     progress: Callable[[int, int], None] | None = None,
+    cluster: str | None = None,
+    runner: SetRunner | None = None,
 ) -> list[SweepRow]:
-    """Run every parameter set (a grid or an explicit list) and return the rows sorted by ``metric``."""
+    """Run every parameter set (a grid or an explicit list) and return the rows sorted by ``metric``.
+
+    The sets run in ``workers`` local processes, or as tasks on the Ray cluster
+    at ``cluster``, or on an open ``runner`` (what ``set_runner`` gives).
+    """
     check_metric(metric)
     sets = expand_grid(grid) if isinstance(grid, Mapping) else [dict(p) for p in grid]
-    rows: list[SweepRow] = []
-    if workers <= 1:
-        for k, params in enumerate(sets):
-            rows.append(run_params(data, base, params, fill_model, costs=costs, sessions=sessions, matching_params=matching_params))
-            if progress:
-                progress(k + 1, len(sets))
-        return sort_rows(rows, metric)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(data, base, str(FillModel(fill_model)), costs, sessions, matching_params)) as pool:
-        futures = [pool.submit(_run_one, params) for params in sets]
-        for k, fut in enumerate(as_completed(futures)):
-            rows.append(fut.result())
-            if progress:
-                progress(k + 1, len(sets))
-    # as_completed order varies; the sort is made total by the params' text so the table is stable
-    rows.sort(key=lambda r: repr(sorted(r.params.items())))
-    return sort_rows(rows, metric)
+    check_sets(base, sets)
+    if runner is not None:
+        return sort_rows(runner.run(data, sets, progress), metric)
+    job = sweep_job(base, fill_model, costs, sessions, matching_params)
+    with set_runner(job, workers, cluster) as opened:
+        return sort_rows(opened.run(data, sets, progress), metric)
+
+
+def sweep_job(base: AgentSpec, fill_model: FillModel | str = DEFAULT_FILL_MODEL, costs: CostModel = DEFAULT_COSTS,
+              sessions: bool = True, matching_params: MatchingParams = DEFAULT_MATCHING) -> SweepJob:
+    """The job of a sweep; raises BacktestError on an unknown fill model."""
+    try:
+        fill = FillModel(fill_model).value
+    except ValueError:
+        raise BacktestError("fill", "model", f"unknown fill model {fill_model!r}; one of {', '.join(m.value for m in FillModel)}") from None
+    return SweepJob(base, fill, costs, sessions, matching_params)
 
 
 def walk_forward(
@@ -192,15 +306,24 @@ def walk_forward(
     fill_model: FillModel | str = DEFAULT_FILL_MODEL,
     costs: CostModel = DEFAULT_COSTS,
     sessions: bool = True,
-    matching_params: MatchingParams = MatchingParams(),
+    matching_params: MatchingParams = DEFAULT_MATCHING,
     progress: Callable[[int, int], None] | None = None,
+    cluster: str | None = None,
 ) -> WalkForward:
-    """Fit the grid on each of ``windows`` rolling blocks of days, test the winner on the next, join the tests."""
+    """Fit the grid on each of ``windows`` rolling blocks of days, test the winner on the next, join the tests.
+
+    The grids run in ``workers`` local processes or on the Ray cluster at
+    ``cluster`` (one connection for all blocks); the winners' test runs, one
+    per window, run here.
+    """
     check_metric(metric)
     days = data.days
     blocks = walk_forward_blocks(len(days), windows)
-    sweeps = [run_sweep(data.select_days(lo, hi), base, grid, metric=metric, workers=workers, fill_model=fill_model,
-                        costs=costs, sessions=sessions, matching_params=matching_params, progress=progress) for lo, hi in blocks]
+    check_sets(base, expand_grid(grid))
+    job = sweep_job(base, fill_model, costs, sessions, matching_params)
+    with set_runner(job, workers, cluster) as runner:
+        sweeps = [run_sweep(data.select_days(lo, hi), base, grid, metric=metric, progress=progress, runner=runner)
+                  for lo, hi in blocks]
     out = WalkForward(metric, [])
     tested: list[AgentResult] = []
     for k in range(windows):
@@ -234,7 +357,7 @@ def walk_forward_blocks(days: int, windows: int) -> list[tuple[int, int]]:
     if days < windows + 1:
         raise BacktestError("walk-forward", "windows", f"{windows} window(s) need at least {windows + 1} days, the data has {days}")
     cuts = [round(days * j / (windows + 1)) for j in range(windows + 2)]
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(itertools.pairwise(cuts))
 
 
 def join_out_of_sample(runs: Sequence[AgentResult]) -> tuple[list[dt.date], list[int], Metrics]:

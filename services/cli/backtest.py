@@ -20,7 +20,12 @@ assume.
 runs the grid across processes and prints the results best first;
 ``--walk-forward 4`` is a rolling walk-forward of four windows: the days cut
 into five blocks, the grid fitted on each block and its best set tested on the
-next, and the four out-of-sample runs joined into one record.
+next, and the four out-of-sample runs joined into one record. ``--cluster
+HOST:PORT`` (or ``TRADER_CLUSTER``) runs the back-tests on a Ray cluster
+instead of local processes, with the same results; ``--search optuna --trials
+50 --study out/study.db`` lets Optuna choose 50 sets from the grid's axes (or
+``key=lo..hi`` ranges) instead of running them all, resumably (see
+docs/scaling.md).
 
 Exit codes: 0 done; 1 the run stopped on a strategy error (the report still
 holds what it had); 2 bad input (data, codes, params, roster, options).
@@ -42,6 +47,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
 from backtest.fills import DEFAULT_FILL_MODEL, FillModel
@@ -259,6 +265,27 @@ def _cell(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
 
 
+CLUSTER_HELP = ("Run the back-tests on the Ray cluster at HOST:PORT (the head's GCS port); 'auto' = the cluster "
+                "`ray start` began on this machine, 'local' = a throw-away Ray in this process. Unset: local processes. "
+                "Results are the same either way. Env: TRADER_CLUSTER.")
+
+
+def _axis(item: str) -> tuple[str, Any]:
+    """``key=v1,v2,...`` -> (key, [v1, v2, ...]); ``key=lo..hi`` -> (key, Range(lo, hi)); raises typer.Exit(2)."""
+    from backtest.search import Range
+
+    key, sep, values = item.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise _bad(f"--grid expects key=v1,v2,... or key=lo..hi, not {item!r}")
+    lo, dots, hi = values.partition("..")
+    if dots and "," not in values:
+        ends = parse_value(lo), parse_value(hi)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in ends):
+            raise _bad(f"--grid {key.strip()}: a range lo..hi takes two numbers, not {values!r}")
+        return key.strip(), Range(*ends)
+    return key.strip(), [parse_value(v) for v in values.split(",") if v.strip()]
+
+
 def sweep(
     strategy: str = typer.Option(..., "--strategy", help="Strategy name."),
     codes: str = typer.Option(..., "--codes", help="Comma-separated codes the strategy trades."),
@@ -266,9 +293,15 @@ def sweep(
     seed: int = typer.Option(7, "--seed", help="Simulator seed."),
     data: Path | None = typer.Option(None, "--data", help="Recorded bar folder or a CSV/parquet file."),
     params: list[str] = typer.Option([], "--params", "-p", help="Fixed parameter key=value (repeatable)."),
-    grid: list[str] = typer.Option(..., "--grid", "-g", help="A swept parameter: key=v1,v2,... (repeatable)."),
+    grid: list[str] = typer.Option(..., "--grid", "-g",
+                                   help="A swept parameter: key=v1,v2,... (repeatable); key=lo..hi with --search optuna."),
     metric: str = typer.Option("sharpe", "--metric", help="Metric to sort by (e.g. sharpe, total_return, max_drawdown)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Processes to run in parallel."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Processes to run in parallel (with --search: trials per batch)."),
+    cluster: str | None = typer.Option(None, "--cluster", envvar="TRADER_CLUSTER", help=CLUSTER_HELP),
+    search: str = typer.Option("", "--search", help="optuna: let Optuna's seeded TPE sampler choose --trials sets from the axes."),
+    trials: int = typer.Option(20, "--trials", min=1, help="With --search: finished trials the study should hold."),
+    study: Path | None = typer.Option(None, "--study", help="With --search: the SQLite file of the study (resumed when it exists)."),
+    search_seed: int = typer.Option(0, "--search-seed", help="With --search: the sampler's seed."),
     fill: str = typer.Option(DEFAULT_FILL_MODEL.value, "--fill", help=FILL_HELP),
     costs: str = typer.Option("paper", "--costs", help="Costs: paper or none."),
     sessions: str = typer.Option("krx", "--sessions", help="Session rules: krx or none."),
@@ -283,17 +316,23 @@ def sweep(
     """Run a strategy over a grid of params across processes; results sorted by a metric, best first.
 
     Every --grid key=v1,v2,... is one axis; every combination runs (in --workers
-    processes) with the fixed --params. --walk-forward N fits the grid on one
-    block of days and tests the winner on the next, N times. Columns the terminal
-    has no room for are named under the table; --wide shows them all. Exit 2 on
-    bad input or when no parameter set ran.
+    processes, or on a Ray cluster with --cluster) with the fixed --params. A
+    parameter the strategy does not have, or a value it refuses, is named before
+    anything runs. --walk-forward N fits the grid on one block of days and tests
+    the winner on the next, N times. --search optuna --trials N --study FILE runs
+    N sets chosen by Optuna instead of the whole grid, kept in FILE: run again,
+    it resumes. Columns the terminal has no room for are named under the table;
+    --wide shows them all. Exit 2 on bad input, an unreachable cluster, or when
+    no parameter set ran.
 
     Examples: `trader sweep --strategy sma_cross --codes 005930 --days 60 -g fast=5,10 -g slow=30,60`,
-    `trader sweep --strategy sma_cross --codes 005930 -g fast=5,10 -g slow=30 --walk-forward 4 --json`
+    `trader sweep --strategy sma_cross --codes 005930 -g fast=5,10 -g slow=30 --walk-forward 4 --json`,
+    `trader sweep --strategy sma_cross --codes 005930 -g fast=2..20 -g slow=30,60 --search optuna --trials 40 --study s.db`,
+    `trader sweep --strategy sma_cross --codes 005930 -g fast=5,10 -g slow=30,60 --cluster 10.0.0.5:6379`
     """
     from backtest.engine import AgentSpec, BacktestError
-    from backtest.sweep import check_metric, expand_grid, run_sweep
-    from backtest.sweep import walk_forward as run_walk_forward
+    from backtest.search import SEARCHES, Range, check_space
+    from backtest.sweep import check_metric, check_sets, expand_grid
 
     _, master = _setup()
     cost_model, session_rules, matching = _switches(fill, costs, sessions, book)
@@ -301,39 +340,37 @@ def sweep(
         check_metric(metric)
     except BacktestError as exc:
         raise _bad(str(exc)) from None
-    axes: dict[str, list[Any]] = {}
-    for item in grid:
-        key, sep, values = item.partition("=")
-        if not sep or not key.strip() or not values.strip():
-            raise _bad(f"--grid expects key=v1,v2,..., not {item!r}")
-        axes[key.strip()] = [parse_value(v) for v in values.split(",") if v.strip()]
+    axes = dict(_axis(item) for item in grid)
+    if search and search not in SEARCHES:
+        raise _bad(f"--search must be one of {', '.join(SEARCHES)}, not {search!r}")
+    if search and study is None:
+        raise _bad("--search optuna needs --study FILE (the SQLite file that keeps the trials)")
+    if search and walk_forward:
+        raise _bad("--search and --walk-forward do not go together")
+    ranged = [k for k, a in axes.items() if isinstance(a, Range)]
+    if ranged and not search:
+        raise _bad(f"--grid {ranged[0]}: a range lo..hi needs --search optuna (a grid lists its values)")
     wanted = _codes(codes)
     market_data = _load_data(master, wanted, days, seed, data, world)
     base = AgentSpec(strategy.replace("_", "-"), strategy, tuple(wanted), parse_params(params))
-    total = len(expand_grid(axes)) * (walk_forward + 1) + walk_forward if walk_forward else len(expand_grid(axes))
-    with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task("", total=total)
-        done = [0]
-
-        def tick(_: int, __: int) -> None:
-            done[0] += 1
-            progress.update(task, completed=done[0])
-
-        try:
-            if walk_forward:
-                wf = run_walk_forward(market_data, base, axes, windows=walk_forward, metric=metric, workers=workers,
-                                      fill_model=fill, costs=cost_model, sessions=session_rules, matching_params=matching,
-                                      progress=tick)
-                rows = [r for w in wf.windows for r in w.in_sample]
-            else:
-                wf = None
-                rows = run_sweep(market_data, base, axes, metric=metric, workers=workers, fill_model=fill,
-                                 costs=cost_model, sessions=session_rules, matching_params=matching, progress=tick)
-        except BacktestError as exc:
-            raise _bad(str(exc)) from None
+    try:  # a parameter the strategy refuses is named before anything starts
+        check_space(base, axes) if search else check_sets(base, expand_grid(axes))
+    except BacktestError as exc:
+        raise _bad(str(exc)) from None
+    run = {"metric": metric, "workers": workers, "fill_model": fill, "costs": cost_model, "sessions": session_rules,
+           "matching_params": matching, "cluster": cluster or None}
+    with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err) as progress:
+        task = progress.add_task("", total=None)
+        rows, wf, found = _run_sweep(market_data, base, axes, run, search, trials, study, search_seed, walk_forward,
+                                     progress, task, expand_grid)
+    if found is not None:
+        err.print(f"study {found.study_name} in {study}: {found.before} trial(s) were done, {found.ran} run now", soft_wrap=True)
     if as_json:
         out: dict[str, Any] = {"metric": metric, "fill_model": fill,
                                "rows": [{"params": r.params, "metrics": r.metrics.as_dict() if r.metrics else None, "error": r.error} for r in rows]}
+        if found is not None:
+            out["study"] = {"name": found.study_name, "file": str(study), "trials": len(rows), "ran": found.ran}
         if wf is not None:
             out["walk_forward"] = {
                 "windows": [{"in_sample_days": [str(d) for d in w.in_sample_days],
@@ -347,7 +384,8 @@ def sweep(
     elif wf is not None:
         _print_walk_forward(wf, strategy, market_data.source, wide)
     else:
-        title = f"sweep of {strategy} on {market_data.source}, sorted by {metric}"
+        what = f"optuna search ({len(rows)} trials)" if found is not None else "sweep"
+        title = f"{what} of {strategy} on {market_data.source}, sorted by {metric}"
         table = FitTable(title, (Col("params", essential=True, wrap=True), Col(metric, essential=True, numeric=True),
                                  *(Col(k, essential=k == "trades", numeric=True)
                                    for k in ("total_return", "max_drawdown", "trades") if k != metric),
@@ -361,6 +399,41 @@ def sweep(
     if rows and all(r.metrics is None for r in rows):
         err.print(f"[bold red]error:[/] no parameter set ran; first problem: {rows[0].error}")
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _run_sweep(market_data: Any, base: Any, axes: dict[str, Any], run: dict[str, Any], search: str, trials: int,
+               study: Path | None, search_seed: int, walk_forward: int, progress: Progress, task: Any,
+               expand_grid: Any) -> tuple[list[Any], Any, Any]:
+    """The sweep, walk-forward or search the options ask for, ticking ``progress``: (rows, walk-forward, search result)."""
+    from backtest.cluster import ClusterError
+    from backtest.engine import BacktestError
+    from backtest.search import run_search
+    from backtest.sweep import run_sweep
+    from backtest.sweep import walk_forward as run_walk_forward
+
+    done = [0]
+
+    def tick(_: int, __: int) -> None:
+        done[0] += 1
+        progress.update(task, completed=done[0])
+
+    def absolute(n: int, total: int) -> None:
+        progress.update(task, completed=n, total=total)
+
+    try:
+        if search:
+            assert study is not None
+            found = run_search(market_data, base, axes, trials=trials, study_path=study, seed=search_seed, progress=absolute, **run)
+            return found.rows, None, found
+        sets = len(expand_grid(axes))
+        if walk_forward:
+            progress.update(task, total=sets * (walk_forward + 1) + walk_forward)
+            wf = run_walk_forward(market_data, base, axes, windows=walk_forward, progress=tick, **run)
+            return [r for w in wf.windows for r in w.in_sample], wf, None
+        progress.update(task, total=sets)
+        return run_sweep(market_data, base, axes, progress=tick, **run), None, None
+    except (BacktestError, ClusterError) as exc:
+        raise _bad(str(exc)) from None
 
 
 def _print_walk_forward(wf: Any, strategy: str, source: str, wide: bool = False) -> None:
