@@ -63,6 +63,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 from agents import state_store
@@ -72,6 +73,7 @@ from agents.settings import AgentSettings, check_roster
 from agents.status_page import StatusPage
 from agents.strategy import BarData, FillData, FlowData, FundData, OrderEventData, TickData, get_strategy
 from bus.codec import Envelope
+from bus.latency import Histogram
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient, RpcFailure
 from bus.service import EXIT_CONFIG, Service, configure_logging
@@ -149,6 +151,8 @@ class AgentRuntime(Service):
         self._status_dirty = True  # something happened since the status page was last rebuilt
         self._next_strategy_timer_at = 0.0
         self._command_seq = 0
+        self.tick_latency = Histogram()
+        self.ack_latency = Histogram()
         self.counters = {
             "ticks": 0,
             "bars": 0,
@@ -388,6 +392,7 @@ class AgentRuntime(Service):
             msg: Any = env.msg
             if kind == "tick":
                 counters["ticks"] += 1
+                self.tick_latency.add((time_ns() - env.ts_ns) / 1000)  # the venue's publish to the strategy's on_tick
                 if in_sync:
                     if not ctx.trading_date:
                         self._date_from_market(msg.ts_ns)
@@ -564,7 +569,9 @@ class AgentRuntime(Service):
             else:
                 self.counters["cancels_sent"] += 1
             try:
+                sent = time_ns()
                 reply = self.oms.call(intent.to_request(), idempotency_key=_key(intent))
+                self.ack_latency.add((time_ns() - sent) / 1000)
             except RpcFailure as exc:
                 self.counters["rpc_failures"] += 1
                 self._lose_sync(f"no answer to {type(intent).__name__} {intent.client_order_id}: {exc}")
@@ -706,6 +713,8 @@ class AgentRuntime(Service):
             "refused_own": dict(ctx.refusals.own),  # orders the agent's own checks kept back, by reason code
             "ticks": self.counters["ticks"],
             "book": book.snapshot(),
+            # bus.latency histograms (µs): the venue's tick publish to on_tick, an order or cancel to its answer
+            "latency": {"tick_us": self.tick_latency.counts(), "ack_us": self.ack_latency.counts()},
         }
 
     def _write_book(self, stem: str, why: str) -> Path:

@@ -74,15 +74,18 @@ class Publisher:
         self._streams: dict[str, list] = {}  # topic -> [prefix bytes, last seq]
         self._send = self.socket.send
 
-    def publish(self, topic: str, msg: Message) -> int:
-        """Send ``msg`` on ``topic``; returns its sequence number within the topic."""
+    def publish(self, topic: str, msg: Message, ts_ns: int | None = None) -> int:
+        """Send ``msg`` on ``topic``; returns its sequence number within the topic.
+
+        ``ts_ns`` (the header's time, default now): a relay passes on the time its source published the message.
+        """
         stream = self._streams.get(topic)
         if stream is None:
             if msg.__class__.TYPE not in REGISTRY:
                 raise TypeError(f"{msg.__class__.__name__} is not a registered message type")
             stream = self._streams[topic] = [topic_prefix(topic), 0]
         seq = stream[1] + 1
-        self._send(encode_with_prefix(stream[0], self.sender, seq, time_ns(), msg))
+        self._send(encode_with_prefix(stream[0], self.sender, seq, time_ns() if ts_ns is None else ts_ns, msg))
         stream[1] = seq
         self.last_seq += 1
         return seq

@@ -161,11 +161,11 @@ class Service:
         self._handlers.pop(sock, None)
         self._poller.unregister(sock)
 
-    def publish(self, topic: str, msg: Message) -> int:
-        """Publish on the bus; returns the message's sequence number on its topic."""
+    def publish(self, topic: str, msg: Message, ts_ns: int | None = None) -> int:
+        """Publish on the bus; returns the message's sequence number on its topic (``ts_ns``: see Publisher)."""
         if self.publisher is None:
             raise RuntimeError("publish() is available once run() has connected the publisher")
-        return self.publisher.publish(topic, msg)
+        return self.publisher.publish(topic, msg, ts_ns)
 
     def alert(self, level: AlertLevel | str, kind: str, text: str) -> None:
         """Tell a person about something on ``sys.alert``."""

@@ -214,7 +214,7 @@ class MarketDataService(Service):
             self._announce_link()
         for env in envelopes:
             if env.topic.startswith("md."):
-                self.forward(env.topic, env.msg)
+                self.forward(env.topic, env.msg, env.ts_ns)
 
     def _replay_step(self, now_monotonic: float) -> None:
         assert self.cursor is not None
@@ -223,12 +223,13 @@ class MarketDataService(Service):
         for topic, msg in self.cursor.due(now_monotonic - self._replay_started):
             self.forward(topic, msg)
 
-    def forward(self, topic: str, msg: Message) -> None:
+    def forward(self, topic: str, msg: Message, venue_ts_ns: int | None = None) -> None:
         """Publish one market-data message on the bus, remember it, record bars, roll the day.
 
         The broker repeats the session in force with each feed heartbeat (so a
         late joiner learns it); the bus hears of a session only when its phase
-        or trading date changes, so agents get one callback per change.
+        or trading date changes, so agents get one callback per change. ``venue_ts_ns``: when the venue
+        published it, passed on as the header's time (an agent measures the tick's latency from the venue).
         """
         if isinstance(msg, SessionEvent) and self.board.session is not None and (
             (self.board.session.phase, self.board.session.trading_date) == (msg.phase, msg.trading_date)
@@ -236,7 +237,7 @@ class MarketDataService(Service):
             return
         if not self.board.apply(msg):
             return
-        self.publish(topic, msg)
+        self.publish(topic, msg, venue_ts_ns)
         self.forwarded += 1
         if isinstance(msg, Bar):
             self.recorder.add(msg)
