@@ -218,6 +218,8 @@ def run_search(
                 else:
                     study.tell(trial, value)
             done += len(batch)
+            if progress:  # a batch of sets run before has ticked nothing yet
+                progress(done, trials)
     return SearchResult(name, study_rows(study, space, metric), done - before, before)
 
 
