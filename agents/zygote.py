@@ -54,8 +54,29 @@ def preload() -> None:
 
     for mod in pkgutil.iter_modules(strategies.__path__):
         importlib.import_module(f"agents.strategies.{mod.name}")
+    warm_up()
     gc.collect()
     gc.freeze()
+
+
+def warm_up() -> None:
+    """Run once what every agent runs at start, so the lazy caches it fills (pydantic's validators, the codec's
+    tables, ``re`` and ``typing`` caches) are built here and shared, not built again in each agent. The files it
+    reads are closed again; nothing it builds is kept."""
+    from agents.runtime import load_agent
+    from bus.codec import decode, encode
+    from core.config import ConfigError, load_stack
+    from core.messages import Heartbeat
+
+    decode(encode("sys.heartbeat.x", "x", 1, Heartbeat(name="x", pid=1, ts_ns=1, info={"a": [1]}), 1))
+    try:
+        settings = load_stack()
+    except ConfigError:
+        return
+    try:
+        load_agent("-", settings)
+    except Exception:  # noqa: BLE001 - a warm-up only: the agents report their own problems
+        return
 
 
 def _child(req: dict[str, Any]) -> int:

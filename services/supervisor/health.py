@@ -19,9 +19,9 @@ import psutil
 
 from core.messages import Heartbeat
 
-FIGURES_MAX_AGE_S = 1.0  # a reading this young is reused (``list`` between two health publications)
+FIGURES_MAX_AGE_S = 5.0  # a reading this young is reused: psutil reads of a hundred agents each second cost a core
 OPEN_FILES_MAX_AGE_S = 30.0  # counting open files walks /proc/<pid>/fd and fdinfo: the costliest figure and the slowest to move
-USS_MAX_AGE_S = 10.0  # USS sums /proc/<pid>/smaps_rollup: read every 10 s, not at every health publication
+USS_MAX_AGE_S = 30.0  # USS sums /proc/<pid>/smaps_rollup (the kernel walks the page tables): every 30 s
 MAX_PIDS_KEPT = 1000
 
 _procs: dict[int, psutil.Process] = {}  # kept so cpu_percent measures since the previous reading
@@ -42,7 +42,7 @@ def process_figures(pid: int, now: float | None = None) -> dict[str, Any]:
     """
     if now is not None:
         reading = _readings.get(pid)
-        if reading is not None and now - reading[0] < FIGURES_MAX_AGE_S:
+        if reading is not None and now - reading[0] < FIGURES_MAX_AGE_S and pid_alive(pid):
             return dict(reading[1])
     proc = _procs.get(pid)
     try:
