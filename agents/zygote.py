@@ -3,7 +3,7 @@
 ``python -m agents.zygote`` imports the agent runtime, every strategy, the
 message models, numpy and msgspec, freezes what it has allocated (so the
 garbage collector never writes to the shared pages) and then waits for
-requests on its stdin: one JSON line each, ``{"argv", "env", "cwd", "log"}``.
+requests on its stdin: one JSON line each, ``{"argv", "env", "cwd", "log", "nice"}``.
 For each it forks twice: the middle process forks the agent and exits at once,
 so the agent is nobody's child here. Under a supervisor that is a child
 subreaper (``PR_SET_CHILD_SUBREAPER``) the agent is the supervisor's child from
@@ -90,6 +90,9 @@ def _child(req: dict[str, Any]) -> int:
     os.closerange(3, _max_fd())
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    nice = int(req.get("nice", 0))
+    if nice:
+        os.nice(nice)
     os.environ.clear()
     os.environ.update(req["env"])
     os.chdir(req["cwd"])

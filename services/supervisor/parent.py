@@ -154,7 +154,7 @@ class AgentParent:
             raise ParentError(f"the agent parent did not start: {reply.get('error', reply)}")
         return int(reply["ready"])
 
-    def spawn(self, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> ForkedAgent:
+    def spawn(self, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path, nice: int = 0) -> ForkedAgent:
         """Fork one agent (the parent is started first when it is not running); raises ParentError."""
         if not self.alive():
             self.start()
@@ -163,7 +163,7 @@ class AgentParent:
         with open(log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)} "
                       f"(forked from the agent parent, pid {self.proc.pid})\n".encode())
-        line = json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "log": str(log_path)}) + "\n"
+        line = json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "log": str(log_path), "nice": nice}) + "\n"
         try:
             self.proc.stdin.write(line.encode())
             self.proc.stdin.flush()

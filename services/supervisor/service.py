@@ -183,7 +183,8 @@ class SupervisorService(Service):
             policy = RestartPolicy(sup.restart_backoff_s, sup.restart_backoff_max_s, sup.flap_restarts, sup.flap_window_s)
             w = AgentWatcher(agent_id, agent_argv(sys.executable, agent_id, self.roster_file),
                              self.settings.run_path / "logs" / f"{agent_id}.log", policy, sup.kill_timeout_s,
-                             self._ask_stop, env=child_env(), cwd=Path.cwd(), spawner=self._fork_agent)
+                             self._ask_stop, env=child_env(), cwd=Path.cwd(), spawner=self._fork_agent,
+                             nice=sup.agent_nice)
             self.watchers[agent_id] = w
         return w
 
@@ -221,7 +222,7 @@ class SupervisorService(Service):
         if not self.parent.alive() and (now < self._parent_retry_at or not self._start_parent(now)):
             return None
         try:
-            return self.parent.spawn(argv, log_path, env, cwd)
+            return self.parent.spawn(argv, log_path, env, cwd, self.settings.supervisor.agent_nice)
         except ParentError as exc:
             self._parent_retry_at = now + self.settings.supervisor.agent_parent_retry_s
             self._parent_was_up = False

@@ -68,6 +68,7 @@ class AgentWatcher:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         spawner: Spawner | None = None,
+        nice: int = 0,
     ) -> None:
         self.agent_id = agent_id
         self.argv = argv
@@ -78,6 +79,7 @@ class AgentWatcher:
         self.env = env
         self.cwd = cwd
         self.spawner = spawner
+        self.nice = nice  # how much nicer than the supervisor the process runs (for one started by fork and exec)
         self.forked = False  # the running process came from the warm parent
         self.state = STOPPED
         self.proc: subprocess.Popen[bytes] | ForkedAgent | None = None
@@ -140,10 +142,17 @@ class AgentWatcher:
         with open(self.log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
             log.flush()
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, cwd=self.cwd, start_new_session=True, close_fds=True,
             )
+        if self.nice:
+            try:
+                p = psutil.Process(proc.pid)
+                p.nice(p.nice() + self.nice)
+            except psutil.Error:
+                pass
+        return proc
 
     def adopt(self, pid: int, now: float) -> bool:
         """Watch a process already running as this agent (found under its lock); False if it is gone."""
