@@ -53,44 +53,15 @@ from bus.rpc import RequestInfo, RpcClient, RpcServer
 from bus.service import Service
 from core.config import StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
-from core.messages import (
-    Alert,
-    AlertLevel,
-    Command,
-    CommandResult,
-    Health,
-    Heartbeat,
-    Message,
-    SessionEvent,
-    SessionPhase,
-)
+from core.messages import Alert, AlertLevel, Command, CommandResult, Health, Heartbeat, Message, SessionEvent, SessionPhase
 from services.supervisor import dayroll
-from services.supervisor.alerting import (
-    AlertWebhook,
-    ChannelSender,
-    channel_senders,
-    close_all,
-)
+from services.supervisor.alerting import AlertWebhook, ChannelSender, channel_senders, close_all
 from services.supervisor.health import HeartbeatBook, pid_alive, process_figures
 from services.supervisor.journal import DayJournal
-from services.supervisor.parent import (
-    AgentParent,
-    ForkedAgent,
-    ParentError,
-    reap_strays,
-    set_child_subreaper,
-)
+from services.supervisor.parent import AgentParent, ForkedAgent, ParentError, reap_strays, set_child_subreaper
 from services.supervisor.policy import RestartPolicy
 from services.supervisor.report import AgentStart
-from services.supervisor.watcher import (
-    RUNNING,
-    STOPPED,
-    STOPPING,
-    AgentWatcher,
-    WatcherEvent,
-    agent_argv,
-    child_env,
-)
+from services.supervisor.watcher import RUNNING, STOPPED, STOPPING, AgentWatcher, WatcherEvent, agent_argv, child_env
 
 HEALTH_TOPIC = "sys.health"
 ROLL_AFTER_OMS_S = 1.5  # the order manager expires day orders a second after closed; roll after it
