@@ -17,18 +17,23 @@ code is shipped with the tasks.
 
 Addresses: ``host:port`` of a running cluster's GCS (what ``ray start --head
 --port`` printed), checked with a TCP connect first so that a cluster that does
-not answer fails in seconds rather than in ray.init's long retries; ``auto``
+not answer fails in seconds rather than in ray.init's long retries (and
+``ray.init`` itself is given ``INIT_TIMEOUT_S``, for a port that answers but
+is no Ray); ``auto``
 the cluster already started on this machine (``ray start``); ``local`` a
 throw-away single-node Ray in this process with ``workers`` CPUs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +45,7 @@ from backtest.data import MarketData
 from backtest.sweep import SweepJob, SweepRow
 
 CONNECT_TIMEOUT_S = 3.0  # the TCP check of the GCS address
+INIT_TIMEOUT_S = 20.0  # ray.init against something that accepts TCP but is no Ray GCS retries for minutes
 TASK_RETRIES = 3  # runs of a task again after its worker or node died
 
 _DATA: dict[str, MarketData] = {}  # in a Ray worker: the last data it read from the object store, by ObjectRef id
@@ -66,6 +72,28 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise ClusterError(f"Ray cluster at {address} does not answer: {reason} "
                            f"(is `ray start --head --port={port}` running there?)") from None
+
+
+def _init(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` with a deadline: it runs in a daemon thread, left behind (with the process) when it overruns."""
+    failed: list[Exception] = []
+    # the driver's SIGTERM handler can only be set from the main thread; without it SIGTERM still ends the process
+    logging.getLogger("ray._private.worker").addFilter(lambda r: "SIGTERM handler is not set" not in r.getMessage())
+
+    def connect() -> None:
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=connect, name="ray-init", daemon=True)
+    thread.start()
+    thread.join(INIT_TIMEOUT_S)
+    if thread.is_alive():
+        raise ClusterError(f"Ray cluster at {address} accepts connections but did not answer as a Ray cluster "
+                           f"within {INIT_TIMEOUT_S:.0f} s (the head's GCS port? the same Ray version?)")
+    if failed:
+        raise ClusterError(f"Ray cluster at {address}: {failed[0]}") from None
 
 
 def _row_of(job: SweepJob, holder: list[Any], params: dict[str, Any]) -> SweepRow:
@@ -102,10 +130,12 @@ class ClusterRunner:
             kwargs.update(num_cpus=self.workers, include_dashboard=False)
         else:
             kwargs["address"] = self.address
-        try:
+        if self.address == "local":  # starts its own Ray here: nothing to wait for, and it must be the main thread
+            if "RAY_AUTH_MODE" not in os.environ:  # a token of this process's own, not one Ray would write to ~/.ray
+                os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
             ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ClusterError(f"Ray cluster at {self.address}: {exc}") from None
+        else:
+            _init(ray, self.address, kwargs)
         self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(_row_of)
         return self
 
@@ -181,6 +211,7 @@ class LocalCluster:
         self.port = free_port(self._ports)
         self.address = f"127.0.0.1:{self.port}"
         self.groups: list[int] = []  # one process group per node, in start order
+        self.env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
     def _port(self) -> int:
         return free_port(self._ports)
@@ -201,7 +232,7 @@ class LocalCluster:
             args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--ray-client-server-port={self._port()}"]
         else:
             args += [f"--address={self.address}"]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {**os.environ, **self.env}
         log = (self.root / f"start-{n}.log").open("wb")
         with log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

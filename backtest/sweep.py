@@ -221,7 +221,7 @@ def set_runner(job: SweepJob, workers: int = 2, cluster: str | None = None) -> I
     if cluster:
         from backtest.cluster import ClusterRunner
 
-        with ClusterRunner(job, cluster) as remote:
+        with ClusterRunner(job, cluster, workers) as remote:
             yield remote
         return
     local = LocalRunner(job, workers)

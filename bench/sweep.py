@@ -49,7 +49,6 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=80)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     print(f"load average: {os.getloadavg()[0]:.2f} (2 cores; figures are disturbed above ~0.5)", file=sys.stderr)
     master = load_instruments(PROJECT_ROOT / "configs" / "instruments.csv")
     data = from_simulator(["005930"], args.days, 1, master)
@@ -58,6 +57,7 @@ def main() -> None:
     print(f"sweep of {sets} sets on {len(data.bars):,} bars", file=sys.stderr)
     root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's socket paths live under it
     cluster = LocalCluster(root, nodes=2, cpus=1)
+    os.environ.update(cluster.env)  # this process is the cluster's driver: it holds its token
     local_s = ray_s = float("inf")
     local: list[SweepRow] = []
     remote: list[SweepRow] = []

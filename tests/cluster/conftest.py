@@ -28,15 +28,21 @@ def _ray_processes() -> dict[int, psutil.Process]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     before = set(_ray_processes())
     # short: Ray's Unix sockets live under it and their paths must stay under ~107 characters
     root = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
     started = LocalCluster(root, nodes=2, cpus=1)
+    saved = {k: os.environ.get(k) for k in started.env}
+    os.environ.update(started.env)  # the drivers here and the commands the tests start hold the cluster's token
     try:
         yield started.start()
     finally:
         started.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         left = [p for pid, p in _ray_processes().items() if pid not in before]
         for proc in left:
             proc.kill()
