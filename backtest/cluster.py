@@ -118,6 +118,9 @@ class ClusterRunner:
         self._task: Any = None
 
     def __enter__(self) -> Self:
+        if self.address == "local" and "RAY_AUTH_MODE" not in os.environ:
+            # a token of this process's own rather than one Ray would write to ~/.ray; before Ray reads its config
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
         try:
             import ray
         except ImportError:
@@ -131,8 +134,6 @@ class ClusterRunner:
         else:
             kwargs["address"] = self.address
         if self.address == "local":  # starts its own Ray here: nothing to wait for, and it must be the main thread
-            if "RAY_AUTH_MODE" not in os.environ:  # a token of this process's own, not one Ray would write to ~/.ray
-                os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
             ray.init(**kwargs)
         else:
             _init(ray, self.address, kwargs)

@@ -84,6 +84,17 @@ def test_an_address_that_does_not_answer_fails_fast_with_exit_2(tmp_path: Path) 
     assert took < 15  # the CLI's start-up and the data, not ray.init's retries
 
 
+def test_the_cli_on_a_throw_away_local_ray_prints_the_pools_rows(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "TRADER_"))}
+    env["TRADER_RUN_DIR"] = str(tmp_path)
+    args = [TRADER, "sweep", "--strategy", "sma_cross", "--codes", "005930", "--days", "2", "-g", "fast=3,5,8",
+            "-g", "slow=6,20", "--json"]
+    pool = subprocess.run(args, check=False, env=env, capture_output=True, text=True, timeout=60)
+    ray = subprocess.run([*args, "--cluster", "local"], check=False, env=env, capture_output=True, text=True, timeout=90)
+    assert pool.returncode == ray.returncode == 0, ray.stderr
+    assert json.loads(ray.stdout)["rows"] == json.loads(pool.stdout)["rows"]
+
+
 def _finished_trials(db: Path) -> list[tuple[int, str]]:
     """(number, completion time) of the trials a search ran to an end."""
     if not db.exists():
