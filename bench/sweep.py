@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -82,6 +83,7 @@ def main() -> None:
     finally:
         cluster.stop()
         left = cluster.processes()
+        shutil.rmtree(root, ignore_errors=True)
         print(f"cluster stopped ({len(left)} process(es) left)", file=sys.stderr)
     identical = remote == local and all(r.metrics is not None for r in local)
     print(f"ray / local = {ray_s / local_s:.2f}", file=sys.stderr)
