@@ -92,7 +92,6 @@ class ForkedAgent:
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:  # not our child (no subreaper): watch it through psutil
-            pid, status = 0, 0
             if self._proc is None or not self._alive():
                 self.returncode = -1
             return self.returncode
