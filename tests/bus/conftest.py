@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,16 +64,31 @@ def spawn(run_dir: Path) -> Iterator[Spawn]:
                 proc.wait(timeout=5)
 
 
-def wait_for_path(path: Path, proc: subprocess.Popen | None = None, timeout_s: float = 10.0) -> None:
-    """Wait until ``path`` exists (a socket bound, a lock taken), or fail naming the process log."""
+def wait_for_socket(path: Path, proc: subprocess.Popen | None = None, timeout_s: float = 10.0) -> None:
+    """Wait until something listens on the ipc socket file ``path``, or fail naming the process log.
+
+    The file appears at bind(), a moment before listen(): a connect in between is
+    refused, so the file existing is not yet a server to call.
+    """
     deadline = time.monotonic() + timeout_s
-    while not path.exists():
+    while not _accepts(path):
         if proc is not None and proc.poll() is not None:
             log = Path(proc.log_path).read_text() if hasattr(proc, "log_path") else ""  # type: ignore[attr-defined]
-            pytest.fail(f"process exited with {proc.returncode} before {path} appeared:\n{log}")
+            pytest.fail(f"process exited with {proc.returncode} before {path} was listening:\n{log}")
         if time.monotonic() > deadline:
-            pytest.fail(f"{path} did not appear within {timeout_s} s")
+            pytest.fail(f"nothing listened on {path} within {timeout_s} s")
         time.sleep(0.02)
+
+
+def _accepts(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def ipc_path(settings: StackSettings, endpoint_name: str) -> Path:

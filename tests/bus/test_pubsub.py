@@ -13,7 +13,7 @@ from bus.pubsub import Publisher, Subscriber
 from bus.rpc import RpcClient
 from core.config import StackSettings
 from core.messages import Command, Heartbeat, Tick
-from tests.bus.conftest import Spawn, ipc_path, wait_for_path
+from tests.bus.conftest import Spawn, ipc_path, wait_for_socket
 
 TOPIC = "md.tick.005930"
 
@@ -160,13 +160,13 @@ def test_heartbeats_from_names_whose_heartbeats_reach_the_socket(ctx: zmq.Contex
 
 def start_bus(spawn: Spawn, settings: StackSettings, **env: str) -> None:
     proxy = spawn("bus.proxy", env=env)
-    wait_for_path(ipc_path(settings, "bus_out"), proxy)
-    wait_for_path(ipc_path(settings, "bus_in"), proxy)
+    wait_for_socket(ipc_path(settings, "bus_out"), proxy)
+    wait_for_socket(ipc_path(settings, "bus_in"), proxy)
 
 
 def start_counter(spawn: Spawn, settings: StackSettings, **env: str) -> None:
     proc = spawn("tests.bus.counter_service", env=env)
-    wait_for_path(ipc_path(settings, "supervisor_rpc"), proc)
+    wait_for_socket(ipc_path(settings, "supervisor_rpc"), proc)
 
 
 def wait_for_heartbeat(sub: Subscriber, sender: str, timeout_s: float = 10.0) -> Heartbeat:

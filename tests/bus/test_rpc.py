@@ -14,7 +14,7 @@ from bus.codec import encode
 from bus.rpc import RpcClient, RpcError, RpcTimeout, RpcUnavailable
 from core.config import StackSettings
 from core.messages import Command, CommandResult
-from tests.bus.conftest import Spawn, ipc_path, wait_for_path
+from tests.bus.conftest import Spawn, ipc_path, wait_for_socket
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def start_server(spawn: Spawn, settings: StackSettings):
     path = ipc_path(settings, "supervisor_rpc")
     path.unlink(missing_ok=True)
     proc = spawn("tests.bus.counter_service")
-    wait_for_path(path, proc)
+    wait_for_socket(path, proc)
     return proc
 
 

@@ -14,7 +14,7 @@ from bus.rpc import RpcClient
 from bus.service import EXIT_LOCK_HELD, EXIT_OK
 from core.config import StackSettings
 from core.messages import Alert, AlertLevel, Command, Heartbeat
-from tests.bus.conftest import Spawn, ipc_path, wait_for_path
+from tests.bus.conftest import Spawn, ipc_path, wait_for_socket
 
 SHUTDOWN_BOUND_S = 5.0
 
@@ -28,13 +28,13 @@ def ctx():
 
 def start_counter(spawn: Spawn, settings: StackSettings, **env: str) -> subprocess.Popen:
     proc = spawn("tests.bus.counter_service", env=env)
-    wait_for_path(ipc_path(settings, "supervisor_rpc"), proc)
+    wait_for_socket(ipc_path(settings, "supervisor_rpc"), proc)
     return proc
 
 
 def start_bus(spawn: Spawn, settings: StackSettings) -> subprocess.Popen:
     proc = spawn("bus.proxy")
-    wait_for_path(ipc_path(settings, "bus_out"), proc)
+    wait_for_socket(ipc_path(settings, "bus_out"), proc)
     return proc
 
 

@@ -194,12 +194,13 @@ def test_replay_paces_bars_by_market_time_and_skips_the_night(tmp_path: Path) ->
 # --- real processes ------------------------------------------------------------
 
 FEED_SCRIPT = r"""
-import sys, time, zmq
+import os, sys, time, zmq
 from bus.pubsub import Publisher
 from core.config import load_stack
 from core.messages import Bar, Heartbeat, SessionEvent, SessionPhase, Tick
 settings = load_stack()
 close_after, garbage = int(sys.argv[1]), sys.argv[2] == "garbage"
+go_file = sys.argv[3]  # bars start once it exists ('' = at once): no bar goes out before a subscriber joined
 ctx = zmq.Context()
 pub = Publisher(ctx, settings.endpoint("exchange_feed"), "exchange", bind=True)
 day0, hb_every = %d, settings.market_data.feed_heartbeat_s
@@ -215,7 +216,7 @@ while True:
     if minute < close_after or close_after == 0:
         for code, px in (("005930", 70000), ("005935", 58000)):
             pub.publish("md.tick." + code, Tick(code=code, ts_ns=day0 + i, price=px + 100 * (i %% 5), qty=1, cum_volume=i))
-        if i %% 4 == 0:
+        if i %% 4 == 0 and (not go_file or os.path.exists(go_file)):
             for code, px in (("005930", 70000), ("005935", 58000)):
                 c = px + 100 * (minute %% 7)
                 pub.publish("md.bar.1m." + code, Bar(code=code, ts_ns=day0 + minute * 60_000_000_000, open=c, high=c, low=c, close=c, volume=10 + minute, value_won=c * (10 + minute)))
@@ -256,8 +257,10 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_feed(self, close_after: int = 0, garbage: bool = False) -> None:
-        self.start("feed", ["-c", FEED_SCRIPT, str(close_after), "garbage" if garbage else "clean"])
+    def start_feed(self, close_after: int = 0, garbage: bool = False, go_file: Path | None = None) -> None:
+        """Start the feed; with ``go_file`` it publishes no bar until that file exists."""
+        self.start("feed", ["-c", FEED_SCRIPT, str(close_after), "garbage" if garbage else "clean",
+                            str(go_file or "")])
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name)
@@ -390,10 +393,16 @@ def test_garbage_frames_on_the_feed_are_counted_and_survived(stack: Stack) -> No
 
 
 def test_bars_are_recorded_at_the_close_and_read_back_equal(stack: Stack) -> None:
-    sub = bus_subscriber(stack, ["md.bar.1m.005930", "md.session"])
+    sub = bus_subscriber(stack, ["md.bar.1m.005930", "md.session", "md.tick.005930"])
     stack.start("market-data", ["-m", "services.market_data"])
     wait_until(lambda: stack.rpc("status"), what="market-data to answer")
-    stack.start_feed(close_after=4)
+    go = stack.run_dir / "go"
+    stack.start_feed(close_after=4, go_file=go)
+    # A bar published before the subscriptions along feed -> market-data -> bus -> here
+    # are in place is lost (ZeroMQ's slow joiner): bars start once the feed's ticks
+    # come all the way.
+    received(sub, lambda e: isinstance(e.msg, Tick))
+    go.touch()
     seen: list[Bar] = []
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
