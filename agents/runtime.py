@@ -100,6 +100,7 @@ BUSY_TIMER_S = 0.25
 IDLE_TIMER_S = 1.0  # nothing heard or done since the last round: the next round comes this much later
 # Who publishes what an agent listens to (md.*, oms.event.<id>, sys.command.<id>): only their heartbeats matter here.
 TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
+IDLE_PHASES = (None, SessionPhase.CLOSED)  # no session announced yet, or the day's ended: an agent may heartbeat slower
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
 NS_PER_MIN = 60_000_000_000
 STATE_SAVE_MIN_INTERVAL_S = 1.0  # the minute's save of the strategy state waits at least this long after the last
@@ -622,6 +623,14 @@ class AgentRuntime(Service):
         # An idle agent wakes once a second (its strategy's timer); after any event, four times.
         quiet = self.sync_state == SYNC_IN_SYNC and not self._status_dirty
         self.timer_interval_s = IDLE_TIMER_S if quiet else BUSY_TIMER_S
+
+    def heartbeat_idle(self) -> bool:
+        """In sync, the market closed and no order open: a heartbeat with nothing new may be skipped.
+
+        Closed: the day's session ended, or none was announced yet (before the pre-open).
+        """
+        return (self.sync_state == SYNC_IN_SYNC and self._session_phase in IDLE_PHASES
+                and not self.context.portfolio.open_orders())
 
     def market_now(self, now_monotonic: float) -> int:
         """Market time: the last market event's time advanced at the clock's speed since then."""

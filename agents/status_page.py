@@ -1,7 +1,9 @@
 """An agent's own status page on 127.0.0.1:<dp>: ``GET /status`` (JSON) and ``GET /`` (HTML).
 
 The server runs on a thread of its own (``http.server.ThreadingHTTPServer``)
-and never touches the agent's book: the agent's poll loop hands it a finished
+that sleeps until a browser connects or ``close()`` wakes it (no polling: a
+hundred idle agents must not wake a hundred threads five times a second), and
+never touches the agent's book: the agent's poll loop hands it a finished
 status document (``StatusPage.update``), which the page swaps in as one
 reference, so a slow or stuck browser cannot delay the loop and the loop never
 waits for a request. No ZeroMQ call happens on the server's threads.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import selectors
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,9 +59,22 @@ class StatusPage:
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
+        self.server.timeout = None  # handle_request is called only once a connection waits
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"status-{port}", daemon=True)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._closing = False
+        self._thread = threading.Thread(target=self._serve, name=f"status-{port}", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        """Accept connections until ``close()`` writes to the wake-up pair."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.server, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._closing:
+                for key, _ in sel.select():
+                    if key.fileobj is self.server and not self._closing:
+                        self.server.handle_request()  # one connection, answered on a thread of its own
 
     def update(self, doc: dict[str, Any]) -> None:
         """Publish a new status document (called by the agent loop)."""
@@ -113,6 +130,12 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}th{{text-align:le
 
     def close(self) -> None:
         """Stop serving and release the port."""
-        self.server.shutdown()
-        self.server.server_close()
+        self._closing = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
         self._thread.join(timeout=2.0)
+        self.server.server_close()
+        self._wake_r.close()
+        self._wake_w.close()

@@ -5,8 +5,10 @@ with ``add_socket(sock, on_readable)``, does periodic work in ``on_timer`` and
 cleans up in ``teardown()``. ``run()`` does the rest in a fixed order: take the
 pid lock before anything is bound (a second bind on an ipc path silently steals
 it), create the ZeroMQ context inside this process, publish
-``sys.heartbeat.<name>`` every ``bus.heartbeat_interval_s``, and stop within a
-poll interval of SIGTERM or SIGINT with every socket on a finite LINGER, the
+``sys.heartbeat.<name>`` every ``bus.heartbeat_interval_s`` (while
+``heartbeat_idle()`` a heartbeat that would tell nothing new is skipped, up to
+``bus.idle_heartbeat_intervals`` in a row, and each heartbeat says how long the
+next may take), and stop within a poll interval of SIGTERM or SIGINT with every socket on a finite LINGER, the
 context terminated and the lock released.
 """
 
@@ -31,7 +33,7 @@ import zmq
 from bus import security
 from bus.logcount import log_counter
 from bus.pidlock import LockHeld, PidLock, lock_path
-from bus.pubsub import HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
+from bus.pubsub import HEARTBEAT_SEQS_KEY, HEARTBEAT_TOPIC_PREFIX, Publisher, Subscriber
 from bus.rpc import RpcServer
 from core.config import ConfigError, StackSettings, load_stack
 from core.messages import Alert, AlertLevel, Heartbeat, Message
@@ -43,6 +45,7 @@ EXIT_CONFIG = 2
 EXIT_LOCK_HELD = 3
 REJECTED_FRAMES_KEY = "rejected_frames"
 POLL_MS = 1000  # longest the loop sleeps; a stop (signal or ``stop()``) wakes it at once
+COALESCE_S = 0.05  # the timer and the heartbeat due this close together run in one wake-up
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 # Libraries that log a line per request, connection or loop event (httpx: one INFO line per HTTP request):
@@ -85,6 +88,8 @@ class Service:
 
     service_name: ClassVar[str] = ""  # the default name used by ``main()``
     timer_interval_s: ClassVar[float] = 0.1  # how often ``on_timer`` runs
+    heartbeat_volatile: ClassVar[tuple[str, ...]] = ()  # ``info`` keys that change with time alone: no news
+    heartbeat_quiet_topics: ClassVar[tuple[str, ...]] = ()  # topics published on a clock: their numbers are no news
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         if not name:
@@ -102,6 +107,8 @@ class Service:
         self._sockets: list[zmq.Socket] = []
         self._poller = zmq.Poller()
         self._stop_requested = False
+        self._hb_told: tuple[str, int, dict[str, object]] | None = None  # state, queue and info last sent
+        self._hb_sent_at = 0.0
         self._process = psutil.Process()
 
     # --- hooks for subclasses ----------------------------------------------
@@ -122,6 +129,18 @@ class Service:
     def heartbeat_info(self) -> dict[str, object]:
         """Extra facts for the heartbeat's ``info`` (subclasses add to it)."""
         return {}
+
+    def heartbeat_idle(self) -> bool:
+        """Whether a heartbeat with nothing new may be skipped now (no by default).
+
+        A process whose heartbeats every agent or every watcher hears (an agent, a
+        publisher agents listen to) says yes while the market is closed and it
+        has nothing in flight: a hundred agents' heartbeats, and the publishers'
+        heartbeats to a hundred agents, are most of an idle firm's work. A
+        heartbeat whose state or ``info`` (its sequence numbers included)
+        changed still goes out on time, so nothing is told later.
+        """
+        return False
 
     def rejected_frames(self) -> dict[str, int]:
         """Frames this process refused, by reason code (the heartbeat's ``info["rejected_frames"]``).
@@ -250,26 +269,49 @@ class Service:
                 if self._stop_requested:
                     break
             now = time.monotonic()
-            if now >= next_timer:
-                next_timer = now + self.timer_interval_s
+            hb_due = now >= next_hb
+            if now >= next_timer or (hb_due and next_timer - now <= COALESCE_S):
+                timer_s = self.timer_interval_s
+                next_timer = now + timer_s
                 self.on_timer(now)
-            if now >= next_hb:
+                # A heartbeat due before the next round goes out with this one: the two keep one
+                # wake-up between them (a second wake-up a second is a hundred agents' idle CPU).
+                hb_due = hb_due or next_hb < next_timer - COALESCE_S
+            if hb_due:
                 next_hb = now + hb_interval
-                self.publish_heartbeat()
+                self.publish_heartbeat(now)
 
-    def publish_heartbeat(self) -> None:
-        """Announce this process's health and its per-topic last sequence numbers."""
+    def publish_heartbeat(self, now: float | None = None) -> bool:
+        """Announce this process's health, its per-topic last sequence numbers and how long the next may take.
+
+        Given the loop's ``now`` while ``heartbeat_idle()``, a heartbeat whose
+        state, queue depth and ``info`` are those of the last one sent is skipped,
+        until ``bus.idle_heartbeat_intervals`` have passed; returns whether it went out.
+        """
         assert self.publisher is not None
+        bus = self.settings.bus
+        info: dict[str, object] = dict(self.heartbeat_info())
+        info.update(self.publisher.heartbeat_info())
+        info.setdefault(REJECTED_FRAMES_KEY, self.rejected_frames())
+        info.setdefault("log", log_counter().summary())
+        idle = now is not None and self.heartbeat_idle()
+        seqs, own = info.get(HEARTBEAT_SEQS_KEY), HEARTBEAT_TOPIC_PREFIX + self.name
+        news = {k: v for k, v in info.items() if k not in self.heartbeat_volatile}
+        if isinstance(seqs, dict):  # its own heartbeat's number is no news, nor a clock's
+            quiet = self.heartbeat_quiet_topics
+            news[HEARTBEAT_SEQS_KEY] = {t: n for t, n in seqs.items() if t != own and t not in quiet}
+        told = (self.state, self.queue_depth(), news)
+        if idle and told == self._hb_told and now - self._hb_sent_at < bus.heartbeat_interval_s * (
+                bus.idle_heartbeat_intervals - 0.5):
+            return False
+        if now is not None:
+            self._hb_told, self._hb_sent_at = told, now
         try:
             with self._process.oneshot():
                 rss = self._process.memory_info().rss
                 cpu = self._process.cpu_percent(interval=None)
         except psutil.Error:
             rss, cpu = 0, 0.0
-        info: dict[str, object] = dict(self.heartbeat_info())
-        info.update(self.publisher.heartbeat_info())
-        info.setdefault(REJECTED_FRAMES_KEY, self.rejected_frames())
-        info.setdefault("log", log_counter().summary())
         hb = Heartbeat(
             name=self.name,
             pid=os.getpid(),
@@ -278,10 +320,12 @@ class Service:
             rss_bytes=rss,
             cpu_pct=cpu,
             last_seq=self.publisher.last_seq,
-            queue_depth=self.queue_depth(),
+            queue_depth=told[1],
+            interval_s=bus.heartbeat_interval_s * (bus.idle_heartbeat_intervals if idle else 1.0),
             info=info,
         )
         self.publisher.publish(HEARTBEAT_TOPIC_PREFIX + self.name, hb)
+        return True
 
     def _shutdown(self) -> None:
         try:

@@ -182,6 +182,9 @@ class Bus(_Section):
     rcvhwm: int = Field(default=100_000, ge=0)
     linger_ms: int = Field(default=200, ge=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    # An agent in sync with the market closed and no order open heartbeats this many intervals apart (a
+    # hundred agents' heartbeats are most of an idle firm's work); anything it hears brings the next forward.
+    idle_heartbeat_intervals: float = Field(default=5.0, ge=1)
     rpc_timeout_ms: int = Field(default=1000, gt=0)
     rpc_retries: int = Field(default=2, ge=0)
 

@@ -371,7 +371,7 @@ class AccountSnapshot(Message):
 
 @register
 class Heartbeat(Message):
-    """Sent by every process each second; ``last_seq`` reveals tail drops."""
+    """Sent by every process each second (or each ``interval_s``); ``last_seq`` reveals tail drops."""
 
     TYPE: ClassVar[str] = "heartbeat"
     name: Name
@@ -382,6 +382,7 @@ class Heartbeat(Message):
     cpu_pct: float = 0.0
     last_seq: Annotated[int, Field(ge=0)] = 0
     queue_depth: Annotated[int, Field(ge=0)] = 0
+    interval_s: Annotated[float, Field(ge=0)] = 0.0  # the next one comes within this long (0: the bus's interval)
     info: dict[str, Any] = Field(default_factory=dict)
 
 

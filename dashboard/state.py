@@ -51,6 +51,8 @@ from dashboard.venue import (
 SECTIONS = ("processes", "agents", "market", "risk", "recon", "alerts", "bus", "clock", "venue", "desk")
 STALE_HEARTBEAT_S = 3.0  # a process silent for longer is late (not up)
 DEAD_HEARTBEAT_S = 10.0  # ... and silent for longer than this, dead
+# Both are for a heartbeat a second; one that announced a longer interval (an idle agent) is held to
+# as many of its own intervals.
 STARTUP_GRACE_S = 20.0  # a process not heard from yet within this long of the dashboard's start is "starting"
 DESK_SAMPLE_S = 5  # one point of the firm's equity curve per this many wall seconds
 MAX_DESK_POINTS = 5000
@@ -94,6 +96,7 @@ class ProcessView:
     cpu_pct: float = 0.0
     queue_depth: int = 0
     last_heartbeat_ns: int = 0  # when the dashboard received it (wall clock)
+    heartbeat_interval_s: float = 1.0  # what its last heartbeat announced for the next (at least 1 s)
     started_ns: int = 0  # process start time, when known
     info: dict[str, Any] = field(default_factory=dict)
     supervisor_state: str = ""  # what the supervisor's list says (the state of a process without heartbeats)
@@ -486,6 +489,7 @@ class FirmState:
             proc.started_ns = 0  # a new process under that name: its start time is looked up again
         proc.pid, proc.state, proc.rss_bytes, proc.cpu_pct = hb.pid, hb.state, hb.rss_bytes, hb.cpu_pct
         proc.queue_depth, proc.last_heartbeat_ns = hb.queue_depth, now_ns
+        proc.heartbeat_interval_s = max(1.0, hb.interval_s)
         proc.info = {k: v for k, v in info.items() if k not in ("seqs", "book")}
         self._touch(section)
         if name == GATEWAY:
@@ -606,13 +610,13 @@ class FirmState:
         if age is None:  # never heard from
             within_grace = not self.started_ns or now_ns - self.started_ns <= STARTUP_GRACE_S * NS
             return "starting" if within_grace else "dead"
-        if age <= STALE_HEARTBEAT_S:
+        if age <= STALE_HEARTBEAT_S * p.heartbeat_interval_s:
             return "starting" if p.state == "starting" else "running"
-        return "late" if age <= DEAD_HEARTBEAT_S else "dead"
+        return "late" if age <= DEAD_HEARTBEAT_S * p.heartbeat_interval_s else "dead"
 
     def _process_row(self, p: ProcessView, now_ns: int) -> dict[str, Any]:
         age = _age_s(now_ns, p.last_heartbeat_ns)
-        up = age is not None and age <= STALE_HEARTBEAT_S
+        up = age is not None and age <= STALE_HEARTBEAT_S * p.heartbeat_interval_s
         liveness = self._liveness(p, age, now_ns)
         state = p.state if up else ("down" if p.last_heartbeat_ns else "not seen")
         if p.name in NO_BUS_HEARTBEAT:

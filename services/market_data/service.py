@@ -321,3 +321,8 @@ class MarketDataService(Service):
     def queue_depth(self) -> int:
         return self.recorder.pending
 
+    def heartbeat_idle(self) -> bool:
+        """No session announced yet, or the day's closed: every agent hears this heartbeat."""
+        session = self.board.session
+        return session is None or session.phase is SessionPhase.CLOSED
+

@@ -101,6 +101,7 @@ class OrderManagerService(Service):
 
     service_name = "order-manager"
     timer_interval_s = 0.25  # pings, in-flight chases and journal probes run at 0.5-1 s
+    heartbeat_volatile = ("connection_detail",)  # its seconds of silence; the state is ``connection``
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
@@ -169,6 +170,11 @@ class OrderManagerService(Service):
                 "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
                 "ledger_date": self.books.open_date, "ledger_problem": self.books.problem,
                 "counters": dict(d.counters)}
+
+    def heartbeat_idle(self) -> bool:
+        """The market closed (or not yet open) and no order open: every agent hears this heartbeat."""
+        d = self.desk
+        return d.phase in (None, SessionPhase.CLOSED) and not d.book.open_orders()
 
     # --- publishing ------------------------------------------------------------
 

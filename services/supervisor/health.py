@@ -148,20 +148,29 @@ class HeartbeatBook:
         t = self.seen_at.get(name, self.expected_since.get(name))
         return None if t is None else max(0.0, now - t)
 
+    def late_after_s(self, name: str) -> float:
+        """How long ``name`` may be silent: ``late_intervals`` of the interval its last heartbeat announced.
+
+        An agent with nothing to tell heartbeats slower and says so; a heartbeat
+        without an interval (or a shorter one) is held to the bus's.
+        """
+        hb = self.last.get(name)
+        announced = hb.interval_s if hb is not None else 0.0
+        return max(self.interval_s, announced) * self.late_intervals
+
     def newly_late(self, now: float) -> list[str]:
         """Processes whose heartbeat just became late (each reported once per lateness).
 
         One never heard from since it was expected is late only past the
         start-up grace as well (``grace_s``).
         """
-        limit = self.interval_s * self.late_intervals
-        first_limit = max(limit, self.grace_s)
+        first_limit = max(self.interval_s * self.late_intervals, self.grace_s)
         out = []
         for name in set(self.seen_at) | set(self.expected_since):
             if name in self.late:
                 continue
             age = self.age(name, now)
-            if age is not None and age > (limit if name in self.seen_at else first_limit):
+            if age is not None and age > (self.late_after_s(name) if name in self.seen_at else first_limit):
                 self.late.add(name)
                 out.append(name)
         return sorted(out)

@@ -84,6 +84,7 @@ class SupervisorService(Service):
 
     service_name: ClassVar[str] = "supervisor"
     timer_interval_s: ClassVar[float] = 0.5  # how often agents' deaths, due checks and health are looked at
+    heartbeat_quiet_topics = (HEALTH_TOPIC,)  # a health report each interval: no news for an idle heartbeat
 
     def __init__(self, name: str, settings: StackSettings) -> None:
         super().__init__(name, settings)
@@ -570,6 +571,10 @@ class SupervisorService(Service):
         figures["heartbeat_age_s"] = None if age is None or pid is None else round(age, 2)
         figures["heartbeat_late"] = name in self.heartbeats.late
         return figures
+
+    def heartbeat_idle(self) -> bool:
+        """No session announced yet, or the day's closed: every agent hears this heartbeat."""
+        return self.session.get("phase") in (None, SessionPhase.CLOSED.value)
 
     def heartbeat_info(self) -> dict[str, object]:
         """Agents by state, alert delivery figures (the webhook's, each channel's) and the last roll's date."""

@@ -5,7 +5,7 @@ Run as ``python -m tests.bus.counter_service NAME``. Commands (``Command.name``)
 ``args["delay_s"]``) and returns the new total and how many times it ran
 (state-changing: retries must not add twice); ``sleep`` waits
 ``args["s"]`` seconds before answering; ``boom`` raises inside the handler; ``alert`` raises an alert;
-``stop`` asks the service to stop;
+``stop`` asks the service to stop; ``idle`` sets whether it may skip heartbeats with nothing new (``args["on"]``);
 ``publish`` sends ``args["count"]`` ticks on ``args["topic"]``.
 """
 
@@ -31,6 +31,7 @@ class CounterService(Service):
     def setup(self) -> None:
         self.total = 0
         self.executions = 0
+        self.idle = False
         self.server = RpcServer(self.ctx, self.settings.endpoint(ENDPOINT_NAME), self.answer, name=self.name)
         self.add_socket(self.server.socket, self.server.handle_ready)
 
@@ -56,12 +57,18 @@ class CounterService(Service):
         if msg.name == "alert":
             self.alert(msg.args["level"], msg.args["kind"], msg.args["text"])
             return CommandResult(command_id=msg.command_id, ok=True)
+        if msg.name == "idle":
+            self.idle = bool(msg.args["on"])
+            return CommandResult(command_id=msg.command_id, ok=True)
         if msg.name == "stop":
             self.stop()
             return CommandResult(command_id=msg.command_id, ok=True)
         if msg.name == "boom":
             raise RuntimeError("asked to fail")
         return CommandResult(command_id=msg.command_id, ok=False, error=f"unknown command {msg.name}", reason_code="UNKNOWN_COMMAND")
+
+    def heartbeat_idle(self) -> bool:
+        return self.idle
 
 
 if __name__ == "__main__":

@@ -119,3 +119,40 @@ def test_heartbeats_and_alerts_reach_subscribers(ctx: zmq.Context, spawn: Spawn,
     assert isinstance(alert, Alert)
     assert (alert.level, alert.source, alert.kind, alert.text) == (AlertLevel.ERROR, "counter", "test", "disk full")
     assert sub.missed == 0
+
+
+def heartbeats_for(sub: Subscriber, seconds: float) -> list[tuple[float, Heartbeat]]:
+    """The counter's heartbeats heard in ``seconds``, with when each arrived."""
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        env = sub.recv(50)
+        if env is not None and env.topic == "sys.heartbeat.counter":
+            out.append((time.monotonic(), env.msg))
+    return out
+
+
+def test_an_idle_service_skips_heartbeats_with_nothing_new_and_says_how_long_the_next_may_take(
+    ctx: zmq.Context, spawn: Spawn, settings: StackSettings
+) -> None:
+    start_bus(spawn, settings)
+    start_counter(spawn, settings, TRADER_BUS__HEARTBEAT_INTERVAL_S="0.1", TRADER_BUS__IDLE_HEARTBEAT_INTERVALS="8")
+    sub = Subscriber(ctx, settings.endpoint("bus_out"), ["sys.heartbeat.counter"])
+    client = RpcClient(ctx, settings.endpoint("supervisor_rpc"))
+    busy = heartbeats_for(sub, 1.0)
+    assert len(busy) >= 5 and {hb.interval_s for _, hb in busy} == {0.1}
+    assert client.call(Command(command_id="i1", name="idle", args={"on": True})).ok
+    heartbeats_for(sub, 0.3)  # the one that tells the service went idle
+    idle = heartbeats_for(sub, 2.5)
+    assert 2 <= len(idle) <= 5, [round(t, 2) for t, _ in idle]  # one per 0.8 s, not ten a second
+    assert {hb.interval_s for _, hb in idle} == {0.8}
+    gaps = [b[0] - a[0] for a, b in zip(idle, idle[1:])]
+    assert all(g > 0.5 for g in gaps), gaps
+    # Something published is news: its sequence number goes out with the next heartbeat, not 0.8 s later.
+    sent_at = time.monotonic()
+    last_seq = client.call(Command(command_id="p1", name="publish", args={"topic": "md.tick.005930", "count": 1})).result
+    told = [(t, hb) for t, hb in heartbeats_for(sub, 1.0) if hb.info["seqs"].get("md.tick.005930") == 1]
+    assert told and told[0][0] - sent_at < 0.75 and last_seq >= 1
+    assert client.call(Command(command_id="i2", name="idle", args={"on": False})).ok
+    heartbeats_for(sub, 0.3)
+    assert len(heartbeats_for(sub, 1.0)) >= 5

@@ -86,6 +86,15 @@ def test_a_process_is_starting_in_the_grace_period_then_running_late_and_dead() 
     assert liveness(s, T0 + 11 * NS)["exchange"] == "dead"
 
 
+def test_a_process_that_announced_a_longer_heartbeat_interval_is_held_to_it() -> None:
+    s = state()
+    s.apply("sys.heartbeat.market-data", "market-data",
+            Heartbeat(name="market-data", pid=42, ts_ns=T0, state="running", interval_s=5.0), T0)
+    assert liveness(s, T0 + 14 * NS)["market-data"] == "running"  # 3 of its 5 s intervals
+    assert liveness(s, T0 + 16 * NS)["market-data"] == "late"
+    assert liveness(s, T0 + 51 * NS)["market-data"] == "dead"
+
+
 def test_each_process_is_listed_once_under_its_own_name() -> None:
     s = state()
     for name in ("market-data", "order-manager", "risk-guard", "exchange"):

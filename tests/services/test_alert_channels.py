@@ -439,6 +439,17 @@ def test_a_process_not_heard_from_yet_is_late_only_after_the_grace_one_heard_fro
     assert book.mark_dead("agent") and not book.mark_dead("agent")  # its death is reported once
 
 
+def test_a_heartbeat_that_announced_a_longer_interval_is_late_only_after_three_of_them() -> None:
+    book = HeartbeatBook(interval_s=1.0, late_intervals=3.0)
+    book.record(Heartbeat(name="idle-agent", pid=1, ts_ns=1, interval_s=5.0), 0.0)
+    book.record(Heartbeat(name="oms", pid=2, ts_ns=1, interval_s=0.2), 0.0)  # shorter than the bus's: the bus's
+    assert book.late_after_s("idle-agent") == 15.0 and book.late_after_s("oms") == 3.0
+    assert book.newly_late(4.0) == ["oms"]
+    assert book.newly_late(14.0) == [] and book.newly_late(15.5) == ["idle-agent"]
+    book.record(Heartbeat(name="idle-agent", pid=1, ts_ns=2, interval_s=1.0), 16.0)  # the market opened
+    assert book.newly_late(19.5) == ["idle-agent"]
+
+
 DAY = "20260303"
 
 
