@@ -21,7 +21,7 @@ msg_cd of "거래소 미접수…" is UNCONFIRMED (kis-trader's tests use APBK09
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from core.instruments import Instrument

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from core import krx
-from core.ledger import ACCOUNT, Adjustment, Book, FillRow, Holding, LedgerError
+from core.ledger import ACCOUNT, Adjustment, Book, FillRow, Holding
 from services.order_manager import archive
 from services.order_manager.desk import fill_row_as_fill, order_row_as_event
 from services.order_manager.entry import parse_client_order_id

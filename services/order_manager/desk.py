@@ -33,7 +33,7 @@ from core.messages import (
 )
 from core.orders import Order, OrderBook, Outcome, to_event
 from services.broker.base import Broker, BrokerError, BrokerUnavailable
-from services.order_manager.entry import EntryRefusal, check_order, parse_client_order_id
+from services.order_manager.entry import EntryRefusal, check_order
 from services.order_manager.faults import AFTER_BROKER_BEFORE_JOURNAL, AFTER_JOURNAL_BEFORE_BROKER, MID_FILL, FaultPoints
 from services.order_manager.journal import Journal, trading_date_of
 

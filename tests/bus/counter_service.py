@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import time
 
-import zmq
 
 from bus.rpc import RequestInfo, RpcServer
 from bus.service import Service
