@@ -170,6 +170,10 @@ def push_p95(stack: LiveStack) -> float | None:
     return percentile(lat, 95)
 
 
+def ms(v: float | None) -> float | None:
+    return None if v is None else round(v / 1000, 2)
+
+
 def run(n: int) -> dict[str, Any]:
     progress(f"scale: {n} agents")
     with tempfile.TemporaryDirectory(prefix="scalebench") as tmp:
@@ -203,15 +207,17 @@ def run(n: int) -> dict[str, Any]:
             hist = [stack_hb.info.get("latency", {}) for a, stack_hb in watch.last.items() if a in stack.agent_ids]
             ticks = latency.merge(h.get("tick_us", {}) for h in hist)
             acks = latency.merge(h.get("ack_us", {}) for h in hist)
+            oms = watch.last.get("order-manager")
+            stages = (oms.info.get("latency") or {}) if oms is not None else {}
+            progress("scale: an order at the order manager, p50 ms: " + ", ".join(
+                f"{k.removesuffix('_us')} {ms(latency.percentile(latency.merge([v]), 50))}"
+                for k, v in stages.items() if v))
             push = push_p95(stack)
             trades = stack.trading()
         finally:
             if watch is not None:
                 watch.close()
             stack.stop()
-
-    def ms(v: float | None) -> float | None:
-        return None if v is None else round(v / 1000, 2)
 
     ack50 = latency.percentile(acks, 50)
     out = {"bench": "scale", "agents": n, "start_s": round(start_s, 1), "idle_cpu_pct": round(idle, 1),

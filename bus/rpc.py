@@ -83,6 +83,7 @@ class RequestInfo:
     idempotency_key: str | None
     sender: str
     received_ns: int
+    sent_ns: int = 0  # the header's time: when the client sent it (its clock, this machine's)
 
 
 Handler = Callable[[Message, RequestInfo], Message]
@@ -173,7 +174,7 @@ class RpcClient:
                 raise RpcUnavailable(f"no server at {self.endpoint}: {problem}")
         request_id = f"{self._id_prefix}-{next(self._ids)}".encode()
         try:
-            body = encode(RPC_TOPIC, self.sender, 0, msg)
+            body = encode(RPC_TOPIC, self.sender, 0, msg, time.time_ns())  # the server can tell how long it waited
         except EncodeError as exc:
             raise RpcFailure(f"cannot send {type(msg).__name__} to {self.endpoint}: {exc}") from exc
         frames = [request_id, (idempotency_key or "").encode(), body]
@@ -296,7 +297,7 @@ class RpcServer:
             self.rejected[exc.reason_code] += 1
             self._refuse(identity, request_id, MALFORMED_REQUEST, str(exc))
             return
-        info = RequestInfo(request_id.decode(errors="replace"), key, env.sender, time.time_ns())
+        info = RequestInfo(request_id.decode(errors="replace"), key, env.sender, time.time_ns(), env.ts_ns)
         try:
             answer = self.handler(env.msg, info)
             body = encode(RPC_TOPIC, self.name, 0, answer)

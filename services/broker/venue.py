@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from typing import Any
 
 import zmq
 
+from bus.latency import Histogram
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient, RpcError, RpcFailure
 from core.config import StackSettings
@@ -50,6 +52,7 @@ class VenueBroker(Broker):
     ) -> None:
         self.ctx = ctx
         self.settings = settings
+        self.place_latency = Histogram()  # µs from sending a new order to the venue's answer
         self._rpc = RpcClient(
             ctx,
             settings.endpoint("exchange_rpc"),
@@ -66,7 +69,11 @@ class VenueBroker(Broker):
 
     def place(self, request: OrderRequest) -> OrderEvent:
         """Send a new order; ACCEPTED with the broker order number, or REJECTED with a reason."""
-        return self._expect(self._call(request, key=f"order:{request.client_order_id}"), OrderEvent)
+        started = time.perf_counter_ns()
+        try:
+            return self._expect(self._call(request, key=f"order:{request.client_order_id}"), OrderEvent)
+        finally:
+            self.place_latency.add((time.perf_counter_ns() - started) / 1000)
 
     def cancel(self, request: CancelRequest) -> OrderEvent:
         """Cancel (part of) an order; CANCELED, or REJECTED with a reason (BrokerError UNKNOWN_ORDER)."""

@@ -48,6 +48,7 @@ from typing import Any
 
 from agents.settings import check_roster
 from bus.codec import EncodeError
+from bus.latency import Histogram
 from bus.pubsub import Subscriber
 from bus.rpc import RequestInfo, RpcClient, RpcFailure, RpcServer
 from bus.service import Service
@@ -119,6 +120,9 @@ class OrderManagerService(Service):
         self._roll_date = ""
         self._ledger_seen_date = ""
         self._outbox: list[tuple[str, Message]] = []  # published once the current request is answered
+        # µs, for a new order: waiting to be read (the agent's send to here), served (read to answered),
+        # and of that, waiting for the risk guard's decision
+        self.latency = {"wait_us": Histogram(), "serve_us": Histogram(), "risk_wait_us": Histogram()}
 
     # --- start and stop ------------------------------------------------------
 
@@ -169,7 +173,9 @@ class OrderManagerService(Service):
                 "open_orders": len(d.book.open_orders()), "held_notices": len(d.book.held),
                 "illegal_transitions": d.book.illegal_total, "journal_commits": self.journal.commits,
                 "ledger_date": self.books.open_date, "ledger_problem": self.books.problem,
-                "counters": dict(d.counters)}
+                "counters": dict(d.counters),
+                "latency": {**{k: h.counts() for k, h in self.latency.items()},
+                            "venue_us": self.broker.place_latency.counts()}}
 
     def heartbeat_idle(self) -> bool:
         """The market closed (or not yet open) and no order open: every agent hears this heartbeat."""
@@ -395,11 +401,14 @@ class OrderManagerService(Service):
             return lambda: refused
 
         def answer() -> RiskAnswer:
+            started = time.perf_counter_ns()
             try:
                 reply = wait()
             except RpcFailure as exc:
                 self.risk_client.close()
+                self.latency["risk_wait_us"].add((time.perf_counter_ns() - started) / 1000)
                 return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard did not answer: {exc}")
+            self.latency["risk_wait_us"].add((time.perf_counter_ns() - started) / 1000)
             result = reply.result if isinstance(reply, CommandResult) and reply.ok else None
             if not isinstance(result, dict) or not isinstance(result.get("approved"), bool):
                 return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE,
@@ -415,7 +424,12 @@ class OrderManagerService(Service):
         now = time.time_ns()
         try:
             if isinstance(msg, OrderRequest):
-                return self.desk.place(msg, now)
+                if info.sent_ns:
+                    self.latency["wait_us"].add(max(0, info.received_ns - info.sent_ns) / 1000)
+                try:
+                    return self.desk.place(msg, now)
+                finally:
+                    self.latency["serve_us"].add((time.time_ns() - now) / 1000)
             if isinstance(msg, CancelRequest):
                 return self.desk.cancel(msg, now)
             if isinstance(msg, Command):
