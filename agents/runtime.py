@@ -103,7 +103,7 @@ TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
 IDLE_PHASES = (None, SessionPhase.CLOSED)  # no session announced yet, or the day's ended: an agent may heartbeat slower
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
 NS_PER_MIN = 60_000_000_000
-STATE_SAVE_MIN_INTERVAL_S = 1.0  # the minute's save of the strategy state waits at least this long after the last
+STATE_SAVE_MIN_INTERVAL_S = 5.0  # the minute's save of the strategy state waits at least this long after the last
 MAX_REPLY_ROUNDS = 100  # rounds of intents a strategy makes in reply to refusals within one flush, as the back-tester's
 
 log = logging.getLogger("agents.runtime")
