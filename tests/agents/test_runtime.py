@@ -23,6 +23,7 @@ from core.messages import (
     Command,
     CommandResult,
     Fill,
+    Heartbeat,
     OrderEvent,
     SessionEvent,
     SessionPhase,
@@ -348,3 +349,36 @@ def test_every_strategy_of_the_default_roster_places_an_order_in_a_fast_multi_da
             raise AssertionError(f"strategies without an order: {sorted(silent_strategies())}") from None
     finally:
         stack.close()
+
+
+def test_an_agent_in_sync_with_the_market_closed_heartbeats_slower_until_the_market_opens(
+        stack_factory: Callable[..., Stack]) -> None:
+    port = free_port()
+    stack = stack_factory([sma_agent("idle-sma", port)], TRADER_BUS__HEARTBEAT_INTERVAL_S="0.2",
+                          TRADER_BUS__IDLE_HEARTBEAT_INTERVALS="5")
+    stack.start("bus", "bus.proxy")
+    stack.start("order-manager", "services.order_manager")
+    stack.start_agent("idle-sma")
+    wait_for(lambda: (s := get_status(port)) and s["sync"]["state"] == "in_sync", timeout_s=30, what="the agent in sync")
+    beats = Subscriber(stack.zctx, stack.settings.endpoint("bus_out"), ["sys.heartbeat.idle-sma"])
+    pub = Publisher(stack.zctx, stack.settings.endpoint("bus_in"), "test-feed")
+
+    def heartbeats(seconds: float) -> list[Heartbeat]:
+        out, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            env = beats.recv(50)
+            if env is not None and isinstance(env.msg, Heartbeat):
+                out.append(env.msg)
+        return out
+
+    wait_for(lambda: any(hb.interval_s == 1.0 for hb in heartbeats(1.5)), what="the idle interval announced")
+    idle = heartbeats(3.0)
+    assert 2 <= len(idle) <= 4 and {hb.interval_s for hb in idle} == {1.0}, [hb.interval_s for hb in idle]
+
+    def opened() -> bool:  # the session repeated until the agent has heard it (the publisher's slow joiner)
+        pub.publish("md.session", SessionEvent(phase=SessionPhase.OPEN, trading_date="20260303", ts_ns=T0))
+        return any(hb.interval_s == 0.2 for hb in heartbeats(0.5))
+
+    wait_for(opened, what="the bus's interval back once the market opened")
+    busy = heartbeats(2.0)
+    assert len(busy) >= 7 and {hb.interval_s for hb in busy} == {0.2}
