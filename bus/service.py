@@ -8,8 +8,8 @@ it), create the ZeroMQ context inside this process, publish
 ``sys.heartbeat.<name>`` every ``bus.heartbeat_interval_s`` (while
 ``heartbeat_idle()`` a heartbeat that would tell nothing new is skipped, up to
 ``bus.idle_heartbeat_intervals`` in a row, and each heartbeat says how long the
-next may take), and stop within a poll interval of SIGTERM or SIGINT with every socket on a finite LINGER, the
-context terminated and the lock released.
+next may take), and stop within a poll interval of SIGTERM or SIGINT with every
+socket on a finite LINGER, the context terminated and the lock released.
 """
 
 from __future__ import annotations
@@ -271,8 +271,7 @@ class Service:
             now = time.monotonic()
             hb_due = now >= next_hb
             if now >= next_timer or (hb_due and next_timer - now <= COALESCE_S):
-                timer_s = self.timer_interval_s
-                next_timer = now + timer_s
+                next_timer = now + self.timer_interval_s
                 self.on_timer(now)
                 # A heartbeat due before the next round goes out with this one: the two keep one
                 # wake-up between them (a second wake-up a second is a hundred agents' idle CPU).
