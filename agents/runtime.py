@@ -80,7 +80,7 @@ from bus.service import EXIT_CONFIG, Service, configure_logging
 from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
 from core.instruments import Instrument, InstrumentError, load_instruments
 from core.ledger import Book, LedgerError
-from core.messages import Bar, Command, CommandResult, Fill, Fundamentals, Message, OrderEvent, SessionPhase
+from core.messages import Bar, Command, CommandResult, Fill, Fundamentals, Message, OrderEvent, SessionPhase, market_closed
 from core.portfolio import Portfolio, kst_date
 from core.risk_limits import AgentLimits
 
@@ -100,7 +100,6 @@ BUSY_TIMER_S = 0.25
 IDLE_TIMER_S = 1.0  # nothing heard or done since the last round: the next round comes this much later
 # Who publishes what an agent listens to (md.*, oms.event.<id>, sys.command.<id>): only their heartbeats matter here.
 TOPIC_PUBLISHERS = ("market-data", "order-manager", "supervisor")
-IDLE_PHASES = (None, SessionPhase.CLOSED)  # no session announced yet, or the day's ended: an agent may heartbeat slower
 BATCH = 2000  # bus messages taken per wake-up before orders and alerts are flushed
 NS_PER_MIN = 60_000_000_000
 STATE_SAVE_MIN_INTERVAL_S = 5.0  # the minute's save of the strategy state waits at least this long after the last
@@ -629,7 +628,7 @@ class AgentRuntime(Service):
 
         Closed: the day's session ended, or none was announced yet (before the pre-open).
         """
-        return (self.sync_state == SYNC_IN_SYNC and self._session_phase in IDLE_PHASES
+        return (self.sync_state == SYNC_IN_SYNC and market_closed(self._session_phase)
                 and not self.context.portfolio.open_orders())
 
     def market_now(self, now_monotonic: float) -> int:

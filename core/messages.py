@@ -70,6 +70,11 @@ class SessionPhase(StrEnum):
     AFTER_HOURS = "after_hours"
 
 
+def market_closed(phase: SessionPhase | str | None) -> bool:
+    """No session announced yet (before the pre-open), or the day's session is over."""
+    return phase is None or phase == SessionPhase.CLOSED
+
+
 class AlertLevel(StrEnum):
     INFO = "info"
     WARNING = "warning"

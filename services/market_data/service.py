@@ -29,7 +29,7 @@ from bus.rpc import RequestInfo, RpcServer
 from bus.service import Service
 from core.config import PROJECT_ROOT, StackSettings
 from core.instruments import InstrumentError, load_instruments
-from core.messages import AlertLevel, Bar, Command, CommandResult, Fundamentals, InvestorFlow, Message, SessionEvent, SessionPhase
+from core.messages import AlertLevel, Bar, Command, CommandResult, Fundamentals, InvestorFlow, Message, SessionEvent, SessionPhase, market_closed
 from core.venue import FEED_HEARTBEAT_TOPIC, MARKET_TOPIC_PREFIX
 from services.broker.base import ConnectionState
 from services.broker.connection import ALERT_KIND, broker_backoff
@@ -324,5 +324,5 @@ class MarketDataService(Service):
     def heartbeat_idle(self) -> bool:
         """No session announced yet, or the day's closed: every agent hears this heartbeat."""
         session = self.board.session
-        return session is None or session.phase is SessionPhase.CLOSED
+        return market_closed(session.phase if session is not None else None)
 

@@ -66,6 +66,7 @@ from core.messages import (
     OrderRequest,
     SessionEvent,
     SessionPhase,
+    market_closed,
 )
 from services.broker.base import BrokerError, BrokerUnavailable, ConnectionState
 from services.broker.connection import ALERT_KIND, ConnectionLost, ConnectionMonitor, ReconnectHooks, broker_backoff
@@ -180,7 +181,7 @@ class OrderManagerService(Service):
     def heartbeat_idle(self) -> bool:
         """The market closed (or not yet open) and no order open: every agent hears this heartbeat."""
         d = self.desk
-        return d.phase in (None, SessionPhase.CLOSED) and not d.book.open_orders()
+        return market_closed(d.phase) and not d.book.open_orders()
 
     # --- publishing ------------------------------------------------------------
 
@@ -406,9 +407,9 @@ class OrderManagerService(Service):
                 reply = wait()
             except RpcFailure as exc:
                 self.risk_client.close()
-                self.latency["risk_wait_us"].add((time.perf_counter_ns() - started) / 1000)
                 return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE, f"the risk guard did not answer: {exc}")
-            self.latency["risk_wait_us"].add((time.perf_counter_ns() - started) / 1000)
+            finally:
+                self.latency["risk_wait_us"].add((time.perf_counter_ns() - started) / 1000)
             result = reply.result if isinstance(reply, CommandResult) and reply.ok else None
             if not isinstance(result, dict) or not isinstance(result.get("approved"), bool):
                 return RiskAnswer(False, DeskReason.RISK_UNAVAILABLE,

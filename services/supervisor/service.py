@@ -53,7 +53,7 @@ from bus.rpc import RequestInfo, RpcClient, RpcServer
 from bus.service import Service
 from core.config import StackSettings, project_path
 from core.instruments import InstrumentError, load_instruments
-from core.messages import Alert, AlertLevel, Command, CommandResult, Health, Heartbeat, Message, SessionEvent, SessionPhase
+from core.messages import Alert, AlertLevel, Command, CommandResult, Health, Heartbeat, Message, SessionEvent, SessionPhase, market_closed
 from services.supervisor import dayroll
 from services.supervisor.alerting import AlertWebhook, ChannelSender, channel_senders, close_all
 from services.supervisor.health import HeartbeatBook, pid_alive, process_figures
@@ -574,7 +574,7 @@ class SupervisorService(Service):
 
     def heartbeat_idle(self) -> bool:
         """No session announced yet, or the day's closed: every agent hears this heartbeat."""
-        return self.session.get("phase") in (None, SessionPhase.CLOSED.value)
+        return market_closed(self.session.get("phase"))
 
     def heartbeat_info(self) -> dict[str, object]:
         """Agents by state, alert delivery figures (the webhook's, each channel's) and the last roll's date."""
