@@ -144,7 +144,9 @@ class AgentWatcher:
             log.flush()
             proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=self.cwd, start_new_session=True, close_fds=True,
+                # a process group of its own, in the supervisor's session: where the kernel groups tasks by
+                # session for the scheduler, a nice value counts only inside the group (see agents.zygote)
+                env=self.env, cwd=self.cwd, process_group=0, close_fds=True,
             )
         if self.nice:
             try:

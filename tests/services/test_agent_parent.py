@@ -98,8 +98,12 @@ def test_every_agent_is_forked_from_the_parent_and_is_a_process_of_its_own(forke
         lock = json.loads((forked.run_dir / "run" / f"{a}.pid").read_text())
         assert lock["pid"] == row["pid"] and "agents.runtime" in lock["cmdline"], lock
         assert proc.num_threads() >= 2, "its own ZeroMQ context (an I/O thread) was created after the fork"
-        assert os.getsid(row["pid"]) == row["pid"], "a session of its own, like an agent started by fork and exec"
+        assert os.getpgid(row["pid"]) == row["pid"], "a process group of its own, like an agent started by fork and exec"
+        assert os.getsid(row["pid"]) == os.getsid(parent["pid"]), "in the parent's session: the agents' scheduling group"
         assert proc.nice() == min(19, psutil.Process(supervisor).nice() + 19), "agents run nicer than the back office"
+        autogroup = Path(f"/proc/{row['pid']}/autogroup")  # where the kernel schedules by session groups
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == "19", "the agents' group is as nice as they are"
         assert not [f.path for f in proc.open_files() if "agent-parent" in f.path or "supervisor" in f.path]
         assert row["uss_bytes"] > 0 and row["uss_bytes"] < row["rss_bytes"] / 2, "the imported code is shared"
         pids.add(row["pid"])
@@ -157,3 +161,26 @@ def test_a_parent_that_cannot_start_leaves_agents_started_the_old_way_with_an_al
                 psutil.Process(pid).kill()
             except psutil.Error:
                 pass
+
+
+def test_the_agents_group_nice_is_written_once_and_a_refusal_is_said_and_tried_again(tmp_path: Path,
+                                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from agents import zygote
+
+    zygote._group_nice_set.clear()
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-1 nice 0\n")
+    assert zygote.group_nice(19, str(group)) is None
+    assert group.read_text() == "19"
+    group.write_text("untouched")
+    assert zygote.group_nice(19, str(group)) is None and group.read_text() == "untouched", "written once"
+    assert zygote.group_nice(19, str(tmp_path / "absent")) is None, "no autogroups: a nice already counts everywhere"
+    zygote._group_nice_set.clear()
+    refused = zygote.group_nice(10, str(tmp_path))  # a directory: the write fails as a refused one does
+    assert refused is not None and "tried again with the next agent" in refused
+    assert refused in capsys.readouterr().err
+    assert zygote.group_nice(10, str(group)) is None and group.read_text() == "10", "the next agent tries again"
+    zygote._group_nice_set.clear()
+    bad = {"argv": [sys.executable, "-m", "agents.runtime"], "env": {}, "cwd": "/", "log": str(tmp_path / "a.log")}
+    for nice in ("19", 20, -1, True):
+        assert zygote.answer(json.dumps({**bad, "nice": nice})) == {"error": f"nice is 0-19, not {nice!r}"}
