@@ -230,33 +230,48 @@ def preload_calendar(rows: list[tuple[str, int, int]]) -> bool:
     global _preloaded_calendar
     if _calendar.cache_info().currsize:
         return False
+    data = _calendar_of(rows)
+    days = data[1]
+    if not days or (days[0] - CALENDAR_START).days > 7 or (CALENDAR_END - days[-1]).days > 7:
+        return False
+    _preloaded_calendar = data
+    return True
+
+
+def _calendar_of(rows: list[tuple[str, int, int]]) -> _CalendarData:
     days = tuple(dt.date.fromisoformat(d) for d, _, _ in rows)
     hours = {day: (int(o), int(c)) for day, (_, o, c) in zip(days, rows)}
     if list(days) != sorted(set(days)) or any(o >= c for o, c in hours.values()):
         raise ValueError("calendar rows must be distinct dates in order, each opening before it closes")
-    if not days or (days[0] - CALENDAR_START).days > 7 or (CALENDAR_END - days[-1]).days > 7:
-        return False
-    _preloaded_calendar = (frozenset(days), days, hours)
-    return True
+    return frozenset(days), days, hours
 
 
-@lru_cache(maxsize=1)
-def _calendar() -> _CalendarData:
-    """The XKRX trading days and their (open, close) in ns UTC, built once from exchange_calendars."""
-    if _preloaded_calendar is not None:
-        return _preloaded_calendar
-    import exchange_calendars as xc  # slow import (pandas); only when sessions are first asked for
+def build_calendar_table() -> list[tuple[str, int, int]]:
+    """The XKRX calendar's rows built from exchange_calendars (a slow import, pandas with it, about a second)."""
+    import exchange_calendars as xc
 
     with warnings.catch_warnings():
         # exchange_calendars still reads Series.values on tz-aware columns (a pandas 3 deprecation)
         warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
         cal = xc.get_calendar("XKRX", start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
     schedule = cal.schedule
-    days = tuple(ts.date() for ts in schedule.index)
+    days = [ts.date() for ts in schedule.index]
     opens = schedule["open"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
     closes = schedule["close"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
-    hours = {d: (int(o), int(c)) for d, o, c in zip(days, opens, closes)}
-    return frozenset(days), days, hours
+    return [(d.isoformat(), int(o), int(c)) for d, o, c in zip(days, opens, closes)]
+
+
+@lru_cache(maxsize=1)
+def _calendar() -> _CalendarData:
+    """The XKRX trading days and their (open, close) in ns UTC: preloaded, from the disk cache, or built once."""
+    if _preloaded_calendar is not None:
+        return _preloaded_calendar
+    from core import calendar_cache  # the copy on disk: a process that finds it never imports pandas for it
+
+    calendar_cache.load_calendar()
+    if _preloaded_calendar is not None:
+        return _preloaded_calendar
+    return _calendar_of(build_calendar_table())  # rows the library gives for a shorter range: used as they are
 
 
 def _check_range(day: dt.date) -> None:

@@ -28,12 +28,12 @@ import zmq
 from bus.pubsub import Publisher
 from bus.rpc import RequestInfo, RpcServer
 from bus.service import EXIT_CONFIG, Service, configure_logging
+from core.calendar_cache import load_calendar
 from core.config import PROJECT_ROOT, ConfigError, load_stack
 from core.instruments import Instrument, load_instruments
 from core.krx import KST
 from core.matching import MatchingEngine
 from core.messages import CancelRequest, Command, CommandResult, Heartbeat, Message, OrderRequest
-from services.exchange.calendar_cache import load_calendar
 from services.exchange.clock import MarketClock, first_market_day, kst_ns
 from services.exchange.desk import BAD_ARGS, Desk, unknown_request
 from services.exchange.faults import BAD_FAULT, FaultError, Faults, phantom_from_args
@@ -92,7 +92,7 @@ class ExchangeService(Service):
 
     def setup(self) -> None:
         s = self.settings
-        self.log.info("XKRX calendar %s", load_calendar(s.run_path / "exchange"))
+        self.log.info("XKRX calendar %s", load_calendar())
         self.instruments = self._instruments()
         configured = s.exchange.faults
         self.faults = Faults(

@@ -482,26 +482,35 @@ def test_market_data_started_mid_session_learns_the_session_and_forwards_it_once
                 p.wait()
 
 
-def test_calendar_cached_in_the_run_dir_gives_the_same_trading_days(tmp_path: Path) -> None:
+def test_the_calendar_is_kept_on_disk_and_a_process_that_finds_it_never_imports_pandas(tmp_path: Path) -> None:
     probe = (
-        "import datetime as dt, json, sys; from pathlib import Path; from core import krx; "
-        "from services.exchange.calendar_cache import load_calendar; how = load_calendar(Path(sys.argv[1])); "
+        "import datetime as dt, json, sys; from core import krx; "
         "days = krx.trading_days(dt.date(2024, 1, 1), dt.date(2026, 12, 31)); "
-        "print(json.dumps([how, len(days), [krx.market_hours(d) for d in days[::50]], "
-        "krx.next_trading_day(dt.date(2026, 2, 13)).isoformat()]))"
+        "print(json.dumps([len(days), [krx.market_hours(d) for d in days[::50]], "
+        "krx.next_trading_day(dt.date(2026, 2, 13)).isoformat(), 'pandas' in sys.modules]))"
     )
+    cache = tmp_path / "cache"
 
-    def run() -> list[Any]:
-        out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=120)
+    def run(folder: Path) -> list[Any]:
+        env = {**os.environ, "TRADER_CACHE_DIR": str(folder)}
+        out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=120, env=env)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
-    first, second = run(), run()
-    assert (first[0], second[0]) == ("built", "cache")
-    assert first[1:] == second[1:]
-    (tmp_path / "xkrx-calendar.json").write_text("{not json")
-    assert run()[0] == "built"  # a damaged cache is rebuilt, never trusted
+    first, second = run(cache), run(cache)
+    assert (first[-1], second[-1]) == (True, False), "built once (pandas), then read from the file"
+    assert first[:-1] == second[:-1] and first[0] > 700 and first[2] == "2026-02-19"
+    (cache / "xkrx-calendar.json").write_text("{not json")
+    assert run(cache) == first, "a damaged cache is built again, never trusted"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert run(blocked / "cache") == first, "a folder that cannot be written: built in memory"
+    said = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from core.calendar_cache import load_calendar; print(load_calendar(Path(sys.argv[1])))",
+                           str(blocked / "cache")], check=False, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert said.stdout.startswith("built (not cached: [Errno 20] Not a directory"), said.stdout + said.stderr
 
 
 def test_the_closing_auction_is_published_before_the_close_and_the_expiries_after_it() -> None:
