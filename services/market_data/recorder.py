@@ -223,26 +223,46 @@ def newest_day(root: Path) -> dt.date | None:
 FLOW_FIELDS = ("ts_ns", "code", "foreign_net_qty", "institution_net_qty", "individual_net_qty", "provisional")
 FUNDAMENTAL_FIELDS = ("ts_ns", "code", "effective_date", "eps", "bps", "dps", "source")
 SIDE_KEYS = {"flows": ("ts_ns", "code"), "fundamentals": ("code", "effective_date")}
+SIDE_SCHEMAS = {
+    "flows": pa.schema([("ts_ns", pa.int64()), ("code", pa.string()), ("foreign_net_qty", pa.int64()),
+                        ("institution_net_qty", pa.int64()), ("individual_net_qty", pa.int64()),
+                        ("provisional", pa.bool_())]),
+    "fundamentals": pa.schema([("ts_ns", pa.int64()), ("code", pa.string()), ("effective_date", pa.string()),
+                               ("eps", pa.int64()), ("bps", pa.int64()), ("dps", pa.int64()), ("source", pa.string())]),
+}
 
 
 def write_side_table(root: Path, name: str, rows: Sequence[Mapping[str, object]], fmt: BarFormat = "parquet") -> Path:
-    """Merge rows into ``<root>/<name>.<format>`` (flows or fundamentals): a row with the same key replaces the old one."""
-    import pandas as pd
+    """Merge rows into ``<root>/<name>.<format>`` (flows or fundamentals): a row with the same key replaces the old one.
 
+    The table is sorted by (ts_ns, code); Arrow only, so that recording flows
+    does not load pandas into market data.
+    """
+    schema, key = SIDE_SCHEMAS[name], SIDE_KEYS[name]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}.{fmt}"
-    new = pd.DataFrame(list(rows))
+    merged: dict[tuple[object, ...], dict[str, object]] = {}
+    old: list[dict[str, object]] = []
     if path.exists():
-        old = pd.read_csv(path, dtype={"code": str, "effective_date": str}) if fmt == "csv" else pd.read_parquet(path)
-        new = pd.concat([old, new], ignore_index=True)
-    new["code"] = new["code"].astype(str)
-    new = new.drop_duplicates(list(SIDE_KEYS[name]), keep="last").sort_values(["ts_ns", "code"], kind="stable")
+        if fmt == "csv":
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in schema}, include_columns=schema.names))
+        else:
+            table = pq.read_table(path, columns=schema.names)
+        old = table.cast(schema).to_pylist()
+    for row in [*old, *({f: r.get(f) for f in schema.names} for r in rows)]:
+        row["code"] = str(row["code"])
+        k = tuple(row[f] for f in key)
+        merged.pop(k, None)  # the later row, at its own place
+        merged[k] = row
+    ordered = sorted(merged.values(), key=lambda r: (r["ts_ns"], r["code"]))
+    out = pa.Table.from_pylist(ordered, schema=schema)
     tmp = path.with_name(f".{path.name}.tmp")
     if fmt == "csv":
-        new.to_csv(tmp, index=False)
+        pacsv.write_csv(out, tmp)
     else:
-        new.to_parquet(tmp, index=False, compression=COMPRESSION)
+        pq.write_table(out, tmp, compression=COMPRESSION)
     os.replace(tmp, path)
     return path
 

@@ -536,3 +536,35 @@ def test_exchange_data_flows_and_market_data_recovers_from_a_disconnect_and_a_re
     received(sub, lambda e: e.topic.startswith("md.tick."), timeout=15)
     status = stack.rpc("status")
     assert status["feed"] == "connected" and status["drops"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_side_tables_merge_by_key_in_order_and_read_back_in_pandas_as_written(tmp_path: Path, fmt: str) -> None:
+    import pandas as pd
+
+    def flow(ts: int, code: str, foreign: int, provisional: bool = False) -> dict[str, object]:
+        return {"ts_ns": ts, "code": code, "foreign_net_qty": foreign, "institution_net_qty": -foreign,
+                "individual_net_qty": 0, "provisional": provisional}
+
+    recorder.write_side_table(tmp_path, "flows", [flow(20, "005930", 5, True), flow(10, "000660", 7)], fmt)
+    path = recorder.write_side_table(tmp_path, "flows", [flow(20, "005930", 9), flow(10, "005930", 1)], fmt)
+    back = pd.read_csv(path, dtype={"code": str}) if fmt == "csv" else pd.read_parquet(path)
+    assert back.to_dict("records") == [flow(10, "000660", 7), flow(10, "005930", 1), flow(20, "005930", 9)], \
+        "the later report of (ts_ns, code) replaces the earlier; sorted by time, then code"
+    funds = [{"ts_ns": 5, "code": "005930", "effective_date": "20250102", "eps": 100, "bps": 900, "dps": 10,
+              "source": "sim"}]
+    recorder.write_side_table(tmp_path, "fundamentals", funds, fmt)
+    again = recorder.write_side_table(tmp_path, "fundamentals", [{**funds[0], "ts_ns": 6, "eps": 120}], fmt)
+    rows = (pd.read_csv(again, dtype={"code": str, "effective_date": str}) if fmt == "csv"
+            else pd.read_parquet(again)).to_dict("records")
+    assert rows == [{**funds[0], "ts_ns": 6, "eps": 120}], "keyed by (code, effective_date)"
+
+
+def test_a_side_table_pandas_wrote_merges_with_new_rows(tmp_path: Path) -> None:
+    import pandas as pd
+
+    old = {"ts_ns": 1, "code": "005930", "foreign_net_qty": 3, "institution_net_qty": 0, "individual_net_qty": 0,
+           "provisional": False}
+    pd.DataFrame([old]).to_parquet(tmp_path / "flows.parquet", index=False)
+    path = recorder.write_side_table(tmp_path, "flows", [{**old, "ts_ns": 2}])
+    assert pd.read_parquet(path)["ts_ns"].tolist() == [1, 2]
