@@ -57,15 +57,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from core import krx
 from core.book import bar_quotes
 from core.instruments import Instrument
+
+if TYPE_CHECKING:  # pandas only where frames are built: the exchange ticks without it
+    import pandas as pd
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -171,6 +173,8 @@ class DayBars:
 
     def to_frame(self) -> pd.DataFrame:
         """The bars as a long table sorted by code then time, columns ``BAR_COLUMNS``."""
+        import pandas as pd
+
         n, m = self.close.shape
         return pd.DataFrame(
             {
@@ -187,6 +191,8 @@ class DayBars:
 
     def flows_frame(self) -> pd.DataFrame:
         """The investor flow reports as a long table, columns ``FLOW_COLUMNS``."""
+        import pandas as pd
+
         n, k = self.foreign_net_qty.shape
         zero = np.zeros_like(self.foreign_net_qty)
         inst = self.institution_net_qty if self.institution_net_qty is not None else zero
@@ -204,6 +210,8 @@ class DayBars:
 
     def fundamentals_frame(self, *, every_code: bool = False) -> pd.DataFrame:
         """Today's announcements (or every code's figures in force), columns ``FUNDAMENTAL_COLUMNS``."""
+        import pandas as pd
+
         mask = np.ones(len(self.codes), bool) if every_code or self.announced is None else self.announced
         idx = np.flatnonzero(mask)
         dps = self.dps if self.dps is not None else np.zeros(len(self.codes), np.int64)
@@ -657,6 +665,8 @@ def simulate_world(
     params: SimulatorParams | None = None,
 ) -> World:
     """Bars, investor flows and earnings announcements for a number of trading days."""
+    import pandas as pd
+
     sim = MarketSimulator(instruments, seed, start_date, params)
     dates: list[dt.date] = []
     for _ in range(max(days, 0)):
