@@ -31,8 +31,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from openpyxl import Workbook
@@ -115,6 +113,9 @@ class Blotter(JournalReader):
         path = self.archive_path / day / ARCHIVE_FILES[table]
         if not path.is_file():
             return []
+        import pyarrow as pa  # only once archived days are shown: the dashboard runs without it until then
+        import pyarrow.parquet as pq
+
         try:
             return pq.read_table(path).to_pylist()
         except (OSError, pa.ArrowException) as exc:  # a damaged file: say so, show the rest

@@ -21,9 +21,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 ARCHIVE_DIR = "archive"
 TABLES = {  # journal table -> (archive file, key column)
     "orders": ("orders.parquet", "client_order_id"),
@@ -57,6 +54,9 @@ def _rows(db: sqlite3.Connection, table: str, date: str) -> tuple[list[str], lis
 
 def _write(path: Path, columns: list[str], rows: list[tuple[Any, ...]], key: str) -> int:
     """Write ``rows`` merged with the file's own (the journal's row wins on the same key); returns rows in the file."""
+    import pyarrow as pa  # only when a day is archived or read back: the order manager runs without it
+    import pyarrow.parquet as pq
+
     merged: dict[Any, dict[str, Any]] = {}
     if path.exists():
         for r in pq.read_table(path).to_pylist():
@@ -73,6 +73,8 @@ def _write(path: Path, columns: list[str], rows: list[tuple[Any, ...]], key: str
 
 def archive_day(db: sqlite3.Connection, run_path: Path, date: str) -> dict[str, int]:
     """Move one trading date's orders, order events and fills to its archive folder; rows moved per table."""
+    import pyarrow.parquet as pq  # only when a day is archived or read back
+
     folder = archive_path(run_path) / date
     folder.mkdir(parents=True, exist_ok=True)
     moved: dict[str, int] = {}
@@ -108,6 +110,8 @@ def _read(run_path: Path, table: str, since: str, until: str, agent_id: str | No
         path = folder / name
         if not path.exists():
             continue
+        import pyarrow.parquet as pq  # only once there is an archive to read
+
         rows = pq.read_table(path).to_pylist()
         out.extend(r for r in rows if agent_id is None or r.get("agent_id") == agent_id)
     return out
