@@ -26,6 +26,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -86,6 +87,33 @@ def bar_path(root: Path, day: str, code: str, fmt: BarFormat = "parquet") -> Pat
     return Path(root) / day / f"{code}.{fmt}"
 
 
+def arrow_without_pandas() -> bool:
+    """Tell pyarrow that pandas is absent, for a process that records with Arrow alone; True if it was not loaded.
+
+    pyarrow checks on its first array whether pandas is installed (to accept its
+    objects) and, when it is, imports it: some 70 MB that market data never uses.
+    With ``pandas`` hidden for that one check pyarrow keeps the answer "absent";
+    pandas itself stays importable (pyarrow's own pandas calls import it again).
+    """
+    if "pandas" in sys.modules:
+        return False
+    hide = _HidePandas()
+    sys.meta_path.insert(0, hide)  # an import of it fails for the moment
+    try:
+        pa.array([0], pa.int64())
+    finally:
+        sys.meta_path.remove(hide)
+    return "pandas" not in sys.modules
+
+
+class _HidePandas:
+    """A finder that says pandas is not installed."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def bars_to_table(bars: Sequence[Bar]) -> pa.Table:
     """Bars as an Arrow table in the file schema, sorted by start time."""
     ordered = sorted(bars, key=lambda b: b.ts_ns)
@@ -123,7 +151,7 @@ def read_table(path: Path) -> pa.Table:
     """One bar file (parquet or csv, by suffix) as a table in the file schema."""
     path = Path(path)
     if path.suffix == ".parquet":
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # one file: not through pyarrow.dataset (which loads pandas)
     elif path.suffix == ".csv":
         convert = pacsv.ConvertOptions(column_types={f.name: f.type for f in SCHEMA})
         table = pacsv.read_csv(path, convert_options=convert)
@@ -249,7 +277,7 @@ def write_side_table(root: Path, name: str, rows: Sequence[Mapping[str, object]]
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 column_types={f.name: f.type for f in schema}, include_columns=schema.names))
         else:
-            table = pq.read_table(path, columns=schema.names)
+            table = pq.ParquetFile(path).read(columns=schema.names)
         old = table.cast(schema).to_pylist()
     for row in [*old, *({f: r.get(f) for f in schema.names} for r in rows)]:
         row["code"] = str(row["code"])

@@ -75,6 +75,7 @@ class MarketDataService(Service):
     # --- start and stop ------------------------------------------------------
 
     def setup(self) -> None:
+        recorder.arrow_without_pandas()  # bars and side tables are written with Arrow alone
         self._load_base_prices()
         self._purge(recorder.newest_day(self.recorder.root))
         self._warm_board()

@@ -434,6 +434,8 @@ def test_bars_reach_their_file_before_the_close_and_a_restarted_market_data_serv
     path = recorder.bar_path(stack.run_dir / "bars", "20260105", "005930")
     wait_until(lambda: path.exists() and len(recorder.read_bars(path)) >= 3, timeout=20,
                what="bars written during the day (no close yet)")
+    maps = Path(f"/proc/{stack.procs['market-data'].pid}/maps").read_text()
+    assert "/pandas/" not in maps, "bars written and merged with Arrow alone: pandas never loaded"
     stack.stop("market-data", signal.SIGKILL)  # no flush on the way out
     on_disk = recorder.read_bars(path)
     stack.start("market-data", ["-m", "services.market_data"])
