@@ -11,8 +11,8 @@ then on (it reaps it and reads its exit code); elsewhere it belongs to init.
 The answer is one JSON line on stdout: ``{"pid": N}`` or ``{"error": "..."}``.
 
 What an agent gets is a fresh process in all that matters: a process group of
-its own (``kill -- -PID`` reaches it and nothing else), stdin from /dev/null, stdout and stderr to its log, no other open file
-(the zygote's pipes are closed), the environment and working directory of the
+its own (``kill -- -PID`` reaches it and nothing else), stdin from /dev/null,
+stdout and stderr to its log, no other open file (the zygote's pipes are closed), the environment and working directory of the
 request, default signal handlers, its command line as the title ``ps`` and
 psutil show (one string: read it with ``bus.pidlock.cmdline_of``), and then ``agents.runtime.main`` creates its ZeroMQ context and
 takes its pid lock like any agent started by hand. The zygote itself holds no
@@ -25,7 +25,7 @@ the kernel groups tasks by session (``CONFIG_SCHED_AUTOGROUP``, on in most
 desktop and server kernels) a nice value counts only inside its group: an agent
 in a session of its own at nice 19 still took as much CPU as the order manager
 at nice 0, and a hundred of them waking on one bar kept the back office waiting
-(order acknowledgements at 100 agents, p50 36 ms; in one group 12.5 ms). So the
+(order acknowledgements at 100 agents, p50 36 ms; in one group 11-20 ms). So the
 agents share one group, and the zygote gives that group the agents' nice
 (``/proc/self/autogroup``): a hundred agents together weigh what one process of
 the back office weighs at that nice, and inside the group each runs at it too.
