@@ -15,10 +15,10 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
-import numpy.typing as npt
-
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from core.instruments import Instrument
 
 CODE_RE = re.compile(r"^[0-9]{4}[0-9A-HJ-NP-TV-Z][0-9A-Z]$")
@@ -127,15 +127,23 @@ class Session(StrEnum):
 
 # --- vectorised tick grid (for the simulator and the back-tester) -------------
 
-_TICK_BOUNDS = np.array([bound for bound, _ in _TICK_TABLE], dtype=np.int64)
-_TICKS = np.array([tick for _, tick in _TICK_TABLE] + [_TOP_TICK], dtype=np.int64)
-_TICK_BOUNDS_F = _TICK_BOUNDS.astype(np.float64)
-_TICKS_F = _TICKS.astype(np.float64)
+# numpy is imported by these functions only: the back office's processes, which round one price at a time, run without it
+@lru_cache(maxsize=1)
+def _tick_grid() -> tuple[Any, Any, Any]:
+    """(lower bounds as float64, ticks as int64, ticks as float64) of the tick table."""
+    import numpy as np
+
+    bounds = np.array([bound for bound, _ in _TICK_TABLE], dtype=np.int64)
+    ticks = np.array([tick for _, tick in _TICK_TABLE] + [_TOP_TICK], dtype=np.int64)
+    return bounds.astype(np.float64), ticks, ticks.astype(np.float64)
 
 
 def tick_size_array(prices: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Tick sizes in won for an array of prices (same table as ``tick_size``)."""
-    return _TICKS[np.searchsorted(_TICK_BOUNDS_F, np.asarray(prices, dtype=np.float64), side="right")]
+    import numpy as np
+
+    bounds_f, ticks, _ = _tick_grid()
+    return ticks[np.searchsorted(bounds_f, np.asarray(prices, dtype=np.float64), side="right")]  # type: ignore[no-any-return]
 
 
 def round_to_tick_array(prices: npt.ArrayLike, how: Rounding | str = Rounding.NEAREST) -> npt.NDArray[np.int64]:
@@ -145,12 +153,15 @@ def round_to_tick_array(prices: npt.ArrayLike, how: Rounding | str = Rounding.NE
     multiple of the coarser tick above it, so one step up from the last tick
     below a boundary lands exactly on it.
     """
+    import numpy as np
+
     how = Rounding(how)
     p = np.asarray(prices, dtype=np.float64)
     if not np.isfinite(p).all():
         raise ValueError("prices to round must be finite numbers")
     p = np.maximum(p, 1.0)
-    tick = _TICKS_F[np.searchsorted(_TICK_BOUNDS_F, p, side="right")]
+    bounds_f, _, ticks_f = _tick_grid()
+    tick = ticks_f[np.searchsorted(bounds_f, p, side="right")]
     down = np.floor(p / tick) * tick
     if how is Rounding.DOWN:
         return down.astype(np.int64)
@@ -161,6 +172,8 @@ def round_to_tick_array(prices: npt.ArrayLike, how: Rounding | str = Rounding.NE
 
 def limit_prices_array(base_prices: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The (lower, upper) daily limit prices for an array of base prices (see ``limit_prices``)."""
+    import numpy as np
+
     base = np.asarray(base_prices, dtype=np.int64)
     base_tick = tick_size_array(base)
     width = base * LIMIT_RATE_PCT // 100 // base_tick * base_tick
@@ -249,6 +262,7 @@ def _calendar_of(rows: list[tuple[str, int, int]]) -> _CalendarData:
 def build_calendar_table() -> list[tuple[str, int, int]]:
     """The XKRX calendar's rows built from exchange_calendars (a slow import, pandas with it, about a second)."""
     import exchange_calendars as xc
+    import numpy as np
 
     with warnings.catch_warnings():
         # exchange_calendars still reads Series.values on tz-aware columns (a pandas 3 deprecation)
@@ -266,7 +280,8 @@ def _calendar() -> _CalendarData:
     """The XKRX trading days and their (open, close) in ns UTC: preloaded, from the disk cache, or built once."""
     if _preloaded_calendar is not None:
         return _preloaded_calendar
-    from core import calendar_cache  # the copy on disk: a process that finds it never imports pandas for it
+    # the copy on disk: a process that finds it never imports pandas for it
+    from core import calendar_cache
 
     calendar_cache.load_calendar()
     if _preloaded_calendar is not None:

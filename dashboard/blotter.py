@@ -33,7 +33,6 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from openpyxl import Workbook
 from starlette.concurrency import run_in_threadpool
 
 from core.messages import OrderStatus, Side
@@ -270,6 +269,8 @@ def to_csv(rows: Sequence[Mapping[str, Any]], table: str) -> str:
 
 def to_xlsx(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
     """A workbook with a sheet per table (headers the column labels; numbers stay numbers)."""
+    from openpyxl import Workbook  # only for a download (it loads numpy when installed)
+
     wb = Workbook(write_only=True)
     for table, rows in tables.items():
         ws = wb.create_sheet(table)

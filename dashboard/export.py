@@ -7,8 +7,6 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from openpyxl import Workbook
-
 # The agent grid's columns as exported: (row key, header).
 AGENT_COLUMNS = (
     ("id", "id"),
@@ -88,6 +86,8 @@ def grid_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def grid_xlsx(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """The grid as an XLSX workbook (numbers stay numbers)."""
+    from openpyxl import Workbook  # only for a download (it loads numpy when installed)
+
     wb = Workbook()
     ws = wb.active
     ws.title = "agents"

@@ -161,7 +161,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TRADER_SUPERVISOR__RESTART_BACKOFF_S": "0.1",
         "TRADER_SUPERVISOR__KILL_TIMEOUT_S": "4",
         "TRADER_RECONCILE__AGENT_BOOKS": "false",
+        "TRADER_CACHE_DIR": str(run_dir / "cache"),
     }
+    # the calendar's cache is there before the stack starts, as on every start but a machine's first
+    subprocess.run([sys.executable, "-c", "from core.calendar_cache import load_calendar; load_calendar()"],
+                   cwd=PROJECT_ROOT, env=env, check=True, timeout=120)
     s = Stack(run_dir, env)
     try:
         s.start()
@@ -182,6 +186,11 @@ def test_every_process_of_the_procfile_and_every_good_agent_is_healthy(stack: St
     rows = wait_for(healthy, 60, "every service heartbeating and both agents in sync")
     for name in SERVICES | {"sma-a", "sma-b"}:
         assert rows[name]["rss_bytes"] > 0 and rows[name]["threads"] >= 1
+    for name in SERVICES:  # what a process does not need, it does not load
+        maps = Path(f"/proc/{rows[name]['pid']}/maps").read_text()
+        assert "/pandas/" not in maps, f"{name} loaded pandas"
+        if name in ("bus", "dashboard"):
+            assert "/numpy/" not in maps, f"{name} loaded numpy"
 
 
 def test_an_agent_that_cannot_start_is_stopped_as_flapping_with_an_alert(stack: Stack) -> None:
