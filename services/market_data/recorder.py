@@ -248,8 +248,6 @@ def newest_day(root: Path) -> dt.date | None:
     return dt.datetime.strptime(dirs[-1].name, "%Y%m%d").date()
 
 
-FLOW_FIELDS = ("ts_ns", "code", "foreign_net_qty", "institution_net_qty", "individual_net_qty", "provisional")
-FUNDAMENTAL_FIELDS = ("ts_ns", "code", "effective_date", "eps", "bps", "dps", "source")
 SIDE_KEYS = {"flows": ("ts_ns", "code"), "fundamentals": ("code", "effective_date")}
 SIDE_SCHEMAS = {
     "flows": pa.schema([("ts_ns", pa.int64()), ("code", pa.string()), ("foreign_net_qty", pa.int64()),
@@ -258,6 +256,8 @@ SIDE_SCHEMAS = {
     "fundamentals": pa.schema([("ts_ns", pa.int64()), ("code", pa.string()), ("effective_date", pa.string()),
                                ("eps", pa.int64()), ("bps", pa.int64()), ("dps", pa.int64()), ("source", pa.string())]),
 }
+FLOW_FIELDS = tuple(SIDE_SCHEMAS["flows"].names)
+FUNDAMENTAL_FIELDS = tuple(SIDE_SCHEMAS["fundamentals"].names)
 
 
 def write_side_table(root: Path, name: str, rows: Sequence[Mapping[str, object]], fmt: BarFormat = "parquet") -> Path:
