@@ -5,6 +5,11 @@ Kinds (the ``fault`` command's ``args``):
 * ``{"kind": "disconnect", "seconds": N}``: for N wall seconds the exchange
   answers nothing and publishes nothing (requests are dropped; clients time out);
 * ``{"kind": "delay", "ms": N}``: every reply waits N ms;
+* ``{"kind": "refuse_queries", "seconds": N}``: for N wall seconds the account's
+  records (account, positions, open orders, the day's orders and fills, an
+  order's status) are refused with ``BROKER_DISCONNECTED``, as the KIS gateway
+  refuses them while KIS does not answer it (a token KIS issues once a minute);
+  orders and the clock are served as usual;
 * ``{"kind": "reject_fraction", "fraction": F}``: refuse that share of new orders
   (``BROKER_REJECTED_RANDOM``), drawn from a seeded generator;
 * ``{"kind": "notice_before_reply", "on": bool}``: publish an order's notices
@@ -47,6 +52,7 @@ class Faults:
 
     seed: int = 0
     disconnected_until_ns: int = 0
+    refusing_until_ns: int = 0
     delay_ms: int = 0
     reject_fraction: float = 0.0
     notice_before_reply: bool = False
@@ -62,6 +68,9 @@ class Faults:
         if kind == "disconnect":
             seconds = _number(args, "seconds", 0, MAX_DISCONNECT_S)
             self.disconnected_until_ns = now_ns + int(seconds * 1e9)
+        elif kind == "refuse_queries":
+            seconds = _number(args, "seconds", 0, MAX_DISCONNECT_S)
+            self.refusing_until_ns = now_ns + int(seconds * 1e9)
         elif kind == "delay":
             self.delay_ms = int(_number(args, "ms", 0, MAX_DELAY_MS))
         elif kind == "reject_fraction":
@@ -73,13 +82,14 @@ class Faults:
             setattr(self, kind, on)
         elif kind == "clear":
             self.disconnected_until_ns = 0
+            self.refusing_until_ns = 0
             self.delay_ms = 0
             self.reject_fraction = 0.0
             self.notice_before_reply = False
             self.duplicate_notice = False
         else:
             raise FaultError(
-                f"unknown fault kind {kind!r}: disconnect, delay, reject_fraction, "
+                f"unknown fault kind {kind!r}: disconnect, refuse_queries, delay, reject_fraction, "
                 "notice_before_reply, duplicate_notice, clear or phantom"
             )
         return self.describe(now_ns)
@@ -87,6 +97,10 @@ class Faults:
     def disconnected(self, now_ns: int) -> bool:
         """Whether the exchange plays dead right now."""
         return now_ns < self.disconnected_until_ns
+
+    def refusing_queries(self, now_ns: int) -> bool:
+        """Whether the account's records are refused right now."""
+        return now_ns < self.refusing_until_ns
 
     def reject_next_order(self) -> bool:
         """Whether to refuse the next new order at random."""
@@ -96,6 +110,7 @@ class Faults:
         """The faults in force, as plain data."""
         return {
             "disconnected_s": max(0.0, (self.disconnected_until_ns - now_ns) / 1e9),
+            "refusing_queries_s": max(0.0, (self.refusing_until_ns - now_ns) / 1e9),
             "delay_ms": self.delay_ms,
             "reject_fraction": self.reject_fraction,
             "notice_before_reply": self.notice_before_reply,

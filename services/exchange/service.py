@@ -44,6 +44,7 @@ from services.exchange.venue import Outbound, PaperVenue
 ACCOUNT_ID = "firm"
 STATE_VERSION = 1
 WALL_TICK_BUDGET_S = 3600  # caps prints per bar so a fast clock does not flood the feed
+REFUSABLE_QUERIES = frozenset({"account", "positions", "open_orders", "orders_today", "fills_today", "order_status"})
 
 
 class _FaultyRpcServer(RpcServer):
@@ -202,6 +203,9 @@ class ExchangeService(Service):
         elif isinstance(msg, Command):
             if msg.name == "fault":
                 return self._fault(msg)
+            if msg.name in REFUSABLE_QUERIES and self.faults.refusing_queries(time.monotonic_ns()):
+                return CommandResult(command_id=msg.command_id, ok=False, reason_code="BROKER_DISCONNECTED",
+                                     error="the account's records cannot be read now (fault refuse_queries)")
             return self.desk.query(msg, now)
         else:
             return unknown_request(msg)

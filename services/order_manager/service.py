@@ -40,6 +40,7 @@ catch-up with the broker (alert ``journal_recovered``).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -84,6 +85,7 @@ PING_INTERVAL_S = 1.0
 CHASE_INTERVAL_S = 0.5
 IN_FLIGHT_AGE_NS = 2_000_000_000  # an order or cancel without an answer this long is asked about by id
 DAY_ROLL_GRACE_S = 1.0  # closing-auction notices follow the closed event; let them land first
+ROLL_RETRY_S = 2.0  # a roll the broker or the journal could not take is tried again this much later
 JOURNAL_PROBE_INTERVAL_S = 1.0  # how often a journal that refused a write is tried again
 BAD_FAULT = "BAD_FAULT"
 LEDGER_ALERT = "ledger_inconsistent"
@@ -119,6 +121,7 @@ class OrderManagerService(Service):
         self._roll_due: float | None = None
         self._rolled_date = ""
         self._roll_date = ""
+        self._roll_waits = 0  # failed tries of the pending roll (the first is logged as a warning)
         self._ledger_seen_date = ""
         self._outbox: list[tuple[str, Message]] = []  # published once the current request is answered
         # µs, for a new order: waiting to be read (the agent's send to here), served (read to answered),
@@ -286,11 +289,7 @@ class OrderManagerService(Service):
         if (trading_date and self._roll_due is not None and self._roll_date
                 and self._roll_date < trading_date):
             # the market is on the next day before the closed one was rolled: roll it first, with its own records
-            try:
-                self._day_roll()
-            except (BrokerUnavailable, JournalUnavailable) as exc:
-                self._roll_due = time.monotonic() + JOURNAL_PROBE_INTERVAL_S
-                self.log.warning("the roll of %s waits: %s", self._roll_date, exc)
+            if not self._day_roll():
                 return  # the new day is taken in once the closed one is rolled
         self.desk.on_session(phase, trading_date)
         if trading_date and trading_date != self._ledger_seen_date:
@@ -327,22 +326,39 @@ class OrderManagerService(Service):
                 self._day_roll()
         except BrokerUnavailable as exc:
             self._lost(now_monotonic, str(exc))
+        except BrokerError as exc:
+            # a query refused (KIS did not answer the gateway): the reconnect's reconciliation catches up once it can
+            self._lost(now_monotonic, f"the broker refused a query: {exc}")
         except JournalUnavailable as exc:
             self.log.warning("journal: %s", exc.text)
 
-    def _day_roll(self) -> None:
-        """At the close: apply the last notices from the broker, expire what is open, purge old days."""
+    def _day_roll(self) -> bool:
+        """At the close: apply the last notices from the broker, expire what is open, purge old days.
+
+        Whether it rolled. A broker that does not answer or refuses the day's
+        records (KIS without a token for a minute), or a journal that refuses
+        the write, leaves the day open and the roll tried again shortly: an
+        order expires only after the broker's last word on it.
+        """
         self._roll_due = None
         date = self._roll_date or self.desk.trading_date
         try:
             self.desk.reconcile(time.time_ns(), trading_date=date)  # the closed day's, even if the broker moved on
             expired = self.desk.expire_open(time.time_ns(), through_date=date)
-        except JournalUnavailable:
-            self._roll_due = time.monotonic() + JOURNAL_PROBE_INTERVAL_S  # again once the journal takes writes
-            raise
+        except (BrokerUnavailable, BrokerError, JournalUnavailable) as exc:
+            self._roll_due = time.monotonic() + ROLL_RETRY_S
+            text = exc.text if isinstance(exc, JournalUnavailable) else str(exc)
+            self._roll_waits += 1
+            self.log.log(logging.WARNING if self._roll_waits == 1 else logging.DEBUG,
+                         "the roll of %s waits (tried again every %.0f s): %s", date, ROLL_RETRY_S, text)
+            if isinstance(exc, BrokerUnavailable):
+                self._lost(time.monotonic(), str(exc))
+            return False
+        self._roll_waits = 0
         self._rolled_date = date
         rolled = self._keep_books(lambda: self.books.close_day(date, time.time_ns()))
         self.log.info("day roll %s: %d order(s) expired; ledger %s", date, expired, rolled)
+        return True
 
     def _keep_books(self, step: Callable[[], Any]) -> Any:
         """Run a ledger step; a ledger that does not add up halts the firm and alerts once, naming the row."""

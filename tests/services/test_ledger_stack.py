@@ -184,3 +184,33 @@ def test_a_roll_that_finds_a_fill_of_an_unknown_order_halts_the_firm_and_names_t
             alerts.close()
     finally:
         s.close()
+
+
+def test_a_day_roll_whose_records_the_broker_refuses_waits_for_them_and_the_order_manager_lives_on(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    s = LedgerStack(tmp_path_factory.mktemp("ledger-refused"))
+    s.env["TRADER_CLOCK__START_TIME"] = "15:27"
+    try:
+        for name in ("bus", "exchange", "market-data", "risk-guard", "order-manager"):
+            s.start(name)
+        wait_for(lambda: accepting(s), 60, "the order manager to connect to the exchange")
+        wait_for(lambda: _guard_consistent(s), 60, "the risk guard's view")
+        resting = s.order(s.resting_price())
+        assert resting.status is OrderStatus.ACCEPTED, resting
+        day = s.trading_date
+        # the broker's records cannot be read over the close (as KIS without a token for a minute)
+        s.exchange.fault(kind="refuse_queries", seconds=600)
+        log = s.run_dir / "logs" / "order-manager.log"
+        wait_for(lambda: f"the roll of {day} waits" in log.read_text(), 60, "the roll to wait for the broker")
+        oms = s.procs["order-manager"]
+        assert oms.poll() is None, log.read_text()[-2000:]
+        status = s.journal_rows("SELECT status FROM orders WHERE client_order_id = ?", resting.client_order_id)
+        assert status == [("accepted",)]  # not expired before the broker's last word on it
+        assert s.journal_rows("SELECT count(*) FROM ledger_rolls")[0][0] == 0
+        s.exchange.fault(kind="clear")
+        wait_for(lambda: s.journal_rows("SELECT status FROM orders WHERE client_order_id = ?",
+                                        resting.client_order_id) == [("expired",)], 60, "the order to expire")
+        assert s.journal_rows("SELECT next_date FROM ledger_rolls WHERE ledger_date = ?", day)
+        assert oms.poll() is None and "Traceback" not in log.read_text()
+    finally:
+        s.close()
