@@ -153,6 +153,9 @@ class Kis(_Section):
     sim_speed: float = Field(default=60.0, gt=0)  # the local kis-sim's market clock (market seconds per wall second)
     rate_per_s: float = Field(default=0.0, ge=0)  # 0 = KIS's published rate for env, less a margin
     order_timeout_s: float = Field(default=5.0, gt=0)  # an order reply later than this leaves the order UNKNOWN
+    # account queries answered from a reading this recent (within KIS's rate limit); a fresh query reads anew
+    balance_max_age_s: float = Field(default=1.0, ge=0)  # KIS's balance (cash, holdings)
+    daily_max_age_s: float = Field(default=2.0, ge=0)  # KIS's daily orders (the day's orders and fills)
     max_registrations: int = Field(default=41, ge=1, le=41)  # WebSocket registrations per app key (KIS: 41)
 
     @field_validator("rest_url", "ws_url")

@@ -66,12 +66,22 @@ class Broker(ABC):
         """Every order of the trading day (or of the closed day ``trading_date``), in its latest state."""
 
     @abstractmethod
-    def fills_today(self, trading_date: str = "") -> list[Fill]:
-        """Every execution of the trading day (or of the closed day ``trading_date``), with the broker's ids."""
+    def fills_today(self, trading_date: str = "", *, fresh: bool = False) -> list[Fill]:
+        """Every execution of the trading day (or of the closed day ``trading_date``), with the broker's ids.
+
+        ``fresh``: read the broker's record now, never a reading kept from a moment ago (see ``account``).
+        """
 
     @abstractmethod
-    def account(self) -> dict[str, Any]:
-        """Cash, buying power, fees and taxes of the account (won)."""
+    def account(self, *, fresh: bool = False) -> dict[str, Any]:
+        """Cash, buying power, fees and taxes of the account (won).
+
+        A venue may answer account queries from a reading a moment old (the KIS
+        gateway keeps KIS's balance a second, its daily orders two, within KIS's
+        rate limit); ``fresh`` asks it to read its source now. The reconciler's
+        second look at a difference is fresh, so that it never sees the first
+        look's readings again.
+        """
 
     @abstractmethod
     def positions(self) -> dict[str, dict[str, int]]:

@@ -95,14 +95,16 @@ class VenueBroker(Broker):
         args = {"trading_date": trading_date} if trading_date else {}
         return [OrderEvent.model_validate(r) for r in self.command("orders_today", args) or []]
 
-    def fills_today(self, trading_date: str = "") -> list[Fill]:
+    def fills_today(self, trading_date: str = "", *, fresh: bool = False) -> list[Fill]:
         """Every execution of the trading day (or of a closed day) with the venue's execution ids."""
-        args = {"trading_date": trading_date} if trading_date else {}
+        args: dict[str, Any] = {"trading_date": trading_date} if trading_date else {}
+        if fresh:
+            args["fresh"] = True
         return [Fill.model_validate(r) for r in self.command("fills_today", args) or []]
 
-    def account(self) -> dict[str, Any]:
-        """Cash, buying power, fees, taxes and equity of the account (won)."""
-        return dict(self.command("account") or {})
+    def account(self, *, fresh: bool = False) -> dict[str, Any]:
+        """Cash, buying power, fees, taxes and equity of the account (won); ``fresh``: read now, not kept."""
+        return dict(self.command("account", {"fresh": True} if fresh else None) or {})
 
     def positions(self) -> dict[str, dict[str, int]]:
         """Holdings by code: {code: {"qty": int, "avg_price": int}}."""

@@ -94,8 +94,6 @@ REFERENCE_RETRY_S = 30.0  # a code whose reference could not be read is asked ag
 POLL_INTERVAL_S = 1.0  # one background REST read (flows, polled prices) a second leaves the rest to orders
 CATCH_UP_INTERVAL_S = 10.0  # the daily orders are read this often while orders are open (missed notices)
 IN_DOUBT_INTERVAL_S = 1.0  # ... and this often while an order's fate is unknown
-BALANCE_MAX_AGE_S = 1.0
-DAILY_MAX_AGE_S = 2.0  # a query of the day's orders or fills reads KIS again when its last reading is older
 ALERT_KIND = "broker_connection"
 BROKER_DISCONNECTED = "BROKER_DISCONNECTED"
 REDUCE_ONLY = "REDUCE_ONLY_UNRESOLVED_ORDER"
@@ -297,6 +295,9 @@ class KisGateway(Service):
             return CommandResult(command_id=cmd.command_id, ok=False, reason_code=code, error=text)
 
         mt = self.clock.now()
+        fresh = args.get("fresh", False)
+        if not isinstance(fresh, bool):
+            return refuse(BAD_ARGS, f"{name}: fresh is true or false, not {fresh!r}")
         try:
             if name in ("ping", "clock"):
                 # no date or session before the market clock could be read: a guess would open the wrong day
@@ -305,7 +306,7 @@ class KisGateway(Service):
                            "clock_speed": mt.speed, "venue": "kis", "env": self.env, "ready": self.ready,
                            "stream": self.stream_state})
             if name in ("account", "positions"):
-                bal = self._read_balance()
+                bal = self._read_balance(fresh)
                 if name == "positions":
                     return ok({c: {"qty": q, "avg_price": p} for c, (q, p) in bal.positions.items() if q})
                 return ok({"cash_won": bal.cash_won, **{k: v for k, v in _plain(bal).items()
@@ -316,7 +317,7 @@ class KisGateway(Service):
                 date = args.get("trading_date") or mt.trading_date
                 if not isinstance(date, str) or len(date) != 8 or not date.isdigit():
                     return refuse(BAD_ARGS, f"{name} takes args {{trading_date?: YYYYMMDD}}")
-                rows = self._daily(date)
+                rows = self._catch_up(date) if fresh else self._daily(date)
                 if name == "orders_today":
                     return ok([o.event(mt.ts_ns).model_dump(mode="json") for o in self.book.of_day(date)]
                               + [e.model_dump(mode="json") for e in foreign_orders(self.book, rows, date)])
@@ -352,9 +353,10 @@ class KisGateway(Service):
         return refuse(UNKNOWN_COMMAND, f"unknown command {name!r}; try one of {', '.join(QUERIES)}, adopt, "
                                        "status, fault")
 
-    def _read_balance(self) -> Any:
+    def _read_balance(self, fresh: bool = False) -> Any:
+        """KIS's balance: as read within ``broker.kis.balance_max_age_s``, or read now (``fresh``, or none that recent)."""
         now = time.monotonic()
-        if self._balance is None or now - self._balance[0] > BALANCE_MAX_AGE_S:
+        if fresh or self._balance is None or now - self._balance[0] > self.settings.broker.kis.balance_max_age_s:
             self._balance = (now, self.rest.balance())
         return self._balance[1]
 
@@ -416,7 +418,7 @@ class KisGateway(Service):
     def _daily(self, trading_date: str) -> list[Any]:
         """KIS's daily orders of a day: as last read when that was lately, else read (and caught up with) now."""
         seen = self._daily_rows.get(trading_date)
-        if seen is not None and time.monotonic() - seen[0] < DAILY_MAX_AGE_S:
+        if seen is not None and time.monotonic() - seen[0] < self.settings.broker.kis.daily_max_age_s:
             return seen[1]
         return self._catch_up(trading_date)
 

@@ -339,3 +339,25 @@ def test_an_order_that_cannot_be_told_apart_is_flagged_reduce_only_and_settled_w
     assert done.returncode == 0, done.stderr
     assert client.order_status("kt-20260101-30").broker_order_id == odno
     assert client.command("status")["reduce_only_codes"] == []
+
+
+@pytest.fixture
+def venue_keeping_readings(tmp_path: Path, sim: Server) -> Iterator[tuple[Gateway, VenueBroker, Server]]:
+    """A gateway that answers account queries from readings up to ten minutes old (unless asked fresh)."""
+    yield from _serve(Gateway(tmp_path / "run", sim, TRADER_BROKER__KIS__BALANCE_MAX_AGE_S="600",
+                              TRADER_BROKER__KIS__DAILY_MAX_AGE_S="600"), sim)
+
+
+def test_a_fresh_account_query_reads_kis_anew_where_a_plain_one_is_answered_from_the_kept_reading(
+        venue_keeping_readings) -> None:
+    gw, client, sim = venue_keeping_readings
+    cash, held = client.account()["cash_won"], client.positions().get("000660", {}).get("qty", 0)
+    client.fills_today()  # the day's orders read once, and kept
+    sim.fault("phantom", code="000660", qty=3, cash_won=-12345)  # KIS's balance moves with no notice
+    assert client.account()["cash_won"] == cash and client.positions().get("000660", {}).get("qty", 0) == held
+    assert client.account(fresh=True)["cash_won"] == cash - 12345
+    assert client.positions()["000660"]["qty"] == held + 3  # from the fresh reading
+    assert client.fills_today(fresh=True) == client.fills_today()  # the day's orders read anew: no fill yet
+    with pytest.raises(BrokerError) as err:
+        client.command("account", {"fresh": "yes"})
+    assert err.value.reason_code == "BAD_ARGS" and "fresh" in str(err.value)
