@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -339,13 +340,20 @@ def account_differences(journal: Journal, exchange: VenueRecord, start_cash_won:
     return problems
 
 
-def converge(probe: Callable[[], list[str]], wait: Callable[[float], None], tries: int) -> list[str]:
-    """Ask ``probe`` until it finds nothing or ``tries`` run out (records settle in flight); the last answer."""
+def converge(probe: Callable[[], list[str]], wait: Callable[[float], None], tries: int, *,
+             away: Callable[[], bool] = lambda: False, away_limit_s: float = 0.0) -> list[str]:
+    """Ask ``probe`` until it finds nothing or ``tries`` run out (records settle in flight); the last answer.
+
+    ``away``: whether a process the records wait on cannot get at them yet (the
+    order manager while the broker does not give it the day's records); a look
+    then does not count, for up to ``away_limit_s`` in all.
+    """
     problems = probe()
-    for _ in range(tries - 1):
-        if not problems:
-            break
+    left, paused_until = tries - 1, time.monotonic() + away_limit_s
+    while problems and left > 0:
         wait(1.0)
+        if not (away() and time.monotonic() < paused_until):
+            left -= 1
         problems = probe()
     return problems
 
@@ -486,6 +494,11 @@ class AlertRecorder:
 
     def kinds(self, prefix: str) -> list[tuple[str, str, str, int]]:
         return [a for a in self.alerts if a[0].startswith(prefix)]
+
+    def away(self, source: str) -> bool:
+        """Whether ``source``'s last broker connection alert left it short of connected (reconnecting, reconciling)."""
+        said = [a[2] for a in self.alerts if a[0] == "broker_connection" and a[1] == source]
+        return bool(said) and "-> connected" not in said[-1]
 
     def close(self) -> None:
         self.sub.close()
