@@ -66,10 +66,10 @@ from pathlib import Path
 from time import time_ns
 from typing import Any
 
-from agents import state_store
+from agents import state_store, warm
 from agents.context import AgentContext, CancelIntent, OrderIntent
 from agents.limits import agent_limits
-from agents.settings import AgentSettings, check_roster
+from agents.settings import AgentSettings
 from agents.status_page import StatusPage
 from agents.strategy import BarData, FillData, FlowData, FundData, OrderEventData, TickData, get_strategy
 from bus.codec import Envelope
@@ -77,8 +77,8 @@ from bus.latency import Histogram
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient, RpcFailure
 from bus.service import EXIT_CONFIG, Service, configure_logging
-from core.config import PROJECT_ROOT, ConfigError, StackSettings, load_stack
-from core.instruments import Instrument, InstrumentError, load_instruments
+from core.config import ConfigError, StackSettings, load_stack
+from core.instruments import Instrument, InstrumentError
 from core.ledger import Book, LedgerError
 from core.messages import Bar, Command, CommandResult, Fill, Fundamentals, Message, OrderEvent, SessionPhase, market_closed
 from core.portfolio import Portfolio, kst_date
@@ -785,18 +785,21 @@ def _key(intent: OrderIntent | CancelIntent) -> str:
     return intent.client_order_id if isinstance(intent, OrderIntent) else f"cancel:{intent.client_order_id}"
 
 
-def _project_path(p: str) -> Path:
-    path = Path(p)
-    return path if path.is_absolute() else PROJECT_ROOT / path
+_project_path = warm.project_path
 
 
-def load_agent(agent_id: str, settings: StackSettings, roster: str | None = None) -> tuple[AgentSettings | None, dict[str, Instrument], list[str]]:
-    """The agent's checked settings from the roster, the instrument master, and the problems that stop it."""
-    try:
-        instruments = load_instruments(_project_path(settings.market.instruments_file))
-    except (OSError, InstrumentError) as exc:
-        return None, {}, [f"instrument master: {exc}"]
-    report = check_roster(_project_path(roster or settings.roster_file), instruments, settings)
+def load_agent(agent_id: str, settings: StackSettings, roster: str | None = None,
+               reading: warm.Reading | None = None) -> tuple[AgentSettings | None, dict[str, Instrument], list[str]]:
+    """The agent's checked settings from the roster, the instrument master, and the problems that stop it.
+
+    ``reading``: the instruments and roster check already read (the agents' parent's), else read here.
+    """
+    if reading is None:
+        try:
+            reading = warm.read(settings, roster)
+        except (OSError, InstrumentError) as exc:
+            return None, {}, [f"instrument master: {exc}"]
+    instruments, report = reading.instruments, reading.report
     agent = report.agent(agent_id)
     if agent is None:
         mine = [str(p) for p in report.problems if p.agent_id in (agent_id, "-")]
@@ -813,12 +816,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roster", default=None, help="roster file (default: the stack's roster_file)")
     args = parser.parse_args(argv)
     configure_logging()
+    reading = warm.take(args.roster)  # forked from the agents' parent: its reading, when it is this agent's too
     try:
-        settings = load_stack()
+        settings = reading.settings if reading else load_stack()
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    agent, instruments, problems = load_agent(args.agent_id, settings, args.roster)
+    if reading is not None:
+        log.info("settings, instrument master and roster: the agent parent's reading (the same files and environment)")
+    agent, instruments, problems = load_agent(args.agent_id, settings, args.roster, reading)
     if agent is None:
         for p in problems:
             log.error("cannot start agent %s: %s", args.agent_id, p)

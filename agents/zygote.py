@@ -72,8 +72,9 @@ def preload() -> None:
 def warm_up() -> None:
     """Run once what every agent runs at start, so the lazy caches it fills (pydantic's validators, the codec's
     tables, ``re`` and ``typing`` caches) are built here and shared, not built again in each agent. The files it
-    reads are closed again; nothing it builds is kept."""
-    from agents.runtime import load_agent
+    reads are closed again. What it reads (the stack settings, the instrument master, the roster check) is kept
+    for the agents whose own reading would be the same (``agents.warm``)."""
+    from agents import warm
     from bus.codec import decode, encode
     from core.config import ConfigError, load_stack
     from core.messages import Heartbeat
@@ -84,7 +85,7 @@ def warm_up() -> None:
     except ConfigError:
         return
     try:
-        load_agent("-", settings)
+        warm.keep(warm.read(settings))
     except Exception:  # noqa: BLE001 - a warm-up only: the agents report their own problems
         return
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -22,6 +23,7 @@ from tests.cli.conftest import Supervised, sma, wait_for
 from tests.ports import free_port
 
 AGENTS = ("fa", "fb", "fc")
+PARENTS_READING = "the agent parent's reading"
 
 
 def status(s: Supervised) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def test_every_agent_is_forked_from_the_parent_and_is_a_process_of_its_own(forke
         assert row["uss_bytes"] > 0 and row["uss_bytes"] < row["rss_bytes"] / 2, "the imported code is shared"
         pids.add(row["pid"])
         assert f"forked from the agent parent, pid {parent['pid']}" in log_of(forked, a)
+        assert PARENTS_READING in log_of(forked, a), "the settings and roster the parent read, not read again"
     zygote = psutil.Process(parent["pid"])
     assert zygote.ppid() == supervisor and zygote.num_threads() == 1, "no thread in the parent: nothing lost in a fork"
     assert zygote.net_connections(kind="all") == [], "no socket of any kind in the parent"
@@ -141,6 +144,33 @@ def test_the_parents_death_loses_no_agent_and_a_new_parent_takes_over(forked: Su
                     "fb restarted")
     assert rows["fb"]["forked"] is True
     assert f"forked from the agent parent, pid {new}" in log_of(forked, "fb")
+
+
+def test_an_agent_started_after_the_roster_changed_reads_the_roster_itself(forked: Supervised) -> None:
+    before = heartbeating(forked, AGENTS)
+    log = log_of(forked, "fc")
+    old_dp = int(forked.roster.read_text().split('id = "fc"')[1].split("dp = ")[1].split()[0])
+    new_dp = free_port()
+    text = forked.roster.read_text()  # fc moves its status page: the parent read the old port
+    forked.roster.write_text(text.replace(f'id = "fc"\ncode = "005930"\ndp = {old_dp}',
+                                          f'id = "fc"\ncode = "005930"\ndp = {new_dp}'))
+    assert forked.roster.read_text() != text
+    out = forked.trader("restart", "fc")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = wait_for(lambda: (r := heartbeating(forked, AGENTS)) and r["fc"]["pid"] != before["fc"]["pid"] and r, 60,
+                    "fc restarted")
+    assert rows["fc"]["forked"] is True
+    since = log_of(forked, "fc")[len(log):]
+    assert "forked from the agent parent" in since and PARENTS_READING not in since, since
+    page = wait_for(lambda: _page(new_dp), 30, "fc's status page on its new port")
+    assert page["dp"] == new_dp and page["pid"] == rows["fc"]["pid"], page
+
+
+def _page(port: int) -> dict[str, Any] | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/status", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def test_a_parent_that_cannot_start_leaves_agents_started_the_old_way_with_an_alert(tmp_path: Path) -> None:
