@@ -22,8 +22,8 @@ run: $(STAMP)
 # The tests not marked slow run on two workers (a test file stays on one worker: its fixtures and order are
 # kept), the slow ones (whole stacks, chaos runs) one at a time after them; both always run.
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile; fast=$$?; \
-	  $(BIN)/python -m pytest -q -m slow; slow=$$?; \
+	@$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=10; fast=$$?; \
+	  $(BIN)/python -m pytest -q -m slow --durations=20; slow=$$?; \
 	  test $$fast -eq 0 -a $$slow -eq 0
 
 bench: $(STAMP)
