@@ -11,6 +11,7 @@ adjustments change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -150,13 +151,29 @@ def _guard_consistent(stack: LedgerStack) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def back_office(tmp_path_factory: pytest.TempPathFactory, name: str, start_time: str, *,
+                ready: bool = True) -> Iterator[LedgerStack]:
+    """Bus, exchange, market data, risk guard and order manager from ``start_time`` (market time); all stopped after.
+
+    ``ready``: wait until the order manager takes orders and the risk guard's view is consistent.
+    """
+    s = LedgerStack(tmp_path_factory.mktemp(name))
+    s.env["TRADER_CLOCK__START_TIME"] = start_time
+    try:
+        for process in ("bus", "exchange", "market-data", "risk-guard", "order-manager"):
+            s.start(process)
+        if ready:
+            wait_for(lambda: accepting(s), 60, "the order manager to connect to the exchange")
+            wait_for(lambda: _guard_consistent(s), 60, "the risk guard's view")
+        yield s
+    finally:
+        s.close()
+
+
 def test_a_roll_that_finds_a_fill_of_an_unknown_order_halts_the_firm_and_names_the_row(
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    s = LedgerStack(tmp_path_factory.mktemp("ledger-bad"))
-    s.env["TRADER_CLOCK__START_TIME"] = "15:27"
-    try:
-        for name in ("bus", "exchange", "market-data", "risk-guard", "order-manager"):
-            s.start(name)
+    with back_office(tmp_path_factory, "ledger-bad", "15:27", ready=False) as s:
         alerts = Subscriber(s.ctx, s.settings.endpoint("bus_out"), ["sys.alert"])
         try:
             wait_for(lambda: (st := s.status()) and st["ledger_date"], 60, "the ledger to open")
@@ -182,19 +199,11 @@ def test_a_roll_that_finds_a_fill_of_an_unknown_order_halts_the_firm_and_names_t
             assert "XBOGUS" in s.status()["ledger_problem"]
         finally:
             alerts.close()
-    finally:
-        s.close()
 
 
 def test_a_day_roll_whose_records_the_broker_refuses_waits_for_them_and_the_order_manager_lives_on(
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    s = LedgerStack(tmp_path_factory.mktemp("ledger-refused"))
-    s.env["TRADER_CLOCK__START_TIME"] = "15:27"
-    try:
-        for name in ("bus", "exchange", "market-data", "risk-guard", "order-manager"):
-            s.start(name)
-        wait_for(lambda: accepting(s), 60, "the order manager to connect to the exchange")
-        wait_for(lambda: _guard_consistent(s), 60, "the risk guard's view")
+    with back_office(tmp_path_factory, "ledger-refused", "15:27") as s:
         resting = s.order(s.resting_price())
         assert resting.status is OrderStatus.ACCEPTED, resting
         day = s.trading_date
@@ -212,5 +221,3 @@ def test_a_day_roll_whose_records_the_broker_refuses_waits_for_them_and_the_orde
                                         resting.client_order_id) == [("expired",)], 60, "the order to expire")
         assert s.journal_rows("SELECT next_date FROM ledger_rolls WHERE ledger_date = ?", day)
         assert oms.poll() is None and "Traceback" not in log.read_text()
-    finally:
-        s.close()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from core.messages import OrderStatus
-from tests.services.test_ledger_stack import LedgerStack, _guard_consistent
+from tests.services.test_ledger_stack import LedgerStack, back_office
 from tests.services.test_order_manager import AGENT, CODE, accepting, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -24,16 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 @pytest.fixture
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerStack]:
-    s = LedgerStack(tmp_path_factory.mktemp("overnight"))
-    s.env["TRADER_CLOCK__START_TIME"] = "15:24"
-    try:
-        for name in ("bus", "exchange", "market-data", "risk-guard", "order-manager"):
-            s.start(name)
-        wait_for(lambda: accepting(s), 60, "the order manager to connect to the exchange")
-        wait_for(lambda: _guard_consistent(s), 60, "the risk guard's view")
+    with back_office(tmp_path_factory, "overnight", "15:24") as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_a_fill_of_the_closing_auction_missed_by_a_dead_order_manager_is_applied_after_the_night(
