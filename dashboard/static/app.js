@@ -39,7 +39,24 @@ function dur(s) {
 }
 function signed(v) { return typeof v === "number" ? `<span class="${v > 0 ? "pos" : v < 0 ? "neg" : ""}">${num(v)}</span>` : num(v); }
 function setText(id, text) { const el = document.getElementById(id); if (el && el.textContent !== text) el.textContent = text; }
-function setHTML(el, html) { if (el && el.__html !== html) { el.innerHTML = html; el.__html = html; } }
+// A button replaced between the press and the release of a click loses the click (the page re-renders on every
+// push, and an alert storm pushes many times a second): while a pointer is down, what holds its target waits,
+// and is written once the click has been dispatched.
+let pressed = null;
+const held = new Map();
+document.addEventListener("pointerdown", e => { pressed = e.target; }, true);
+function release() {
+  pressed = null;
+  setTimeout(() => { const due = [...held]; held.clear(); for (const [el, html] of due) setHTML(el, html); }, 0);
+}
+document.addEventListener("pointerup", release, true);
+document.addEventListener("pointercancel", release, true);
+window.addEventListener("blur", () => { if (pressed) release(); });
+function setHTML(el, html) {
+  if (!el) return;
+  if (pressed && el.contains(pressed)) { held.set(el, html); return; }
+  if (el.__html !== html) { el.innerHTML = html; el.__html = html; }
+}
 function body(tableId) { const t = document.getElementById(tableId); return t ? t.tBodies[0] : null; }
 function kv(data) {
   if (data === null || data === undefined) return '<span class="muted">-</span>';

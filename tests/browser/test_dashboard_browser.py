@@ -97,6 +97,42 @@ def test_the_overview_lists_each_process_once_and_folds_alerts_live(firm: Firm, 
     shot(page, "overview")
 
 
+def test_a_click_on_an_alert_button_survives_the_pushes_of_an_alert_storm(firm: Firm, page: Any) -> None:
+    page.goto(firm.url + "/")
+    page.wait_for_selector("#conn:text('live')", timeout=10_000)
+    pub = firm.publisher()
+    row = "#alert-groups tr[data-key='risk-guard/STORM']"
+
+    def storm() -> None:
+        pub.publish("sys.alert", Alert(level=AlertLevel.ERROR, source="risk-guard", kind="STORM", text="again",
+                                       ts_ns=time.time_ns()))
+
+    def count() -> int:
+        cell = page.locator(f"{row} td.count")
+        return int(cell.inner_text()) if cell.count() else 0
+
+    def total() -> int:
+        text = page.inner_text("#alerts-active")  # a text the table's renderer writes on every push
+        return int(text.split("·")[1].split()[0].replace(",", ""))
+
+    wait_until(lambda: storm() or count() >= 1, 10, "the storm's row")
+    # scrolled to and measured in one step of the page's own (a push may replace the row between two of ours)
+    centre = page.evaluate("""sel => { const b = document.querySelector(sel); if (!b) return null;
+        b.scrollIntoView({block: "center"}); const r = b.getBoundingClientRect();
+        return [r.x + r.width / 2, r.y + r.height / 2]; }""", f"{row} button[data-action='ack']")
+    assert centre, "the storm's row has its ack button"
+    x, y = centre
+    page.mouse.move(x, y)
+    page.mouse.down()
+    assert page.evaluate(f"document.elementFromPoint({x}, {y}).dataset.action") == "ack"
+    shown, before = count(), total()
+    wait_until(lambda: storm() or total() >= before + 3, 10, "three more alerts pushed to the page")
+    assert count() == shown, "the row under the pressed button is not replaced mid-click"
+    page.mouse.up()
+    page.wait_for_selector("#flash:text('ack refused (401')", timeout=5_000)  # the click reached its button
+    wait_until(lambda: count() > shown, 10, "the row catching up once the click is done")
+
+
 def test_a_tick_on_the_bus_changes_the_board_without_a_reload(firm: Firm, page: Any) -> None:
     page.goto(firm.url + "/market")
     page.wait_for_selector("#conn:text('live')", timeout=10_000)
