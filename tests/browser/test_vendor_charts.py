@@ -88,8 +88,13 @@ def test_an_agent_page_draws_candles_volume_fill_markers_and_pnl_in_kst(firm: Fi
     zoom = page.evaluate("""async () => {
         const el = document.getElementById('candles'), ts = el.__traderChart.chart.timeScale();
         const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-        const fitted = ts.getVisibleLogicalRange();
-        ts.setVisibleLogicalRange({from: fitted.from + 2, to: fitted.to});
+        // the chart lays the last bars out on a later frame: the range it fitted them in, once it spans them
+        let fitted = ts.getVisibleLogicalRange();
+        for (let i = 0; i < 120 && !(fitted && fitted.to - fitted.from >= 4); i++) {
+            await frame();
+            fitted = ts.getVisibleLogicalRange();
+        }
+        ts.setVisibleLogicalRange({from: fitted.from + Math.min(2, (fitted.to - fitted.from) / 2), to: fitted.to});
         await frame();
         const zoomed = ts.getVisibleLogicalRange();
         TraderCharts.candles(el, trader.state.agent.bars, trader.state.agent.fills);
