@@ -188,7 +188,7 @@ class ReconcilerService(Service):
         sources: dict[str, Any] = {}
         pending: list[dict[str, Any]] = []
         try:
-            report = self._compare(sources)
+            report = self._compare(sources, fresh=True)  # what the broker holds now, not a reading of a second ago
             if report.to_heal():
                 healed = self._heal(report)
                 report = self._compare(sources)
