@@ -188,7 +188,7 @@ class ReconcilerService(Service):
         sources: dict[str, Any] = {}
         pending: list[dict[str, Any]] = []
         try:
-            report = self._compare(sources, fresh=True)  # what the broker holds now, not a reading of a second ago
+            report = self._compare(sources)
             if report.to_heal():
                 healed = self._heal(report)
                 report = self._compare(sources)
@@ -196,7 +196,7 @@ class ReconcilerService(Service):
             if first:
                 if self.cfg.confirm_delay_s > 0:
                     time.sleep(self.cfg.confirm_delay_s)
-                report = self._compare(sources, fresh=True)  # the broker read anew: never the first look's readings
+                report = self._compare(sources)
             stable = [d for d in report.differences if not d.safe_to_heal and d.action is not Action.WAIT
                       and _same(first.get(_diff_id(d)), d)]
             stable += self._stuck(report.differences)
@@ -279,10 +279,10 @@ class ReconcilerService(Service):
         needing = [d for d in new if d.action is Action.HALT]
         return self._apply_policy(needing) if needing else False
 
-    def _compare(self, sources: dict[str, Any], *, fresh: bool = False) -> Report:
+    def _compare(self, sources: dict[str, Any]) -> Report:
         broker_date = self._broker_date()
         raw_journal = self._ask(self.oms, "journal_state", {}, "order manager", "python -m services.order_manager")
-        broker = self._broker_state(fresh)
+        broker = self._broker_state()
         ledger_date = str(raw_journal.get("ledger_date") or "") if isinstance(raw_journal, dict) else ""
         after = self._broker_date()
         stale = [o for o in raw_journal.get("orders") or [] if isinstance(o, dict) and o.get("status") not in TERMINAL
@@ -316,19 +316,20 @@ class ReconcilerService(Service):
         except BrokerError as exc:
             raise SourceDown(f"the broker's answer is unusable: {exc}") from exc
 
-    def _broker_state(self, fresh: bool = False) -> BrokerState:
-        """The broker's account, holdings, open orders and fills, read in that order.
+    def _broker_state(self) -> BrokerState:
+        """The broker's account, holdings, open orders and fills, read in that order and fresh.
 
-        The fills are read last, so that every execution in the holdings is
-        among them (one that lands between the reads shows on the fills' side
-        only, and is gone at the second look). ``fresh``: the venue reads its
-        sources now (the positions come from the account's reading).
+        Fresh: the venue reads its sources now, never a reading kept from a
+        moment ago, so two looks never see the same readings (the positions
+        come from the account's reading). The fills are read last, so that
+        every execution in the holdings is among them (one that lands between
+        the reads shows on the fills' side only, and is gone at the second look).
         """
         assert self.broker is not None
         try:
-            state = broker_state_from_plain(self.broker.account(fresh=fresh), self.broker.positions(),
+            state = broker_state_from_plain(self.broker.account(fresh=True), self.broker.positions(),
                                             [o.model_dump(mode="json") for o in self.broker.open_orders()],
-                                            [f.model_dump(mode="json") for f in self.broker.fills_today(fresh=fresh)])
+                                            [f.model_dump(mode="json") for f in self.broker.fills_today(fresh=True)])
         except BrokerUnavailable as exc:
             self._broker_was_down = True
             raise SourceDown(f"the broker does not answer ({exc}); start the paper exchange with `python -m services.exchange`") from exc
